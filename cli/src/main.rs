@@ -1,0 +1,132 @@
+//! The `agora` command. Today: `validate` (check manifests locally, as the apiserver will admit them) and
+//! `version`. Later issues add `up`, `apiserver`, `controllers`, `agent` and the API client commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Agora: a cluster manager with Mesos' two-level scheduling, Marathon's apps and Chronos' jobs, driven by a
+/// Kubernetes-style declarative API.
+#[derive(Parser, Debug)]
+#[command(name = "agora", version, about, long_about = None, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
+    ///
+    /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
+    Validate {
+        /// Manifest files or directories (every *.yaml, *.yml and *.json below them); `-` reads standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Print the defaulted objects instead of a summary.
+        #[arg(short = 'o', long = "output")]
+        output: Option<Output>,
+    },
+    /// Print the client version.
+    Version,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Output {
+    /// One JSON document per object.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { files, output } => validate(&files, output),
+        Command::Version => {
+            println!("agora {}", env!("CARGO_PKG_VERSION"));
+            Ok(true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Validates every manifest; returns whether all were valid.
+fn validate(inputs: &[PathBuf], output: Option<Output>) -> Result<bool> {
+    let mut all_valid = true;
+    for file in expand(inputs)? {
+        let (origin, source) = read(&file)?;
+        match agora_schemas::manifest::parse_and_validate(&source, &origin) {
+            Ok(documents) => {
+                for document in documents {
+                    match output {
+                        Some(Output::Json) => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&document.object.to_json())?
+                        ),
+                        None => println!(
+                            "{origin}: {} {} is valid",
+                            document.object.info().kind,
+                            document.object.metadata().display_name()
+                        ),
+                    }
+                }
+            }
+            Err(errors) => {
+                all_valid = false;
+                for error in errors {
+                    eprintln!("{error}");
+                }
+            }
+        }
+    }
+    Ok(all_valid)
+}
+
+fn read(file: &Path) -> Result<(String, String)> {
+    if file.as_os_str() == "-" {
+        let source = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
+        return Ok(("-".to_owned(), source));
+    }
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok((file.display().to_string(), source))
+}
+
+/// Files as given, and the manifests below each directory, in name order.
+fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            collect(input, &mut found)?;
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The cluster-scoped kinds of the two-level scheduler: `Agent` (a machine and what it offers), `Framework` (a
+//! scheduler that receives offers) and `Offer` (resources of one agent offered to one framework).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{PortRange, Resources, validate_role};
+use crate::meta::{Condition, ObjectMeta};
+use crate::validation::{FieldErrorKind, Path, Validator, check_qualified_name};
+
+crate::object! {
+    /// A machine that runs tasks: what it has, how it is labelled, and whether it is reachable.
+    Agent {
+        spec: AgentSpec,
+        status: AgentStatus,
+        plural: "agents",
+        singular: "agent",
+        short_names: ["ag"],
+        namespaced: false,
+        subresources: ["status"],
+        field_selectors: [],
+        name_rule: Subdomain,
+    }
+}
+
+/// What an agent offers, written by the agent at registration (and by operators for `unschedulable`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = AgentSpec::schema_defaults)]
+pub struct AgentSpec {
+    /// Everything the agent has, reservations included.
+    pub resources: Resources,
+    /// Parts of `resources` reserved for a role: offered only to frameworks of that role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservations: BTreeMap<String, Resources>,
+    /// Labels for placement constraints (`rack: a`, `zone: z1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// An unschedulable agent gets no new tasks; running ones stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<bool>,
+}
+
+crate::defaults!(AgentSpec {
+    unschedulable: bool = false
+});
+
+impl AgentSpec {
+    /// Sets every unset field to its default.
+    pub fn apply_defaults(&mut self) {
+        self.fill_defaults();
+    }
+
+    /// Checks amounts, port ranges, reservations (within the total) and attribute names.
+    pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
+        self.resources.validate(v, &path.field("resources"));
+        let mut reserved = Resources::default();
+        for (role, r) in &self.reservations {
+            let at = path.field("reservations").key(role);
+            validate_role(v, &at, role);
+            if role == "*" {
+                v.invalid(
+                    &at,
+                    "\"*\" is the unreserved role; reservations are for named roles",
+                );
+            }
+            r.validate(v, &at);
+            reserved.cpus += r.cpus;
+            reserved.mem += r.mem;
+            reserved.disk += r.disk;
+            for (i, range) in r.ports.iter().enumerate() {
+                let inside = self
+                    .resources
+                    .ports
+                    .iter()
+                    .any(|total| total.0 <= range.0 && range.1 <= total.1);
+                if !inside {
+                    v.invalid(
+                        &at.field("ports").index(i),
+                        format!("[{}, {}] is not within the agent's ports", range.0, range.1),
+                    );
+                }
+            }
+        }
+        for (field, sum, total) in [
+            ("cpus", reserved.cpus, self.resources.cpus),
+            ("mem", reserved.mem, self.resources.mem),
+            ("disk", reserved.disk, self.resources.disk),
+        ] {
+            if sum > total {
+                v.invalid(
+                    &path.field("reservations"),
+                    format!("reserve {sum} {field} in all, more than the agent has ({total})"),
+                );
+            }
+        }
+        for (key, value) in &self.attributes {
+            let at = path.field("attributes").key(key);
+            if let Err(why) = check_qualified_name(key) {
+                v.invalid(&at, why);
+            }
+            if value.is_empty() {
+                v.required(&at, "an attribute needs a value");
+            }
+        }
+    }
+}
+
+/// What is observed of an agent: where it is, what is allocated, whether it is reachable.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentStatus {
+    /// The machine's hostname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The agent's own HTTP endpoint (`http://10.0.0.5:5051`), for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Resources held by non-terminal tasks and outstanding offers (kept by the allocator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<Resources>,
+    /// The agent's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `Ready`, `Unreachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+crate::object! {
+    /// A scheduler that receives offers: the built-in marathon and chronos, or your own.
+    Framework {
+        spec: FrameworkSpec,
+        status: FrameworkStatus,
+        plural: "frameworks",
+        singular: "framework",
+        short_names: ["fw"],
+        namespaced: false,
+        subresources: ["status"],
+        field_selectors: [],
+        name_rule: Subdomain,
+    }
+}
+
+/// How a framework takes part in allocation.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = FrameworkSpec::schema_defaults)]
+pub struct FrameworkSpec {
+    /// The roles whose resources (and reservations) it may use; `*` is the unreserved pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// Its weight in Dominant Resource Fairness: a weight of 2 gets twice the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The user its tasks run as, when they do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// How long its tasks keep running after it stops renewing its registration, seconds (default one week; Mesos'
+    /// 0 kills everything at the first hiccup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout_seconds: Option<u64>,
+    /// A suppressed framework gets no offers (it needs nothing now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<bool>,
+}
+
+crate::defaults!(FrameworkSpec {
+    roles: Vec<String> = vec!["*".to_owned()],
+    weight: f64 = 1.0,
+    failover_timeout_seconds: u64 = 7 * 24 * 3600,
+    suppressed: bool = false,
+});
+
+impl FrameworkSpec {
+    /// Sets every unset field to its default.
+    pub fn apply_defaults(&mut self) {
+        self.fill_defaults();
+    }
+
+    /// Roles valid and unique, weight positive.
+    pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
+        let roles = self.roles();
+        if roles.is_empty() {
+            v.required(
+                &path.field("roles"),
+                "at least one role is needed (\"*\" for the unreserved pool)",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, role) in roles.iter().enumerate() {
+            validate_role(v, &path.field("roles").index(i), role);
+            if !seen.insert(role) {
+                v.push(
+                    &path.field("roles").index(i),
+                    FieldErrorKind::Duplicate,
+                    format!("\"{role}\" is listed twice"),
+                );
+            }
+        }
+        v.positive(&path.field("weight"), self.weight());
+    }
+}
+
+/// What the allocator observes of a framework.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrameworkStatus {
+    /// Resources held by its non-terminal tasks and outstanding offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<Resources>,
+    /// Its dominant share divided by its weight: DRF offers to the lowest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dominant_share: Option<f64>,
+    /// Its offers now outstanding.
+    #[serde(default)]
+    pub outstanding_offers: u32,
+    /// When it last renewed its registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    /// `Registered`, `Connected`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+crate::object! {
+    /// Resources of one agent offered to one framework, used once: accepted (creating tasks), declined or rescinded.
+    Offer {
+        spec: OfferSpec,
+        status: OfferStatus,
+        plural: "offers",
+        singular: "offer",
+        short_names: [],
+        namespaced: false,
+        subresources: ["status", "accept"],
+        field_selectors: ["spec.framework", "spec.agent", "status.phase"],
+        name_rule: Subdomain,
+    }
+}
+
+/// What is offered, to whom, until when.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OfferSpec {
+    /// The framework it is offered to.
+    pub framework: String,
+    /// The agent whose resources these are.
+    pub agent: String,
+    /// The agent's hostname (for `hostname` constraints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The role the resources belong to (`*` or a reservation's role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The resources offered.
+    pub resources: Resources,
+    /// The agent's attributes (for constraints).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    /// After this the allocator rescinds the offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+impl OfferSpec {
+    /// Offers have no defaults.
+    pub fn apply_defaults(&mut self) {}
+
+    /// Framework and agent named; resources well-formed.
+    pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
+        if self.framework.is_empty() {
+            v.required(
+                &path.field("framework"),
+                "the framework the offer is for is required",
+            );
+        }
+        if self.agent.is_empty() {
+            v.required(
+                &path.field("agent"),
+                "the agent whose resources are offered is required",
+            );
+        }
+        if let Some(role) = &self.role {
+            validate_role(v, &path.field("role"), role);
+        }
+        self.resources.validate(v, &path.field("resources"));
+    }
+
+    /// True when `port` is among the offered ports.
+    #[must_use]
+    pub fn offers_port(&self, port: u16) -> bool {
+        self.resources
+            .ports
+            .iter()
+            .any(|r: &PortRange| r.contains(port))
+    }
+}
+
+/// Where an offer is in its one-shot life.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OfferPhase {
+    /// Waiting for the framework; its resources count as allocated.
+    Outstanding,
+    /// Used: tasks were created from it; the unused rest went back to the pool.
+    Accepted,
+    /// Refused by the framework.
+    Declined,
+    /// Taken back by the allocator (agent lost, offer expired).
+    Rescinded,
+}
+
+/// The phase of an offer and why it ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OfferStatus {
+    /// Outstanding, Accepted, Declined or Rescinded.
+    pub phase: OfferPhase,
+    /// Why it was declined or rescinded (`Expired`, `AgentUnreachable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The tasks created by accepting it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// After a decline: the framework gets no offer from this agent before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_until: Option<Timestamp>,
+    /// When it left Outstanding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Timestamp>,
+}

@@ -1,0 +1,139 @@
+//! # agora-schemas
+//!
+//! The vocabulary every part of Agora speaks: the API objects (`App`, `CronJob`, `Task`, `Framework`, `Offer`,
+//! `Agent`, `Lease`, `Event`) with Kubernetes-style metadata and the spec/status split, their server-side defaults
+//! (Marathon's and Chronos'), validation that reports every violation with its JSON path, ISO 8601 schedules, the
+//! manifest parser behind `agora apply`, and the JSON Schema / OpenAPI documents generated from the types.
+//!
+//! This crate does no I/O and knows nothing of HTTP or the store; the apiserver, client, controllers and agent
+//! depend on it, never the other way round.
+
+pub mod app;
+pub mod cluster;
+pub mod common;
+pub mod coordination;
+pub mod cronjob;
+pub mod iso8601;
+pub mod manifest;
+pub mod meta;
+pub mod resource;
+pub mod schema;
+pub mod status;
+pub mod task;
+pub mod validation;
+
+pub use app::{
+    App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy,
+};
+pub use cluster::{
+    Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferPhase,
+    OfferSpec, OfferStatus,
+};
+pub use common::{
+    Constraint, ConstraintRule, ContainerSpec, HealthCheck, HealthCheckProtocol, PortDefinition,
+    PortRange, Protocol, Resources,
+};
+pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
+pub use cronjob::{ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus};
+pub use manifest::{Document, ManifestError};
+pub use meta::{
+    Condition, ConditionStatus, List, ListMeta, ObjectMeta, ObjectReference, OwnerReference,
+    WatchEvent,
+};
+pub use resource::{
+    API_GROUP, API_GROUP_VERSION, API_VERSION, AdmitError, KindInfo, Resource, admit,
+};
+pub use status::{Status, StatusCause, StatusDetails, StatusReason};
+pub use task::{Task, TaskPort, TaskSpec, TaskState, TaskStatus};
+pub use validation::{FieldError, FieldErrorKind, FieldErrors};
+
+/// Declares the kinds once: the registry the apiserver dispatches on and the [`AnyObject`] enum manifests decode to.
+macro_rules! kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// Every kind the apiserver serves, in the order discovery lists them.
+        pub const KINDS: &[KindInfo] = &[$(KindInfo::of::<$kind>()),*];
+
+        /// An object of any kind, as decoded from a manifest.
+        #[derive(Clone, Debug, PartialEq)]
+        #[allow(missing_docs)]
+        pub enum AnyObject {
+            $($kind($kind)),*
+        }
+
+        impl AnyObject {
+            /// Decodes `value` strictly as the kind named `kind`; `None` for a kind Agora does not serve.
+            pub(crate) fn decode<'de, D: serde::Deserializer<'de>>(
+                kind: &str,
+                deserializer: D,
+            ) -> Option<Result<Self, serde_path_to_error::Error<D::Error>>> {
+                match kind {
+                    $(stringify!($kind) => Some(serde_path_to_error::deserialize(deserializer).map(Self::$kind)),)*
+                    _ => None,
+                }
+            }
+
+            /// The registry entry of the object's kind.
+            #[must_use]
+            pub fn info(&self) -> &'static KindInfo {
+                match self {
+                    $(Self::$kind(_) => {
+                        const INFO: KindInfo = KindInfo::of::<$kind>();
+                        &INFO
+                    })*
+                }
+            }
+
+            /// The object's metadata.
+            #[must_use]
+            pub fn metadata(&self) -> &ObjectMeta {
+                match self {
+                    $(Self::$kind(o) => o.metadata(),)*
+                }
+            }
+
+            /// Applies the kind's server-side defaults (what the apiserver does on create).
+            pub fn apply_defaults(&mut self) {
+                match self {
+                    $(Self::$kind(o) => o.apply_defaults(),)*
+                }
+            }
+
+            /// Validates the object, returning every violation.
+            ///
+            /// # Errors
+            /// Every violation, each with its JSON path.
+            pub fn validate(&self) -> Result<(), FieldErrors> {
+                match self {
+                    $(Self::$kind(o) => o.validate(),)*
+                }
+            }
+
+            /// The object as JSON.
+            #[must_use]
+            pub fn to_json(&self) -> serde_json::Value {
+                let encoded = match self {
+                    $(Self::$kind(o) => serde_json::to_value(o),)*
+                };
+                // Serializing plain data structs to a Value cannot fail (no non-string map keys, no I/O).
+                encoded.unwrap_or(serde_json::Value::Null)
+            }
+        }
+    };
+}
+
+kinds!(App, CronJob, Task, Framework, Offer, Agent, Lease, Event);
+
+/// The registry entry for a kind name (`App`).
+#[must_use]
+pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.kind == kind)
+}
+
+/// The registry entry for a resource name: plural (`apps`), singular (`app`) or a short name.
+#[must_use]
+pub fn resource_info(name: &str) -> Option<&'static KindInfo> {
+    let name = name.to_ascii_lowercase();
+    KINDS
+        .iter()
+        .find(|k| k.plural == name || k.singular == name || k.short_names.contains(&name.as_str()))
+}
