@@ -67,10 +67,7 @@ fn validate(inputs: &[PathBuf], output: Option<Output>) -> Result<bool> {
             Ok(documents) => {
                 for document in documents {
                     match output {
-                        Some(Output::Json) => println!(
-                            "{}",
-                            serde_json::to_string_pretty(&document.object.to_json())?
-                        ),
+                        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&document.object.to_json())?),
                         None => println!(
                             "{origin}: {} {} is valid",
                             document.object.info().kind,
@@ -95,8 +92,7 @@ fn read(file: &Path) -> Result<(String, String)> {
         let source = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
         return Ok(("-".to_owned(), source));
     }
-    let source =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     Ok((file.display().to_string(), source))
 }
 
@@ -121,10 +117,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             collect(&path, out)?;
-        } else if path
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
             out.push(path);
         }
     }

@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Constraint, ContainerSpec, HealthCheck, PortDefinition, validate_command, validate_constraints,
-    validate_env, validate_port_definitions, validate_role,
+    Constraint, ContainerSpec, HealthCheck, PortDefinition, validate_command, validate_constraints, validate_env,
+    validate_port_definitions, validate_role,
 };
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{Path, Validator, check_dns_label};
@@ -117,47 +117,27 @@ impl AppSpec {
     /// The ports each instance gets: the declared ones, or one "any" port when none are declared.
     #[must_use]
     pub fn ports(&self) -> Vec<PortDefinition> {
-        self.port_definitions.clone().unwrap_or_else(|| {
-            vec![PortDefinition {
-                port: Some(0),
-                ..PortDefinition::default()
-            }]
-        })
+        self.port_definitions
+            .clone()
+            .unwrap_or_else(|| vec![PortDefinition { port: Some(0), ..PortDefinition::default() }])
     }
 
     /// Sets every unset field to Marathon's default.
     pub fn apply_defaults(&mut self) {
         self.fill_defaults();
-        let ports = self
-            .port_definitions
-            .get_or_insert_with(|| vec![PortDefinition::default()]);
+        let ports = self.port_definitions.get_or_insert_with(|| vec![PortDefinition::default()]);
         ports.iter_mut().for_each(PortDefinition::fill_defaults);
-        self.health_checks
-            .iter_mut()
-            .for_each(HealthCheck::apply_defaults);
-        self.upgrade_strategy
-            .get_or_insert_with(UpgradeStrategy::default)
-            .fill_defaults();
-        self.unreachable_strategy
-            .get_or_insert_with(UnreachableStrategy::default)
-            .fill_defaults();
+        self.health_checks.iter_mut().for_each(HealthCheck::apply_defaults);
+        self.upgrade_strategy.get_or_insert_with(UpgradeStrategy::default).fill_defaults();
+        self.unreachable_strategy.get_or_insert_with(UnreachableStrategy::default).fill_defaults();
     }
 
     /// Checks everything the schema cannot.
     pub fn validate(&self, v: &mut Validator, path: &Path, meta: &ObjectMeta) {
         if let Some(n) = self.instances.filter(|n| *n < 0) {
-            v.invalid(
-                &path.field("instances"),
-                format!("must be greater than or equal to 0 (got {n})"),
-            );
+            v.invalid(&path.field("instances"), format!("must be greater than or equal to 0 (got {n})"));
         }
-        validate_command(
-            v,
-            path,
-            ("cmd", self.cmd.as_ref()),
-            self.args.as_ref(),
-            self.container.is_some(),
-        );
+        validate_command(v, path, ("cmd", self.cmd.as_ref()), self.args.as_ref(), self.container.is_some());
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
@@ -183,25 +163,12 @@ impl AppSpec {
         }
         if let Some(upgrade) = &self.upgrade_strategy {
             let at = path.field("upgradeStrategy");
-            v.in_range(
-                &at.field("minimumHealthCapacity"),
-                upgrade.minimum_health_capacity(),
-                0.0,
-                1.0,
-            );
-            v.in_range(
-                &at.field("maximumOverCapacity"),
-                upgrade.maximum_over_capacity(),
-                0.0,
-                1.0,
-            );
+            v.in_range(&at.field("minimumHealthCapacity"), upgrade.minimum_health_capacity(), 0.0, 1.0);
+            v.in_range(&at.field("maximumOverCapacity"), upgrade.maximum_over_capacity(), 0.0, 1.0);
         }
         let factor = self.backoff_factor();
         if !(factor >= 1.0) || !factor.is_finite() {
-            v.invalid(
-                &path.field("backoffFactor"),
-                format!("must be at least 1.0 (got {factor})"),
-            );
+            v.invalid(&path.field("backoffFactor"), format!("must be at least 1.0 (got {factor})"));
         }
         if let Some(unreachable) = &self.unreachable_strategy {
             unreachable.validate(v, &path.field("unreachableStrategy"));
@@ -231,10 +198,7 @@ pub struct UpgradeStrategy {
     pub maximum_over_capacity: Option<f64>,
 }
 
-crate::defaults!(UpgradeStrategy {
-    minimum_health_capacity: f64 = 1.0,
-    maximum_over_capacity: f64 = 1.0,
-});
+crate::defaults!(UpgradeStrategy { minimum_health_capacity: f64 = 1.0, maximum_over_capacity: f64 = 1.0 });
 
 /// Which instances to kill first when scaling down.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,10 +224,7 @@ pub struct UnreachableStrategy {
     pub expunge_after_seconds: Option<u32>,
 }
 
-crate::defaults!(UnreachableStrategy {
-    inactive_after_seconds: u32 = 300,
-    expunge_after_seconds: u32 = 600,
-});
+crate::defaults!(UnreachableStrategy { inactive_after_seconds: u32 = 300, expunge_after_seconds: u32 = 600 });
 
 impl UnreachableStrategy {
     fn validate(&self, v: &mut Validator, path: &Path) {

@@ -44,9 +44,7 @@ pub struct AgentSpec {
     pub unschedulable: Option<bool>,
 }
 
-crate::defaults!(AgentSpec {
-    unschedulable: bool = false
-});
+crate::defaults!(AgentSpec { unschedulable: bool = false });
 
 impl AgentSpec {
     /// Sets every unset field to its default.
@@ -62,21 +60,14 @@ impl AgentSpec {
             let at = path.field("reservations").key(role);
             validate_role(v, &at, role);
             if role == "*" {
-                v.invalid(
-                    &at,
-                    "\"*\" is the unreserved role; reservations are for named roles",
-                );
+                v.invalid(&at, "\"*\" is the unreserved role; reservations are for named roles");
             }
             r.validate(v, &at);
             reserved.cpus += r.cpus;
             reserved.mem += r.mem;
             reserved.disk += r.disk;
             for (i, range) in r.ports.iter().enumerate() {
-                let inside = self
-                    .resources
-                    .ports
-                    .iter()
-                    .any(|total| total.0 <= range.0 && range.1 <= total.1);
+                let inside = self.resources.ports.iter().any(|total| total.0 <= range.0 && range.1 <= total.1);
                 if !inside {
                     v.invalid(
                         &at.field("ports").index(i),
@@ -185,20 +176,13 @@ impl FrameworkSpec {
     pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
         let roles = self.roles();
         if roles.is_empty() {
-            v.required(
-                &path.field("roles"),
-                "at least one role is needed (\"*\" for the unreserved pool)",
-            );
+            v.required(&path.field("roles"), "at least one role is needed (\"*\" for the unreserved pool)");
         }
         let mut seen = BTreeSet::new();
         for (i, role) in roles.iter().enumerate() {
             validate_role(v, &path.field("roles").index(i), role);
             if !seen.insert(role) {
-                v.push(
-                    &path.field("roles").index(i),
-                    FieldErrorKind::Duplicate,
-                    format!("\"{role}\" is listed twice"),
-                );
+                v.push(&path.field("roles").index(i), FieldErrorKind::Duplicate, format!("\"{role}\" is listed twice"));
             }
         }
         v.positive(&path.field("weight"), self.weight());
@@ -272,16 +256,10 @@ impl OfferSpec {
     /// Framework and agent named; resources well-formed.
     pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
         if self.framework.is_empty() {
-            v.required(
-                &path.field("framework"),
-                "the framework the offer is for is required",
-            );
+            v.required(&path.field("framework"), "the framework the offer is for is required");
         }
         if self.agent.is_empty() {
-            v.required(
-                &path.field("agent"),
-                "the agent whose resources are offered is required",
-            );
+            v.required(&path.field("agent"), "the agent whose resources are offered is required");
         }
         if let Some(role) = &self.role {
             validate_role(v, &path.field("role"), role);
@@ -292,10 +270,7 @@ impl OfferSpec {
     /// True when `port` is among the offered ports.
     #[must_use]
     pub fn offers_port(&self, port: u16) -> bool {
-        self.resources
-            .ports
-            .iter()
-            .any(|r: &PortRange| r.contains(port))
+        self.resources.ports.iter().any(|r: &PortRange| r.contains(port))
     }
 }
 

@@ -39,17 +39,12 @@ impl Resources {
     /// How many ports the ranges hold.
     #[must_use]
     pub fn port_count(&self) -> u64 {
-        self.ports
-            .iter()
-            .map(|r| u64::from(r.1.saturating_sub(r.0)) + 1)
-            .sum()
+        self.ports.iter().map(|r| u64::from(r.1.saturating_sub(r.0)) + 1).sum()
     }
 }
 
 /// An inclusive range of host ports, written `[from, to]`.
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange(pub u16, pub u16);
 
 impl PortRange {
@@ -64,13 +59,7 @@ impl PortRange {
 pub fn validate_port_ranges(v: &mut Validator, path: &Path, ranges: &[PortRange]) {
     for (i, r) in ranges.iter().enumerate() {
         if r.0 == 0 || r.0 > r.1 {
-            v.invalid(
-                &path.index(i),
-                format!(
-                    "[{}, {}] is not a port range: need 1 <= from <= to",
-                    r.0, r.1
-                ),
-            );
+            v.invalid(&path.index(i), format!("[{}, {}] is not a port range: need 1 <= from <= to", r.0, r.1));
         }
     }
     let mut sorted: Vec<(usize, PortRange)> = ranges.iter().copied().enumerate().collect();
@@ -78,10 +67,7 @@ pub fn validate_port_ranges(v: &mut Validator, path: &Path, ranges: &[PortRange]
     for pair in sorted.windows(2) {
         let ((_, a), (j, b)) = (pair[0], pair[1]);
         if b.0 <= a.1 {
-            v.invalid(
-                &path.index(j),
-                format!("[{}, {}] overlaps [{}, {}]", b.0, b.1, a.0, a.1),
-            );
+            v.invalid(&path.index(j), format!("[{}, {}] overlaps [{}, {}]", b.0, b.1, a.0, a.1));
         }
     }
 }
@@ -99,15 +85,9 @@ impl ContainerSpec {
     pub fn validate(&self, v: &mut Validator, path: &Path) {
         let image = &self.image;
         if image.is_empty() {
-            v.required(
-                &path.field("image"),
-                "an image name is required (e.g. \"busybox:latest\")",
-            );
+            v.required(&path.field("image"), "an image name is required (e.g. \"busybox:latest\")");
         } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            v.invalid(
-                &path.field("image"),
-                format!("\"{image}\" must not contain whitespace"),
-            );
+            v.invalid(&path.field("image"), format!("\"{image}\" must not contain whitespace"));
         }
     }
 }
@@ -141,10 +121,7 @@ pub struct PortDefinition {
     pub labels: BTreeMap<String, String>,
 }
 
-crate::defaults!(PortDefinition {
-    port: u16 = 0,
-    protocol: Protocol = Protocol::Tcp,
-});
+crate::defaults!(PortDefinition { port: u16 = 0, protocol: Protocol = Protocol::Tcp });
 
 /// Validates a list of port definitions: names valid and unique, fixed ports unique.
 pub fn validate_port_definitions(v: &mut Validator, path: &Path, ports: &[PortDefinition]) {
@@ -259,26 +236,17 @@ impl HealthCheck {
         match protocol {
             HealthCheckProtocol::Command => {
                 if self.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                    v.required(
-                        &path.field("command"),
-                        "a COMMAND health check needs a command",
-                    );
+                    v.required(&path.field("command"), "a COMMAND health check needs a command");
                 }
                 if self.port_index.is_some() {
-                    v.forbidden(
-                        &path.field("portIndex"),
-                        "a COMMAND health check uses no port",
-                    );
+                    v.forbidden(&path.field("portIndex"), "a COMMAND health check uses no port");
                 }
             }
             HealthCheckProtocol::Http | HealthCheckProtocol::Tcp => {
                 if self.command.is_some() {
                     v.forbidden(
                         &path.field("command"),
-                        format!(
-                            "only COMMAND health checks run a command, this one is {}",
-                            protocol.as_str()
-                        ),
+                        format!("only COMMAND health checks run a command, this one is {}", protocol.as_str()),
                     );
                 }
                 let index = self.port_index.unwrap_or(0) as usize;
@@ -334,9 +302,7 @@ pub enum ConstraintRule {
 }
 
 /// The operators, as written.
-pub const CONSTRAINT_OPERATORS: [&str; 7] = [
-    "UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE", "IS",
-];
+pub const CONSTRAINT_OPERATORS: [&str; 7] = ["UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE", "IS"];
 
 impl Constraint {
     /// The field the constraint is on (`hostname` or an attribute name).
@@ -363,12 +329,15 @@ impl Constraint {
         let op = parts[1].as_str();
         let value = parts.get(2).map(String::as_str);
         let integer = |v: &str| -> Result<u32, String> {
-            v.parse::<u32>()
-                .map_err(|_| format!("{op} takes a non-negative integer, got \"{v}\""))
+            v.parse::<u32>().map_err(|_| format!("{op} takes a non-negative integer, got \"{v}\""))
         };
         let regex = |v: &str| -> Result<Regex, String> {
-            Regex::new(&format!("^(?:{v})$"))
-                .map_err(|e| format!("{op} takes a regular expression; \"{v}\" is not one: {e}"))
+            Regex::new(&format!("^(?:{v})$")).map_err(|e| {
+                // regex's syntax errors span several lines (pattern, caret, "error: ..."); keep the last.
+                let text = e.to_string();
+                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                format!("{op} takes a regular expression; \"{v}\" is not one ({})", why.trim_start_matches("error: "))
+            })
         };
         match (op, value) {
             ("UNIQUE", None) => Ok(ConstraintRule::Unique),
@@ -383,14 +352,12 @@ impl Constraint {
             ("LIKE", Some(v)) => regex(v).map(ConstraintRule::Like),
             ("UNLIKE", Some(v)) => regex(v).map(ConstraintRule::Unlike),
             ("IS", Some(v)) => Ok(ConstraintRule::Is(v.to_owned())),
-            ("MAX_PER" | "LIKE" | "UNLIKE" | "IS", None) => Err(format!(
-                "{op} needs a value: [\"{}\", \"{op}\", value]",
-                parts[0]
-            )),
-            (other, _) => Err(format!(
-                "unknown operator \"{other}\", expected one of {}",
-                CONSTRAINT_OPERATORS.join(", ")
-            )),
+            ("MAX_PER" | "LIKE" | "UNLIKE" | "IS", None) => {
+                Err(format!("{op} needs a value: [\"{}\", \"{op}\", value]", parts[0]))
+            }
+            (other, _) => {
+                Err(format!("unknown operator \"{other}\", expected one of {}", CONSTRAINT_OPERATORS.join(", ")))
+            }
         }
     }
 }
@@ -439,18 +406,9 @@ pub fn validate_role(v: &mut Validator, path: &Path, role: &str) {
         || role.starts_with('-')
         || role.starts_with('/')
         || role.ends_with('/')
-        || role
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
-        || role
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..");
+        || role.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        || role.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if bad && role != "*" {
-        v.invalid(
-            path,
-            format!(
-                "\"{role}\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\""
-            ),
-        );
+        v.invalid(path, format!("\"{role}\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\""));
     }
 }

@@ -51,27 +51,17 @@ impl LeaseSpec {
     /// A positive duration, a non-negative transition count.
     pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
         if let Some(d) = self.lease_duration_seconds.filter(|d| *d <= 0) {
-            v.invalid(
-                &path.field("leaseDurationSeconds"),
-                format!("must be greater than 0 (got {d})"),
-            );
+            v.invalid(&path.field("leaseDurationSeconds"), format!("must be greater than 0 (got {d})"));
         }
         if let Some(t) = self.lease_transitions.filter(|t| *t < 0) {
-            v.invalid(
-                &path.field("leaseTransitions"),
-                format!("must be greater than or equal to 0 (got {t})"),
-            );
+            v.invalid(&path.field("leaseTransitions"), format!("must be greater than or equal to 0 (got {t})"));
         }
     }
 
     /// True when the lease has a holder whose last renewal is less than the duration ago.
     #[must_use]
     pub fn is_held_at(&self, now: Timestamp) -> bool {
-        match (
-            &self.holder_identity,
-            self.renew_time,
-            self.lease_duration_seconds,
-        ) {
+        match (&self.holder_identity, self.renew_time, self.lease_duration_seconds) {
             (Some(holder), Some(renewed), Some(duration)) if !holder.is_empty() => {
                 now < renewed + jiff::SignedDuration::from_secs(i64::from(duration))
             }
@@ -139,10 +129,7 @@ pub struct EventSource {
 /// The longest event message kept, in bytes (longer ones are rejected; the recorder shortens them first).
 pub const MAX_EVENT_MESSAGE_BYTES: usize = 4096;
 
-crate::defaults!(Event {
-    type_: EventType = EventType::Normal,
-    count: i32 = 1,
-});
+crate::defaults!(Event { type_: EventType = EventType::Normal, count: i32 = 1 });
 
 impl Resource for Event {
     const KIND: &'static str = "Event";
@@ -151,13 +138,8 @@ impl Resource for Event {
     const SHORT_NAMES: &'static [&'static str] = &["ev"];
     const NAMESPACED: bool = true;
     const SUBRESOURCES: &'static [&'static str] = &[];
-    const FIELD_SELECTORS: &'static [&'static str] = &[
-        "involvedObject.kind",
-        "involvedObject.name",
-        "involvedObject.uid",
-        "reason",
-        "type",
-    ];
+    const FIELD_SELECTORS: &'static [&'static str] =
+        &["involvedObject.kind", "involvedObject.name", "involvedObject.uid", "reason", "type"];
     const NAME_RULE: NameRule = NameRule::Subdomain;
 
     fn metadata(&self) -> &ObjectMeta {
@@ -172,50 +154,28 @@ impl Resource for Event {
     fn validate_spec(&self, v: &mut Validator) {
         let at = Path::root("involvedObject");
         if self.involved_object.kind.is_empty() {
-            v.required(
-                &at.field("kind"),
-                "the kind of the object the event is about is required",
-            );
+            v.required(&at.field("kind"), "the kind of the object the event is about is required");
         }
         if self.involved_object.name.is_empty() {
-            v.required(
-                &at.field("name"),
-                "the name of the object the event is about is required",
-            );
+            v.required(&at.field("name"), "the name of the object the event is about is required");
         }
         if self.reason.is_empty() {
-            v.required(
-                &Path::root("reason"),
-                "a PascalCase reason is required (e.g. \"Scheduled\")",
-            );
+            v.required(&Path::root("reason"), "a PascalCase reason is required (e.g. \"Scheduled\")");
         } else if !self.reason.chars().all(|c| c.is_ascii_alphanumeric()) {
             v.invalid(
                 &Path::root("reason"),
-                format!(
-                    "\"{}\" must be one PascalCase word (letters and digits)",
-                    self.reason
-                ),
+                format!("\"{}\" must be one PascalCase word (letters and digits)", self.reason),
             );
         }
-        if let Some(message) = self
-            .message
-            .as_ref()
-            .filter(|m| m.len() > MAX_EVENT_MESSAGE_BYTES)
-        {
+        if let Some(message) = self.message.as_ref().filter(|m| m.len() > MAX_EVENT_MESSAGE_BYTES) {
             v.push(
                 &Path::root("message"),
                 crate::FieldErrorKind::TooLong,
-                format!(
-                    "must be at most {MAX_EVENT_MESSAGE_BYTES} bytes (has {})",
-                    message.len()
-                ),
+                format!("must be at most {MAX_EVENT_MESSAGE_BYTES} bytes (has {})", message.len()),
             );
         }
         if let Some(count) = self.count.filter(|c| *c < 1) {
-            v.invalid(
-                &Path::root("count"),
-                format!("must be at least 1 (got {count})"),
-            );
+            v.invalid(&Path::root("count"), format!("must be at least 1 (got {count})"));
         }
     }
     fn type_meta(&self) -> (&str, &str) {

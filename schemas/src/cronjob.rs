@@ -8,9 +8,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    Constraint, ContainerSpec, validate_command, validate_constraints, validate_env, validate_role,
-};
+use crate::common::{Constraint, ContainerSpec, validate_command, validate_constraints, validate_env, validate_role};
 use crate::iso8601::{ScheduleExpr, parse_duration, time_zone};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator, check_dns_label};
@@ -121,14 +119,8 @@ impl CronJobSpec {
     /// Checks everything the schema cannot.
     pub fn validate(&self, v: &mut Validator, path: &Path, meta: &ObjectMeta) {
         match (&self.schedule, self.parents.is_empty()) {
-            (Some(_), false) => v.invalid(
-                &path.field("schedule"),
-                "set either schedule or parents, not both",
-            ),
-            (None, true) => v.required(
-                &path.field("schedule"),
-                "one of schedule or parents is required",
-            ),
+            (Some(_), false) => v.invalid(&path.field("schedule"), "set either schedule or parents, not both"),
+            (None, true) => v.required(&path.field("schedule"), "one of schedule or parents is required"),
             (Some(schedule), true) => {
                 if let Err(e) = ScheduleExpr::parse(schedule) {
                     v.invalid(&path.field("schedule"), e.to_string());
@@ -136,10 +128,7 @@ impl CronJobSpec {
             }
             (None, false) => {
                 if self.schedule_time_zone.is_some() {
-                    v.forbidden(
-                        &path.field("scheduleTimeZone"),
-                        "only a job with a schedule has a time zone",
-                    );
+                    v.forbidden(&path.field("scheduleTimeZone"), "only a job with a schedule has a time zone");
                 }
             }
         }
@@ -154,25 +143,12 @@ impl CronJobSpec {
             if let Err(why) = check_dns_label(parent) {
                 v.invalid(&at, format!("must name a CronJob: {why}"));
             } else if meta.name.as_deref() == Some(parent.as_str()) {
-                v.invalid(
-                    &at,
-                    format!("a job cannot be its own parent (\"{parent}\")"),
-                );
+                v.invalid(&at, format!("a job cannot be its own parent (\"{parent}\")"));
             } else if !seen.insert(parent) {
-                v.push(
-                    &at,
-                    FieldErrorKind::Duplicate,
-                    format!("\"{parent}\" is listed twice"),
-                );
+                v.push(&at, FieldErrorKind::Duplicate, format!("\"{parent}\" is listed twice"));
             }
         }
-        validate_command(
-            v,
-            path,
-            ("command", self.command.as_ref()),
-            self.args.as_ref(),
-            self.container.is_some(),
-        );
+        validate_command(v, path, ("command", self.command.as_ref()), self.args.as_ref(), self.container.is_some());
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
@@ -187,10 +163,7 @@ impl CronJobSpec {
             }
         }
         if self.active_deadline_seconds == Some(0) {
-            v.invalid(
-                &path.field("activeDeadlineSeconds"),
-                "must be greater than 0",
-            );
+            v.invalid(&path.field("activeDeadlineSeconds"), "must be greater than 0");
         }
         validate_role(v, &path.field("role"), &self.role());
     }

@@ -24,9 +24,7 @@ pub enum ScheduleError {
     )]
     Shape(String),
     /// The repetition part is not `R` or `Rn`.
-    #[error(
-        "repetitions \"{0}\": expected \"R\" (forever) or \"R\" followed by a count, e.g. \"R5\""
-    )]
+    #[error("repetitions \"{0}\": expected \"R\" (forever) or \"R\" followed by a count, e.g. \"R5\"")]
     Repetitions(String),
     /// The start is not an ISO 8601 date-time.
     #[error(
@@ -42,9 +40,7 @@ pub enum ScheduleError {
         reason: String,
     },
     /// The time zone is not an IANA name known to Agora.
-    #[error(
-        "time zone \"{0}\": not a known IANA time zone name, e.g. \"Europe/Berlin\" or \"UTC\""
-    )]
+    #[error("time zone \"{0}\": not a known IANA time zone name, e.g. \"Europe/Berlin\" or \"UTC\"")]
     TimeZone(String),
 }
 
@@ -111,10 +107,8 @@ impl IsoDuration {
     #[must_use]
     pub fn exact_seconds(&self) -> Option<f64> {
         #[allow(clippy::cast_precision_loss)]
-        self.is_exact().then(|| {
-            (self.hours * 3600 + self.minutes * 60 + self.seconds) as f64
-                + self.nanoseconds as f64 / 1e9
-        })
+        self.is_exact()
+            .then(|| (self.hours * 3600 + self.minutes * 60 + self.seconds) as f64 + self.nanoseconds as f64 / 1e9)
     }
 }
 
@@ -132,12 +126,7 @@ impl fmt::Display for IsoDuration {
             return f.write_str("PT0S");
         }
         f.write_str("P")?;
-        for (n, unit) in [
-            (self.years, 'Y'),
-            (self.months, 'M'),
-            (self.weeks, 'W'),
-            (self.days, 'D'),
-        ] {
+        for (n, unit) in [(self.years, 'Y'), (self.months, 'M'), (self.weeks, 'W'), (self.days, 'D')] {
             if n != 0 {
                 write!(f, "{n}{unit}")?;
             }
@@ -165,19 +154,12 @@ impl fmt::Display for IsoDuration {
 /// # Errors
 /// [`ScheduleError::Period`] saying which part is wrong.
 pub fn parse_duration(text: &str) -> Result<IsoDuration, ScheduleError> {
-    let bad = |reason: String| ScheduleError::Period {
-        text: text.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| ScheduleError::Period { text: text.to_owned(), reason };
     let Some(body) = text.strip_prefix('P') else {
-        return Err(bad(
-            "a duration starts with 'P', e.g. \"PT1H\" or \"P1D\"".to_owned()
-        ));
+        return Err(bad("a duration starts with 'P', e.g. \"PT1H\" or \"P1D\"".to_owned()));
     };
     if body.is_empty() {
-        return Err(bad(
-            "no units after 'P': add some, e.g. \"P1D\" or \"PT30M\"".to_owned(),
-        ));
+        return Err(bad("no units after 'P': add some, e.g. \"P1D\" or \"PT30M\"".to_owned()));
     }
     // Designators in the order ISO 8601 requires them; `rank` enforces it.
     const DATE_UNITS: [char; 4] = ['Y', 'M', 'W', 'D'];
@@ -205,11 +187,7 @@ pub fn parse_duration(text: &str) -> Result<IsoDuration, ScheduleError> {
             unit if unit.is_ascii_alphabetic() => {
                 let units: &[char] = if in_time { &TIME_UNITS } else { &DATE_UNITS };
                 let Some(index) = units.iter().position(|u| *u == unit) else {
-                    let section = if in_time {
-                        "after 'T' use H, M or S"
-                    } else {
-                        "before 'T' use Y, M, W or D"
-                    };
+                    let section = if in_time { "after 'T' use H, M or S" } else { "before 'T' use Y, M, W or D" };
                     return Err(bad(format!("unknown unit '{unit}': {section}")));
                 };
                 let rank = index + if in_time { DATE_UNITS.len() } else { 0 };
@@ -229,14 +207,10 @@ pub fn parse_duration(text: &str) -> Result<IsoDuration, ScheduleError> {
                 if whole.is_empty() || fraction.is_some_and(|f| f.is_empty() || f.contains('.')) {
                     return Err(bad(format!("\"{number}\" before '{unit}' is not a number")));
                 }
-                let value: i64 = whole
-                    .parse()
-                    .map_err(|_| bad(format!("{whole}{unit} is too large")))?;
+                let value: i64 = whole.parse().map_err(|_| bad(format!("{whole}{unit} is too large")))?;
                 if let Some(fraction) = fraction {
                     if !(in_time && unit == 'S') {
-                        return Err(bad(format!(
-                            "only seconds may have a fraction, not '{unit}'"
-                        )));
+                        return Err(bad(format!("only seconds may have a fraction, not '{unit}'")));
                     }
                     let digits = &fraction[..fraction.len().min(9)];
                     let scale = 10_i64.pow(u32::try_from(9 - digits.len()).unwrap_or(0));
@@ -260,30 +234,15 @@ pub fn parse_duration(text: &str) -> Result<IsoDuration, ScheduleError> {
         }
     }
     if !number.is_empty() {
-        return Err(bad(format!(
-            "\"{number}\" at the end has no unit (add Y, M, W, D, H, M or S)"
-        )));
+        return Err(bad(format!("\"{number}\" at the end has no unit (add Y, M, W, D, H, M or S)")));
     }
     if in_time && !saw_time_unit {
-        return Err(bad(
-            "'T' must be followed by hours, minutes or seconds, e.g. \"PT1H\"".to_owned(),
-        ));
+        return Err(bad("'T' must be followed by hours, minutes or seconds, e.g. \"PT1H\"".to_owned()));
     }
-    if duration.weeks != 0
-        && duration
-            != (IsoDuration {
-                weeks: duration.weeks,
-                ..IsoDuration::default()
-            })
-    {
-        return Err(bad(
-            "weeks (W) cannot be combined with other units: write days instead, e.g. \"P10D\""
-                .to_owned(),
-        ));
+    if duration.weeks != 0 && duration != (IsoDuration { weeks: duration.weeks, ..IsoDuration::default() }) {
+        return Err(bad("weeks (W) cannot be combined with other units: write days instead, e.g. \"P10D\"".to_owned()));
     }
-    duration
-        .to_span()
-        .map_err(|e| bad(format!("out of range: {e}")))?;
+    duration.to_span().map_err(|e| bad(format!("out of range: {e}")))?;
     Ok(duration)
 }
 
@@ -332,10 +291,9 @@ impl ScheduleExpr {
         };
         let repetitions = match reps.strip_prefix('R') {
             Some("") => Repetitions::Forever,
-            Some(n) if n.chars().all(|c| c.is_ascii_digit()) => Repetitions::Times(
-                n.parse()
-                    .map_err(|_| ScheduleError::Repetitions(reps.to_owned()))?,
-            ),
+            Some(n) if n.chars().all(|c| c.is_ascii_digit()) => {
+                Repetitions::Times(n.parse().map_err(|_| ScheduleError::Repetitions(reps.to_owned()))?)
+            }
             _ => return Err(ScheduleError::Repetitions(reps.to_owned())),
         };
         let start = match start {
@@ -349,11 +307,7 @@ impl ScheduleExpr {
                 reason: "the period must be longer than zero".to_owned(),
             });
         }
-        Ok(Self {
-            repetitions,
-            start,
-            period,
-        })
+        Ok(Self { repetitions, start, period })
     }
 
     /// Fixes the start in a time zone; an empty start becomes `now`.
@@ -364,20 +318,13 @@ impl ScheduleExpr {
         let start = match &self.start {
             None => now.to_zoned(tz),
             Some(Start::Instant(t)) => t.to_zoned(tz),
-            Some(Start::Civil(dt)) => dt
-                .to_zoned(tz)
-                .map_err(|_| ScheduleError::Start(dt.to_string()))?,
+            Some(Start::Civil(dt)) => dt.to_zoned(tz).map_err(|_| ScheduleError::Start(dt.to_string()))?,
         };
         let period = self.period.to_span().map_err(|e| ScheduleError::Period {
             text: self.period.to_string(),
             reason: format!("out of range: {e}"),
         })?;
-        Ok(Schedule {
-            repetitions: self.repetitions,
-            start,
-            period,
-            exact: self.period.exact_seconds(),
-        })
+        Ok(Schedule { repetitions: self.repetitions, start, period, exact: self.period.exact_seconds() })
     }
 }
 
@@ -476,10 +423,7 @@ impl Schedule {
     /// Instant `k` ignoring the repetition count (`None` only past the representable range).
     fn unbounded_instant(&self, k: u64) -> Option<Timestamp> {
         let k = i64::try_from(k).ok()?;
-        self.start
-            .checked_add(self.period.checked_mul(k).ok()?)
-            .ok()
-            .map(|z| z.timestamp())
+        self.start.checked_add(self.period.checked_mul(k).ok()?).ok().map(|z| z.timestamp())
     }
 
     /// The first instant strictly after `t`, or `None` when the repetitions are used up.
@@ -491,11 +435,7 @@ impl Schedule {
     /// The instants in `(after, until]`, in order.
     #[must_use]
     pub fn between(&self, after: Timestamp, until: Timestamp) -> Instants<'_> {
-        Instants {
-            schedule: self,
-            k: self.first_index_after(after),
-            until,
-        }
+        Instants { schedule: self, k: self.first_index_after(after), until }
     }
 
     /// How many runs are left after `t` (`None` for `R`).
@@ -539,9 +479,7 @@ mod tests {
     }
 
     fn all(s: &Schedule, after: &str, until: &str) -> Vec<String> {
-        s.between(ts(after), ts(until))
-            .map(|t| t.to_string())
-            .collect()
+        s.between(ts(after), ts(until)).map(|t| t.to_string()).collect()
     }
 
     #[test]
@@ -564,10 +502,7 @@ mod tests {
         assert_eq!(parse_duration("PT10M").unwrap().minutes, 10);
         assert_eq!(parse_duration("P10M").unwrap().months, 10);
         assert_eq!(parse_duration("PT0,25S").unwrap().nanoseconds, 250_000_000);
-        assert_eq!(
-            parse_duration("P1Y2M3DT4H5M6.5S").unwrap().to_string(),
-            "P1Y2M3DT4H5M6.5S"
-        );
+        assert_eq!(parse_duration("P1Y2M3DT4H5M6.5S").unwrap().to_string(), "P1Y2M3DT4H5M6.5S");
     }
 
     #[test]
@@ -591,40 +526,28 @@ mod tests {
         ];
         for (text, expected) in cases {
             let err = parse_duration(text).unwrap_err().to_string();
-            assert!(
-                err.starts_with(&format!("period \"{text}\": ")),
-                "{text}: {err}"
-            );
-            assert!(
-                err.contains(expected),
-                "{text}: {err} should contain {expected}"
-            );
+            assert!(err.starts_with(&format!("period \"{text}\": ")), "{text}: {err}");
+            assert!(err.contains(expected), "{text}: {err} should contain {expected}");
         }
     }
 
     #[test]
     fn malformed_schedules_name_the_bad_part() {
         let err = |s: &str| ScheduleExpr::parse(s).unwrap_err().to_string();
-        assert!(err("every hour").contains(
-            "\"every hour\" is not a repeating interval: expected R[n]/<start>/<period>"
-        ));
+        assert!(
+            err("every hour").contains("\"every hour\" is not a repeating interval: expected R[n]/<start>/<period>")
+        );
         assert!(err("X/2026-01-01T00:00:00Z/PT1H").contains("repetitions \"X\""));
         assert!(err("R-1/2026-01-01T00:00:00Z/PT1H").contains("repetitions \"R-1\""));
         assert!(
-            err("R/2026-13-01T00:00:00Z/PT1H")
-                .contains("start \"2026-13-01T00:00:00Z\": not an ISO 8601 date-time")
+            err("R/2026-13-01T00:00:00Z/PT1H").contains("start \"2026-13-01T00:00:00Z\": not an ISO 8601 date-time")
         );
         assert!(err("R/tomorrow/PT1H").contains("start \"tomorrow\""));
         assert!(err("R/2026-01-01T00:00:00Z/1H").contains("period \"1H\""));
         assert!(err("R/2026-01-01T00:00:00Z/PT0S").contains("the period must be longer than zero"));
         assert!(err("R/a/b/c").contains("is not a repeating interval"));
-        let tz = time_zone(Some("Mars/Olympus_Mons"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            tz.contains("time zone \"Mars/Olympus_Mons\": not a known IANA time zone name"),
-            "{tz}"
-        );
+        let tz = time_zone(Some("Mars/Olympus_Mons")).unwrap_err().to_string();
+        assert!(tz.contains("time zone \"Mars/Olympus_Mons\": not a known IANA time zone name"), "{tz}");
     }
 
     #[test]
@@ -641,28 +564,13 @@ mod tests {
     #[test]
     fn next_is_strictly_after() {
         let s = schedule("R/2026-01-01T00:00:00Z/PT1H", None);
-        assert_eq!(
-            s.next_after(ts("2025-12-31T00:00:00Z")),
-            Some(ts("2026-01-01T00:00:00Z"))
-        );
-        assert_eq!(
-            s.next_after(ts("2026-01-01T00:00:00Z")),
-            Some(ts("2026-01-01T01:00:00Z"))
-        );
-        assert_eq!(
-            s.next_after(ts("2026-01-01T00:59:59.999Z")),
-            Some(ts("2026-01-01T01:00:00Z"))
-        );
+        assert_eq!(s.next_after(ts("2025-12-31T00:00:00Z")), Some(ts("2026-01-01T00:00:00Z")));
+        assert_eq!(s.next_after(ts("2026-01-01T00:00:00Z")), Some(ts("2026-01-01T01:00:00Z")));
+        assert_eq!(s.next_after(ts("2026-01-01T00:59:59.999Z")), Some(ts("2026-01-01T01:00:00Z")));
         // Far from the start, the jump is exact.
-        assert_eq!(
-            s.next_after(ts("2036-07-01T12:00:00Z")),
-            Some(ts("2036-07-01T13:00:00Z"))
-        );
+        assert_eq!(s.next_after(ts("2036-07-01T12:00:00Z")), Some(ts("2036-07-01T13:00:00Z")));
         let fine = schedule("R/2026-01-01T00:00:00Z/PT0.1S", None);
-        assert_eq!(
-            fine.next_after(ts("2026-01-01T00:00:00.25Z")),
-            Some(ts("2026-01-01T00:00:00.3Z"))
-        );
+        assert_eq!(fine.next_after(ts("2026-01-01T00:00:00.25Z")), Some(ts("2026-01-01T00:00:00.3Z")));
     }
 
     #[test]
@@ -683,23 +591,11 @@ mod tests {
         let three = schedule("R3/2026-01-01T00:00:00Z/P1D", None);
         assert_eq!(
             all(&three, "2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
-            [
-                "2026-01-01T00:00:00Z",
-                "2026-01-02T00:00:00Z",
-                "2026-01-03T00:00:00Z"
-            ]
+            ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"]
         );
         assert_eq!(three.remaining_after(ts("2026-01-01T12:00:00Z")), Some(2));
-        assert_eq!(
-            three.next_after(ts("2026-01-03T00:00:00Z")),
-            None,
-            "no run after the last repetition"
-        );
-        assert_eq!(
-            schedule("R/2026-01-01T00:00:00Z/P1D", None)
-                .remaining_after(ts("2026-01-01T00:00:00Z")),
-            None
-        );
+        assert_eq!(three.next_after(ts("2026-01-03T00:00:00Z")), None, "no run after the last repetition");
+        assert_eq!(schedule("R/2026-01-01T00:00:00Z/P1D", None).remaining_after(ts("2026-01-01T00:00:00Z")), None);
     }
 
     #[test]
@@ -707,18 +603,9 @@ mod tests {
         let s = schedule("R/2026-01-31T12:00:00Z/P1M", None);
         assert_eq!(
             all(&s, "2026-01-01T00:00:00Z", "2026-05-01T00:00:00Z"),
-            [
-                "2026-01-31T12:00:00Z",
-                "2026-02-28T12:00:00Z",
-                "2026-03-31T12:00:00Z",
-                "2026-04-30T12:00:00Z"
-            ]
+            ["2026-01-31T12:00:00Z", "2026-02-28T12:00:00Z", "2026-03-31T12:00:00Z", "2026-04-30T12:00:00Z"]
         );
-        assert_eq!(
-            s.next_after(ts("2028-02-01T00:00:00Z")),
-            Some(ts("2028-02-29T12:00:00Z")),
-            "leap February"
-        );
+        assert_eq!(s.next_after(ts("2028-02-01T00:00:00Z")), Some(ts("2028-02-29T12:00:00Z")), "leap February");
     }
 
     #[test]
@@ -735,10 +622,7 @@ mod tests {
             ]
         );
         let daily = schedule("R/2028-02-28T06:00:00Z/P1D", None);
-        assert_eq!(
-            daily.next_after(ts("2028-02-28T06:00:00Z")),
-            Some(ts("2028-02-29T06:00:00Z"))
-        );
+        assert_eq!(daily.next_after(ts("2028-02-28T06:00:00Z")), Some(ts("2028-02-29T06:00:00Z")));
     }
 
     #[test]
@@ -757,21 +641,13 @@ mod tests {
         let s = schedule("R/2026-03-28T02:30:00/P1D", Some("Europe/Berlin"));
         assert_eq!(
             all(&s, "2026-03-27T00:00:00Z", "2026-03-31T00:00:00Z"),
-            [
-                "2026-03-28T01:30:00Z",
-                "2026-03-29T01:30:00Z",
-                "2026-03-30T00:30:00Z"
-            ],
+            ["2026-03-28T01:30:00Z", "2026-03-29T01:30:00Z", "2026-03-30T00:30:00Z"],
             "the gap day runs at 03:30 CEST (01:30Z); the next day is back at 02:30 local"
         );
         // Exact hours are not wall-clock: PT24H from 12:00 CET lands at 13:00 CEST.
         let exact = schedule("R/2026-03-28T12:00:00/PT24H", Some("Europe/Berlin"));
         let next = exact.next_after(ts("2026-03-28T11:00:00Z")).unwrap();
-        assert_eq!(
-            next.to_zoned(TimeZone::get("Europe/Berlin").unwrap())
-                .hour(),
-            13
-        );
+        assert_eq!(next.to_zoned(TimeZone::get("Europe/Berlin").unwrap()).hour(), 13);
     }
 
     #[test]
@@ -780,11 +656,7 @@ mod tests {
         let s = schedule("R/2026-10-24T02:30:00/P1D", Some("Europe/Berlin"));
         assert_eq!(
             all(&s, "2026-10-24T00:00:00Z", "2026-10-27T00:00:00Z"),
-            [
-                "2026-10-24T00:30:00Z",
-                "2026-10-25T00:30:00Z",
-                "2026-10-26T01:30:00Z"
-            ]
+            ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
         );
     }
 
@@ -800,12 +672,7 @@ mod tests {
         let hourly = schedule("R/2026-11-01T00:00:00/PT1H", Some("America/New_York"));
         assert_eq!(
             all(&hourly, "2026-11-01T04:00:00Z", "2026-11-01T08:00:00Z"),
-            [
-                "2026-11-01T05:00:00Z",
-                "2026-11-01T06:00:00Z",
-                "2026-11-01T07:00:00Z",
-                "2026-11-01T08:00:00Z"
-            ],
+            ["2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"],
             "01:00 EDT, 01:00 EST, 02:00 EST, 03:00 EST: four runs in four real hours"
         );
     }
@@ -814,25 +681,15 @@ mod tests {
     fn offset_start_in_another_zone() {
         // A start with an offset is a moment; the zone decides the calendar arithmetic after it.
         let s = schedule("R/2026-03-28T11:00:00Z/P1D", Some("Europe/Berlin"));
-        assert_eq!(
-            s.next_after(ts("2026-03-28T11:00:00Z")),
-            Some(ts("2026-03-29T10:00:00Z")),
-            "12:00 local both days"
-        );
+        assert_eq!(s.next_after(ts("2026-03-28T11:00:00Z")), Some(ts("2026-03-29T10:00:00Z")), "12:00 local both days");
     }
 
     #[test]
     fn long_running_schedules_are_fast_to_evaluate() {
         // A per-second schedule evaluated 50 years on takes a handful of steps, not 1.5 billion.
         let s = schedule("R/2000-01-01T00:00:00Z/PT1S", None);
-        assert_eq!(
-            s.next_after(ts("2050-06-01T00:00:00.5Z")),
-            Some(ts("2050-06-01T00:00:01Z"))
-        );
+        assert_eq!(s.next_after(ts("2050-06-01T00:00:00.5Z")), Some(ts("2050-06-01T00:00:01Z")));
         let monthly = schedule("R/1990-01-31T00:00:00Z/P1M", None);
-        assert_eq!(
-            monthly.next_after(ts("2090-02-01T00:00:00Z")),
-            Some(ts("2090-02-28T00:00:00Z"))
-        );
+        assert_eq!(monthly.next_after(ts("2090-02-01T00:00:00Z")), Some(ts("2090-02-28T00:00:00Z")));
     }
 }

@@ -22,27 +22,19 @@ pub mod status;
 pub mod task;
 pub mod validation;
 
-pub use app::{
-    App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy,
-};
+pub use app::{App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy};
 pub use cluster::{
-    Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferPhase,
-    OfferSpec, OfferStatus,
+    Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferPhase, OfferSpec, OfferStatus,
 };
 pub use common::{
-    Constraint, ConstraintRule, ContainerSpec, HealthCheck, HealthCheckProtocol, PortDefinition,
-    PortRange, Protocol, Resources,
+    Constraint, ConstraintRule, ContainerSpec, HealthCheck, HealthCheckProtocol, PortDefinition, PortRange, Protocol,
+    Resources,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
 pub use cronjob::{ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus};
 pub use manifest::{Document, ManifestError};
-pub use meta::{
-    Condition, ConditionStatus, List, ListMeta, ObjectMeta, ObjectReference, OwnerReference,
-    WatchEvent,
-};
-pub use resource::{
-    API_GROUP, API_GROUP_VERSION, API_VERSION, AdmitError, KindInfo, Resource, admit,
-};
+pub use meta::{Condition, ConditionStatus, List, ListMeta, ObjectMeta, ObjectReference, OwnerReference, WatchEvent};
+pub use resource::{API_GROUP, API_GROUP_VERSION, API_VERSION, AdmitError, KindInfo, Resource, admit};
 pub use status::{Status, StatusCause, StatusDetails, StatusReason};
 pub use task::{Task, TaskPort, TaskSpec, TaskState, TaskStatus};
 pub use validation::{FieldError, FieldErrorKind, FieldErrors};
@@ -133,7 +125,5 @@ pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
 #[must_use]
 pub fn resource_info(name: &str) -> Option<&'static KindInfo> {
     let name = name.to_ascii_lowercase();
-    KINDS
-        .iter()
-        .find(|k| k.plural == name || k.singular == name || k.short_names.contains(&name.as_str()))
+    KINDS.iter().find(|k| k.plural == name || k.singular == name || k.short_names.contains(&name.as_str()))
 }

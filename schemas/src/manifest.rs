@@ -69,8 +69,7 @@ pub fn parse(source: &str, origin: &str) -> Result<Vec<Document>, ManifestError>
     // Pass 1: each document as a plain value, for its kind (and syntax errors, with the parser's location).
     let mut headers = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(source).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(document)
-            .map_err(|e| yaml_error(origin, index, None, &e))?;
+        let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| yaml_error(origin, index, None, &e))?;
         let value: serde_json::Value = match value {
             serde_yaml_ng::Value::Null => serde_json::Value::Null,
             other => serde_json::to_value(other).map_err(|e| ManifestError {
@@ -102,20 +101,12 @@ pub fn parse(source: &str, origin: &str) -> Result<Vec<Document>, ManifestError>
             }
             None => unreachable!("check_header accepts only registered kinds"),
         };
-        documents.push(Document {
-            index,
-            line: lines.start(index).unwrap_or(1),
-            object,
-        });
+        documents.push(Document { index, line: lines.start(index).unwrap_or(1), object });
     }
     Ok(documents)
 }
 
-fn parse_json(
-    source: &str,
-    origin: &str,
-    lines: &LineMaps,
-) -> Result<Vec<Document>, ManifestError> {
+fn parse_json(source: &str, origin: &str, lines: &LineMaps) -> Result<Vec<Document>, ManifestError> {
     let json_error = |path: Option<String>, e: &serde_json::Error| ManifestError {
         origin: origin.to_owned(),
         document: 0,
@@ -124,8 +115,7 @@ fn parse_json(
         path,
         message: humanize_serde_message(&e.to_string()),
     };
-    let header: serde_json::Value =
-        serde_json::from_str(source).map_err(|e| json_error(None, &e))?;
+    let header: serde_json::Value = serde_json::from_str(source).map_err(|e| json_error(None, &e))?;
     let kind = check_header(&header, origin, 0, lines)?;
     let mut deserializer = serde_json::Deserializer::from_str(source);
     let object = match AnyObject::decode(kind, &mut deserializer) {
@@ -133,11 +123,7 @@ fn parse_json(
         Some(Err(e)) => return Err(json_error(Some(display_path(e.path())), e.inner())),
         None => unreachable!("check_header accepts only registered kinds"),
     };
-    Ok(vec![Document {
-        index: 0,
-        line: lines.start(0).unwrap_or(1),
-        object,
-    }])
+    Ok(vec![Document { index: 0, line: lines.start(0).unwrap_or(1), object }])
 }
 
 /// Checks a document is a mapping with `apiVersion: agora/v1` and a kind Agora serves; returns the kind.
@@ -164,63 +150,37 @@ fn check_header<'a>(
     let Some(map) = value.as_object() else {
         return Err(error(
             None,
-            format!(
-                "expected an object (a mapping with apiVersion, kind, metadata, spec), got {}",
-                describe(value)
-            ),
+            format!("expected an object (a mapping with apiVersion, kind, metadata, spec), got {}", describe(value)),
         ));
     };
     let example = "every object needs both, e.g. \"apiVersion: agora/v1\" and \"kind: App\"";
     let kind = match map.get("kind") {
         None => {
-            return Err(error(
-                None,
-                format!("the document has no \"kind\": {example}"),
-            ));
+            return Err(error(None, format!("the document has no \"kind\": {example}")));
         }
         Some(serde_json::Value::String(kind)) => kind.as_str(),
         Some(other) => {
-            return Err(error(
-                Some("kind"),
-                format!("expected a string, got {}", describe(other)),
-            ));
+            return Err(error(Some("kind"), format!("expected a string, got {}", describe(other))));
         }
     };
     match map.get("apiVersion") {
         None => {
-            return Err(error(
-                None,
-                format!("the document has no \"apiVersion\": {example}"),
-            ));
+            return Err(error(None, format!("the document has no \"apiVersion\": {example}")));
         }
         Some(serde_json::Value::String(v)) if v == API_VERSION => {}
         Some(serde_json::Value::String(v)) => {
-            return Err(error(
-                Some("apiVersion"),
-                format!("\"{v}\" is not served by Agora: use \"{API_VERSION}\""),
-            ));
+            return Err(error(Some("apiVersion"), format!("\"{v}\" is not served by Agora: use \"{API_VERSION}\"")));
         }
         Some(other) => {
-            return Err(error(
-                Some("apiVersion"),
-                format!("expected a string, got {}", describe(other)),
-            ));
+            return Err(error(Some("apiVersion"), format!("expected a string, got {}", describe(other))));
         }
     }
     if KINDS.iter().any(|k| k.kind == kind) {
         Ok(kind)
     } else {
         let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
-        let hint = suggest(kind, &known)
-            .map(|s| format!(" (did you mean \"{s}\"?)"))
-            .unwrap_or_default();
-        Err(error(
-            Some("kind"),
-            format!(
-                "unknown kind \"{kind}\"{hint}; Agora serves {}",
-                known.join(", ")
-            ),
-        ))
+        let hint = suggest(kind, &known).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+        Err(error(Some("kind"), format!("unknown kind \"{kind}\"{hint}; Agora serves {}", known.join(", "))))
     }
 }
 
@@ -252,16 +212,12 @@ pub fn parse_and_validate(source: &str, origin: &str) -> Result<Vec<Document>, V
     if errors.is_empty() {
         Ok(documents)
     } else {
+        errors.sort_by_key(|e| (e.document, e.line, e.column));
         Err(errors)
     }
 }
 
-fn yaml_error(
-    origin: &str,
-    document: usize,
-    path: Option<String>,
-    e: &serde_yaml_ng::Error,
-) -> ManifestError {
+fn yaml_error(origin: &str, document: usize, path: Option<String>, e: &serde_yaml_ng::Error) -> ManifestError {
     let location = e.location();
     ManifestError {
         origin: origin.to_owned(),
@@ -318,6 +274,16 @@ pub fn humanize_serde_message(message: &str) -> String {
         Some(at) if message[at..].contains(" column ") => &message[..at],
         _ => message,
     };
+    // Some deserializers (serde_yaml_ng) put their own path in front; the path is reported separately.
+    let heads = [
+        "unknown field `",
+        "unknown variant `",
+        "missing field `",
+        "invalid type: ",
+        "invalid value: ",
+        "invalid length ",
+    ];
+    let message = heads.iter().filter_map(|head| message.find(head)).min().map_or(message, |at| &message[at..]);
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known = backticked(expected);
@@ -326,22 +292,14 @@ pub fn humanize_serde_message(message: &str) -> String {
             None if known.is_empty() => {
                 format!("unknown field \"{field}\": this object has no fields")
             }
-            None => format!(
-                "unknown field \"{field}\"; known fields: {}",
-                known.join(", ")
-            ),
+            None => format!("unknown field \"{field}\"; known fields: {}", known.join(", ")),
         };
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let known = backticked(expected);
-        let hint = suggest(value, &known)
-            .map(|s| format!(" (did you mean \"{s}\"?)"))
-            .unwrap_or_default();
-        return format!(
-            "unknown value \"{value}\"{hint}; expected one of {}",
-            known.join(", ")
-        );
+        let hint = suggest(value, &known).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+        return format!("unknown value \"{value}\"{hint}; expected one of {}", known.join(", "));
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         return format!("missing required field \"{}\"", rest.trim_end_matches('`'));
@@ -349,11 +307,7 @@ pub fn humanize_serde_message(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((got, expected)) = rest.rsplit_once(", expected ") {
-                return format!(
-                    "expected {}, got {}",
-                    expected_name(expected),
-                    got.replace('`', "")
-                );
+                return format!("expected {}, got {}", expected_name(expected), got.replace('`', ""));
             }
         }
     }
@@ -374,9 +328,7 @@ fn expected_name(rust: &str) -> String {
         "a sequence" => "a list".to_owned(),
         "a map" => "a mapping".to_owned(),
         "a boolean" | "a string" => rust.to_owned(),
-        "tuple struct PortRange" | "tuple struct PortRange with 2 elements" => {
-            "a port range [from, to]".to_owned()
-        }
+        "tuple struct PortRange" | "tuple struct PortRange with 2 elements" => "a port range [from, to]".to_owned(),
         other if other.starts_with("struct ") => "a mapping".to_owned(),
         other if other.starts_with("enum ") || other.starts_with("variant identifier") => {
             "one of the listed values".to_owned()
@@ -392,10 +344,15 @@ fn backticked(text: &str) -> Vec<&str> {
 /// The known name closest to `word`, if it is close enough to be a typo.
 fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
+    let close = |k: &str, distance: usize| {
+        let k = k.to_ascii_lowercase();
+        let prefix = lower.len().min(k.len()) >= 3 && (k.starts_with(&lower) || lower.starts_with(&k));
+        prefix || (distance <= 2.max(k.len() / 4) && distance < k.len())
+    };
     known
         .iter()
         .map(|k| (edit_distance(&lower, &k.to_ascii_lowercase()), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .filter(|(d, k)| close(k, *d))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
@@ -429,10 +386,7 @@ fn split_path(path: &str) -> Vec<Segment> {
     while !rest.is_empty() {
         if let Some(inner) = rest.strip_prefix('[') {
             let (key, after) = inner.split_once(']').unwrap_or((inner, ""));
-            segments.push(
-                key.parse()
-                    .map_or_else(|_| Segment::Key(key.to_owned()), Segment::Index),
-            );
+            segments.push(key.parse().map_or_else(|_| Segment::Key(key.to_owned()), Segment::Index));
             rest = after;
         } else {
             let rest_trimmed = rest.strip_prefix('.').unwrap_or(rest);
@@ -484,10 +438,7 @@ impl LineMaps {
                         continue;
                     };
                     map.start.get_or_insert(at);
-                    if let Some(Frame::Map {
-                        key: key @ None, ..
-                    }) = stack.last_mut()
-                    {
+                    if let Some(Frame::Map { key: key @ None, .. }) = stack.last_mut() {
                         path.push(Segment::Key(value.to_string()));
                         map.fields.entry(path.clone()).or_insert(at);
                         path.pop();
@@ -503,10 +454,7 @@ impl LineMaps {
                     let Some(map) = maps.documents.last_mut() else {
                         continue;
                     };
-                    if let Some(Frame::Map {
-                        key: key @ None, ..
-                    }) = stack.last_mut()
-                    {
+                    if let Some(Frame::Map { key: key @ None, .. }) = stack.last_mut() {
                         *key = Some(String::new());
                     } else {
                         if Self::enter_value(&stack, &mut path, map, at) {
@@ -534,8 +482,7 @@ impl LineMaps {
                     });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
-                    if let Some(Frame::Map { pushed, .. } | Frame::Seq { pushed, .. }) = stack.pop()
-                    {
+                    if let Some(Frame::Map { pushed, .. } | Frame::Seq { pushed, .. }) = stack.pop() {
                         if pushed {
                             path.pop();
                         }
@@ -550,12 +497,7 @@ impl LineMaps {
 
     /// Pushes the path segment of a value starting at `at` (inside a mapping with a key, or a sequence) and records
     /// its position, unless its key's position is already recorded. Returns whether a segment was pushed.
-    fn enter_value(
-        stack: &[Frame],
-        path: &mut Vec<Segment>,
-        map: &mut LineMap,
-        at: (usize, usize),
-    ) -> bool {
+    fn enter_value(stack: &[Frame], path: &mut Vec<Segment>, map: &mut LineMap, at: (usize, usize)) -> bool {
         match stack.last() {
             Some(Frame::Map { key: Some(key), .. }) => path.push(Segment::Key(key.clone())),
             Some(Frame::Seq { next, .. }) => path.push(Segment::Index(*next)),
@@ -574,10 +516,7 @@ impl LineMaps {
     }
 
     fn start(&self, document: usize) -> Option<usize> {
-        self.documents
-            .get(document)
-            .and_then(|d| d.start)
-            .map(|(line, _)| line)
+        self.documents.get(document).and_then(|d| d.start).map(|(line, _)| line)
     }
 
     /// The line and column of `path` in a document, or of its nearest ancestor that is written out.
@@ -623,27 +562,21 @@ mod tests {
 
     #[test]
     fn line_map_finds_nested_fields() {
-        let source =
-            "a: 1\nspec:\n  list:\n    - x: 1\n    - x: 2\n      y: [1, {z: 3}]\n---\nb: 2\n";
+        let source = "a: 1\nspec:\n  list:\n    - x: 1\n    - x: 2\n      y: [1, {z: 3}]\n---\nb: 2\n";
         let maps = LineMaps::build(source);
         assert_eq!(maps.locate(0, "spec.list[1].y"), (Some(6), Some(7)));
         assert_eq!(maps.locate(0, "spec.list[1].y[1].z"), (Some(6), Some(15)));
         assert_eq!(maps.locate(0, "spec.list[0]"), (Some(4), Some(7)));
-        assert_eq!(
-            maps.locate(0, "spec.missing"),
-            (Some(2), Some(1)),
-            "falls back to the nearest ancestor"
-        );
+        assert_eq!(maps.locate(0, "spec.missing"), (Some(2), Some(1)), "falls back to the nearest ancestor");
         assert_eq!(maps.locate(1, "b"), (Some(8), Some(1)));
     }
 
     #[test]
     fn suggestions_catch_typos_only() {
         assert_eq!(suggest("cpu", &["cpus", "mem"]), Some("cpus"));
-        assert_eq!(
-            suggest("helthChecks", &["healthChecks", "cmd"]),
-            Some("healthChecks")
-        );
+        assert_eq!(suggest("helthChecks", &["healthChecks", "cmd"]), Some("healthChecks"));
         assert_eq!(suggest("zzz", &["cpus", "mem"]), None);
+        assert_eq!(suggest("Forbidden", &["Forbid", "Allow"]), Some("Forbid"));
+        assert_eq!(suggest("priority", &["roles", "weight", "user"]), None);
     }
 }

@@ -65,21 +65,13 @@ impl ObjectMeta {
     /// Metadata with just a name and, for namespaced kinds, a namespace.
     #[must_use]
     pub fn named(namespace: Option<&str>, name: &str) -> Self {
-        Self {
-            name: Some(name.to_owned()),
-            namespace: namespace.map(str::to_owned),
-            ..Self::default()
-        }
+        Self { name: Some(name.to_owned()), namespace: namespace.map(str::to_owned), ..Self::default() }
     }
 
     /// `namespace/name` or `name`, for messages and logs.
     #[must_use]
     pub fn display_name(&self) -> String {
-        let name = self
-            .name
-            .as_deref()
-            .or(self.generate_name.as_deref())
-            .unwrap_or("<unnamed>");
+        let name = self.name.as_deref().or(self.generate_name.as_deref()).unwrap_or("<unnamed>");
         match &self.namespace {
             Some(ns) => format!("{ns}/{name}"),
             None => name.to_owned(),

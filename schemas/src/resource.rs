@@ -23,9 +23,7 @@ pub const API_GROUP_VERSION: &str = "v1";
 pub const API_VERSION: &str = "agora/v1";
 
 /// A kind of object the apiserver stores.
-pub trait Resource:
-    Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Send + Sync + 'static
-{
+pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Send + Sync + 'static {
     /// `App`.
     const KIND: &'static str;
     /// `apps`: the path segment.
@@ -62,16 +60,10 @@ pub trait Resource:
         let mut v = Validator::new();
         let (api_version, kind) = self.type_meta();
         if api_version != API_VERSION {
-            v.invalid(
-                &Path::root("apiVersion"),
-                format!("must be \"{API_VERSION}\" (got \"{api_version}\")"),
-            );
+            v.invalid(&Path::root("apiVersion"), format!("must be \"{API_VERSION}\" (got \"{api_version}\")"));
         }
         if kind != Self::KIND {
-            v.invalid(
-                &Path::root("kind"),
-                format!("must be \"{}\" (got \"{kind}\")", Self::KIND),
-            );
+            v.invalid(&Path::root("kind"), format!("must be \"{}\" (got \"{kind}\")", Self::KIND));
         }
         validate_meta(&mut v, self.metadata(), Self::NAMESPACED, Self::NAME_RULE);
         self.validate_spec(&mut v);
@@ -104,10 +96,7 @@ pub struct KindInfo {
 
 impl Debug for KindInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KindInfo")
-            .field("kind", &self.kind)
-            .field("plural", &self.plural)
-            .finish_non_exhaustive()
+        f.debug_struct("KindInfo").field("kind", &self.kind).field("plural", &self.plural).finish_non_exhaustive()
     }
 }
 
@@ -152,17 +141,13 @@ pub enum AdmitError {
 /// [`AdmitError::Decode`] naming the first field that does not fit the schema, or [`AdmitError::Invalid`] with every
 /// rule violation.
 pub fn admit<K: Resource>(value: serde_json::Value) -> Result<serde_json::Value, AdmitError> {
-    let mut object: K =
-        serde_path_to_error::deserialize(value).map_err(|e| AdmitError::Decode {
-            path: crate::manifest::display_path(e.path()),
-            message: crate::manifest::humanize_serde_message(&e.inner().to_string()),
-        })?;
+    let mut object: K = serde_path_to_error::deserialize(value).map_err(|e| AdmitError::Decode {
+        path: crate::manifest::display_path(e.path()),
+        message: crate::manifest::humanize_serde_message(&e.inner().to_string()),
+    })?;
     object.apply_defaults();
     object.validate()?;
-    serde_json::to_value(&object).map_err(|e| AdmitError::Decode {
-        path: ".".to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::to_value(&object).map_err(|e| AdmitError::Decode { path: ".".to_owned(), message: e.to_string() })
 }
 
 /// Declares the server-side defaults of a struct's `Option` fields, once.

@@ -52,28 +52,13 @@ pub fn kind_schema(kind: &KindInfo) -> Value {
     let mut generator = SchemaSettings::draft2020_12().into_generator();
     let reference = (kind.schema)(&mut generator);
     let mut definitions = generator.take_definitions(true);
-    let mut root = definitions
-        .remove(kind.kind)
-        .unwrap_or_else(|| reference.to_value());
+    let mut root = definitions.remove(kind.kind).unwrap_or_else(|| reference.to_value());
     if let Some(object) = root.as_object_mut() {
-        let mut ordered = Map::new();
-        ordered.insert(
-            "$schema".to_owned(),
-            json!("https://json-schema.org/draft/2020-12/schema"),
-        );
-        ordered.insert(
-            "$id".to_owned(),
-            json!(format!(
-                "https://agora.dev/schemas/{API_GROUP}/{API_GROUP_VERSION}/{}.json",
-                kind.singular
-            )),
-        );
-        ordered.insert("x-kubernetes-group-version-kind".to_owned(), gvk(kind.kind));
-        ordered.append(object);
+        object.insert("$schema".to_owned(), json!("https://json-schema.org/draft/2020-12/schema"));
+        object.insert("x-kubernetes-group-version-kind".to_owned(), gvk(kind.kind));
         if !definitions.is_empty() {
-            ordered.insert("$defs".to_owned(), Value::Object(definitions));
+            object.insert("$defs".to_owned(), Value::Object(definitions));
         }
-        *object = ordered;
     }
     root
 }
@@ -103,11 +88,8 @@ fn schema_of<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> Value 
 }
 
 /// The media types PATCH accepts. Strategic merge patch is deliberately absent: kubectl then uses JSON merge patch.
-pub const PATCH_CONTENT_TYPES: [&str; 3] = [
-    "application/merge-patch+json",
-    "application/json-patch+json",
-    "application/apply-patch+yaml",
-];
+pub const PATCH_CONTENT_TYPES: [&str; 3] =
+    ["application/merge-patch+json", "application/json-patch+json", "application/apply-patch+yaml"];
 
 /// The OpenAPI v3 document of the `agora/v1` group: every path, verb and schema, with
 /// `x-kubernetes-group-version-kind` on the kinds and on their operations.
@@ -160,8 +142,7 @@ pub fn openapi_v3() -> Value {
 }
 
 fn parameter(name: &str, location: &str, description: &str, schema: Value) -> Value {
-    let mut p =
-        json!({ "name": name, "in": location, "description": description, "schema": schema });
+    let mut p = json!({ "name": name, "in": location, "description": description, "schema": schema });
     if location == "path" {
         p["required"] = json!(true);
     }
@@ -169,26 +150,13 @@ fn parameter(name: &str, location: &str, description: &str, schema: Value) -> Va
 }
 
 fn query(name: &str, description: &str, kind: &str) -> Value {
-    parameter(
-        name,
-        "query",
-        description,
-        json!({ "type": kind, "uniqueItems": true }),
-    )
+    parameter(name, "query", description, json!({ "type": kind, "uniqueItems": true }))
 }
 
 fn write_parameters() -> Vec<Value> {
     vec![
-        query(
-            "dryRun",
-            "When present (All), the change is checked but not stored.",
-            "string",
-        ),
-        query(
-            "fieldManager",
-            "The name of the actor making the change, recorded in managedFields.",
-            "string",
-        ),
+        query("dryRun", "When present (All), the change is checked but not stored.", "string"),
+        query("fieldManager", "The name of the actor making the change, recorded in managedFields.", "string"),
         query(
             "fieldValidation",
             "Strict (default): unknown or duplicate fields are rejected. Warn: accepted with a Warning header. Ignore: dropped silently.",
@@ -199,43 +167,19 @@ fn write_parameters() -> Vec<Value> {
 
 fn list_parameters() -> Vec<Value> {
     vec![
-        query(
-            "labelSelector",
-            "Only objects whose labels match (=, ==, !=, in, notin, key, !key).",
-            "string",
-        ),
+        query("labelSelector", "Only objects whose labels match (=, ==, !=, in, notin, key, !key).", "string"),
         query(
             "fieldSelector",
             "Only objects whose fields match (metadata.name, metadata.namespace and the kind's own).",
             "string",
         ),
-        query(
-            "limit",
-            "At most this many objects; the rest through continue.",
-            "integer",
-        ),
-        query(
-            "continue",
-            "The token of the previous page; pages are read at one revision.",
-            "string",
-        ),
-        query(
-            "resourceVersion",
-            "List at (or watch from) this revision.",
-            "string",
-        ),
+        query("limit", "At most this many objects; the rest through continue.", "integer"),
+        query("continue", "The token of the previous page; pages are read at one revision.", "string"),
+        query("resourceVersion", "List at (or watch from) this revision.", "string"),
         query("watch", "Stream changes as watch events.", "boolean"),
         query("allowWatchBookmarks", "Send BOOKMARK events.", "boolean"),
-        query(
-            "sendInitialEvents",
-            "Start a watch with ADDED events for current objects, then a bookmark.",
-            "boolean",
-        ),
-        query(
-            "timeoutSeconds",
-            "End a watch after this many seconds.",
-            "integer",
-        ),
+        query("sendInitialEvents", "Start a watch with ADDED events for current objects, then a bookmark.", "boolean"),
+        query("timeoutSeconds", "End a watch after this many seconds.", "integer"),
     ]
 }
 
@@ -245,17 +189,14 @@ fn json_content(schema: Value) -> Value {
 
 fn responses(ok: u16, schema: &Value) -> Value {
     let mut map = Map::new();
-    map.insert(
-        ok.to_string(),
-        json!({ "description": "OK", "content": json_content(schema.clone()) }),
-    );
+    map.insert(ok.to_string(), json!({ "description": "OK", "content": json_content(schema.clone()) }));
     if ok == 200 {
-        map.insert(
-            "201".to_owned(),
-            json!({ "description": "Created", "content": json_content(schema.clone()) }),
-        );
+        map.insert("201".to_owned(), json!({ "description": "Created", "content": json_content(schema.clone()) }));
     }
-    map.insert("default".to_owned(), json!({ "description": "A Status describing the failure", "content": json_content(reference("Status")) }));
+    map.insert(
+        "default".to_owned(),
+        json!({ "description": "A Status describing the failure", "content": json_content(reference("Status")) }),
+    );
     Value::Object(map)
 }
 
@@ -292,18 +233,8 @@ fn add_kind_paths(paths: &mut Map<String, Value>, kind: &KindInfo) {
     };
     let object = reference(kind.kind);
     let list = reference(&format!("{}List", kind.kind));
-    let name = parameter(
-        "name",
-        "path",
-        &format!("The {}'s name.", kind.singular),
-        json!({ "type": "string" }),
-    );
-    let namespace = parameter(
-        "namespace",
-        "path",
-        "The namespace.",
-        json!({ "type": "string" }),
-    );
+    let name = parameter("name", "path", &format!("The {}'s name.", kind.singular), json!({ "type": "string" }));
+    let namespace = parameter("namespace", "path", "The namespace.", json!({ "type": "string" }));
     let scoped = |mut extra: Vec<Value>| -> Vec<Value> {
         if kind.namespaced {
             extra.insert(0, namespace.clone());
@@ -323,14 +254,7 @@ fn add_kind_paths(paths: &mut Map<String, Value>, kind: &KindInfo) {
     let mut collection = Map::new();
     collection.insert(
         "get".to_owned(),
-        operation(
-            &format!("list{suffix}"),
-            "list",
-            k,
-            scoped(list_parameters()),
-            None,
-            responses(200, &list),
-        ),
+        operation(&format!("list{suffix}"), "list", k, scoped(list_parameters()), None, responses(200, &list)),
     );
     collection.insert(
         "post".to_owned(),
@@ -356,27 +280,11 @@ fn add_kind_paths(paths: &mut Map<String, Value>, kind: &KindInfo) {
         params
     };
     let mut patch_params = write_parameters();
-    patch_params.push(query(
-        "force",
-        "Server-side apply: take fields other managers own.",
-        "boolean",
-    ));
+    patch_params.push(query("force", "Server-side apply: take fields other managers own.", "boolean"));
     let delete_params = vec![
-        query(
-            "propagationPolicy",
-            "Background (default), Foreground or Orphan: what happens to dependents.",
-            "string",
-        ),
-        query(
-            "gracePeriodSeconds",
-            "Seconds before the object is deleted.",
-            "integer",
-        ),
-        query(
-            "dryRun",
-            "When present (All), nothing is deleted.",
-            "string",
-        ),
+        query("propagationPolicy", "Background (default), Foreground or Orphan: what happens to dependents.", "string"),
+        query("gracePeriodSeconds", "Seconds before the object is deleted.", "integer"),
+        query("dryRun", "When present (All), nothing is deleted.", "string"),
     ];
     let item = json!({
         "get": operation(&format!("read{suffix}"), "get", k, item_params(vec![]), None, responses(200, &object)),
@@ -436,10 +344,7 @@ mod tests {
 
     #[test]
     fn camel_case_matches_serde() {
-        assert_eq!(
-            camel_case("max_launch_delay_seconds"),
-            "maxLaunchDelaySeconds"
-        );
+        assert_eq!(camel_case("max_launch_delay_seconds"), "maxLaunchDelaySeconds");
         assert_eq!(camel_case("type_"), "type");
         assert_eq!(camel_case("cpus"), "cpus");
     }

@@ -197,27 +197,17 @@ impl Status {
     /// `404 NotFound`: `apps.agora "web" not found`.
     #[must_use]
     pub fn not_found(resource: &str, name: &str) -> Self {
-        Self::failure(
-            StatusReason::NotFound,
-            format!("{resource}.{} \"{name}\" not found", crate::API_GROUP),
-        )
-        .with_object(resource, Some(name))
+        Self::failure(StatusReason::NotFound, format!("{resource}.{} \"{name}\" not found", crate::API_GROUP))
+            .with_object(resource, Some(name))
     }
 
     /// `422 Invalid` carrying every field error.
     #[must_use]
     pub fn invalid(kind: &str, resource: &str, name: &str, errors: &[FieldError]) -> Self {
-        let list = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        Self::failure(
-            StatusReason::Invalid,
-            format!("{kind}.{} \"{name}\" is invalid: {list}", crate::API_GROUP),
-        )
-        .with_object(resource, Some(name))
-        .with_causes(errors)
+        let list = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        Self::failure(StatusReason::Invalid, format!("{kind}.{} \"{name}\" is invalid: {list}", crate::API_GROUP))
+            .with_object(resource, Some(name))
+            .with_causes(errors)
     }
 
     /// True when this is a failure with the given reason.
@@ -231,12 +221,9 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.reason, &self.message) {
             (Some(reason), Some(message)) => write!(f, "{reason:?} ({}): {message}", self.code),
-            (None, Some(message)) => write!(
-                f,
-                "{} ({}): {message}",
-                self.status.as_deref().unwrap_or("Status"),
-                self.code
-            ),
+            (None, Some(message)) => {
+                write!(f, "{} ({}): {message}", self.status.as_deref().unwrap_or("Status"), self.code)
+            }
             (reason, None) => write!(f, "{reason:?} ({})", self.code),
         }
     }

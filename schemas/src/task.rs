@@ -7,9 +7,7 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    ContainerSpec, HealthCheck, Protocol, validate_command, validate_env, validate_role,
-};
+use crate::common::{ContainerSpec, HealthCheck, Protocol, validate_command, validate_env, validate_role};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator};
 
@@ -87,32 +85,18 @@ impl TaskSpec {
     /// Sets every unset field to its default.
     pub fn apply_defaults(&mut self) {
         self.fill_defaults();
-        self.health_checks
-            .iter_mut()
-            .for_each(HealthCheck::apply_defaults);
+        self.health_checks.iter_mut().for_each(HealthCheck::apply_defaults);
     }
 
     /// Checks everything the schema cannot.
     pub fn validate(&self, v: &mut Validator, path: &Path, _meta: &ObjectMeta) {
         if self.agent.is_empty() {
-            v.required(
-                &path.field("agent"),
-                "the agent the task is bound to is required",
-            );
+            v.required(&path.field("agent"), "the agent the task is bound to is required");
         }
         if self.framework.is_empty() {
-            v.required(
-                &path.field("framework"),
-                "the framework that launched the task is required",
-            );
+            v.required(&path.field("framework"), "the framework that launched the task is required");
         }
-        validate_command(
-            v,
-            path,
-            ("cmd", self.cmd.as_ref()),
-            self.args.as_ref(),
-            self.container.is_some(),
-        );
+        validate_command(v, path, ("cmd", self.cmd.as_ref()), self.args.as_ref(), self.container.is_some());
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
@@ -123,16 +107,9 @@ impl TaskSpec {
         for (i, port) in self.ports.iter().enumerate() {
             let at = path.field("ports").index(i);
             if port.port == 0 {
-                v.invalid(
-                    &at.field("port"),
-                    "a task's port is a real host port, not 0",
-                );
+                v.invalid(&at.field("port"), "a task's port is a real host port, not 0");
             } else if let Some(first) = seen.insert(port.port, i) {
-                v.push(
-                    &at.field("port"),
-                    FieldErrorKind::Duplicate,
-                    format!("{} is already port {first}", port.port),
-                );
+                v.push(&at.field("port"), FieldErrorKind::Duplicate, format!("{} is already port {first}", port.port));
             }
             if let Some(name) = &port.name {
                 v.dns_label(&at.field("name"), name);
@@ -161,9 +138,7 @@ pub struct TaskPort {
 }
 
 /// The life cycle of a task (Mesos' states).
-#[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskState {
     /// Created; the agent has not started preparing it.
     Staging,
@@ -197,13 +172,7 @@ impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Self::Finished
-                | Self::Failed
-                | Self::Killed
-                | Self::Error
-                | Self::Dropped
-                | Self::Gone
-                | Self::Lost
+            Self::Finished | Self::Failed | Self::Killed | Self::Error | Self::Dropped | Self::Gone | Self::Lost
         )
     }
 

@@ -84,11 +84,7 @@ impl Validator {
 
     /// Records a violation.
     pub fn push(&mut self, path: &Path, kind: FieldErrorKind, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            path: path.to_string(),
-            kind,
-            message: message.into(),
-        });
+        self.errors.push(FieldError { path: path.to_string(), kind, message: message.into() });
     }
 
     /// Records an invalid value.
@@ -116,10 +112,7 @@ impl Validator {
     /// `value >= 0`.
     pub fn non_negative(&mut self, path: &Path, value: f64) {
         if !(value >= 0.0) || !value.is_finite() {
-            self.invalid(
-                path,
-                format!("must be greater than or equal to 0 (got {value})"),
-            );
+            self.invalid(path, format!("must be greater than or equal to 0 (got {value})"));
         }
     }
 
@@ -147,7 +140,10 @@ impl Validator {
     /// An environment variable name: non-empty, no `=` and no NUL.
     pub fn env_name(&mut self, path: &Path, value: &str) {
         if value.is_empty() || value.contains('=') || value.contains('\0') {
-            self.invalid(path, format!("\"{value}\" is not a valid environment variable name (non-empty, without '=' or NUL)"));
+            self.invalid(
+                path,
+                format!("\"{value}\" is not a valid environment variable name (non-empty, without '=' or NUL)"),
+            );
         }
     }
 
@@ -156,11 +152,7 @@ impl Validator {
     /// # Errors
     /// Every recorded violation.
     pub fn finish(self) -> Result<(), FieldErrors> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(FieldErrors(self.errors))
-        }
+        if self.errors.is_empty() { Ok(()) } else { Err(FieldErrors(self.errors)) }
     }
 }
 
@@ -178,11 +170,7 @@ impl Path {
     /// `self.field`.
     #[must_use]
     pub fn field(&self, field: &str) -> Self {
-        if self.0.is_empty() {
-            Self(field.to_owned())
-        } else {
-            Self(format!("{}.{field}", self.0))
-        }
+        if self.0.is_empty() { Self(field.to_owned()) } else { Self(format!("{}.{field}", self.0)) }
     }
 
     /// `self[index]`.
@@ -217,10 +205,7 @@ pub fn check_dns_label(value: &str) -> Result<(), String> {
         return Err("must not be empty".to_owned());
     }
     if value.len() > 63 {
-        return Err(format!(
-            "\"{value}\" must be no more than 63 characters (has {})",
-            value.len()
-        ));
+        return Err(format!("\"{value}\" must be no more than 63 characters (has {})", value.len()));
     }
     let ok = value.chars().all(|c| is_lower_alnum(c) || c == '-')
         && value.starts_with(is_lower_alnum)
@@ -244,10 +229,7 @@ pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
         return Err("must not be empty".to_owned());
     }
     if value.len() > 253 {
-        return Err(format!(
-            "must be no more than 253 characters (has {})",
-            value.len()
-        ));
+        return Err(format!("must be no more than 253 characters (has {})", value.len()));
     }
     let ok = value.split('.').all(|part| {
         !part.is_empty()
@@ -269,9 +251,7 @@ pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
 /// alphanumeric.
 fn check_qualified_part(value: &str) -> bool {
     value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && value.starts_with(|c: char| c.is_ascii_alphanumeric())
         && value.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -343,20 +323,14 @@ pub fn validate_meta(v: &mut Validator, meta: &ObjectMeta, namespaced: bool, rul
                 NameRule::Subdomain => check_dns_subdomain(&probe),
             };
             if let Err(why) = valid {
-                v.invalid(
-                    &path.field("generateName"),
-                    format!("with a 5-character suffix: {why}"),
-                );
+                v.invalid(&path.field("generateName"), format!("with a 5-character suffix: {why}"));
             }
         }
         (None, None) => v.required(&path.field("name"), "name or generateName is required"),
     }
     match (&meta.namespace, namespaced) {
         (Some(ns), true) => v.dns_label(&path.field("namespace"), ns),
-        (Some(_), false) => v.forbidden(
-            &path.field("namespace"),
-            "must not be set: this kind is cluster-scoped",
-        ),
+        (Some(_), false) => v.forbidden(&path.field("namespace"), "must not be set: this kind is cluster-scoped"),
         (None, _) => {}
     }
     for (key, value) in &meta.labels {
@@ -396,17 +370,8 @@ pub fn validate_meta(v: &mut Validator, meta: &ObjectMeta, namespaced: bool, rul
             v.required(&at.field("uid"), "the owner's uid is required");
         }
     }
-    if meta
-        .owner_references
-        .iter()
-        .filter(|o| o.controller == Some(true))
-        .count()
-        > 1
-    {
-        v.invalid(
-            &path.field("ownerReferences"),
-            "at most one owner reference may have controller: true",
-        );
+    if meta.owner_references.iter().filter(|o| o.controller == Some(true)).count() > 1 {
+        v.invalid(&path.field("ownerReferences"), "at most one owner reference may have controller: true");
     }
 }
 
@@ -417,19 +382,11 @@ mod tests {
     #[test]
     fn dns_label_rules() {
         assert!(check_dns_label("web-1").is_ok());
-        assert!(
-            check_dns_label("Web")
-                .unwrap_err()
-                .contains("not a valid DNS-1123 label")
-        );
+        assert!(check_dns_label("Web").unwrap_err().contains("not a valid DNS-1123 label"));
         assert!(check_dns_label("-web").is_err());
         assert!(check_dns_label("web-").is_err());
         assert!(check_dns_label("a.b").is_err());
-        assert!(
-            check_dns_label(&"a".repeat(64))
-                .unwrap_err()
-                .contains("no more than 63 characters")
-        );
+        assert!(check_dns_label(&"a".repeat(64)).unwrap_err().contains("no more than 63 characters"));
         assert!(check_dns_subdomain("node-1.rack-a").is_ok());
         assert!(check_dns_subdomain("node..a").is_err());
     }
@@ -438,40 +395,19 @@ mod tests {
     fn label_rules() {
         assert!(check_qualified_name("tier").is_ok());
         assert!(check_qualified_name("example.com/tier").is_ok());
-        assert!(
-            check_qualified_name("Example.com/tier")
-                .unwrap_err()
-                .contains("prefix")
-        );
-        assert!(
-            check_qualified_name("tier!")
-                .unwrap_err()
-                .contains("key \"tier!\" is not valid")
-        );
+        assert!(check_qualified_name("Example.com/tier").unwrap_err().contains("prefix"));
+        assert!(check_qualified_name("tier!").unwrap_err().contains("key \"tier!\" is not valid"));
         assert!(check_qualified_name("example.com/").is_err());
         assert!(check_label_value("").is_ok());
         assert!(check_label_value("v1.2_x-y").is_ok());
-        assert!(
-            check_label_value("-x")
-                .unwrap_err()
-                .contains("value \"-x\" is not valid")
-        );
+        assert!(check_label_value("-x").unwrap_err().contains("value \"-x\" is not valid"));
         assert!(check_label_value(&"x".repeat(64)).is_err());
     }
 
     #[test]
     fn paths_render_like_kubernetes() {
-        let p = Path::root("spec")
-            .field("healthChecks")
-            .index(0)
-            .field("portIndex");
+        let p = Path::root("spec").field("healthChecks").index(0).field("portIndex");
         assert_eq!(p.to_string(), "spec.healthChecks[0].portIndex");
-        assert_eq!(
-            Path::root("metadata")
-                .field("labels")
-                .key("a/b")
-                .to_string(),
-            "metadata.labels[a/b]"
-        );
+        assert_eq!(Path::root("metadata").field("labels").key("a/b").to_string(), "metadata.labels[a/b]");
     }
 }

@@ -1,0 +1,113 @@
+//! The committed JSON Schemas match the types, and the OpenAPI document has what kubectl needs.
+
+use std::path::PathBuf;
+
+use agora_schemas::schema::{PATCH_CONTENT_TYPES, openapi_v3, schema_files};
+use agora_schemas::{KINDS, kind_info};
+
+const REGENERATE: &str = "AGORA_UPDATE_SCHEMAS=1 cargo test -p agora-schemas --test schemas";
+
+fn json_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("json")
+}
+
+#[test]
+fn committed_json_schemas_match_the_types() {
+    let dir = json_dir();
+    let generated = schema_files();
+    if std::env::var_os("AGORA_UPDATE_SCHEMAS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in &generated {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+    let mut stale = Vec::new();
+    for (name, text) in &generated {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(committed) if committed == *text => {}
+            Ok(_) => stale.push(format!("{name} differs from the types")),
+            Err(_) => stale.push(format!("{name} is missing")),
+        }
+    }
+    let expected: Vec<&String> = generated.iter().map(|(name, _)| name).collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !expected.contains(&&name) {
+            stale.push(format!("{name} belongs to no kind"));
+        }
+    }
+    assert!(stale.is_empty(), "schemas/json is out of date ({}). Regenerate with:\n    {REGENERATE}", stale.join("; "));
+}
+
+#[test]
+fn every_kind_has_a_schema_file_with_its_gvk_and_defaults() {
+    let files = schema_files();
+    assert_eq!(files.len(), KINDS.len());
+    let app: serde_json::Value = serde_json::from_str(&files.iter().find(|(n, _)| n == "app.json").unwrap().1).unwrap();
+    assert_eq!(app["x-kubernetes-group-version-kind"][0]["kind"], "App");
+    assert_eq!(app["additionalProperties"], false, "unknown fields are rejected");
+    let spec = &app["$defs"]["AppSpec"]["properties"];
+    assert_eq!(spec["instances"]["default"], 1);
+    assert_eq!(spec["mem"]["default"], 128.0);
+    assert_eq!(spec["backoffFactor"]["default"], 1.15);
+    assert_eq!(spec["killSelection"]["default"], "YoungestFirst");
+    let check = &app["$defs"]["HealthCheck"]["properties"];
+    assert_eq!(check["gracePeriodSeconds"]["default"], 300);
+    assert_eq!(check["maxConsecutiveFailures"]["default"], 3);
+    let cron: serde_json::Value =
+        serde_json::from_str(&files.iter().find(|(n, _)| n == "cronjob.json").unwrap().1).unwrap();
+    let spec = &cron["$defs"]["CronJobSpec"]["properties"];
+    assert_eq!(spec["cpus"]["default"], 0.1);
+    assert_eq!(spec["epsilon"]["default"], "PT60S");
+    assert_eq!(spec["concurrencyPolicy"]["default"], "Forbid");
+}
+
+#[test]
+fn openapi_has_every_kind_path_and_what_kubectl_needs() {
+    let doc = openapi_v3();
+    let schemas = &doc["components"]["schemas"];
+    let paths = doc["paths"].as_object().unwrap();
+    for kind in KINDS {
+        let schema = &schemas[kind.kind];
+        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["group"], "agora", "{}", kind.kind);
+        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], kind.kind);
+        assert!(schemas.get(format!("{}List", kind.kind)).is_some());
+        let base = if kind.namespaced {
+            format!("/apis/agora/v1/namespaces/{{namespace}}/{}", kind.plural)
+        } else {
+            format!("/apis/agora/v1/{}", kind.plural)
+        };
+        let item = &paths[&format!("{base}/{{name}}")];
+        let patch = &item["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], kind.kind);
+        let params: Vec<&str> =
+            patch["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert!(params.contains(&"fieldValidation"), "kubectl leaves validation to the server only with this");
+        let media: Vec<&String> = patch["requestBody"]["content"].as_object().unwrap().keys().collect();
+        assert_eq!(media.len(), PATCH_CONTENT_TYPES.len());
+        assert!(!media.iter().any(|m| m.contains("strategic")), "strategic merge is never offered");
+        for sub in kind.subresources {
+            assert!(paths.contains_key(&format!("{base}/{{name}}/{sub}")), "{} {sub}", kind.kind);
+        }
+    }
+    assert!(paths.contains_key("/apis/agora/v1/apps"), "all-namespaces list");
+    assert!(!paths.contains_key("/apis/agora/v1/namespaces/{namespace}/agents"), "agents are cluster-scoped");
+    assert_eq!(kind_info("App").unwrap().plural, "apps");
+    // Every $ref resolves.
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(schemas.get(name).is_some(), "dangling $ref to {name}");
+    }
+}
+
+#[test]
+fn openapi_schemas_are_openapi_3_0() {
+    // OpenAPI 3.0 has no type arrays: optional fields must be `nullable` instead.
+    let doc = openapi_v3();
+    let cpus = &doc["components"]["schemas"]["AppSpec"]["properties"]["cpus"];
+    assert_eq!(cpus["type"], "number", "{cpus}");
+    assert_eq!(cpus["nullable"], true);
+    assert_eq!(cpus["default"], 1.0);
+    assert!(!doc.to_string().contains("\"type\":[\""), "no JSON Schema type arrays in OpenAPI 3.0");
+}
