@@ -167,7 +167,7 @@ impl AppSpec {
             v.in_range(&at.field("maximumOverCapacity"), upgrade.maximum_over_capacity(), 0.0, 1.0);
         }
         let factor = self.backoff_factor();
-        if !(factor >= 1.0) || !factor.is_finite() {
+        if factor < 1.0 || !factor.is_finite() {
             v.invalid(&path.field("backoffFactor"), format!("must be at least 1.0 (got {factor})"));
         }
         if let Some(unreachable) = &self.unreachable_strategy {

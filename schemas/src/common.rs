@@ -332,7 +332,9 @@ impl Constraint {
             v.parse::<u32>().map_err(|_| format!("{op} takes a non-negative integer, got \"{v}\""))
         };
         let regex = |v: &str| -> Result<Regex, String> {
-            Regex::new(&format!("^(?:{v})$")).map_err(|e| {
+            // Check the pattern as written (so the error is about what the user wrote), then anchor it: Marathon
+            // matches the whole attribute value.
+            Regex::new(v).and_then(|_| Regex::new(&format!("^(?:{v})$"))).map_err(|e| {
                 // regex's syntax errors span several lines (pattern, caret, "error: ..."); keep the last.
                 let text = e.to_string();
                 let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();

@@ -104,14 +104,14 @@ impl Validator {
 
     /// `value > 0`.
     pub fn positive(&mut self, path: &Path, value: f64) {
-        if !(value > 0.0) || !value.is_finite() {
+        if value <= 0.0 || !value.is_finite() {
             self.invalid(path, format!("must be greater than 0 (got {value})"));
         }
     }
 
     /// `value >= 0`.
     pub fn non_negative(&mut self, path: &Path, value: f64) {
-        if !(value >= 0.0) || !value.is_finite() {
+        if value < 0.0 || !value.is_finite() {
             self.invalid(path, format!("must be greater than or equal to 0 (got {value})"));
         }
     }
