@@ -1,6 +1,223 @@
 //! # agora-e2e
 //!
-//! Will own the end-to-end tests: real `agora` processes on both stores (embedded and a real etcd started by the
-//! tests), driven through the HTTP API, the `agora` CLI and the real `/usr/bin/kubectl`.
+//! The harness Agora's tests share for real processes, and (as later issues add them) the end-to-end tests: `agora`
+//! processes on both stores, driven through the HTTP API, the CLI and the real `/usr/bin/kubectl`.
 //!
-//! Nothing is implemented yet: this crate exists so the workspace has its final shape.
+//! - [`EtcdProcess`]: Debian's `etcd` on a free loopback port with a temporary data directory, killed (and its
+//!   directory removed) when dropped.
+//! - [`EtcdCluster`]: three members on loopback, any of which can be killed mid-test.
+//!
+//! Only loopback addresses are ever used.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd binary (Debian's `etcd-server`).
+pub const ETCD: &str = "etcd";
+
+/// A port on 127.0.0.1 that was free a moment ago.
+///
+/// # Panics
+/// When the machine cannot bind loopback at all.
+#[must_use]
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+/// One etcd member.
+pub struct EtcdProcess {
+    child: Option<Child>,
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl EtcdProcess {
+    /// Starts a single-member etcd and waits until it serves.
+    ///
+    /// # Panics
+    /// When etcd cannot be started (is `etcd-server` installed? `make test` installs it).
+    #[must_use]
+    pub fn start() -> Self {
+        for attempt in 1..=3 {
+            let (client, peer) = (free_port(), free_port());
+            let name = format!("n{client}");
+            let cluster = format!("{name}=http://127.0.0.1:{peer}");
+            let mut member = Self::spawn(&name, client, peer, &cluster);
+            if member.wait_healthy(Duration::from_secs(20)) {
+                return member;
+            }
+            eprintln!("etcd did not start (attempt {attempt}): {}", member.log_tail());
+            member.kill();
+        }
+        panic!("etcd would not start on loopback; is Debian's etcd-server installed?");
+    }
+
+    fn spawn(name: &str, client_port: u16, peer_port: u16, initial_cluster: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for etcd");
+        let log = dir.path().join("etcd.log");
+        let log_file = std::fs::File::create(&log).expect("etcd log file");
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new(ETCD)
+            .args(["--name", name, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "agora-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {ETCD}: {e} (is Debian's etcd-server installed?)"));
+        Self { child: Some(child), name: name.to_owned(), client_port, peer_port, dir, log }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcd://127.0.0.1:<port>`, as `--store` takes it.
+    #[must_use]
+    pub fn store_url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether the member answers `/health` with `"health":"true"`.
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.client_port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.contains("\"health\":\"true\"")
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false;
+            }
+            if self.is_healthy() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kills the member with SIGKILL and starts it again on the same ports and data, as after a crash.
+    ///
+    /// # Panics
+    /// When it does not come back.
+    pub fn restart(&mut self) {
+        self.kill();
+        let cluster = format!("{}=http://127.0.0.1:{}", self.name, self.peer_port);
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).expect("etcd log file");
+        let client_url = self.endpoint();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(ETCD)
+            .args(["--name", &self.name, "--data-dir"])
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &cluster, "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("restart etcd");
+        self.child = Some(child);
+        assert!(self.wait_healthy(Duration::from_secs(20)), "etcd did not come back: {}", self.log_tail());
+    }
+
+    /// Kills the member with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The end of the member's log, for failure messages.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The member's data directory.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of etcd members on loopback.
+pub struct EtcdCluster {
+    /// The members, in the order of `endpoints()`.
+    pub members: Vec<EtcdProcess>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until all serve.
+    ///
+    /// # Panics
+    /// When the cluster does not come up.
+    #[must_use]
+    pub fn start(size: usize) -> Self {
+        for attempt in 1..=3 {
+            let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+            let initial = ports
+                .iter()
+                .map(|(client, peer)| format!("n{client}=http://127.0.0.1:{peer}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut members: Vec<EtcdProcess> = ports
+                .iter()
+                .map(|(client, peer)| EtcdProcess::spawn(&format!("n{client}"), *client, *peer, &initial))
+                .collect();
+            if members.iter_mut().all(|m| m.wait_healthy(Duration::from_secs(30))) {
+                return Self { members };
+            }
+            let logs: Vec<String> = members.iter().map(|m| format!("{}: {}", m.name, m.log_tail())).collect();
+            eprintln!("etcd cluster did not start (attempt {attempt}):\n{}", logs.join("\n"));
+        }
+        panic!("a {size}-member etcd cluster would not start on loopback");
+    }
+
+    /// Every member's client URL.
+    #[must_use]
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdProcess::endpoint).collect()
+    }
+
+    /// The member's peer port (for diagnostics).
+    #[must_use]
+    pub fn peer_port(&self, member: usize) -> u16 {
+        self.members[member].peer_port
+    }
+}
