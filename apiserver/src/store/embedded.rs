@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -112,21 +112,37 @@ impl EmbeddedConfig {
     }
 }
 
-/// The embedded, durable, single-file store.
+/// The embedded, durable, single-file store. Dropping it stops the writer once queued writes are done; use
+/// [`close`](Self::close) to also wait until the file is released (for example, before reopening it).
 pub struct EmbeddedStore {
     db: Arc<Database>,
     shared: Arc<Shared>,
     requests: mpsc::Sender<Request>,
+    writer: std::thread::JoinHandle<()>,
 }
 
 /// State the writer publishes and readers consult.
 struct Shared {
-    /// The latest committed revision; watchers wait on it.
-    revision: watch::Sender<Revision>,
+    /// The latest committed revision; watchers wait on it. The writer holds the sender, so its exit ends every watch.
+    revision: watch::Receiver<Revision>,
     /// The advertised compaction point.
     compacted: AtomicI64,
     /// Recent revisions with their events.
     ring: RwLock<Ring>,
+    /// Durable commits made (each one fsync).
+    commits: AtomicU64,
+    /// Transactions acknowledged.
+    transactions: AtomicU64,
+}
+
+/// Counters of the embedded store's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    /// Durable commits made since the store was opened; each costs one fsync.
+    pub commits: u64,
+    /// Transactions acknowledged since the store was opened. More transactions than commits means writers shared
+    /// commits (group commit).
+    pub transactions: u64,
 }
 
 #[derive(Default)]
@@ -293,15 +309,19 @@ impl EmbeddedStore {
             counters
         };
         let time_index = Self::load_time_index(&db, progress)?;
+        let (revision_tx, revision_rx) = watch::channel(to_revision(revision));
         let shared = Arc::new(Shared {
-            revision: watch::Sender::new(to_revision(revision)),
+            revision: revision_rx,
             compacted: AtomicI64::new(to_revision(compacted)),
             ring: RwLock::new(Ring::default()),
+            commits: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
         });
         let (requests, receiver) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
             shared: shared.clone(),
+            revision_tx,
             config: config.clone(),
             revision,
             compacted,
@@ -310,12 +330,12 @@ impl EmbeddedStore {
             time_index,
             last_check: Instant::now(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("agora-store-writer".to_owned())
             .spawn(move || writer.run(&receiver))
             .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
         tracing::info!(path = %path.display(), revision, compacted, "embedded store open");
-        Ok(Self { db, shared, requests })
+        Ok(Self { db, shared, requests, writer })
     }
 
     /// Samples of (revision, time) from the log, one per second, for time-based compaction.
@@ -331,6 +351,43 @@ impl EmbeddedStore {
             }
         }
         Ok(index)
+    }
+
+    /// Finishes queued writes, ends every watch, and releases the file.
+    ///
+    /// # Errors
+    /// The writer thread panicked.
+    pub async fn close(self) -> Result<()> {
+        let Self { db, shared, requests, writer } = self;
+        drop(requests);
+        drop(shared);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(backend)?
+            .map_err(|_| StoreError::Backend("the store's writer panicked".to_owned()))?;
+        // Reads in flight hold the database for a moment longer.
+        let mut db = db;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(database) => {
+                    drop(database);
+                    return Ok(());
+                }
+                Err(shared) => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+
+    /// What the store has done since it was opened.
+    #[must_use]
+    pub fn stats(&self) -> EmbeddedStats {
+        EmbeddedStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            transactions: self.shared.transactions.load(Ordering::Relaxed),
+        }
     }
 
     /// The path of a store's file in `dir` (for tools that inspect it).
@@ -438,7 +495,7 @@ impl Store for EmbeddedStore {
         }
         let (events, receiver) = tokio::sync::mpsc::channel(256);
         let watcher = Watcher {
-            db: self.db.clone(),
+            db: Arc::downgrade(&self.db),
             shared: self.shared.clone(),
             prefix: prefix.to_owned(),
             cursor: from - 1,
@@ -469,6 +526,7 @@ impl Store for EmbeddedStore {
 struct Writer {
     db: Arc<Database>,
     shared: Arc<Shared>,
+    revision_tx: watch::Sender<Revision>,
     config: EmbeddedConfig,
     revision: u64,
     /// The advertised compaction point.
@@ -558,6 +616,8 @@ impl Writer {
                     }
                 }
                 self.publish(committed);
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.shared.transactions.fetch_add(results.len() as u64, Ordering::Relaxed);
                 for ((_, reply), result) in txns.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -637,7 +697,7 @@ impl Writer {
                 }
             }
         }
-        self.shared.revision.send_replace(to_revision(last));
+        self.revision_tx.send_replace(to_revision(last));
     }
 
     fn publish_compaction(&self) {
@@ -751,7 +811,8 @@ fn compact_chunk(versions: &mut Versions<'_>, log: &mut Log<'_>, progress: u64, 
 
 /// One watch: delivers events after `cursor` under `prefix`, in order, until the consumer goes away.
 struct Watcher {
-    db: Arc<Database>,
+    /// Weak, so an idle watch never keeps a closed store's file open.
+    db: std::sync::Weak<Database>,
     shared: Arc<Shared>,
     prefix: String,
     cursor: Revision,
@@ -765,7 +826,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl Watcher {
     async fn run(mut self) {
-        let mut revisions = self.shared.revision.subscribe();
+        let mut revisions = self.shared.revision.clone();
         let mut last_progress = Instant::now();
         loop {
             let latest = *revisions.borrow_and_update();
@@ -820,7 +881,7 @@ impl Watcher {
                     .collect());
             }
         }
-        let db = self.db.clone();
+        let db = self.db.upgrade().ok_or_else(|| StoreError::Unavailable("the store was closed".to_owned()))?;
         let (from, prefix) = (to_u64(self.cursor + 1), self.prefix.clone());
         let upto = to_u64(upto);
         tokio::task::spawn_blocking(move || replay(&db, from, upto, &prefix)).await.map_err(backend)?

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use embedded::{EmbeddedConfig, EmbeddedStats, EmbeddedStore};
 pub use etcd::EtcdStore;
 
 /// A store revision: a counter that grows by one with every write transaction that changes something. Every key
