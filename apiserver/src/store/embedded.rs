@@ -329,6 +329,7 @@ impl EmbeddedStore {
             waiting: Vec::new(),
             time_index,
             last_check: Instant::now(),
+            last_batch: 0,
         };
         let writer = std::thread::Builder::new()
             .name("agora-store-writer".to_owned())
@@ -538,7 +539,14 @@ struct Writer {
     /// (revision, unix ms) samples, about one per second.
     time_index: VecDeque<(u64, i64)>,
     last_check: Instant,
+    /// The size of the previous batch: more than one means writers are concurrent.
+    last_batch: usize,
 }
+
+/// How long a batch waits for more writers once the queue is empty (when writers have been concurrent).
+const GATHER_QUIET: Duration = Duration::from_micros(60);
+/// The longest a batch waits for more writers.
+const GATHER_LIMIT: Duration = Duration::from_micros(800);
 
 /// Log revisions compacted per batch, so compaction never stalls writers for long.
 const COMPACTION_CHUNK: u64 = 2_000;
@@ -560,13 +568,7 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             };
-            let mut batch: Vec<Request> = first.into_iter().collect();
-            while batch.len() < self.config.max_batch {
-                match requests.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
+            let batch = self.gather(first, requests);
             if self.last_check.elapsed() >= self.config.compaction_check {
                 self.last_check = Instant::now();
                 self.plan_automatic_compaction();
@@ -574,6 +576,37 @@ impl Writer {
             self.run_batch(batch);
         }
         tracing::debug!("embedded store writer stopped");
+    }
+
+    /// Collects a batch: everything queued, and — when writers have been concurrent — whatever else arrives until the
+    /// queue has been quiet for [`GATHER_QUIET`] (at most [`GATHER_LIMIT`] in all). Writers that were just answered
+    /// come back within microseconds; without the wait they would form a second, alternating batch and every commit
+    /// would carry half the writers. A lone writer never waits.
+    fn gather(&mut self, first: Option<Request>, requests: &mpsc::Receiver<Request>) -> Vec<Request> {
+        let mut batch: Vec<Request> = first.into_iter().collect();
+        if batch.is_empty() {
+            return batch;
+        }
+        let concurrent = self.last_batch > 1;
+        let deadline = Instant::now() + GATHER_LIMIT;
+        while batch.len() < self.config.max_batch {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) if !concurrent => break,
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match requests.recv_timeout(GATHER_QUIET.min(left)) {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        self.last_batch = batch.len();
+        batch
     }
 
     /// Moves the compaction point so that the configured history is kept.
