@@ -246,3 +246,41 @@ fn acknowledged_writes_survive_sigkill() {
         );
     }
 }
+
+#[tokio::test]
+async fn history_reads_the_same_after_compaction_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    let mut seed: u64 = 7;
+    for i in 0..400 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let key = format!("/h/k{}", (seed >> 33) % 6);
+        if (seed >> 40) % 4 == 0 {
+            store.delete(&key).await.unwrap();
+        } else {
+            store.put(&key, value(i)).await.unwrap();
+        }
+    }
+    let current = store.current_revision().await.unwrap();
+    let compact_at = current / 2;
+    store.compact(compact_at).await.unwrap();
+    let snapshot = async |store: &EmbeddedStore| {
+        let mut states = Vec::new();
+        for r in compact_at..=current {
+            let read = store.range(RangeRequest::prefix("/h/").at(r)).await.unwrap();
+            states.push(read.kvs);
+        }
+        states
+    };
+    let before = snapshot(&store).await;
+    store.close().await.unwrap();
+    let reopened = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    assert_eq!(reopened.current_revision().await.unwrap(), current);
+    assert_eq!(reopened.compacted_revision().await.unwrap(), compact_at);
+    assert_eq!(snapshot(&reopened).await, before, "every revision since the compaction point reads the same");
+    let old = reopened.range(RangeRequest::prefix("/h/").at(compact_at - 1)).await.unwrap_err();
+    assert!(matches!(old, StoreError::Compacted { .. }), "{old:?}");
+    let mut watch = reopened.watch("/h/", compact_at + 1).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap();
+    assert!(first.revision() > compact_at);
+}

@@ -1,0 +1,377 @@
+//! The embedded backend: one redb file, etcd's semantics.
+//!
+//! - [`layout`]: the tables (an index of `(key, revision)` versions, one appended record per revision with the
+//!   values it wrote, and the counters) and the pure operations on them.
+//! - [`writer`]: the one thread that writes. It drains every queued transaction into one redb write transaction and
+//!   commits it once (group commit): concurrent writers share one fsync, and each transaction is acknowledged only
+//!   after its commit is durable. Each logical transaction gets its own revision and sees the writes before it.
+//!   Compaction first moves the advertised compaction point, then deletes superseded versions in bounded chunks
+//!   between write batches, resuming after a restart; the writer compacts on its own to keep
+//!   [`EmbeddedConfig::history`] of time, but never more than [`EmbeddedConfig::history_revisions`] revisions.
+//! - [`watcher`]: watchers pull. Each keeps a cursor (the last revision it delivered) and wakes on a revision
+//!   notification, reading new events from an in-memory ring of recent revisions, or replaying the records when it
+//!   has fallen behind the ring. A slow watcher costs no memory and never loses an event; one behind the compaction
+//!   point gets [`StoreError::Compacted`].
+
+mod layout;
+mod watcher;
+mod writer;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{oneshot, watch};
+
+use self::layout::{
+    KeyIndex, META, META_COMPACT_PROGRESS, META_COMPACTED, META_REVISION, REVISIONS, Record, Version, read_kv,
+};
+use self::writer::{Request, Writer};
+use super::{
+    KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchEvent,
+    WatchStream,
+};
+
+/// The file inside the data directory.
+pub const DATA_FILE: &str = "agora.redb";
+
+/// Settings of the embedded store.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    dir: PathBuf,
+    history: Duration,
+    history_revisions: u64,
+    compaction_check: Duration,
+    ring_events: usize,
+    max_batch: usize,
+}
+
+impl EmbeddedConfig {
+    /// Defaults: 5 minutes of history but at most 100,000 revisions, checked every 30 s; 16,384 recent events kept
+    /// in memory for watchers; up to 1,024 transactions per commit.
+    #[must_use]
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            history: Duration::from_secs(300),
+            history_revisions: 100_000,
+            compaction_check: Duration::from_secs(30),
+            ring_events: 16_384,
+            max_batch: 1024,
+        }
+    }
+
+    /// How long history is kept for resuming watches and paginated lists.
+    #[must_use]
+    pub fn history(mut self, history: Duration) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The most revisions of history kept, however recent.
+    #[must_use]
+    pub fn history_revisions(mut self, revisions: u64) -> Self {
+        self.history_revisions = revisions;
+        self
+    }
+
+    /// How often automatic compaction is considered.
+    #[must_use]
+    pub fn compaction_check(mut self, every: Duration) -> Self {
+        self.compaction_check = every;
+        self
+    }
+
+    /// How many recent events watchers can read from memory (older ones come from the file).
+    #[must_use]
+    pub fn ring_events(mut self, events: usize) -> Self {
+        self.ring_events = events.max(1);
+        self
+    }
+
+    /// The path of the database file.
+    #[must_use]
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(DATA_FILE)
+    }
+}
+
+/// The embedded, durable, single-file store. Dropping it stops the writer once queued writes are done; use
+/// [`close`](Self::close) to also wait until the file is released (for example, before reopening it).
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+/// State the writer publishes and readers consult.
+struct Shared {
+    /// The latest committed revision; watchers wait on it. The writer holds the sender, so its exit ends every watch.
+    revision: watch::Receiver<Revision>,
+    /// The advertised compaction point.
+    compacted: AtomicI64,
+    /// Recent revisions with their events.
+    ring: RwLock<Ring>,
+    /// Every key's versions since the compaction point; updated only after the records are durable.
+    index: RwLock<KeyIndex>,
+    /// Durable commits made (each one fsync).
+    commits: AtomicU64,
+    /// Transactions acknowledged.
+    transactions: AtomicU64,
+}
+
+/// Counters of the embedded store's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    /// Durable commits made since the store was opened; each costs one fsync.
+    pub commits: u64,
+    /// Transactions acknowledged since the store was opened. More transactions than commits means writers shared
+    /// commits (group commit).
+    pub transactions: u64,
+}
+
+/// Recent revisions and their events, oldest first.
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<(Revision, Arc<[WatchEvent]>)>,
+    events: usize,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Revisions are positive and far below `i64::MAX`; the conversions cannot fail in practice, and a corrupt value
+/// saturates rather than wrapping.
+fn to_revision(r: u64) -> Revision {
+    Revision::try_from(r).unwrap_or(Revision::MAX)
+}
+
+fn to_u64(r: Revision) -> u64 {
+    u64::try_from(r).unwrap_or(0)
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `config`'s directory and starts its writer.
+    ///
+    /// # Errors
+    /// The directory or file cannot be created or opened, or the file is not an Agora store.
+    pub async fn open(config: EmbeddedConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(config)).await.map_err(backend)?
+    }
+
+    fn open_blocking(config: EmbeddedConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", config.dir.display())))?;
+        let path = config.file();
+        let db =
+            Database::create(&path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        // Create the tables and read the counters.
+        let (revision, compacted, progress) = {
+            let write = db.begin_write().map_err(backend)?;
+            let counters = {
+                write.open_table(REVISIONS).map_err(backend)?;
+                let meta = write.open_table(META).map_err(backend)?;
+                let read =
+                    |name: &str| -> Result<u64> { Ok(meta.get(name).map_err(backend)?.map_or(0, |v| v.value())) };
+                (read(META_REVISION)?, read(META_COMPACTED)?, read(META_COMPACT_PROGRESS)?)
+            };
+            write.commit().map_err(backend)?;
+            counters
+        };
+        let (index, time_index) = Self::load(&db, progress)?;
+        let (revision_tx, revision_rx) = watch::channel(to_revision(revision));
+        let shared = Arc::new(Shared {
+            revision: revision_rx,
+            compacted: AtomicI64::new(to_revision(compacted)),
+            ring: RwLock::new(Ring::default()),
+            index: RwLock::new(index),
+            commits: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+        });
+        let (requests, receiver) = mpsc::channel();
+        let writer =
+            Writer::new(db.clone(), shared.clone(), revision_tx, config, (revision, compacted, progress), time_index);
+        let writer = std::thread::Builder::new()
+            .name("agora-store-writer".to_owned())
+            .spawn(move || writer.run(&receiver))
+            .map_err(|e| StoreError::Backend(format!("starting the writer thread: {e}")))?;
+        tracing::info!(path = %path.display(), revision, compacted, "embedded store open");
+        Ok(Self { db, shared, requests, writer })
+    }
+
+    /// Rebuilds the key index from the records, and samples (revision, time) about once a second after `from` for
+    /// time-based compaction.
+    fn load(db: &Database, from: u64) -> Result<(KeyIndex, VecDeque<(u64, i64)>)> {
+        let read = db.begin_read().map_err(backend)?;
+        let revisions = read.open_table(REVISIONS).map_err(backend)?;
+        let index = KeyIndex::build(&revisions)?;
+        let mut times: VecDeque<(u64, i64)> = VecDeque::new();
+        for entry in revisions.range(from + 1..).map_err(backend)? {
+            let (rev, bytes) = entry.map_err(backend)?;
+            let time = Record::time_of(bytes.value())?;
+            if times.back().is_none_or(|(_, t)| time >= t + 1000) {
+                times.push_back((rev.value(), time));
+            }
+        }
+        tracing::debug!(keys = index.len(), "key index rebuilt");
+        Ok((index, times))
+    }
+
+    /// Finishes queued writes, ends every watch, and releases the file.
+    ///
+    /// # Errors
+    /// The writer thread panicked.
+    pub async fn close(self) -> Result<()> {
+        let Self { db, shared, requests, writer } = self;
+        drop(requests);
+        drop(shared);
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .map_err(backend)?
+            .map_err(|_| StoreError::Backend("the store's writer panicked".to_owned()))?;
+        // Reads in flight hold the database for a moment longer.
+        let mut db = db;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(database) => {
+                    drop(database);
+                    return Ok(());
+                }
+                Err(shared) => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+
+    /// What the store has done since it was opened.
+    #[must_use]
+    pub fn stats(&self) -> EmbeddedStats {
+        EmbeddedStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            transactions: self.shared.transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The path of a store's file in `dir` (for tools that inspect it).
+    #[must_use]
+    pub fn file_in(dir: &Path) -> PathBuf {
+        dir.join(DATA_FILE)
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the store's writer stopped before answering".to_owned()))?
+    }
+
+    /// Reads at `revision` (the current one when `None`): `plan` picks versions from the index, their values come
+    /// from a snapshot of the records, and the compaction point is checked afterwards — a compaction that overtook
+    /// the read is reported as such, never as a silently wrong answer.
+    async fn read_versions(
+        &self,
+        revision: Option<Revision>,
+        plan: impl FnOnce(&KeyIndex, u64) -> (Vec<(String, u64, Version)>, bool) + Send + 'static,
+    ) -> Result<(Vec<KeyValue>, bool, Revision)> {
+        let (db, shared) = (self.db.clone(), self.shared.clone());
+        tokio::task::spawn_blocking(move || {
+            let current = *shared.revision.borrow();
+            let at = match revision {
+                None | Some(0) => current,
+                Some(r) if r > current => return Err(StoreError::FutureRevision { requested: r, current }),
+                Some(r) => r,
+            };
+            let overtaken = || {
+                let compacted = shared.compacted.load(Ordering::Acquire);
+                (at < compacted).then_some(StoreError::Compacted { requested: at, compacted })
+            };
+            if let Some(e) = overtaken() {
+                return Err(e);
+            }
+            let (versions, more) = plan(&shared.index.read().unwrap_or_else(PoisonError::into_inner), to_u64(at));
+            let read = db.begin_read().map_err(backend)?;
+            let revisions = read.open_table(REVISIONS).map_err(backend)?;
+            let kvs: Result<Vec<KeyValue>> =
+                versions.iter().map(|(key, rev, version)| read_kv(&revisions, key, *rev, *version)).collect();
+            match (overtaken(), kvs) {
+                (Some(e), _) => Err(e),
+                (None, kvs) => Ok((kvs?, more, at)),
+            }
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_owned();
+        let (mut kvs, ..) = self
+            .read_versions(None, move |index, at| {
+                let found = index.version_at(&key, at).filter(|(_, v)| v.live);
+                (found.map(|(rev, version)| (key, rev, version)).into_iter().collect(), false)
+            })
+            .await?;
+        Ok(kvs.pop())
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        let RangeRequest { prefix, start_after, limit, revision } = request;
+        let (kvs, more, revision) = self
+            .read_versions(revision, move |index, at| {
+                index.live_range(&prefix, start_after.as_deref(), at, limit.unwrap_or(usize::MAX))
+            })
+            .await?;
+        Ok(RangeResponse { kvs, more, revision })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(op) = txn.ops.iter().find(|op| !seen.insert(op.key().to_owned())) {
+            return Err(StoreError::Backend(format!("key {:?} is written twice in one transaction", op.key())));
+        }
+        self.request(|reply| Request::Txn(txn, reply)).await
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        let current = *self.shared.revision.borrow();
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        let from = if from_revision <= 0 { current + 1 } else { from_revision };
+        if from <= compacted {
+            return Err(StoreError::Compacted { requested: from, compacted });
+        }
+        Ok(watcher::start(Arc::downgrade(&self.db), self.shared.clone(), prefix, from - 1))
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(*self.shared.revision.borrow())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        let current = *self.shared.revision.borrow();
+        if revision > current {
+            return Err(StoreError::FutureRevision { requested: revision, current });
+        }
+        self.request(|reply| Request::Compact(to_u64(revision), reply)).await
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        Ok(self.shared.compacted.load(Ordering::Acquire))
+    }
+}
