@@ -2,8 +2,10 @@
 //! (put → event, p50/p99), on the embedded store, the etcd backend, and raw etcd through the same client in the same
 //! run — so the etcd backend's overhead is a ratio, not a guess.
 //!
-//! Run: `cargo bench -p agora-apiserver --bench store` (etcd is started on a free loopback port). Set
-//! `AGORA_BENCH_SECONDS` to change the time per throughput measurement (default 3).
+//! Run: `cargo bench -p agora-apiserver --bench store` (etcd is started on a free loopback port). Knobs:
+//! `AGORA_BENCH_SECONDS` (time per throughput measurement, default 3), `AGORA_BENCH_WRITERS` (default `1,16,64`),
+//! `AGORA_BENCH_BACKENDS` (default `embedded,etcd`; `etcd` measures the backend and raw etcd side by side),
+//! `AGORA_BENCH_DIR` (where the embedded store's file goes, default `/var/tmp`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,12 +17,29 @@ use agora_e2e::EtcdProcess;
 use bytes::Bytes;
 use futures::StreamExt;
 
-const WRITERS: [usize; 3] = [1, 16, 64];
 const WATCH_SAMPLES: usize = 2_000;
 
+/// What a measurement counted: writes completed and their latencies, over some elapsed time.
+#[derive(Default)]
 struct Throughput {
-    per_second: f64,
-    p99_ms: f64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Throughput {
+    fn merge(&mut self, other: Throughput) {
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p99_ms(&mut self) -> f64 {
+        self.latencies.sort_unstable();
+        percentile(&self.latencies, 0.99)
+    }
 }
 
 /// `writers` tasks put 1 KiB values as fast as they can for `duration` (after a short warm-up).
@@ -61,9 +80,12 @@ where
     for task in tasks {
         latencies.extend(task.await.expect("writer"));
     }
-    latencies.sort_unstable();
-    Throughput { per_second: latencies.len() as f64 / elapsed.as_secs_f64(), p99_ms: percentile(&latencies, 0.99) }
+    Throughput { elapsed, latencies }
 }
+
+/// Rounds in which the etcd backend and raw etcd alternate (B R, R B, ...), so etcd's own drift over time falls on
+/// both equally.
+const ETCD_ROUNDS: u32 = 4;
 
 fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -107,51 +129,87 @@ fn main() {
         let backend: Arc<dyn Store> = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.expect("etcd backend"));
         let raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("etcd client");
 
-        println!("| writers | embedded puts/s (p99 ms) | etcd backend puts/s (p99 ms) | raw etcd puts/s (p99 ms) | etcd backend / raw |");
-        println!("|---|---|---|---|---|");
-        for writers in WRITERS {
-            let store = embedded.clone();
-            let e = throughput(writers, duration, move |k, v| {
-                let store = store.clone();
-                async move {
-                    store.put(&k, v).await.expect("embedded put");
-                }
-            })
-            .await;
-            let store = backend.clone();
-            let b = throughput(writers, duration, move |k, v| {
-                let store = store.clone();
-                async move {
-                    store.put(&k, v).await.expect("etcd backend put");
-                }
-            })
-            .await;
-            let client = raw.clone();
-            let r = throughput(writers, duration, move |k, v| {
-                let mut client = client.clone();
-                async move {
-                    client.put(k, v.to_vec(), None).await.expect("raw etcd put");
-                }
-            })
-            .await;
-            println!(
-                "| {writers} | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.0}% |",
-                e.per_second,
-                e.p99_ms,
-                b.per_second,
-                b.p99_ms,
-                r.per_second,
-                r.p99_ms,
-                100.0 * b.per_second / r.per_second
-            );
-        }
-        println!();
+        // Latency first, while the machine is quiet: after the throughput phases etcd is still busy on disk.
         println!("| watch latency, put → event | p50 ms | p99 ms |");
         println!("|---|---|---|");
-        let (p50, p99) = watch_latency(embedded.as_ref()).await;
-        println!("| embedded | {p50:.3} | {p99:.3} |");
-        let (p50, p99) = watch_latency(backend.as_ref()).await;
-        println!("| etcd backend | {p50:.3} | {p99:.3} |");
+        if with_embedded {
+            let (p50, p99) = watch_latency(embedded.as_ref()).await;
+            println!("| embedded | {p50:.3} | {p99:.3} |");
+        }
+        if with_etcd {
+            let (p50, p99) = watch_latency(backend.as_ref()).await;
+            println!("| etcd backend | {p50:.3} | {p99:.3} |");
+        }
+        println!();
+        let writers: Vec<usize> = std::env::var("AGORA_BENCH_WRITERS")
+            .unwrap_or_else(|_| "1,16,64".into())
+            .split(',')
+            .filter_map(|w| w.trim().parse().ok())
+            .collect();
+        let backends = std::env::var("AGORA_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,etcd".into());
+        let (with_embedded, with_etcd) = (backends.contains("embedded"), backends.contains("etcd"));
+        let cell = |t: &mut Option<Throughput>| t.as_mut().map_or("—".to_owned(), |t| format!("{:.0} ({:.2})", t.per_second(), t.p99_ms()));
+        println!("| writers | embedded puts/s (p99 ms) | etcd backend puts/s (p99 ms) | raw etcd puts/s (p99 ms) | etcd backend / raw |");
+        println!("|---|---|---|---|---|");
+        // The embedded store first, on its own: etcd's background disk work must not land in its figures. The etcd
+        // backend and raw etcd are then measured back to back at each concurrency, so their ratio is like for like.
+        let mut embedded_results = Vec::new();
+        for &writers in &writers {
+            embedded_results.push(if with_embedded {
+                let store = embedded.clone();
+                Some(
+                    throughput(writers, duration, move |k, v| {
+                        let store = store.clone();
+                        async move {
+                            store.put(&k, v).await.expect("embedded put");
+                        }
+                    })
+                    .await,
+                )
+            } else {
+                None
+            });
+        }
+        for (&writers, mut e) in writers.iter().zip(embedded_results) {
+            let (mut b, mut r) = (None, None);
+            if with_etcd {
+                let (mut backend_total, mut raw_total) = (Throughput::default(), Throughput::default());
+                let slice = duration / ETCD_ROUNDS * 2;
+                for round in 0..ETCD_ROUNDS {
+                    for backend_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                        if backend_turn {
+                            let store = backend.clone();
+                            backend_total.merge(
+                                throughput(writers, slice, move |k, v| {
+                                    let store = store.clone();
+                                    async move {
+                                        store.put(&k, v).await.expect("etcd backend put");
+                                    }
+                                })
+                                .await,
+                            );
+                        } else {
+                            let client = raw.clone();
+                            raw_total.merge(
+                                throughput(writers, slice, move |k, v| {
+                                    let mut client = client.clone();
+                                    async move {
+                                        client.put(k, v.to_vec(), None).await.expect("raw etcd put");
+                                    }
+                                })
+                                .await,
+                            );
+                        }
+                    }
+                }
+                (b, r) = (Some(backend_total), Some(raw_total));
+            }
+            let ratio = match (&b, &r) {
+                (Some(b), Some(r)) => format!("{:.0}%", 100.0 * b.per_second() / r.per_second()),
+                _ => "—".to_owned(),
+            };
+            println!("| {writers} | {} | {} | {} | {ratio} |", cell(&mut e), cell(&mut b), cell(&mut r));
+        }
     });
     drop(etcd);
 }

@@ -28,8 +28,12 @@ pub struct EtcdStore {
     client: Client,
 }
 
-/// How many times an `Unavailable` request is tried in all.
-const ATTEMPTS: u32 = 5;
+/// How many times an `Unavailable` request is tried in all: with the backoff below, about 5 s — longer than an etcd
+/// leader election takes.
+const ATTEMPTS: u32 = 10;
+/// The first pause before a retry; it doubles up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_secs(1);
 
 fn map_error(e: etcd_client::Error) -> StoreError {
     let text = e.to_string();
@@ -93,13 +97,13 @@ impl EtcdStore {
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let mut delay = Duration::from_millis(50);
+        let mut delay = FIRST_DELAY;
         for attempt in 1..=ATTEMPTS {
             match call(self.client.clone()).await.map_err(map_error) {
                 Err(StoreError::Unavailable(why)) if attempt < ATTEMPTS => {
                     tracing::debug!(attempt, %why, "etcd unavailable, retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(MAX_DELAY);
                 }
                 other => return other,
             }
@@ -222,14 +226,14 @@ impl Store for EtcdStore {
         let (events, receiver) = tokio::sync::mpsc::channel(256);
         let mut watch = EtcdWatch { client: self.client.clone(), prefix: prefix.to_owned(), next: from, events };
         // Open the first stream here, so a compacted start revision is reported to the caller directly.
-        let mut delay = Duration::from_millis(50);
+        let mut delay = FIRST_DELAY;
         let mut attempt = 1;
         let stream = loop {
             match watch.open().await {
                 Err(StoreError::Unavailable(why)) if attempt < ATTEMPTS => {
                     tracing::debug!(attempt, %why, "etcd unavailable opening a watch, retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(MAX_DELAY);
                     attempt += 1;
                 }
                 other => break other?,
