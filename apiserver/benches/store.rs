@@ -129,6 +129,8 @@ fn main() {
         let backend: Arc<dyn Store> = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.expect("etcd backend"));
         let raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("etcd client");
 
+        let backends = std::env::var("AGORA_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,etcd".into());
+        let (with_embedded, with_etcd) = (backends.contains("embedded"), backends.contains("etcd"));
         // Latency first, while the machine is quiet: after the throughput phases etcd is still busy on disk.
         println!("| watch latency, put → event | p50 ms | p99 ms |");
         println!("|---|---|---|");
@@ -146,8 +148,6 @@ fn main() {
             .split(',')
             .filter_map(|w| w.trim().parse().ok())
             .collect();
-        let backends = std::env::var("AGORA_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,etcd".into());
-        let (with_embedded, with_etcd) = (backends.contains("embedded"), backends.contains("etcd"));
         let cell = |t: &mut Option<Throughput>| t.as_mut().map_or("—".to_owned(), |t| format!("{:.0} ({:.2})", t.per_second(), t.p99_ms()));
         println!("| writers | embedded puts/s (p99 ms) | etcd backend puts/s (p99 ms) | raw etcd puts/s (p99 ms) | etcd backend / raw |");
         println!("|---|---|---|---|---|");
