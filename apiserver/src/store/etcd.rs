@@ -313,13 +313,13 @@ impl EtcdWatch {
     }
 
     async fn run(mut self, mut stream: Option<etcd_client::WatchStream>) {
-        let mut delay = Duration::from_millis(50);
+        let mut delay = FIRST_DELAY;
         loop {
             let mut current = match stream.take() {
                 Some(s) => s,
                 None => match self.open().await {
                     Ok(s) => {
-                        delay = Duration::from_millis(50);
+                        delay = FIRST_DELAY;
                         s
                     }
                     Err(StoreError::Unavailable(why)) => {
@@ -328,7 +328,7 @@ impl EtcdWatch {
                             () = tokio::time::sleep(delay) => {}
                             () = self.events.closed() => return,
                         }
-                        delay = (delay * 2).min(Duration::from_secs(5));
+                        delay = (delay * 2).min(MAX_DELAY);
                         continue;
                     }
                     Err(e) => {

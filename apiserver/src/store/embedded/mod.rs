@@ -266,12 +266,6 @@ impl EmbeddedStore {
         }
     }
 
-    /// The path of a store's file in `dir` (for tools that inspect it).
-    #[must_use]
-    pub fn file_in(dir: &Path) -> PathBuf {
-        dir.join(DATA_FILE)
-    }
-
     async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.requests
