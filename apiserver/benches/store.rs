@@ -83,6 +83,17 @@ where
     Throughput { elapsed, latencies }
 }
 
+/// [`throughput`] of puts through a store.
+async fn throughput_of(store: Arc<dyn Store>, writers: usize, duration: Duration) -> Throughput {
+    throughput(writers, duration, move |key, value| {
+        let store = store.clone();
+        async move {
+            store.put(&key, value).await.expect("put");
+        }
+    })
+    .await
+}
+
 /// Rounds in which the etcd backend and raw etcd alternate (B R, R B, ...), so etcd's own drift over time falls on
 /// both equally.
 const ETCD_ROUNDS: u32 = 4;
@@ -156,16 +167,7 @@ fn main() {
         let mut embedded_results = Vec::new();
         for &writers in &writers {
             embedded_results.push(if with_embedded {
-                let store = embedded.clone();
-                Some(
-                    throughput(writers, duration, move |k, v| {
-                        let store = store.clone();
-                        async move {
-                            store.put(&k, v).await.expect("embedded put");
-                        }
-                    })
-                    .await,
-                )
+                Some(throughput_of(embedded.clone(), writers, duration).await)
             } else {
                 None
             });
@@ -178,16 +180,7 @@ fn main() {
                 for round in 0..ETCD_ROUNDS {
                     for backend_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
                         if backend_turn {
-                            let store = backend.clone();
-                            backend_total.merge(
-                                throughput(writers, slice, move |k, v| {
-                                    let store = store.clone();
-                                    async move {
-                                        store.put(&k, v).await.expect("etcd backend put");
-                                    }
-                                })
-                                .await,
-                            );
+                            backend_total.merge(throughput_of(backend.clone(), writers, slice).await);
                         } else {
                             let client = raw.clone();
                             raw_total.merge(
