@@ -5,9 +5,16 @@
 //! - [`store`] — the `Store` trait (etcd's v3 semantics: revisions, compare-and-swap transactions, paginated ranges
 //!   pinned at a revision, watches with previous values, compaction) and its two backends: the embedded one (a
 //!   single redb file, the default) and etcd.
-//! - (next) the Kubernetes-style REST and watch API over axum: admission with the defaults and validation of
-//!   [`agora_schemas`], server-side apply, garbage collection by owner references, the offer `accept` transaction,
-//!   the shared per-kind watch cache, discovery, `/openapi/v3` (from [`agora_schemas::schema::openapi_v3`]), health
-//!   endpoints and metrics. Run as `agora apiserver`.
+//! - [`api`] — the Kubernetes-style REST API for every kind: get, list (label and field selectors, consistent
+//!   pagination), create (`generateName`), replace with resourceVersion conflicts, merge and JSON patch, delete with
+//!   finalizers, the `/status` subresource; admission through [`agora_schemas::admit`]; errors as `Status` objects.
+//! - [`discovery`] — `/version`, discovery (plain and aggregated), `/openapi/v3`, health.
+//! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.
+//!
+//! Still to come (issue 4): watch with a shared per-kind watch cache, server-side apply, garbage collection by owner
+//! references, the `scale` and offer `accept` subresources, `fieldValidation=Warn|Ignore`, metrics.
 
+pub mod api;
+pub mod discovery;
+pub mod server;
 pub mod store;

@@ -1,5 +1,5 @@
-//! The `agora` command. Today: `validate` (check manifests locally, as the apiserver will admit them) and
-//! `version`. Later issues add `up`, `apiserver`, `controllers`, `agent` and the API client commands.
+//! The `agora` command: `apiserver` runs the API server; `validate` checks manifests locally, as the apiserver will
+//! admit them; `version`. Later issues add `up`, `controllers`, `agent` and the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +18,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the API server on a store: the embedded one in --data-dir (default), or etcd with --store.
+    Apiserver {
+        /// The address to listen on. Anything but loopback requires --token-file.
+        #[arg(long, default_value = "127.0.0.1:5050")]
+        listen: std::net::SocketAddr,
+        /// The embedded store's directory.
+        #[arg(long, default_value = "/var/lib/agora/store", conflicts_with = "store")]
+        data_dir: PathBuf,
+        /// An etcd cluster instead of the embedded store: etcd://host:port[,host:port...].
+        #[arg(long)]
+        store: Option<String>,
+        /// The key prefix in the store, so several clusters can share one etcd.
+        #[arg(long, default_value = agora_apiserver::store::DEFAULT_PREFIX)]
+        store_prefix: String,
+        /// A file holding the bearer token every request must present.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
     ///
     /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
@@ -42,6 +60,9 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Apiserver { listen, data_dir, store, store_prefix, token_file } => {
+            apiserver(listen, data_dir, store, store_prefix, token_file)
+        }
         Command::Validate { files, output } => validate(&files, output),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
@@ -56,6 +77,58 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn apiserver(
+    listen: std::net::SocketAddr,
+    data_dir: PathBuf,
+    store: Option<String>,
+    prefix: String,
+    token_file: Option<PathBuf>,
+) -> Result<bool> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let store = match store {
+        Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
+        None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
+    };
+    let token = match token_file {
+        Some(path) => {
+            let token =
+                std::fs::read_to_string(&path).with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+            Some(token)
+        }
+        None => None,
+    };
+    let config = agora_apiserver::server::ServerConfig { listen, store, prefix, token };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
+    Ok(true)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
 }
 
 /// Validates every manifest; returns whether all were valid.

@@ -1,0 +1,679 @@
+//! The Kubernetes-style REST API over the store, for every kind of [`agora_schemas::KINDS`].
+//!
+//! Objects travel as JSON and are stored as JSON without `metadata.resourceVersion`: the revision of the store write
+//! *is* the resource version, filled in on every read. Every write goes through [`agora_schemas::admit`] (strict
+//! decoding, the kind's defaults, validation) and a compare-and-swap transaction, so a stale write is a 409 and
+//! nothing half-written is ever stored.
+//!
+//! Paths: `/apis/agora/v1/[namespaces/{ns}/]{plural}[/{name}[/status]]`, and `/apis/agora/v1/{plural}` across
+//! namespaces.
+
+pub mod error;
+pub mod selectors;
+
+use std::collections::HashMap;
+
+use agora_schemas::{API_VERSION, AdmitError, FieldError, FieldErrorKind, KindInfo, StatusReason};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+pub use self::error::{ApiError, ApiResult};
+use self::selectors::{FieldSelector, LabelSelector};
+use crate::store::{Compare, KeyLayout, KeyValue, Op, RangeRequest, Revision, SharedStore, Txn};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// How many times an unconditional write retries after losing a race.
+const WRITE_ATTEMPTS: usize = 8;
+/// The PATCH media types served.
+const PATCH_TYPES: [&str; 2] = ["application/merge-patch+json", "application/json-patch+json"];
+
+/// The resource API: the store and where objects live in it.
+#[derive(Clone)]
+pub struct ResourceApi {
+    store: SharedStore,
+    keys: KeyLayout,
+}
+
+/// What a request path names.
+#[derive(Debug, Clone)]
+struct Target {
+    kind: &'static KindInfo,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+impl Target {
+    /// Parses the part of the path after `/apis/agora/v1/`.
+    fn parse(rest: &str, full_path: &str) -> ApiResult<Self> {
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let (namespace, parts) = match parts.as_slice() {
+            ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some((*ns).to_owned()), tail),
+            _ => (None, parts.as_slice()),
+        };
+        let Some((plural, tail)) = parts.split_first() else { return Err(ApiError::no_such_path(full_path)) };
+        let kind = agora_schemas::KINDS
+            .iter()
+            .find(|k| k.plural == *plural)
+            .ok_or_else(|| ApiError::no_such_path(full_path))?;
+        if namespace.is_some() && !kind.namespaced {
+            return Err(ApiError::no_such_path(full_path));
+        }
+        let (name, subresource) = match tail {
+            [] => (None, None),
+            [name] => (Some((*name).to_owned()), None),
+            [name, sub] => (Some((*name).to_owned()), Some((*sub).to_owned())),
+            _ => return Err(ApiError::no_such_path(full_path)),
+        };
+        // A namespaced object is only addressed inside its namespace.
+        if kind.namespaced && namespace.is_none() && name.is_some() {
+            return Err(ApiError::no_such_path(full_path));
+        }
+        Ok(Self { kind, namespace, name, subresource })
+    }
+
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// The query parameters, by name.
+type Query = HashMap<String, String>;
+
+fn parse_query(raw: Option<&str>) -> ApiResult<Query> {
+    match raw {
+        None => Ok(Query::new()),
+        Some(raw) => serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+            .map(|pairs| pairs.into_iter().collect())
+            .map_err(|e| ApiError::bad_request(format!("cannot parse the query string: {e}"))),
+    }
+}
+
+fn now() -> jiff::Timestamp {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    let mut response = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The object stored under a key, with its resourceVersion.
+fn decode(kv: &KeyValue) -> ApiResult<Value> {
+    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::new(StatusReason::InternalError, format!("stored object {} is not JSON: {e}", kv.key))
+    })?;
+    set_meta(&mut object, "resourceVersion", json!(kv.mod_revision.to_string()));
+    Ok(object)
+}
+
+/// The bytes to store: the object without its resourceVersion (the write's revision will be it).
+fn encode(object: &Value) -> bytes::Bytes {
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    bytes::Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
+}
+
+fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    object["metadata"].as_object_mut().expect("metadata was just made an object")
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    meta_mut(object).insert(field.to_owned(), value);
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(field)?.as_str()
+}
+
+/// Server-managed metadata a client may send but never decides.
+const SERVER_FIELDS: [&str; 7] = [
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "managedFields",
+];
+
+fn parse_body(body: &Bytes) -> ApiResult<Value> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusReason::RequestEntityTooLarge,
+            format!("the request body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Checks the body names this kind, and fills `apiVersion`/`kind` when a client left them out.
+fn check_type(kind: &KindInfo, object: &mut Value) -> ApiResult<()> {
+    for (field, expected) in [("apiVersion", API_VERSION), ("kind", kind.kind)] {
+        match object.get(field) {
+            None | Some(Value::Null) => object[field] = json!(expected),
+            Some(Value::String(s)) if s == expected => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the body's {field} is {other}, but this path serves {expected} ({})",
+                    kind.plural
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes strictly, defaults and validates; maps failures to 422 with field causes.
+fn admit(kind: &KindInfo, name: &str, object: Value) -> ApiResult<Value> {
+    (kind.admit)(object).map_err(|e| match e {
+        AdmitError::Decode { path, message } => {
+            ApiError::invalid(kind, name, &[FieldError { path, kind: FieldErrorKind::Invalid, message }])
+        }
+        AdmitError::Invalid(errors) => ApiError::invalid(kind, name, errors.errors()),
+    })
+}
+
+/// A continue token: the revision the list is read at and the last key returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    rv: Revision,
+    start: String,
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(token: &str) -> ApiResult<Self> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| ApiError::bad_request("the continue token is not one this server issued"))
+    }
+}
+
+impl ResourceApi {
+    /// The API over `store`, with objects under `keys`.
+    #[must_use]
+    pub fn new(store: SharedStore, keys: KeyLayout) -> Self {
+        Self { store, keys }
+    }
+
+    /// Serves one request to `/apis/agora/v1/{rest}`.
+    pub async fn handle(
+        &self,
+        method: Method,
+        path: &str,
+        rest: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        match self.dispatch(method, path, rest, query, headers, body).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        method: Method,
+        path: &str,
+        rest: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> ApiResult<Response> {
+        let target = Target::parse(rest, path)?;
+        if let Some(sub) = target.subresource.as_deref() {
+            if sub != "status" || !target.kind.subresources.contains(&"status") {
+                return Err(ApiError::no_such_path(path));
+            }
+        }
+        let query = parse_query(query)?;
+        let ok = |object: Value| json_response(StatusCode::OK, &object);
+        match (target.name.is_some(), target.subresource.as_deref(), &method) {
+            (false, None, &Method::GET) => self.list(&target, &query).await.map(ok),
+            (false, None, &Method::POST) => {
+                self.create(&target, body).await.map(|object| json_response(StatusCode::CREATED, &object))
+            }
+            (true, None | Some("status"), &Method::GET) => self.get(&target).await.map(ok),
+            (true, None, &Method::PUT) => self.replace(&target, body, false).await.map(ok),
+            (true, Some("status"), &Method::PUT) => self.replace(&target, body, true).await.map(ok),
+            (true, None, &Method::PATCH) => self.patch(&target, headers, body, false).await.map(ok),
+            (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true).await.map(ok),
+            (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
+            _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
+        }
+    }
+
+    fn key(&self, target: &Target, name: &str) -> String {
+        self.keys.object_key(target.kind.plural, target.namespace.as_deref(), name)
+    }
+
+    async fn current(&self, target: &Target) -> ApiResult<(KeyValue, Value)> {
+        let key = self.key(target, target.name());
+        let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(target.kind, target.name()))?;
+        let object = decode(&kv)?;
+        Ok((kv, object))
+    }
+
+    async fn get(&self, target: &Target) -> ApiResult<Value> {
+        Ok(self.current(target).await?.1)
+    }
+
+    async fn list(&self, target: &Target, query: &Query) -> ApiResult<Value> {
+        let kind = target.kind;
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let mut allowed = vec!["metadata.name", "metadata.namespace"];
+        allowed.extend(kind.field_selectors);
+        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str), &allowed)
+            .map_err(ApiError::bad_request)?;
+        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+            None | Some(Ok(0)) => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Err(ApiError::bad_request("limit must be a non-negative integer")),
+        };
+        let prefix = match &target.namespace {
+            Some(ns) => self.keys.namespace_prefix(kind.plural, ns),
+            None => self.keys.kind_prefix(kind.plural),
+        };
+        let (mut revision, mut after) = match query.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => {
+                let token = Continue::decode(token)?;
+                (Some(token.rv), Some(token.start))
+            }
+            None => {
+                let exact = query.get("resourceVersionMatch").is_some_and(|m| m == "Exact");
+                let pinned = query.get("resourceVersion").filter(|rv| exact && !rv.is_empty() && *rv != "0");
+                let pinned = pinned
+                    .map(|rv| {
+                        rv.parse::<Revision>().map_err(|_| {
+                            ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))
+                        })
+                    })
+                    .transpose()?;
+                (pinned, None)
+            }
+        };
+        let mut items = Vec::new();
+        let mut token = None;
+        loop {
+            let page = limit.map(|l| (l - items.len()).max(1));
+            let request = RangeRequest { prefix: prefix.clone(), start_after: after.clone(), limit: page, revision };
+            let response = match self.store.range(request).await {
+                Err(crate::store::StoreError::Compacted { .. }) if query.contains_key("continue") => {
+                    return Err(ApiError::new(
+                        StatusReason::Expired,
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                other => other?,
+            };
+            revision = Some(response.revision);
+            for kv in &response.kvs {
+                let object = decode(kv)?;
+                let object_labels: std::collections::BTreeMap<String, String> = object
+                    .pointer("/metadata/labels")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                if labels.matches(&object_labels) && fields.matches(&object) {
+                    items.push(object);
+                }
+            }
+            after = response.kvs.last().map(|kv| kv.key.clone()).or(after);
+            let full = limit.is_some_and(|l| items.len() >= l);
+            if !response.more {
+                break;
+            }
+            if full {
+                token = after.clone().map(|start| Continue { rv: response.revision, start }.encode());
+                break;
+            }
+        }
+        let mut metadata = json!({ "resourceVersion": revision.unwrap_or_default().to_string() });
+        if let Some(token) = token {
+            metadata["continue"] = json!(token);
+        }
+        Ok(
+            json!({ "apiVersion": API_VERSION, "kind": format!("{}List", kind.kind), "metadata": metadata, "items": items }),
+        )
+    }
+
+    async fn create(&self, target: &Target, body: Bytes) -> ApiResult<Value> {
+        let kind = target.kind;
+        let mut object = parse_body(&body)?;
+        check_type(kind, &mut object)?;
+        let meta = meta_mut(&mut object);
+        match (&target.namespace, meta.get("namespace").and_then(Value::as_str)) {
+            (Some(path_ns), Some(body_ns)) if path_ns != body_ns => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the object ({body_ns}) does not match the namespace on the request ({path_ns})"
+                )));
+            }
+            (Some(path_ns), _) => {
+                meta.insert("namespace".to_owned(), json!(path_ns));
+            }
+            (None, _) if kind.namespaced => {
+                return Err(ApiError::bad_request(format!(
+                    "{} are namespaced: create them under /namespaces/{{ns}}/",
+                    kind.plural
+                )));
+            }
+            (None, _) => {}
+        }
+        for field in SERVER_FIELDS {
+            meta.remove(field);
+        }
+        meta.insert("uid".to_owned(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".to_owned(), json!(now().to_string()));
+        meta.insert("generation".to_owned(), json!(1));
+        let generate = meta.get("generateName").and_then(Value::as_str).map(str::to_owned);
+        if kind.subresources.contains(&"status") {
+            if let Some(map) = object.as_object_mut() {
+                map.remove("status");
+            }
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut candidate = object.clone();
+            let name = match (meta_str(&candidate, "name"), &generate) {
+                (Some(name), _) => name.to_owned(),
+                (None, Some(prefix)) => {
+                    let name = format!("{prefix}{}", random_suffix());
+                    set_meta(&mut candidate, "name", json!(name));
+                    name
+                }
+                (None, None) => String::new(),
+            };
+            let admitted = admit(kind, &name, candidate)?;
+            let key = self.key(target, &name);
+            let response = self
+                .store
+                .txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, encode(&admitted))]))
+                .await?;
+            if response.succeeded {
+                let mut created = admitted;
+                set_meta(&mut created, "resourceVersion", json!(response.revision.to_string()));
+                return Ok(created);
+            }
+            if meta_str(&object, "name").is_some() {
+                return Err(ApiError::already_exists(kind, &name));
+            }
+        }
+        Err(ApiError::new(StatusReason::AlreadyExists, "could not generate a unique name; try again"))
+    }
+
+    /// PUT of the object (`status_only` false: status is kept from the stored object) or of `/status` (only status
+    /// is taken from the body).
+    async fn replace(&self, target: &Target, body: Bytes, status_only: bool) -> ApiResult<Value> {
+        let mut object = parse_body(&body)?;
+        check_type(target.kind, &mut object)?;
+        if let Some(name) = meta_str(&object, "name").filter(|n| *n != target.name()) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                target.name()
+            )));
+        }
+        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&object, "namespace")) {
+            if ns != body_ns {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
+                )));
+            }
+        }
+        let precondition = meta_str(&object, "resourceVersion").map(str::to_owned);
+        self.update(target, precondition, move |_| Ok(object.clone()), status_only).await
+    }
+
+    async fn patch(&self, target: &Target, headers: &HeaderMap, body: Bytes, status_only: bool) -> ApiResult<Value> {
+        let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let media = media.split(';').next().unwrap_or_default().trim().to_owned();
+        if !PATCH_TYPES.contains(&media.as_str()) {
+            return Err(ApiError::new(
+                StatusReason::UnsupportedMediaType,
+                format!(
+                    "the body of the request was in an unknown format ({media:?}) - accepted media types include: {}",
+                    PATCH_TYPES.join(", ")
+                ),
+            ));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                StatusReason::RequestEntityTooLarge,
+                format!("the patch is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+            ));
+        }
+        let patch: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let json_patch = if media == PATCH_TYPES[1] {
+            Some(serde_json::from_value::<json_patch::Patch>(patch.clone()).map_err(|e| {
+                ApiError::bad_request(format!("the patch is not a JSON patch (a list of {{op, path, value}}): {e}"))
+            })?)
+        } else {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            None
+        };
+        let kind = target.kind;
+        let name = target.name().to_owned();
+        // A resourceVersion in a merge patch is a precondition, as in Kubernetes.
+        let precondition = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+        self.update(
+            target,
+            precondition,
+            move |current: &Value| {
+                let mut patched = current.clone();
+                match &json_patch {
+                    Some(ops) => json_patch::patch(&mut patched, ops).map_err(|e| {
+                        ApiError::invalid(
+                            kind,
+                            &name,
+                            &[FieldError {
+                                path: ".".into(),
+                                kind: FieldErrorKind::Invalid,
+                                message: format!("the JSON patch cannot be applied: {e}"),
+                            }],
+                        )
+                    })?,
+                    None => json_patch::merge(&mut patched, &patch),
+                }
+                if !patched.is_object() {
+                    return Err(ApiError::bad_request("the patch must leave an object"));
+                }
+                Ok(patched)
+            },
+            status_only,
+        )
+        .await
+    }
+
+    /// Read, change, compare-and-swap; retried when another writer got there first, unless the client pinned a
+    /// resourceVersion (then it is a 409).
+    async fn update(
+        &self,
+        target: &Target,
+        precondition: Option<String>,
+        change: impl Fn(&Value) -> ApiResult<Value>,
+        status_only: bool,
+    ) -> ApiResult<Value> {
+        let kind = target.kind;
+        let name = target.name();
+        for _ in 0..WRITE_ATTEMPTS {
+            let (kv, current) = self.current(target).await?;
+            if precondition.as_ref().is_some_and(|rv| *rv != kv.mod_revision.to_string()) {
+                return Err(ApiError::stale(kind, name));
+            }
+            let mut desired = change(&current)?;
+            check_type(kind, &mut desired)?;
+            if let Some(uid) = meta_str(&desired, "uid").filter(|uid| Some(*uid) != meta_str(&current, "uid")) {
+                return Err(ApiError::conflict(
+                    kind,
+                    name,
+                    &format!("the uid in the request ({uid}) is not the object's"),
+                ));
+            }
+            let mut next = if status_only {
+                let mut next = current.clone();
+                match desired.get("status") {
+                    Some(status) => next["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = next.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+                next
+            } else {
+                let mut next = desired;
+                let kept_status = current.get("status").cloned();
+                if let Some(map) = next.as_object_mut() {
+                    match kept_status {
+                        Some(status) if kind.subresources.contains(&"status") => {
+                            map.insert("status".to_owned(), status);
+                        }
+                        _ if kind.subresources.contains(&"status") => {
+                            map.remove("status");
+                        }
+                        _ => {}
+                    }
+                }
+                next
+            };
+            // The server's fields come from the stored object, whatever the client sent.
+            for field in SERVER_FIELDS {
+                match current.get("metadata").and_then(|m| m.get(field)) {
+                    Some(value) => set_meta(&mut next, field, value.clone()),
+                    None => {
+                        meta_mut(&mut next).remove(field);
+                    }
+                }
+            }
+            set_meta(&mut next, "name", json!(name));
+            if let Some(ns) = &target.namespace {
+                set_meta(&mut next, "namespace", json!(ns));
+            }
+            let mut admitted = admit(kind, name, next)?;
+            if admitted.get("spec") != current.get("spec") {
+                let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+                set_meta(&mut admitted, "generation", json!(generation));
+            }
+            meta_mut(&mut admitted).remove("resourceVersion");
+            let mut unchanged = current.clone();
+            meta_mut(&mut unchanged).remove("resourceVersion");
+            if admitted == unchanged {
+                return Ok(current);
+            }
+            let key = self.key(target, name);
+            let deleting = current.pointer("/metadata/deletionTimestamp").is_some()
+                && admitted.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            let op = if deleting { Op::Delete(key.clone()) } else { Op::Put(key.clone(), encode(&admitted)) };
+            let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
+            if response.succeeded {
+                set_meta(&mut admitted, "resourceVersion", json!(response.revision.to_string()));
+                return Ok(admitted);
+            }
+            if precondition.is_some() {
+                return Err(ApiError::stale(kind, name));
+            }
+        }
+        Err(ApiError::conflict(kind, name, "the object kept changing; try again"))
+    }
+
+    async fn delete(&self, target: &Target, body: Bytes) -> ApiResult<Value> {
+        let kind = target.kind;
+        let name = target.name();
+        let options: Value = if body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("the delete options are not valid JSON: {e}")))?
+        };
+        for _ in 0..WRITE_ATTEMPTS {
+            let (kv, current) = self.current(target).await?;
+            if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+                if Some(uid) != meta_str(&current, "uid") {
+                    return Err(ApiError::conflict(
+                        kind,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            meta_str(&current, "uid").unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+                if rv != kv.mod_revision.to_string() {
+                    return Err(ApiError::conflict(
+                        kind,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            kv.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let key = self.key(target, name);
+            let has_finalizers =
+                current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            if has_finalizers {
+                // Marked for deletion; the object goes when its last finalizer is removed.
+                if current.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Ok(current);
+                }
+                let mut marked = current.clone();
+                set_meta(&mut marked, "deletionTimestamp", json!(now().to_string()));
+                set_meta(&mut marked, "deletionGracePeriodSeconds", json!(0));
+                let response = self
+                    .store
+                    .txn(Txn::new(
+                        vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                        vec![Op::Put(key, encode(&marked))],
+                    ))
+                    .await?;
+                if response.succeeded {
+                    set_meta(&mut marked, "resourceVersion", json!(response.revision.to_string()));
+                    return Ok(marked);
+                }
+                continue;
+            }
+            let response = self
+                .store
+                .txn(Txn::new(vec![Compare::ModRevision(key.clone(), kv.mod_revision)], vec![Op::Delete(key)]))
+                .await?;
+            if response.succeeded {
+                return Ok(current);
+            }
+        }
+        Err(ApiError::conflict(kind, name, "the object kept changing; try again"))
+    }
+}
+
+/// Five characters from `[a-z0-9]`, as Kubernetes appends to `generateName`.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes.iter().take(5).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}

@@ -1,0 +1,151 @@
+//! The HTTP server: routes, authentication, body limits, and the `agora apiserver` entry point.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use agora_schemas::StatusReason;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::api::{ApiError, MAX_BODY_BYTES, ResourceApi};
+use crate::discovery::{self, OpenApi};
+use crate::store::{KeyLayout, SharedStore, StoreConfig};
+
+/// How `agora apiserver` runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen (loopback unless a token is required).
+    pub listen: SocketAddr,
+    /// Which store to open.
+    pub store: StoreConfig,
+    /// The key prefix in the store (several clusters can share one etcd).
+    pub prefix: String,
+    /// When set, every request but health checks needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Listening beyond loopback without authentication is refused.
+    #[error(
+        "refusing to listen on {0} without --token-file: only loopback addresses may serve unauthenticated requests"
+    )]
+    Unauthenticated(SocketAddr),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The address could not be bound, or serving failed.
+    #[error("serving on {address}: {source}")]
+    Io {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+struct AppState {
+    api: ResourceApi,
+    store: SharedStore,
+    openapi: Arc<OpenApi>,
+    token: Option<Arc<str>>,
+}
+
+/// The routes over an open store.
+pub fn router(store: SharedStore, keys: KeyLayout, token: Option<String>) -> Router {
+    let state = AppState {
+        api: ResourceApi::new(store.clone(), keys),
+        store,
+        openapi: Arc::new(OpenApi::default()),
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/version", get(|| async { discovery::version() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/api", get(|headers: HeaderMap| async move { discovery::core(&headers) }))
+        .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
+        .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
+        .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
+        .route("/apis/agora/v1/{*rest}", axum::routing::any(resources))
+        .route("/openapi/v3", get(|State(state): State<AppState>| async move { state.openapi.index() }))
+        .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
+        .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn resources(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::new(
+            StatusReason::RequestEntityTooLarge,
+            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response();
+    };
+    let path = uri.path();
+    let rest = path.strip_prefix("/apis/agora/v1/").unwrap_or_default();
+    state.api.handle(method, path, rest, uri.query(), &headers, bytes).await
+}
+
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz");
+    if let (Some(token), false) = (&state.token, open) {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_ref()) {
+            return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Opens the store, binds, and serves until `shutdown` completes.
+///
+/// # Errors
+/// The address is not loopback and no token is set, the store cannot be opened, or the address cannot be bound.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        return Err(ServerError::Unauthenticated(config.listen));
+    }
+    let store = config.store.open().await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Io { address: config.listen, source })?;
+    let address = listener.local_addr().map_err(|source| ServerError::Io { address: config.listen, source })?;
+    tracing::info!(%address, store = ?config.store, "apiserver listening");
+    let app = router(store, KeyLayout::new(&config.prefix), config.token);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServerError::Io { address, source })
+}

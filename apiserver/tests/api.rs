@@ -1,0 +1,380 @@
+//! The REST API over HTTP, against a server on a loopback port: every verb, the error paths (each answers with a
+//! `Status`), selectors, pagination, finalizers, the status subresource, discovery and authentication — on the
+//! embedded store, and the core paths again on etcd.
+
+use std::sync::Arc;
+
+use agora_apiserver::server::{ServerConfig, ServerError, router, serve};
+use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, KeyLayout, SharedStore, StoreConfig};
+use agora_e2e::EtcdProcess;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Server {
+    base: String,
+    http: Client,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+impl Server {
+    async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send>, token: Option<&str>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(store, KeyLayout::default(), token.map(str::to_owned));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { base, http: Client::new(), _keep: keep }
+    }
+
+    async fn embedded() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+        Self::on(store, Box::new(dir), None).await
+    }
+
+    async fn etcd() -> Self {
+        let etcd = tokio::task::spawn_blocking(EtcdProcess::start).await.unwrap();
+        let store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
+        Self::on(store, Box::new(etcd), None).await
+    }
+
+    async fn call(&self, method: Method, path: &str, content_type: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.header("content-type", content_type).body(serde_json::to_vec(&body).unwrap());
+        }
+        let response = request.send().await.unwrap();
+        let code = response.status();
+        let text = response.text().await.unwrap();
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, "", None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, "application/json", Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, "application/json", Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, content_type: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, content_type, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, "", None).await
+    }
+}
+
+const APPS: &str = "/apis/agora/v1/namespaces/default/apps";
+
+fn app(name: &str) -> Value {
+    json!({ "apiVersion": "agora/v1", "kind": "App", "metadata": { "name": name, "labels": { "tier": "web" } }, "spec": { "cmd": "sleep 100" } })
+}
+
+/// Asserts a failure `Status` with this code and reason, and returns its message.
+fn status(answer: &(StatusCode, Value), code: u16, reason: &str) -> String {
+    let (got, body) = answer;
+    assert_eq!(got.as_u16(), code, "{body}");
+    assert_eq!(body["kind"], "Status", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+    body["message"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn crud_lifecycle(server: &Server) {
+    let (code, created) = server.post(APPS, app("web")).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let meta = &created["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert_eq!(meta["generation"], 1);
+    assert!(meta["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(meta["creationTimestamp"].as_str().is_some());
+    let rv = meta["resourceVersion"].as_str().unwrap().to_owned();
+    assert_eq!(created["spec"]["mem"], 128.0, "defaults are applied by the server");
+
+    let (code, got) = server.get(&format!("{APPS}/web")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(got, created);
+
+    let message = status(&server.post(APPS, app("web")).await, 409, "AlreadyExists");
+    assert_eq!(message, "apps.agora \"web\" already exists");
+
+    // Replace: the spec change bumps generation; a stale resourceVersion is a conflict.
+    let mut changed = got.clone();
+    changed["spec"]["instances"] = json!(3);
+    let (code, replaced) = server.put(&format!("{APPS}/web"), changed.clone()).await;
+    assert_eq!(code, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["metadata"]["generation"], 2);
+    assert_ne!(replaced["metadata"]["resourceVersion"], rv);
+    let message = status(&server.put(&format!("{APPS}/web"), changed).await, 409, "Conflict");
+    assert!(message.contains("the object has been modified"), "{message}");
+
+    // Status is not written through the main resource, and only status through /status.
+    let mut with_status = replaced.clone();
+    with_status["status"] = json!({ "instances": 3, "tasksRunning": 3 });
+    with_status["spec"]["instances"] = json!(4);
+    let (code, after) = server.put(&format!("{APPS}/web"), with_status.clone()).await;
+    assert_eq!(code, StatusCode::OK, "{after}");
+    assert!(after.get("status").is_none(), "status ignored on the main resource: {after}");
+    with_status["metadata"]["resourceVersion"] = after["metadata"]["resourceVersion"].clone();
+    let (code, after_status) = server.put(&format!("{APPS}/web/status"), with_status).await;
+    assert_eq!(code, StatusCode::OK, "{after_status}");
+    assert_eq!(after_status["status"]["tasksRunning"], 3);
+    assert_eq!(after_status["spec"]["instances"], 4, "spec untouched by /status");
+    assert_eq!(
+        after_status["metadata"]["generation"], after["metadata"]["generation"],
+        "status does not bump generation"
+    );
+
+    // Merge patch, JSON patch with a passing and a failing test.
+    let (code, patched) =
+        server.patch(&format!("{APPS}/web"), "application/merge-patch+json", json!({"spec": {"instances": 5}})).await;
+    assert_eq!((code, patched["spec"]["instances"].clone()), (StatusCode::OK, json!(5)), "{patched}");
+    assert_eq!(patched["status"]["tasksRunning"], 3, "patching the object keeps status");
+    let ops = json!([{"op": "test", "path": "/spec/instances", "value": 5}, {"op": "replace", "path": "/spec/instances", "value": 6}]);
+    let (code, patched) = server.patch(&format!("{APPS}/web"), "application/json-patch+json", ops).await;
+    assert_eq!((code, patched["spec"]["instances"].clone()), (StatusCode::OK, json!(6)), "{patched}");
+    let failing = json!([{"op": "test", "path": "/spec/instances", "value": 99}, {"op": "replace", "path": "/spec/instances", "value": 7}]);
+    let message =
+        status(&server.patch(&format!("{APPS}/web"), "application/json-patch+json", failing).await, 422, "Invalid");
+    assert!(message.contains("the JSON patch cannot be applied"), "{message}");
+    let (_, unchanged) = server.get(&format!("{APPS}/web")).await;
+    assert_eq!(unchanged["spec"]["instances"], 6, "a failed test applies nothing");
+    let stale = json!({"metadata": {"resourceVersion": rv}, "spec": {"instances": 1}});
+    status(&server.patch(&format!("{APPS}/web"), "application/merge-patch+json", stale).await, 409, "Conflict");
+    let message = status(
+        &server.patch(&format!("{APPS}/web"), "application/strategic-merge-patch+json", json!({})).await,
+        415,
+        "UnsupportedMediaType",
+    );
+    assert!(message.contains("application/merge-patch+json"), "{message}");
+    let message = status(
+        &server.patch(&format!("{APPS}/web"), "application/merge-patch+json", json!({"spec": {"cpus": -1}})).await,
+        422,
+        "Invalid",
+    );
+    assert!(message.contains("spec.cpus: must be greater than 0"), "{message}");
+    let (_, status_patch) = server
+        .patch(&format!("{APPS}/web/status"), "application/merge-patch+json", json!({"status": {"tasksHealthy": 2}}))
+        .await;
+    assert_eq!(status_patch["status"]["tasksHealthy"], 2);
+
+    // Delete returns the last state; then it is gone.
+    let (code, deleted) = server.delete(&format!("{APPS}/web")).await;
+    assert_eq!((code, deleted["metadata"]["name"].clone()), (StatusCode::OK, json!("web")));
+    let message = status(&server.get(&format!("{APPS}/web")).await, 404, "NotFound");
+    assert_eq!(message, "apps.agora \"web\" not found");
+    status(&server.delete(&format!("{APPS}/web")).await, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn crud_lifecycle_on_the_embedded_store() {
+    crud_lifecycle(&Server::embedded().await).await;
+}
+
+#[tokio::test]
+async fn crud_lifecycle_on_etcd() {
+    crud_lifecycle(&Server::etcd().await).await;
+}
+
+#[tokio::test]
+async fn admission_errors_name_every_field() {
+    let server = Server::embedded().await;
+    let mut bad = app("web");
+    bad["spec"]["cpu"] = json!(1);
+    let answer = server.post(APPS, bad).await;
+    let message = status(&answer, 422, "Invalid");
+    assert!(message.contains("spec.cpu: unknown field \"cpu\" (did you mean \"cpus\"?)"), "{message}");
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "spec.cpu");
+
+    let invalid = json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"name": "Bad_Name"}, "spec": {"instances": -1, "mem": 0}});
+    let answer = server.post(APPS, invalid).await;
+    status(&answer, 422, "Invalid");
+    let fields: Vec<&str> =
+        answer.1["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["metadata.name", "spec.instances", "spec.cmd", "spec.mem"]);
+
+    let message = status(
+        &server.post(APPS, json!({"apiVersion": "agora/v1", "kind": "CronJob", "metadata": {"name": "x"}})).await,
+        400,
+        "BadRequest",
+    );
+    assert!(message.contains("this path serves App"), "{message}");
+    let mut other_ns = app("web");
+    other_ns["metadata"]["namespace"] = json!("prod");
+    let message = status(&server.post(APPS, other_ns).await, 400, "BadRequest");
+    assert!(message.contains("does not match the namespace on the request"), "{message}");
+    let message =
+        status(&server.call(Method::POST, APPS, "application/json", Some(json!([1, 2]))).await, 400, "BadRequest");
+    assert!(message.contains("must be a JSON object"), "{message}");
+    let not_json = server.http.post(format!("{}{APPS}", server.base)).body("{nope").send().await.unwrap();
+    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+    let huge = vec![b' '; 3 * 1024 * 1024 + 10];
+    let too_big = server.http.post(format!("{}{APPS}", server.base)).body(huge).send().await.unwrap();
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = too_big.json().await.unwrap();
+    assert_eq!(body["reason"], "RequestEntityTooLarge");
+    assert_eq!(server.get(APPS).await.1["items"], json!([]), "nothing half-written");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_verbs_answer_with_status() {
+    let server = Server::embedded().await;
+    status(&server.get("/apis/agora/v1/namespaces/default/deployments").await, 404, "NotFound");
+    status(&server.get("/apis/agora/v1/namespaces/default/agents/x").await, 404, "NotFound");
+    status(&server.get("/apis/agora/v1/namespaces/default/apps/web/logs").await, 404, "NotFound");
+    status(&server.get("/apis/agora/v1/namespaces/default/leases/l/status").await, 404, "NotFound");
+    status(&server.get("/nowhere").await, 404, "NotFound");
+    status(&server.call(Method::DELETE, APPS, "", None).await, 405, "MethodNotAllowed");
+    status(
+        &server.call(Method::POST, &format!("{APPS}/web"), "application/json", Some(app("web"))).await,
+        405,
+        "MethodNotAllowed",
+    );
+    let message = status(&server.post("/apis/agora/v1/apps", app("web")).await, 400, "BadRequest");
+    assert!(message.contains("namespaced"), "{message}");
+}
+
+#[tokio::test]
+async fn generate_name_cluster_scope_and_finalizers() {
+    let server = Server::embedded().await;
+    let generated = json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"generateName": "batch-"}, "spec": {"cmd": "true"}});
+    let (code, one) = server.post(APPS, generated.clone()).await;
+    assert_eq!(code, StatusCode::CREATED, "{one}");
+    let (_, two) = server.post(APPS, generated).await;
+    let (a, b) = (one["metadata"]["name"].as_str().unwrap(), two["metadata"]["name"].as_str().unwrap());
+    assert!(a.starts_with("batch-") && a.len() == 11 && a != b, "{a} {b}");
+
+    let framework = json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": "fw", "finalizers": ["agora.dev/cleanup"]}, "spec": {}});
+    let (code, created) = server.post("/apis/agora/v1/frameworks", framework).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["weight"], 1.0);
+    // With a finalizer, delete only marks the object.
+    let (code, marked) = server.delete("/apis/agora/v1/frameworks/fw").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(marked["metadata"]["deletionTimestamp"].as_str().is_some(), "{marked}");
+    let (code, still) = server.get("/apis/agora/v1/frameworks/fw").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(still["metadata"]["deletionTimestamp"], marked["metadata"]["deletionTimestamp"]);
+    // Removing the last finalizer deletes it.
+    let (code, last) = server
+        .patch(
+            "/apis/agora/v1/frameworks/fw",
+            "application/merge-patch+json",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{last}");
+    status(&server.get("/apis/agora/v1/frameworks/fw").await, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn lists_filter_and_page_consistently() {
+    let server = Server::embedded().await;
+    for i in 0..25 {
+        let mut object = app(&format!("a{i:02}"));
+        object["metadata"]["labels"] = json!({ "tier": if i % 2 == 0 { "web" } else { "db" }, "n": i.to_string() });
+        assert_eq!(server.post(APPS, object).await.0, StatusCode::CREATED);
+    }
+    server.post("/apis/agora/v1/namespaces/other/apps", app("elsewhere")).await;
+
+    let (_, all) = server.get("/apis/agora/v1/apps").await;
+    assert_eq!(all["kind"], "AppList");
+    assert_eq!(all["items"].as_array().unwrap().len(), 26, "all namespaces");
+    assert!(all["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
+
+    let (_, web) = server.get(&format!("{APPS}?labelSelector=tier%3Dweb")).await;
+    assert_eq!(web["items"].as_array().unwrap().len(), 13);
+    let (_, some) = server.get(&format!("{APPS}?labelSelector=tier+in+%28db%29%2C%21missing%2Cn%21%3D1")).await;
+    assert_eq!(some["items"].as_array().unwrap().len(), 11);
+    let (_, named) = server.get(&format!("{APPS}?fieldSelector=metadata.name%3Da03")).await;
+    assert_eq!(named["items"][0]["metadata"]["name"], "a03");
+    let message = status(&server.get(&format!("{APPS}?fieldSelector=spec.cmd%3Dx")).await, 400, "BadRequest");
+    assert!(message.contains("field label not supported: \"spec.cmd\""), "{message}");
+    status(&server.get(&format!("{APPS}?labelSelector=tier+in+web")).await, 400, "BadRequest");
+    status(&server.get(&format!("{APPS}?continue=garbage")).await, 400, "BadRequest");
+    status(&server.get(&format!("{APPS}?limit=x")).await, 400, "BadRequest");
+
+    // Pages of 10 web-or-db apps, at one revision, while apps are added and deleted in between.
+    let (_, first) = server.get(&format!("{APPS}?limit=10")).await;
+    let pinned = first["metadata"]["resourceVersion"].clone();
+    let mut names: Vec<String> =
+        first["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    let mut token = first["metadata"]["continue"].as_str().unwrap().to_owned();
+    server.delete(&format!("{APPS}/a24")).await;
+    server.post(APPS, app("a99")).await;
+    loop {
+        let (_, page) = server.get(&format!("{APPS}?limit=10&continue={token}")).await;
+        assert_eq!(page["metadata"]["resourceVersion"], pinned, "every page at the first page's revision");
+        names.extend(
+            page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
+        match page["metadata"]["continue"].as_str() {
+            Some(next) => token = next.to_owned(),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("a{i:02}")).collect();
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn discovery_version_and_openapi() {
+    let server = Server::embedded().await;
+    let (_, version) = server.get("/version").await;
+    assert_eq!((version["major"].clone(), version["minor"].clone()), (json!("1"), json!("32")));
+    let (_, groups) = server.get("/apis").await;
+    assert_eq!(groups["groups"][0]["name"], "agora");
+    let aggregated = server
+        .http
+        .get(format!("{}/apis", server.base))
+        .header("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(aggregated.headers()["content-type"].to_str().unwrap().contains("as=APIGroupDiscoveryList"));
+    let aggregated: Value = aggregated.json().await.unwrap();
+    let resources = aggregated["items"][0]["versions"][0]["resources"].as_array().unwrap();
+    assert!(resources.iter().any(|r| r["resource"] == "apps" && r["scope"] == "Namespaced"));
+    assert!(resources.iter().any(|r| r["resource"] == "agents" && r["scope"] == "Cluster"));
+    let (_, group) = server.get("/apis/agora/v1").await;
+    let names: Vec<&str> = group["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"apps") && names.contains(&"apps/status") && names.contains(&"cronjobs"));
+    let (_, index) = server.get("/openapi/v3").await;
+    let url = index["paths"]["apis/agora/v1"]["serverRelativeURL"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/openapi/v3/apis/agora/v1?hash="));
+    let (_, document) = server.get(&url).await;
+    assert_eq!(document["components"]["schemas"]["App"]["x-kubernetes-group-version-kind"][0]["kind"], "App");
+    assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_is_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+    let server = Server::on(store, Box::new(dir), Some("s3cret")).await;
+    let message = status(&server.get(APPS).await, 401, "Unauthorized");
+    assert!(message.contains("bearer token"), "{message}");
+    let wrong = server.http.get(format!("{}{APPS}", server.base)).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = server.http.get(format!("{}{APPS}", server.base)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    assert_eq!(server.get("/healthz").await.0, StatusCode::OK, "health checks stay open");
+
+    let refused = serve(
+        ServerConfig {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            store: StoreConfig::Embedded(tempfile::tempdir().unwrap().keep()),
+            prefix: "registry".into(),
+            token: None,
+        },
+        async {},
+    )
+    .await;
+    assert!(matches!(refused, Err(ServerError::Unauthenticated(_))), "{refused:?}");
+}
