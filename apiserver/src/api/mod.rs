@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod selectors;
+pub mod watch;
 
 use std::collections::HashMap;
 
@@ -22,6 +23,7 @@ use serde_json::{Map, Value, json};
 
 pub use self::error::{ApiError, ApiResult};
 use self::selectors::{FieldSelector, LabelSelector};
+use self::watch::{Next, WatchCache};
 use crate::store::{Compare, KeyLayout, KeyValue, Op, RangeRequest, Revision, SharedStore, Txn};
 
 /// The largest request body accepted.
@@ -31,11 +33,44 @@ const WRITE_ATTEMPTS: usize = 8;
 /// The PATCH media types served.
 const PATCH_TYPES: [&str; 2] = ["application/merge-patch+json", "application/json-patch+json"];
 
-/// The resource API: the store and where objects live in it.
+/// The resource API: the store, where objects live in it, and the shared watch caches.
 #[derive(Clone)]
 pub struct ResourceApi {
     store: SharedStore,
     keys: KeyLayout,
+    watches: WatchCache,
+}
+
+/// Which objects a list or watch returns: one namespace (or all), label and field selectors.
+struct Filter {
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn new(target: &Target, query: &Query) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let mut allowed = vec!["metadata.name", "metadata.namespace"];
+        allowed.extend(target.kind.field_selectors);
+        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str), &allowed)
+            .map_err(ApiError::bad_request)?;
+        Ok(Self { namespace: target.namespace.clone(), labels, fields })
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        if self.namespace.as_deref().is_some_and(|ns| meta_str(object, "namespace") != Some(ns)) {
+            return false;
+        }
+        let labels: std::collections::BTreeMap<String, String> =
+            object.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
+        self.labels.matches(&labels) && self.fields.matches(object)
+    }
+}
+
+fn flag(query: &Query, name: &str) -> bool {
+    query.get(name).is_some_and(|v| v == "true" || v == "1")
 }
 
 /// What a request path names.
@@ -215,7 +250,8 @@ impl ResourceApi {
     /// The API over `store`, with objects under `keys`.
     #[must_use]
     pub fn new(store: SharedStore, keys: KeyLayout) -> Self {
-        Self { store, keys }
+        let watches = WatchCache::new(store.clone(), keys.clone());
+        Self { store, keys, watches }
     }
 
     /// Serves one request to `/apis/agora/v1/{rest}`.
@@ -252,6 +288,7 @@ impl ResourceApi {
         let query = parse_query(query)?;
         let ok = |object: Value| json_response(StatusCode::OK, &object);
         match (target.name.is_some(), target.subresource.as_deref(), &method) {
+            (false, None, &Method::GET) if flag(&query, "watch") => self.watch(&target, &query, headers).await,
             (false, None, &Method::GET) => self.list(&target, &query).await.map(ok),
             (false, None, &Method::POST) => {
                 self.create(&target, body).await.map(|object| json_response(StatusCode::CREATED, &object))
@@ -283,12 +320,7 @@ impl ResourceApi {
 
     async fn list(&self, target: &Target, query: &Query) -> ApiResult<Value> {
         let kind = target.kind;
-        let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-            .map_err(ApiError::bad_request)?;
-        let mut allowed = vec!["metadata.name", "metadata.namespace"];
-        allowed.extend(kind.field_selectors);
-        let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str), &allowed)
-            .map_err(ApiError::bad_request)?;
+        let filter = Filter::new(target, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
             None | Some(Ok(0)) => None,
             Some(Ok(n)) => Some(n),
@@ -333,11 +365,7 @@ impl ResourceApi {
             revision = Some(response.revision);
             for kv in &response.kvs {
                 let object = decode(kv)?;
-                let object_labels: std::collections::BTreeMap<String, String> = object
-                    .pointer("/metadata/labels")
-                    .and_then(|l| serde_json::from_value(l.clone()).ok())
-                    .unwrap_or_default();
-                if labels.matches(&object_labels) && fields.matches(&object) {
+                if filter.matches(&object) {
                     items.push(object);
                 }
             }
@@ -358,6 +386,133 @@ impl ResourceApi {
         Ok(
             json!({ "apiVersion": API_VERSION, "kind": format!("{}List", kind.kind), "metadata": metadata, "items": items }),
         )
+    }
+
+    /// `?watch=true`: a stream of events, one JSON object per line (or Server-Sent Events for `text/event-stream`).
+    async fn watch(&self, target: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+        let kind = target.kind;
+        let filter = Filter::new(target, query)?;
+        let bookmarks = flag(query, "allowWatchBookmarks");
+        let initial_events = flag(query, "sendInitialEvents");
+        let timeout = match query.get("timeoutSeconds").map(|t| t.parse::<u64>()) {
+            None => None,
+            Some(Ok(seconds)) => Some(std::time::Duration::from_secs(seconds)),
+            Some(Err(_)) => return Err(ApiError::bad_request("timeoutSeconds must be a non-negative integer")),
+        };
+        let sse = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/event-stream"));
+        let resume =
+            match query.get("resourceVersion").map(String::as_str) {
+                None | Some("" | "0") => None,
+                Some(rv) => Some(rv.parse::<Revision>().map_err(|_| {
+                    ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))
+                })?),
+            };
+        // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
+        let initial = resume.is_none() || initial_events;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
+        let line = move |event: &Value| -> bytes::Bytes {
+            let json = serde_json::to_string(event).unwrap_or_default();
+            if sse {
+                let kind = event["type"].as_str().unwrap_or("MESSAGE");
+                bytes::Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
+            } else {
+                bytes::Bytes::from(json + "\n")
+            }
+        };
+        let subscription = match self.watches.subscribe(kind, if initial { None } else { resume }).await {
+            Ok(subscription) => Some(subscription),
+            Err(crate::store::StoreError::Compacted { requested, compacted }) => {
+                let status = agora_schemas::Status::failure(
+                    StatusReason::Expired,
+                    format!("too old resource version: {requested} ({compacted})"),
+                );
+                let _ = tx.send(Ok(line(&json!({ "type": "ERROR", "object": status })))).await;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(mut subscription) = subscription {
+            let mut first = Vec::new();
+            if initial {
+                let listed = self
+                    .store
+                    .range(RangeRequest {
+                        prefix: self.keys.kind_prefix(kind.plural),
+                        start_after: None,
+                        limit: None,
+                        revision: Some(subscription.revision),
+                    })
+                    .await?;
+                for kv in &listed.kvs {
+                    let object = decode(kv)?;
+                    if filter.matches(&object) {
+                        first.push(line(&json!({ "type": "ADDED", "object": object })));
+                    }
+                }
+                if initial_events {
+                    first.push(line(&watch::bookmark(kind, subscription.revision, true)));
+                }
+            }
+            for change in std::mem::take(&mut subscription.backlog) {
+                if filter.matches(&change.object) {
+                    first.push(line(&json!({ "type": change.kind, "object": change.object })));
+                }
+            }
+            tokio::spawn(async move {
+                let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+                let expired = async move {
+                    match deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(expired);
+                for chunk in first {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                let mut latest = subscription.revision;
+                let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
+                ticker.reset();
+                loop {
+                    let chunk = tokio::select! {
+                        () = &mut expired => return,
+                        () = tx.closed() => return,
+                        _ = ticker.tick(), if bookmarks => line(&watch::bookmark(kind, latest, false)),
+                        next = subscription.next() => match next {
+                            Next::Change(change) => {
+                                latest = change.revision;
+                                if !filter.matches(&change.object) {
+                                    continue;
+                                }
+                                line(&json!({ "type": change.kind, "object": change.object }))
+                            }
+                            Next::Progress(revision) => {
+                                latest = latest.max(revision);
+                                continue;
+                            }
+                            Next::End(status) => {
+                                let _ = tx.send(Ok(line(&json!({ "type": "ERROR", "object": status })))).await;
+                                return;
+                            }
+                        },
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut response =
+            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+        let content_type = if sse { "text/event-stream" } else { "application/json" };
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+        Ok(response)
     }
 
     async fn create(&self, target: &Target, body: Bytes) -> ApiResult<Value> {

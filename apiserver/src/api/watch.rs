@@ -1,0 +1,233 @@
+//! Watches, served from a per-kind cache that every client shares: one store watch per kind, however many clients.
+//!
+//! The cache keeps a window of recent events (to resume a watch from a resourceVersion) and broadcasts new ones. A
+//! client resuming from before the window gets `410 Expired` (it lists again, as with Kubernetes). A client that
+//! cannot keep up with the broadcast is cut off with an `ERROR` event instead of slowing the others or growing memory.
+//! The feeder publishes an event to the window and the broadcast under one lock, so a client that takes the lock to
+//! replay and subscribe misses nothing and sees nothing twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use agora_schemas::meta::INITIAL_EVENTS_END_ANNOTATION;
+use agora_schemas::{KindInfo, StatusReason};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::store::{KeyLayout, Revision, SharedStore, StoreError, WatchEvent};
+
+/// Events kept per kind for resuming watches.
+const WINDOW: usize = 10_000;
+/// Events a client may fall behind the broadcast before it is cut off.
+const CLIENT_BACKLOG: usize = 4_096;
+/// How often a watch that asked for bookmarks gets one.
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+
+/// One change of an object, as a watch event.
+#[derive(Debug)]
+pub struct Change {
+    /// The revision of the change.
+    pub revision: Revision,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`.
+    pub object: Value,
+}
+
+/// What the broadcast carries.
+#[derive(Debug, Clone)]
+enum Signal {
+    Change(Arc<Change>),
+    /// The store moved to this revision without a change of this kind.
+    Progress(Revision),
+    /// The feeder restarted (the store compacted past it): every watch must end with 410.
+    Reset,
+}
+
+/// The window and broadcast of one kind.
+struct KindCache {
+    window: RwLock<Window>,
+    sender: broadcast::Sender<Signal>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Every change after `since` (up to `latest`) is in `events`.
+    since: Revision,
+    latest: Revision,
+    events: VecDeque<Arc<Change>>,
+}
+
+/// The watch caches of every kind, started on first use.
+#[derive(Clone)]
+pub struct WatchCache {
+    store: SharedStore,
+    keys: KeyLayout,
+    kinds: Arc<Mutex<HashMap<&'static str, Arc<KindCache>>>>,
+}
+
+/// A client's position: the replayed events, then a live receiver.
+pub struct Subscription {
+    /// Changes after the requested revision, already in the window.
+    pub backlog: Vec<Arc<Change>>,
+    receiver: broadcast::Receiver<Signal>,
+    /// The revision the backlog reaches.
+    pub revision: Revision,
+}
+
+/// What a subscription yields next.
+pub enum Next {
+    /// A change.
+    Change(Arc<Change>),
+    /// Progress to a revision (for bookmarks).
+    Progress(Revision),
+    /// The watch cannot go on; send this `Status` as an ERROR event.
+    End(agora_schemas::Status),
+}
+
+impl Subscription {
+    /// Waits for the next live signal.
+    pub async fn next(&mut self) -> Next {
+        match self.receiver.recv().await {
+            Ok(Signal::Change(change)) => Next::Change(change),
+            Ok(Signal::Progress(revision)) => Next::Progress(revision),
+            Ok(Signal::Reset) | Err(broadcast::error::RecvError::Closed) => Next::End(agora_schemas::Status::failure(
+                StatusReason::Expired,
+                "the watch cache restarted; list again and watch from the new resourceVersion",
+            )),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Next::End(agora_schemas::Status::failure(
+                StatusReason::Expired,
+                format!(
+                    "the client fell {missed} events behind and was cut off; list again and watch from the new resourceVersion"
+                ),
+            )),
+        }
+    }
+}
+
+impl WatchCache {
+    /// Caches over `store`, started lazily per kind.
+    #[must_use]
+    pub fn new(store: SharedStore, keys: KeyLayout) -> Self {
+        Self { store, keys, kinds: Arc::default() }
+    }
+
+    /// Subscribes to changes of `kind` after `revision` (`None`: after the cache's latest).
+    ///
+    /// # Errors
+    /// `Compacted` when `revision` is older than the window; a store error when the cache cannot start.
+    pub async fn subscribe(
+        &self,
+        kind: &'static KindInfo,
+        revision: Option<Revision>,
+    ) -> Result<Subscription, StoreError> {
+        let cache = self.kind(kind).await?;
+        let window = cache.window.read().unwrap_or_else(PoisonError::into_inner);
+        let from = revision.unwrap_or(window.latest);
+        if from < window.since {
+            return Err(StoreError::Compacted { requested: from, compacted: window.since });
+        }
+        let receiver = cache.sender.subscribe();
+        let backlog: Vec<Arc<Change>> = window.events.iter().filter(|c| c.revision > from).cloned().collect();
+        Ok(Subscription { backlog, receiver, revision: window.latest.max(from) })
+    }
+
+    async fn kind(&self, kind: &'static KindInfo) -> Result<Arc<KindCache>, StoreError> {
+        if let Some(cache) = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural) {
+            return Ok(cache.clone());
+        }
+        let start = self.store.current_revision().await?;
+        let prefix = self.keys.kind_prefix(kind.plural);
+        let stream = self.store.watch(&prefix, start + 1).await?;
+        let (sender, _) = broadcast::channel(CLIENT_BACKLOG);
+        let cache = Arc::new(KindCache {
+            window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
+            sender,
+        });
+        let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = kinds.get(kind.plural) {
+            return Ok(existing.clone()); // another request started it meanwhile; this stream is dropped
+        }
+        kinds.insert(kind.plural, cache.clone());
+        drop(kinds);
+        tokio::spawn(feed(self.store.clone(), prefix, cache.clone(), stream));
+        Ok(cache)
+    }
+}
+
+/// Tails the store for one kind, forever: events into the window and the broadcast.
+async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut stream: crate::store::WatchStream) {
+    loop {
+        while let Some(item) = stream.next().await {
+            let signal = match item {
+                Ok(WatchEvent::Progress { revision }) => Signal::Progress(revision),
+                Ok(event) => match change_of(event) {
+                    Some(change) => Signal::Change(Arc::new(change)),
+                    None => continue,
+                },
+                Err(e) => {
+                    tracing::warn!(%prefix, error = %e, "watch cache feeder lost its store watch");
+                    break;
+                }
+            };
+            let mut window = cache.window.write().unwrap_or_else(PoisonError::into_inner);
+            match &signal {
+                Signal::Change(change) => {
+                    window.latest = window.latest.max(change.revision);
+                    window.events.push_back(change.clone());
+                    while window.events.len() > WINDOW {
+                        if let Some(dropped) = window.events.pop_front() {
+                            window.since = dropped.revision;
+                        }
+                    }
+                }
+                Signal::Progress(revision) => window.latest = window.latest.max(*revision),
+                Signal::Reset => {}
+            }
+            let _ = cache.sender.send(signal); // no receivers is fine
+        }
+        // Start over from the present; every current watch ends with 410 and its client lists again.
+        let restarted = async {
+            let start = store.current_revision().await?;
+            Ok::<_, StoreError>((start, store.watch(&prefix, start + 1).await?))
+        };
+        match restarted.await {
+            Ok((start, fresh)) => {
+                let mut window = cache.window.write().unwrap_or_else(PoisonError::into_inner);
+                *window = Window { since: start, latest: start, events: VecDeque::new() };
+                let _ = cache.sender.send(Signal::Reset);
+                stream = fresh;
+            }
+            Err(e) => {
+                tracing::warn!(%prefix, error = %e, "watch cache feeder cannot restart yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stream = Box::pin(futures::stream::empty());
+            }
+        }
+    }
+}
+
+fn change_of(event: WatchEvent) -> Option<Change> {
+    let (kind, value, revision) = match event {
+        WatchEvent::Put { kv, prev } => (if prev.is_none() { "ADDED" } else { "MODIFIED" }, kv.value, kv.mod_revision),
+        WatchEvent::Delete { prev, mod_revision, .. } => ("DELETED", prev?.value, mod_revision),
+        WatchEvent::Progress { .. } => return None,
+    };
+    let mut object: Value = serde_json::from_slice(&value).ok()?;
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".to_owned(), json!(revision.to_string()));
+    }
+    Some(Change { revision, kind, object })
+}
+
+/// A BOOKMARK event object at `revision`.
+#[must_use]
+pub fn bookmark(kind: &KindInfo, revision: Revision, initial_events_end: bool) -> Value {
+    let mut metadata = json!({ "resourceVersion": revision.to_string() });
+    if initial_events_end {
+        metadata["annotations"] = json!({ INITIAL_EVENTS_END_ANNOTATION: "true" });
+    }
+    json!({ "type": "BOOKMARK", "object": { "apiVersion": agora_schemas::API_VERSION, "kind": kind.kind, "metadata": metadata } })
+}
