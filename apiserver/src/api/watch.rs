@@ -84,7 +84,7 @@ pub enum Next {
     /// Progress to a revision (for bookmarks).
     Progress(Revision),
     /// The watch cannot go on; send this `Status` as an ERROR event.
-    End(agora_schemas::Status),
+    End(Box<agora_schemas::Status>),
 }
 
 impl Subscription {
@@ -93,16 +93,18 @@ impl Subscription {
         match self.receiver.recv().await {
             Ok(Signal::Change(change)) => Next::Change(change),
             Ok(Signal::Progress(revision)) => Next::Progress(revision),
-            Ok(Signal::Reset) | Err(broadcast::error::RecvError::Closed) => Next::End(agora_schemas::Status::failure(
-                StatusReason::Expired,
-                "the watch cache restarted; list again and watch from the new resourceVersion",
-            )),
-            Err(broadcast::error::RecvError::Lagged(missed)) => Next::End(agora_schemas::Status::failure(
+            Ok(Signal::Reset) | Err(broadcast::error::RecvError::Closed) => {
+                Next::End(Box::new(agora_schemas::Status::failure(
+                    StatusReason::Expired,
+                    "the watch cache restarted; list again and watch from the new resourceVersion",
+                )))
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => Next::End(Box::new(agora_schemas::Status::failure(
                 StatusReason::Expired,
                 format!(
                     "the client fell {missed} events behind and was cut off; list again and watch from the new resourceVersion"
                 ),
-            )),
+            ))),
         }
     }
 }
