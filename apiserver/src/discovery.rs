@@ -60,6 +60,17 @@ fn resources() -> Vec<Value> {
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if kind.subresources.contains(&"scale") {
+            out.push(json!({
+                "name": format!("{}/scale", kind.plural),
+                "singularName": "",
+                "namespaced": kind.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
     }
     out
 }
@@ -97,12 +108,23 @@ pub fn groups(headers: &HeaderMap) -> Response {
                     "shortNames": kind.short_names,
                     "categories": ["all", "agora"],
                 });
+                let mut subresources = Vec::new();
                 if kind.subresources.contains(&"status") {
-                    entry["subresources"] = json!([{
+                    subresources.push(json!({
                         "subresource": "status",
                         "responseKind": { "group": API_GROUP, "version": API_GROUP_VERSION, "kind": kind.kind },
                         "verbs": ["get", "patch", "update"],
-                    }]);
+                    }));
+                }
+                if kind.subresources.contains(&"scale") {
+                    subresources.push(json!({
+                        "subresource": "scale",
+                        "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
+                        "verbs": ["get", "patch", "update"],
+                    }));
+                }
+                if !subresources.is_empty() {
+                    entry["subresources"] = json!(subresources);
                 }
                 entry
             })

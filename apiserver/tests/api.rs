@@ -499,3 +499,39 @@ async fn watch_edges_too_old_initial_events_timeout_and_sse() {
     assert_eq!(text.matches("\n\n").count(), 2, "{text}");
     status(&server.get(&format!("{APPS}?watch=true&timeoutSeconds=soon")).await, 400, "BadRequest");
 }
+
+#[tokio::test]
+async fn scale_subresource() {
+    let server = Server::embedded().await;
+    server.post(APPS, app("web")).await;
+    let (code, scale) = server.get(&format!("{APPS}/web/scale")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!((scale["kind"].clone(), scale["apiVersion"].clone()), (json!("Scale"), json!("autoscaling/v1")));
+    assert_eq!(scale["spec"]["replicas"], 1);
+    let (code, scaled) = server
+        .patch(&format!("{APPS}/web/scale"), "application/merge-patch+json", json!({"spec": {"replicas": 3}}))
+        .await;
+    assert_eq!((code, scaled["spec"]["replicas"].clone()), (StatusCode::OK, json!(3)), "{scaled}");
+    let (_, object) = server.get(&format!("{APPS}/web")).await;
+    assert_eq!((object["spec"]["instances"].clone(), object["metadata"]["generation"].clone()), (json!(3), json!(2)));
+    let mut put = scaled.clone();
+    put["spec"]["replicas"] = json!(0);
+    let (code, zero) = server.put(&format!("{APPS}/web/scale"), put.clone()).await;
+    assert_eq!((code, zero["spec"]["replicas"].clone()), (StatusCode::OK, json!(0)));
+    status(&server.put(&format!("{APPS}/web/scale"), put).await, 409, "Conflict");
+    let message = status(
+        &server
+            .patch(&format!("{APPS}/web/scale"), "application/merge-patch+json", json!({"spec": {"replicas": -2}}))
+            .await,
+        422,
+        "Invalid",
+    );
+    assert!(message.contains("spec.replicas: must be a non-negative integer"), "{message}");
+    status(
+        &server.patch(&format!("{APPS}/web/scale"), "application/json-patch+json", json!({})).await,
+        415,
+        "UnsupportedMediaType",
+    );
+    status(&server.get("/apis/agora/v1/namespaces/default/cronjobs/x/scale").await, 404, "NotFound");
+    status(&server.get(&format!("{APPS}/missing/scale")).await, 404, "NotFound");
+}

@@ -281,7 +281,7 @@ impl ResourceApi {
     ) -> ApiResult<Response> {
         let target = Target::parse(rest, path)?;
         if let Some(sub) = target.subresource.as_deref() {
-            if sub != "status" || !target.kind.subresources.contains(&"status") {
+            if !matches!(sub, "status" | "scale") || !target.kind.subresources.contains(&sub) {
                 return Err(ApiError::no_such_path(path));
             }
         }
@@ -299,6 +299,10 @@ impl ResourceApi {
             (true, None, &Method::PATCH) => self.patch(&target, headers, body, false).await.map(ok),
             (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true).await.map(ok),
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
+            (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
+            (true, Some("scale"), &Method::PUT | &Method::PATCH) => {
+                self.scale(&target, &method, headers, body).await.map(|object| ok(scale_of(&object)))
+            }
             _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
         }
     }
@@ -663,6 +667,53 @@ impl ResourceApi {
         .await
     }
 
+    /// PUT or PATCH of `/scale`: the change is made to the `Scale` view and lands in `spec.instances`.
+    async fn scale(&self, target: &Target, method: &Method, headers: &HeaderMap, body: Bytes) -> ApiResult<Value> {
+        let request = parse_body(&body)?;
+        let kind = target.kind;
+        let name = target.name().to_owned();
+        let merge = method == Method::PUT || {
+            let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            media.starts_with(PATCH_TYPES[0])
+        };
+        if !merge {
+            return Err(ApiError::new(
+                StatusReason::UnsupportedMediaType,
+                format!("the scale subresource accepts {} (or PUT of a Scale)", PATCH_TYPES[0]),
+            ));
+        }
+        let precondition = request.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+        self.update(
+            target,
+            precondition,
+            move |current: &Value| {
+                let mut scale = scale_of(current);
+                json_patch::merge(&mut scale, &request);
+                let replicas = match scale.pointer("/spec/replicas") {
+                    Some(Value::Number(n)) if n.as_i64().is_some_and(|r| (0..=i64::from(i32::MAX)).contains(&r)) => {
+                        n.clone()
+                    }
+                    other => {
+                        let message = format!(
+                            "must be a non-negative integer, got {}",
+                            other.map_or("nothing".to_owned(), Value::to_string)
+                        );
+                        return Err(ApiError::invalid(
+                            kind,
+                            &name,
+                            &[FieldError { path: "spec.replicas".into(), kind: FieldErrorKind::Invalid, message }],
+                        ));
+                    }
+                };
+                let mut next = current.clone();
+                next["spec"]["instances"] = Value::Number(replicas);
+                Ok(next)
+            },
+            false,
+        )
+        .await
+    }
+
     /// Read, change, compare-and-swap; retried when another writer got there first, unless the client pinned a
     /// resourceVersion (then it is a 409).
     async fn update(
@@ -824,6 +875,24 @@ impl ResourceApi {
         }
         Err(ApiError::conflict(kind, name, "the object kept changing; try again"))
     }
+}
+
+/// The `autoscaling/v1` `Scale` view of an App: `spec.replicas` is `spec.instances`, `status.replicas` the running
+/// tasks.
+fn scale_of(object: &Value) -> Value {
+    let meta = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let keep = ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"];
+    let metadata: Map<String, Value> = meta
+        .as_object()
+        .map(|m| m.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": metadata,
+        "spec": { "replicas": object.pointer("/spec/instances").cloned().unwrap_or(json!(1)) },
+        "status": { "replicas": object.pointer("/status/tasksRunning").cloned().unwrap_or(json!(0)) },
+    })
 }
 
 /// Five characters from `[a-z0-9]`, as Kubernetes appends to `generateName`.

@@ -1,0 +1,240 @@
+//! The real `/usr/bin/kubectl` against `agora apiserver` running as a process, on the embedded store and on etcd:
+//! apply, get (`-o yaml`, `-l`, `-A`), `get -w`, patch, scale, delete (also waiting on a finalizer), api-resources,
+//! explain, and an unknown field rejected by name.
+//!
+//! Server-side apply (`apply --server-side`) is not served yet and is not exercised here.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_e2e::{EtcdProcess, free_port};
+
+/// The `agora` binary built beside this test (`cargo test --workspace` builds it).
+fn agora_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("agora");
+    assert!(binary.exists(), "{} is missing: build it with `cargo build -p agora-cli`", binary.display());
+    binary
+}
+
+struct Apiserver {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Apiserver {
+    fn start(store: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new(agora_binary());
+        command.args(["apiserver", "--listen", &format!("127.0.0.1:{port}")]);
+        match &store {
+            Some(url) => command.args(["--store", url]),
+            None => command.arg("--data-dir").arg(dir.path().join("store")),
+        };
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start agora apiserver");
+        let server = Self { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !agora_e2e::http_ok(port, "/readyz") {
+            assert!(Instant::now() < deadline, "agora apiserver did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Kubectl {
+    dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(server: &Apiserver) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: agora, cluster: {{server: \"http://127.0.0.1:{}\"}}}}]\n\
+             contexts: [{{name: agora, context: {{cluster: agora, user: me, namespace: default}}}}]\n\
+             users: [{{name: me, user: {{}}}}]\ncurrent-context: agora\n",
+            server.port
+        );
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        Self { dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("/usr/bin/kubectl");
+        command
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("config"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run kubectl")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Reads lines from a running `kubectl get -w` until one contains every word of `want`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if seen.iter().any(|l| want.iter().all(|w| l.contains(w))) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no watch line with {want:?}; saw {seen:#?}");
+        if let Ok(line) = lines.recv_timeout(left) {
+            seen.push(line);
+        }
+    }
+}
+
+fn kubectl_suite(store: Option<String>) {
+    let server = Apiserver::start(store);
+    let kubectl = Kubectl::new(&server);
+
+    // Client-side apply of every example, then again: nothing is created twice.
+    let applied = kubectl.ok(&["apply", "-f", "manifests/"]);
+    for object in [
+        "app.agora/web created",
+        "app.agora/cache created",
+        "cronjob.agora/load created",
+        "framework.agora/spark-dispatcher created",
+    ] {
+        assert!(applied.contains(object), "{applied}");
+    }
+    let again = kubectl.ok(&["apply", "-f", "manifests/"]);
+    assert!(!again.contains("created"), "{again}");
+    assert!(again.contains("cronjob.agora/nightly-backup unchanged"), "{again}");
+    // A change is applied.
+    let manifest =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/nightly-backup.yaml"))
+            .unwrap();
+    let changed = kubectl.dir.path().join("changed.yaml");
+    std::fs::write(&changed, manifest.replace("retries: 2", "retries: 5")).unwrap();
+    assert!(
+        kubectl.ok(&["apply", "-f", changed.to_str().unwrap()]).contains("cronjob.agora/nightly-backup configured")
+    );
+    assert!(
+        kubectl.ok(&["get", "cronjob", "nightly-backup", "-n", "ops", "-o", "jsonpath={.spec.retries}"]).contains('5')
+    );
+
+    // get: -o yaml, -l, -A.
+    let yaml = kubectl.ok(&["get", "app", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: App") && yaml.contains("resourceVersion:") && yaml.contains("backoffFactor: 1.15"),
+        "{yaml}"
+    );
+    let labelled = kubectl.ok(&["get", "apps", "-A", "-l", "tier in (backend)"]);
+    assert!(labelled.contains("cache") && !labelled.contains("web"), "{labelled}");
+    let all = kubectl.ok(&["get", "cronjobs", "-A"]);
+    for name in ["extract", "transform", "load", "nightly-backup"] {
+        assert!(all.contains(name), "{all}");
+    }
+
+    // get -w sees changes and deletions.
+    let mut watch = kubectl
+        .command(&["get", "apps", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    wait_for_line(&lines, &mut seen, &["ADDED", "web"]);
+    assert!(
+        kubectl.ok(&["patch", "app", "web", "--type=merge", "-p", r#"{"spec":{"instances":4}}"#]).contains("patched")
+    );
+    wait_for_line(&lines, &mut seen, &["MODIFIED", "web"]);
+    assert!(kubectl.ok(&["scale", "app", "web", "--replicas=2"]).contains("scaled"));
+    assert_eq!(kubectl.ok(&["get", "app", "web", "-o", "jsonpath={.spec.instances}"]), "2");
+    assert!(kubectl.ok(&["delete", "app", "web"]).contains("app.agora \"web\" deleted"));
+    wait_for_line(&lines, &mut seen, &["DELETED", "web"]);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let gone = kubectl.run(&["get", "app", "web"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("apps.agora \"web\" not found"));
+
+    // delete waits for a finalizer to be removed.
+    let fw = kubectl.dir.path().join("fw.yaml");
+    std::fs::write(
+        &fw,
+        "apiVersion: agora/v1\nkind: Framework\nmetadata:\n  name: held\n  finalizers: [agora.dev/hold]\nspec: {}\n",
+    )
+    .unwrap();
+    kubectl.ok(&["apply", "-f", fw.to_str().unwrap()]);
+    let mut deleting =
+        kubectl.command(&["delete", "framework", "held", "--timeout=60s"]).stdout(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubectl.ok(&["get", "framework", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"]).contains('T') {
+        assert!(Instant::now() < deadline, "the framework was never marked for deletion");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(deleting.try_wait().unwrap().is_none(), "delete waits while the finalizer is there");
+    kubectl.ok(&["patch", "framework", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    let status = deleting.wait().unwrap();
+    assert!(status.success(), "kubectl delete returns once the object is gone");
+
+    // Discovery and OpenAPI: api-resources, explain.
+    let resources = kubectl.ok(&["api-resources", "--api-group=agora"]);
+    for line in ["apps", "cronjobs", "agents", "frameworks", "offers", "tasks", "leases", "events"] {
+        assert!(resources.contains(line), "{resources}");
+    }
+    let explained = kubectl.ok(&["explain", "app.spec"]);
+    assert!(explained.contains("healthChecks") && explained.contains("instances"), "{explained}");
+
+    // An unknown field is rejected, naming it.
+    let bad = kubectl.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: agora/v1\nkind: App\nmetadata: {name: typo}\nspec: {cmd: x, cpu: 1}\n").unwrap();
+    let out = kubectl.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("spec.cpu") && stderr.contains("unknown field \"cpu\""), "{stderr}");
+}
+
+#[test]
+fn kubectl_on_the_embedded_store() {
+    kubectl_suite(None);
+}
+
+#[test]
+fn kubectl_on_etcd() {
+    let etcd = EtcdProcess::start();
+    kubectl_suite(Some(etcd.store_url()));
+}
