@@ -535,3 +535,50 @@ async fn scale_subresource() {
     status(&server.get("/apis/agora/v1/namespaces/default/cronjobs/x/scale").await, 404, "NotFound");
     status(&server.get(&format!("{APPS}/missing/scale")).await, 404, "NotFound");
 }
+
+#[tokio::test]
+async fn field_validation_strict_warn_ignore() {
+    let server = Server::embedded().await;
+    let mut with_unknown = app("warned");
+    with_unknown["spec"]["cpu"] = json!(2);
+    with_unknown["metadata"]["nope"] = json!(true);
+    status(&server.post(&format!("{APPS}?fieldValidation=Strict"), with_unknown.clone()).await, 422, "Invalid");
+    let warned = server
+        .http
+        .post(format!("{}{APPS}?fieldValidation=Warn", server.base))
+        .json(&with_unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warned.status(), StatusCode::CREATED);
+    let warnings: Vec<String> =
+        warned.headers().get_all("warning").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"metadata.nope\"""#, r#"299 - "unknown field \"spec.cpu\"""#]);
+    let body: Value = warned.json().await.unwrap();
+    assert!(body["spec"].get("cpu").is_none(), "the unknown field is not stored");
+    with_unknown["metadata"]["name"] = json!("ignored");
+    let ignored = server
+        .http
+        .post(format!("{}{APPS}?fieldValidation=Ignore", server.base))
+        .json(&with_unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ignored.status(), StatusCode::CREATED);
+    assert!(ignored.headers().get("warning").is_none());
+    // Wrong types are still errors, whatever the mode.
+    let mut mistyped = app("typed");
+    mistyped["spec"]["cpus"] = json!("lots");
+    status(&server.post(&format!("{APPS}?fieldValidation=Ignore"), mistyped).await, 422, "Invalid");
+    let patched = server
+        .http
+        .patch(format!("{}{APPS}/warned?fieldValidation=Warn", server.base))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"spec": {"instance": 3}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(patched.headers()["warning"], r#"299 - "unknown field \"spec.instance\"""#);
+    status(&server.post(&format!("{APPS}?fieldValidation=Lenient"), app("x")).await, 400, "BadRequest");
+}

@@ -338,6 +338,79 @@ fn add_kind_paths(paths: &mut Map<String, Value>, kind: &KindInfo) {
     }
 }
 
+/// The standalone schema of every kind, generated once.
+fn cached_schema(kind: &KindInfo) -> &'static Value {
+    static SCHEMAS: std::sync::OnceLock<std::collections::HashMap<&'static str, Value>> = std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| KINDS.iter().map(|k| (k.kind, kind_schema(k))).collect());
+    schemas.get(kind.kind).unwrap_or(&Value::Null)
+}
+
+/// Removes the fields of `object` that the kind's schema does not declare, returning their paths
+/// (`spec.healthChecks[0].foo`). This is how `fieldValidation=Warn` and `Ignore` accept what `Strict` rejects;
+/// wrongly typed fields are left for admission to report.
+pub fn prune_unknown_fields(kind: &KindInfo, object: &mut Value) -> Vec<String> {
+    let root = cached_schema(kind);
+    let mut removed = Vec::new();
+    prune(object, root, root, "", &mut removed);
+    removed
+}
+
+fn prune(value: &mut Value, schema: &Value, root: &Value, path: &str, removed: &mut Vec<String>) {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = reference.trim_start_matches("#/$defs/");
+        if let Some(target) = root.get("$defs").and_then(|d| d.get(name)) {
+            prune(value, target, root, path, removed);
+        }
+        return;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(branches) = schema.get(key).and_then(Value::as_array) {
+            for branch in branches.iter().filter(|b| b.get("type").and_then(Value::as_str) != Some("null")) {
+                prune(value, branch, root, path, removed);
+            }
+        }
+    }
+    let join = |key: &str| {
+        let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match (path.is_empty(), plain) {
+            (true, true) => key.to_owned(),
+            (false, true) => format!("{path}.{key}"),
+            (_, false) => format!("{path}[{key}]"),
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                let child_schema =
+                    properties.and_then(|p| p.get(&key)).or_else(|| additional.filter(|a| a.is_object()));
+                match child_schema {
+                    Some(child_schema) => {
+                        if let Some(child) = map.get_mut(&key) {
+                            prune(child, child_schema, root, &join(&key), removed);
+                        }
+                    }
+                    None if additional == Some(&Value::Bool(false)) => {
+                        map.remove(&key);
+                        removed.push(join(&key));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items").filter(|i| i.is_object()) {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune(item, item_schema, root, &format!("{path}[{i}]"), removed);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,3 +111,31 @@ fn openapi_schemas_are_openapi_3_0() {
     assert_eq!(cpus["default"], 1.0);
     assert!(!doc.to_string().contains("\"type\":[\""), "no JSON Schema type arrays in OpenAPI 3.0");
 }
+
+#[test]
+fn unknown_fields_are_pruned_by_the_schema() {
+    let app = kind_info("App").unwrap();
+    let mut object = serde_json::json!({
+        "apiVersion": "agora/v1", "kind": "App", "bogus": 1,
+        "metadata": {"name": "web", "labels": {"any.key/is": "fine"}, "nope": true},
+        "spec": {"cmd": "x", "cpu": 2, "env": {"FREE": "form"}, "healthChecks": [{"protocol": "TCP", "intervalSecond": 5}],
+                 "container": {"image": "busybox", "pull": "always"}, "constraints": [["hostname", "UNIQUE"]]},
+        "status": {"tasksRunning": 1, "extra": 1},
+    });
+    let mut removed = agora_schemas::schema::prune_unknown_fields(app, &mut object);
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "bogus",
+            "metadata.nope",
+            "spec.container.pull",
+            "spec.cpu",
+            "spec.healthChecks[0].intervalSecond",
+            "status.extra"
+        ]
+    );
+    assert_eq!(object["spec"]["env"]["FREE"], "form", "map entries are not unknown fields");
+    assert_eq!(object["metadata"]["labels"]["any.key/is"], "fine");
+    agora_schemas::admit::<agora_schemas::App>(object).expect("the pruned object is admitted");
+}

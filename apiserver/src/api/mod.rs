@@ -215,6 +215,62 @@ fn check_type(kind: &KindInfo, object: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// How a write's fields are checked (`fieldValidation`), and the warnings it produced.
+struct Admission {
+    mode: FieldValidation,
+    warnings: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    /// Unknown fields are errors (the default, and what kubectl sends).
+    Strict,
+    /// Unknown fields are dropped, each with a `Warning` header.
+    Warn,
+    /// Unknown fields are dropped silently.
+    Ignore,
+}
+
+impl Admission {
+    fn from_query(query: &Query) -> ApiResult<Self> {
+        let mode = match query.get("fieldValidation").map(String::as_str) {
+            None | Some("" | "Strict") => FieldValidation::Strict,
+            Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation must be Strict, Warn or Ignore, not {other:?}"
+                )));
+            }
+        };
+        Ok(Self { mode, warnings: std::sync::Mutex::default() })
+    }
+
+    /// Prunes unknown fields unless strict, then decodes strictly, defaults and validates.
+    fn admit(&self, kind: &KindInfo, name: &str, mut object: Value) -> ApiResult<Value> {
+        if self.mode != FieldValidation::Strict {
+            let removed = agora_schemas::schema::prune_unknown_fields(kind, &mut object);
+            if self.mode == FieldValidation::Warn {
+                let mut warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                warnings.extend(removed.into_iter().map(|path| format!("unknown field \"{path}\"")));
+            }
+        }
+        admit(kind, name, object)
+    }
+
+    /// Adds a `Warning: 299` header per warning.
+    fn decorate(&self, mut response: Response) -> Response {
+        let warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for warning in warnings.iter() {
+            let text = format!("299 - \"{}\"", warning.replace('\\', "\\\\").replace('"', "\\\""));
+            if let Ok(value) = header::HeaderValue::from_str(&text) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        response
+    }
+}
+
 /// Decodes strictly, defaults and validates; maps failures to 422 with field causes.
 fn admit(kind: &KindInfo, name: &str, object: Value) -> ApiResult<Value> {
     (kind.admit)(object).map_err(|e| match e {
@@ -286,22 +342,23 @@ impl ResourceApi {
             }
         }
         let query = parse_query(query)?;
-        let ok = |object: Value| json_response(StatusCode::OK, &object);
+        let admission = Admission::from_query(&query)?;
+        let ok = |object: Value| admission.decorate(json_response(StatusCode::OK, &object));
+        let created = |object: Value| admission.decorate(json_response(StatusCode::CREATED, &object));
+        let admission = &admission;
         match (target.name.is_some(), target.subresource.as_deref(), &method) {
             (false, None, &Method::GET) if flag(&query, "watch") => self.watch(&target, &query, headers).await,
             (false, None, &Method::GET) => self.list(&target, &query).await.map(ok),
-            (false, None, &Method::POST) => {
-                self.create(&target, body).await.map(|object| json_response(StatusCode::CREATED, &object))
-            }
+            (false, None, &Method::POST) => self.create(&target, body, admission).await.map(created),
             (true, None | Some("status"), &Method::GET) => self.get(&target).await.map(ok),
-            (true, None, &Method::PUT) => self.replace(&target, body, false).await.map(ok),
-            (true, Some("status"), &Method::PUT) => self.replace(&target, body, true).await.map(ok),
-            (true, None, &Method::PATCH) => self.patch(&target, headers, body, false).await.map(ok),
-            (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true).await.map(ok),
+            (true, None, &Method::PUT) => self.replace(&target, body, false, admission).await.map(ok),
+            (true, Some("status"), &Method::PUT) => self.replace(&target, body, true, admission).await.map(ok),
+            (true, None, &Method::PATCH) => self.patch(&target, headers, body, false, admission).await.map(ok),
+            (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true, admission).await.map(ok),
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
             (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
             (true, Some("scale"), &Method::PUT | &Method::PATCH) => {
-                self.scale(&target, &method, headers, body).await.map(|object| ok(scale_of(&object)))
+                self.scale(&target, &method, headers, body, admission).await.map(|object| ok(scale_of(&object)))
             }
             _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
         }
@@ -519,7 +576,7 @@ impl ResourceApi {
         Ok(response)
     }
 
-    async fn create(&self, target: &Target, body: Bytes) -> ApiResult<Value> {
+    async fn create(&self, target: &Target, body: Bytes, admission: &Admission) -> ApiResult<Value> {
         let kind = target.kind;
         let mut object = parse_body(&body)?;
         check_type(kind, &mut object)?;
@@ -564,7 +621,7 @@ impl ResourceApi {
                 }
                 (None, None) => String::new(),
             };
-            let admitted = admit(kind, &name, candidate)?;
+            let admitted = admission.admit(kind, &name, candidate)?;
             let key = self.key(target, &name);
             let response = self
                 .store
@@ -584,7 +641,13 @@ impl ResourceApi {
 
     /// PUT of the object (`status_only` false: status is kept from the stored object) or of `/status` (only status
     /// is taken from the body).
-    async fn replace(&self, target: &Target, body: Bytes, status_only: bool) -> ApiResult<Value> {
+    async fn replace(
+        &self,
+        target: &Target,
+        body: Bytes,
+        status_only: bool,
+        admission: &Admission,
+    ) -> ApiResult<Value> {
         let mut object = parse_body(&body)?;
         check_type(target.kind, &mut object)?;
         if let Some(name) = meta_str(&object, "name").filter(|n| *n != target.name()) {
@@ -601,10 +664,17 @@ impl ResourceApi {
             }
         }
         let precondition = meta_str(&object, "resourceVersion").map(str::to_owned);
-        self.update(target, precondition, move |_| Ok(object.clone()), status_only).await
+        self.update(target, precondition, move |_| Ok(object.clone()), status_only, admission).await
     }
 
-    async fn patch(&self, target: &Target, headers: &HeaderMap, body: Bytes, status_only: bool) -> ApiResult<Value> {
+    async fn patch(
+        &self,
+        target: &Target,
+        headers: &HeaderMap,
+        body: Bytes,
+        status_only: bool,
+        admission: &Admission,
+    ) -> ApiResult<Value> {
         let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let media = media.split(';').next().unwrap_or_default().trim().to_owned();
         if !PATCH_TYPES.contains(&media.as_str()) {
@@ -663,12 +733,20 @@ impl ResourceApi {
                 Ok(patched)
             },
             status_only,
+            admission,
         )
         .await
     }
 
     /// PUT or PATCH of `/scale`: the change is made to the `Scale` view and lands in `spec.instances`.
-    async fn scale(&self, target: &Target, method: &Method, headers: &HeaderMap, body: Bytes) -> ApiResult<Value> {
+    async fn scale(
+        &self,
+        target: &Target,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Bytes,
+        admission: &Admission,
+    ) -> ApiResult<Value> {
         let request = parse_body(&body)?;
         let kind = target.kind;
         let name = target.name().to_owned();
@@ -710,6 +788,7 @@ impl ResourceApi {
                 Ok(next)
             },
             false,
+            admission,
         )
         .await
     }
@@ -722,6 +801,7 @@ impl ResourceApi {
         precondition: Option<String>,
         change: impl Fn(&Value) -> ApiResult<Value>,
         status_only: bool,
+        admission: &Admission,
     ) -> ApiResult<Value> {
         let kind = target.kind;
         let name = target.name();
@@ -779,7 +859,7 @@ impl ResourceApi {
             if let Some(ns) = &target.namespace {
                 set_meta(&mut next, "namespace", json!(ns));
             }
-            let mut admitted = admit(kind, name, next)?;
+            let mut admitted = admission.admit(kind, name, next)?;
             if admitted.get("spec") != current.get("spec") {
                 let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
                 set_meta(&mut admitted, "generation", json!(generation));
