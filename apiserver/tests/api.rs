@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 struct Server {
     base: String,
     http: Client,
-    _keep: Box<dyn std::any::Any + Send>,
+    _keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Server {
-    async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send>, token: Option<&str>) -> Self {
+    async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>, token: Option<&str>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = router(store, KeyLayout::default(), token.map(str::to_owned));
@@ -581,4 +581,144 @@ async fn field_validation_strict_warn_ignore() {
     assert_eq!(patched.status(), StatusCode::OK);
     assert_eq!(patched.headers()["warning"], r#"299 - "unknown field \"spec.instance\"""#);
     status(&server.post(&format!("{APPS}?fieldValidation=Lenient"), app("x")).await, 400, "BadRequest");
+}
+
+const OFFERS: &str = "/apis/agora/v1/offers";
+const TASKS: &str = "/apis/agora/v1/namespaces/default/tasks";
+
+async fn offer(server: &Server, name: &str, expires: Option<&str>) {
+    let mut spec = json!({"framework": "marathon", "agent": "n1", "hostname": "n1.example",
+        "resources": {"cpus": 2.0, "mem": 1024.0, "disk": 100.0, "ports": [[31000, 31010]]}});
+    if let Some(expires) = expires {
+        spec["expiresAt"] = json!(expires);
+    }
+    let (code, body) = server
+        .post(OFFERS, json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": name}, "spec": spec}))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}
+
+fn task(name: &str, cpus: f64, port: u16) -> Value {
+    json!({"metadata": {"name": name, "namespace": "default",
+                        "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": "web", "uid": "u-1", "controller": true}]},
+           "spec": {"cmd": "sleep 100", "cpus": cpus, "mem": 64, "ports": [{"port": port, "name": "http"}]}})
+}
+
+async fn accept_lifecycle(server: &Server) {
+    offer(server, "o1", None).await;
+    let (code, accepted) = server
+        .post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [task("t1", 0.5, 31000), task("t2", 1.5, 31001)]}))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{accepted}");
+    assert_eq!(accepted["status"]["phase"], "Accepted");
+    assert_eq!(accepted["status"]["tasks"], json!(["t1", "t2"]));
+    let (_, t1) = server.get(&format!("{TASKS}/t1")).await;
+    assert_eq!(
+        (t1["spec"]["agent"].clone(), t1["spec"]["framework"].clone(), t1["spec"]["offer"].clone()),
+        (json!("n1"), json!("marathon"), json!("o1"))
+    );
+    assert_eq!(t1["status"]["state"], "Staging");
+    assert_eq!(t1["metadata"]["ownerReferences"][0]["name"], "web");
+    assert_eq!(t1["metadata"]["resourceVersion"], accepted["metadata"]["resourceVersion"], "one transaction");
+    let (_, on_agent) = server.get(&format!("{TASKS}?fieldSelector=spec.agent%3Dn1%2Cstatus.state%3DStaging")).await;
+    assert_eq!(on_agent["items"].as_array().unwrap().len(), 2);
+
+    let message = status(
+        &server.post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [task("t3", 0.1, 31002)]})).await,
+        409,
+        "Conflict",
+    );
+    assert!(message.contains("the offer is Accepted; an offer is used once"), "{message}");
+    status(&server.get(&format!("{TASKS}/t3")).await, 404, "NotFound");
+}
+
+#[tokio::test]
+async fn accept_on_the_embedded_store() {
+    accept_lifecycle(&Server::embedded().await).await;
+}
+
+#[tokio::test]
+async fn accept_on_etcd() {
+    accept_lifecycle(&Server::etcd().await).await;
+}
+
+#[tokio::test]
+async fn accept_refuses_what_the_offer_does_not_cover_and_creates_nothing() {
+    let server = Server::embedded().await;
+    offer(&server, "o2", None).await;
+    let o2 = format!("{OFFERS}/o2/accept");
+    let accept = |body: Value| server.post(&o2, body);
+    let message =
+        status(&accept(json!({"tasks": [task("a", 1.5, 31000), task("b", 1.0, 31001)]})).await, 409, "Conflict");
+    assert!(message.contains("the offer has 2 cpus; the tasks need 2.5"), "{message}");
+    let message = status(&accept(json!({"tasks": [task("a", 0.5, 32000)]})).await, 409, "Conflict");
+    assert!(message.contains("port 32000 is not among the offered ports"), "{message}");
+    let answer = accept(json!({"tasks": [task("a", 0.5, 31000), task("b", 0.5, 31000)]})).await;
+    status(&answer, 422, "Invalid");
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "tasks[1].spec.ports[0].port");
+    let mut foreign = task("a", 0.5, 31000);
+    foreign["spec"]["agent"] = json!("n2");
+    let answer = accept(json!({"tasks": [foreign]})).await;
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "tasks[0].spec.agent", "{}", answer.1);
+    let mut homeless = task("a", 0.5, 31000);
+    homeless["metadata"].as_object_mut().unwrap().remove("namespace");
+    let answer = accept(json!({"tasks": [homeless]})).await;
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "tasks[0].metadata.namespace");
+    let mut broken = task("a", 0.5, 31000);
+    broken["spec"]["cmd"] = Value::Null;
+    let answer = accept(json!({"tasks": [broken]})).await;
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "tasks[0].spec.cmd", "{}", answer.1);
+    status(&accept(json!({"tasks": [], "bogus": 1})).await, 422, "Invalid");
+    // A task name that exists: 409, and the offer stays usable.
+    server.post(OFFERS, json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": "o3"}, "spec": {"framework": "marathon", "agent": "n1", "resources": {"cpus": 1, "mem": 128}}})).await;
+    let (code, _) = server.post(&format!("{OFFERS}/o3/accept"), json!({"tasks": [{"metadata": {"name": "taken", "namespace": "default"}, "spec": {"cmd": "x", "cpus": 0.1, "mem": 8}}]})).await;
+    assert_eq!(code, StatusCode::OK);
+    let message = status(&accept(json!({"tasks": [{"metadata": {"name": "taken", "namespace": "default"}, "spec": {"cmd": "x", "cpus": 0.1, "mem": 8}}]})).await, 409, "AlreadyExists");
+    assert!(message.contains("tasks.agora \"taken\" already exists"), "{message}");
+    let (_, all) = server.get("/apis/agora/v1/tasks").await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "nothing half-created: {all}");
+    let (_, still) = server.get(&format!("{OFFERS}/o2")).await;
+    assert!(still.get("status").is_none(), "still Outstanding");
+    // Declining sets a refuse filter.
+    let (code, declined) = accept(json!({"tasks": [], "refuseSeconds": 30})).await;
+    assert_eq!((code, declined["status"]["phase"].clone()), (StatusCode::OK, json!("Declined")), "{declined}");
+    let until: jiff::Timestamp = declined["status"]["refuseUntil"].as_str().unwrap().parse().unwrap();
+    let decided: jiff::Timestamp = declined["status"]["decidedAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(until.duration_since(decided).as_secs(), 30);
+    // An expired offer is refused.
+    offer(&server, "old", Some("2000-01-01T00:00:00Z")).await;
+    let message = status(
+        &server.post(&format!("{OFFERS}/old/accept"), json!({"tasks": [task("z", 0.1, 31000)]})).await,
+        409,
+        "Conflict",
+    );
+    assert!(message.contains("expired"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_of_one_offer_succeed_exactly_once() {
+    let server = Arc::new(Server::embedded().await);
+    offer(&server, "contested", None).await;
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server
+                    .post(
+                        &format!("{OFFERS}/contested/accept"),
+                        json!({"tasks": [task(&format!("racer-{i}"), 1.0, 31000)]}),
+                    )
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for racer in racers {
+        codes.push(racer.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == StatusCode::OK).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == StatusCode::OK || *c == StatusCode::CONFLICT), "{codes:?}");
+    let (_, tasks) = server.get("/apis/agora/v1/tasks").await;
+    assert_eq!(tasks["items"].as_array().unwrap().len(), 1, "exactly one task per acceptance");
 }

@@ -309,3 +309,36 @@ pub struct OfferStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<Timestamp>,
 }
+
+/// The body of `POST offers/{name}/accept`: the tasks to launch from the offer. No tasks declines it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OfferAcceptance {
+    /// Optional `agora/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Optional `OfferAcceptance`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The tasks, bound by the server to the offer's agent and framework.
+    #[serde(default)]
+    pub tasks: Vec<TaskTemplate>,
+    /// When declining (no tasks): how long this agent's resources are not offered to the framework again
+    /// (Mesos' `refuse_seconds`, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_seconds: Option<f64>,
+}
+
+/// A task to create from an offer: its metadata (name or generateName, namespace, labels, ownerReferences) and
+/// spec. `spec.agent`, `spec.framework` and `spec.offer` are filled in from the offer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskTemplate {
+    /// Name (or generateName) and namespace of the task, its labels and owner.
+    pub metadata: ObjectMeta,
+    /// What to run.
+    pub spec: crate::task::TaskSpec,
+}
+
+/// Mesos' default refuse filter for a decline, seconds.
+pub const DEFAULT_REFUSE_SECONDS: f64 = 5.0;

@@ -24,7 +24,8 @@ pub mod validation;
 
 pub use app::{App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy};
 pub use cluster::{
-    Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferPhase, OfferSpec, OfferStatus,
+    Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferAcceptance, OfferPhase,
+    OfferSpec, OfferStatus, TaskTemplate,
 };
 pub use common::{
     Constraint, ConstraintRule, ContainerSpec, HealthCheck, HealthCheckProtocol, PortDefinition, PortRange, Protocol,

@@ -33,8 +33,10 @@ crate::object! {
 #[schemars(transform = TaskSpec::schema_defaults)]
 pub struct TaskSpec {
     /// The agent the task is bound to.
+    #[serde(default)]
     pub agent: String,
     /// The framework that launched it.
+    #[serde(default)]
     pub framework: String,
     /// The offer it was launched from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@
 //! Paths: `/apis/agora/v1/[namespaces/{ns}/]{plural}[/{name}[/status]]`, and `/apis/agora/v1/{plural}` across
 //! namespaces.
 
+mod accept;
 pub mod error;
 pub mod selectors;
 pub mod watch;
@@ -337,7 +338,7 @@ impl ResourceApi {
     ) -> ApiResult<Response> {
         let target = Target::parse(rest, path)?;
         if let Some(sub) = target.subresource.as_deref() {
-            if !matches!(sub, "status" | "scale") || !target.kind.subresources.contains(&sub) {
+            if !matches!(sub, "status" | "scale" | "accept") || !target.kind.subresources.contains(&sub) {
                 return Err(ApiError::no_such_path(path));
             }
         }
@@ -356,6 +357,7 @@ impl ResourceApi {
             (true, None, &Method::PATCH) => self.patch(&target, headers, body, false, admission).await.map(ok),
             (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true, admission).await.map(ok),
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
+            (true, Some("accept"), &Method::POST) => self.accept(&target, body).await.map(ok),
             (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
             (true, Some("scale"), &Method::PUT | &Method::PATCH) => {
                 self.scale(&target, &method, headers, body, admission).await.map(|object| ok(scale_of(&object)))
