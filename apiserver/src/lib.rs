@@ -9,12 +9,13 @@
 //!   pagination), create (`generateName`), replace with resourceVersion conflicts, merge and JSON patch, delete with
 //!   finalizers, the `/status` subresource; admission through [`agora_schemas::admit`]; errors as `Status` objects.
 //! - [`discovery`] — `/version`, discovery (plain and aggregated), `/openapi/v3`, health.
+//! - [`gc`] — the garbage collector: dependents of deleted owners (Background, Foreground, Orphan propagation).
 //! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.
 //!
-//! Still to come (issue 4): watch with a shared per-kind watch cache, server-side apply, garbage collection by owner
-//! references, the `scale` and offer `accept` subresources, `fieldValidation=Warn|Ignore`, metrics.
+//! Still to come (issue 4): server-side apply, metrics.
 
 pub mod api;
 pub mod discovery;
+pub mod gc;
 pub mod server;
 pub mod store;

@@ -58,8 +58,9 @@ struct AppState {
     token: Option<Arc<str>>,
 }
 
-/// The routes over an open store.
+/// The routes over an open store, with the garbage collector running beside them. Call within a Tokio runtime.
 pub fn router(store: SharedStore, keys: KeyLayout, token: Option<String>) -> Router {
+    tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &keys).run());
     let state = AppState {
         api: ResourceApi::new(store.clone(), keys),
         store,

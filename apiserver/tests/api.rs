@@ -599,16 +599,18 @@ async fn offer(server: &Server, name: &str, expires: Option<&str>) {
 }
 
 fn task(name: &str, cpus: f64, port: u16) -> Value {
-    json!({"metadata": {"name": name, "namespace": "default",
-                        "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": "web", "uid": "u-1", "controller": true}]},
+    json!({"metadata": {"name": name, "namespace": "default"},
            "spec": {"cmd": "sleep 100", "cpus": cpus, "mem": 64, "ports": [{"port": port, "name": "http"}]}})
 }
 
 async fn accept_lifecycle(server: &Server) {
     offer(server, "o1", None).await;
-    let (code, accepted) = server
-        .post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [task("t1", 0.5, 31000), task("t2", 1.5, 31001)]}))
-        .await;
+    // The tasks belong to a real App (the garbage collector removes tasks whose owner does not exist).
+    let (_, owner) = server.post(APPS, app("web")).await;
+    let mut t1 = task("t1", 0.5, 31000);
+    t1["metadata"]["ownerReferences"] = json!([{"apiVersion": "agora/v1", "kind": "App", "name": "web", "uid": owner["metadata"]["uid"], "controller": true}]);
+    let (code, accepted) =
+        server.post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [t1, task("t2", 1.5, 31001)]})).await;
     assert_eq!(code, StatusCode::OK, "{accepted}");
     assert_eq!(accepted["status"]["phase"], "Accepted");
     assert_eq!(accepted["status"]["tasks"], json!(["t1", "t2"]));
@@ -721,4 +723,123 @@ async fn concurrent_accepts_of_one_offer_succeed_exactly_once() {
     assert!(codes.iter().all(|c| *c == StatusCode::OK || *c == StatusCode::CONFLICT), "{codes:?}");
     let (_, tasks) = server.get("/apis/agora/v1/tasks").await;
     assert_eq!(tasks["items"].as_array().unwrap().len(), 1, "exactly one task per acceptance");
+}
+
+/// Polls `path` until `done` holds for its answer, or fails after 10 s.
+async fn eventually(
+    server: &Server,
+    path: &str,
+    what: &str,
+    done: impl Fn(&(StatusCode, Value)) -> bool,
+) -> (StatusCode, Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = server.get(path).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", answer.1);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// An owner App with two dependent Tasks; returns the owner's uid.
+async fn family(server: &Server, owner: &str) -> String {
+    let (_, created) = server.post(APPS, app(owner)).await;
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+    for child in ["a", "b"] {
+        let body = json!({"apiVersion": "agora/v1", "kind": "Task",
+            "metadata": {"name": format!("{owner}-{child}"), "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": owner, "uid": uid, "controller": true}]},
+            "spec": {"agent": "n1", "framework": "marathon", "cmd": "x", "cpus": 0.1, "mem": 8}});
+        assert_eq!(server.post(TASKS, body).await.0, StatusCode::CREATED);
+    }
+    uid
+}
+
+fn count(answer: &(StatusCode, Value)) -> usize {
+    answer.1["items"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn garbage_collection_follows_the_propagation_policy() {
+    let server = Server::embedded().await;
+    // Background (kubectl's default): the owner goes now, its dependents right after.
+    family(&server, "bg").await;
+    let (code, _) = server
+        .call(
+            Method::DELETE,
+            &format!("{APPS}/bg"),
+            "application/json",
+            Some(json!({"propagationPolicy": "Background"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    status(&server.get(&format!("{APPS}/bg")).await, 404, "NotFound");
+    eventually(&server, &format!("{TASKS}?fieldSelector=metadata.name%3Dbg-a"), "bg's tasks to be collected", |a| {
+        count(a) == 0
+    })
+    .await;
+    eventually(&server, &format!("{TASKS}?fieldSelector=metadata.name%3Dbg-b"), "bg's tasks to be collected", |a| {
+        count(a) == 0
+    })
+    .await;
+
+    // Foreground: the owner waits, marked, until its dependents are gone.
+    family(&server, "fg").await;
+    let (code, marked) = server
+        .call(
+            Method::DELETE,
+            &format!("{APPS}/fg"),
+            "application/json",
+            Some(json!({"propagationPolicy": "Foreground"})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+    assert_eq!(marked["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    eventually(&server, &format!("{APPS}/fg"), "fg to be deleted after its tasks", |a| a.0 == StatusCode::NOT_FOUND)
+        .await;
+    let (_, left) = server.get(TASKS).await;
+    assert!(
+        !left["items"].as_array().unwrap().iter().any(|t| t["metadata"]["name"].as_str().unwrap().starts_with("fg-")),
+        "{left}"
+    );
+
+    // Orphan: the dependents stay, without the reference.
+    let uid = family(&server, "or").await;
+    let (code, _) = server
+        .call(Method::DELETE, &format!("{APPS}/or"), "application/json", Some(json!({"propagationPolicy": "Orphan"})))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    eventually(&server, &format!("{APPS}/or"), "or to be deleted", |a| a.0 == StatusCode::NOT_FOUND).await;
+    for child in ["or-a", "or-b"] {
+        let (code, task) = server.get(&format!("{TASKS}/{child}")).await;
+        assert_eq!(code, StatusCode::OK, "orphans are kept");
+        assert!(task["metadata"].get("ownerReferences").is_none(), "no reference to {uid} left: {task}");
+    }
+
+    // A dependent whose owner never existed (or is long gone) is collected too.
+    let dangling = json!({"apiVersion": "agora/v1", "kind": "Task",
+        "metadata": {"name": "dangling", "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": "ghost", "uid": "no-such-uid"}]},
+        "spec": {"agent": "n1", "framework": "marathon", "cmd": "x", "cpus": 0.1, "mem": 8}});
+    assert_eq!(server.post(TASKS, dangling).await.0, StatusCode::CREATED);
+    eventually(&server, &format!("{TASKS}/dangling"), "the dangling task to be collected", |a| {
+        a.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+
+    server.post(APPS, app("policy")).await;
+    let message = status(
+        &server
+            .call(
+                Method::DELETE,
+                &format!("{APPS}/policy"),
+                "application/json",
+                Some(json!({"propagationPolicy": "Sometimes"})),
+            )
+            .await,
+        400,
+        "BadRequest",
+    );
+    assert!(message.contains("propagationPolicy must be Background, Foreground or Orphan"), "{message}");
 }

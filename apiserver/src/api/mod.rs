@@ -897,8 +897,29 @@ impl ResourceApi {
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::bad_request(format!("the delete options are not valid JSON: {e}")))?
         };
+        // Foreground and Orphan hand the object to the garbage collector through a finalizer; Background (the
+        // default) deletes it now, and the collector removes its dependents afterwards.
+        let policy_finalizer = match options.get("propagationPolicy").and_then(Value::as_str) {
+            None | Some("Background") => None,
+            Some("Foreground") => Some(crate::gc::FOREGROUND),
+            Some("Orphan") => Some(crate::gc::ORPHAN),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy must be Background, Foreground or Orphan, not {other:?}"
+                )));
+            }
+        };
         for _ in 0..WRITE_ATTEMPTS {
-            let (kv, current) = self.current(target).await?;
+            let (kv, mut current) = self.current(target).await?;
+            if let Some(finalizer) = policy_finalizer {
+                if let Some(list) = current.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+                    if !list.iter().any(|f| f == finalizer) {
+                        list.push(json!(finalizer));
+                    }
+                } else {
+                    set_meta(&mut current, "finalizers", json!([finalizer]));
+                }
+            }
             if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
                 if Some(uid) != meta_str(&current, "uid") {
                     return Err(ApiError::conflict(

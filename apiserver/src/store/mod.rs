@@ -308,6 +308,12 @@ impl KeyLayout {
         Self { root: format!("/{}/{}/", prefix.trim_matches('/'), agora_schemas::API_GROUP) }
     }
 
+    /// Every object of every kind: `/registry/agora/`.
+    #[must_use]
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// All objects of a kind: `/registry/agora/apps/`.
     #[must_use]
     pub fn kind_prefix(&self, plural: &str) -> String {
