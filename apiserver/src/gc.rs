@@ -221,14 +221,7 @@ impl GarbageCollector {
         }
         let mut marked = entry.object.clone();
         if let Some(meta) = marked.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert(
-                "deletionTimestamp".to_owned(),
-                json!(
-                    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-                        .unwrap_or_else(|_| jiff::Timestamp::now())
-                        .to_string()
-                ),
-            );
+            meta.insert("deletionTimestamp".to_owned(), json!(crate::api::now().to_string()));
             meta.insert("deletionGracePeriodSeconds".to_owned(), json!(0));
         }
         self.write(key, entry.revision, Some(&marked)).await

@@ -129,7 +129,8 @@ fn parse_query(raw: Option<&str>) -> ApiResult<Query> {
     }
 }
 
-fn now() -> jiff::Timestamp {
+/// The current time at whole seconds, as Kubernetes timestamps are written.
+pub(crate) fn now() -> jiff::Timestamp {
     let now = jiff::Timestamp::now();
     jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
