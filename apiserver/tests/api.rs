@@ -2,88 +2,15 @@
 //! `Status`), selectors, pagination, finalizers, the status subresource, discovery and authentication — on the
 //! embedded store, and the core paths again on etcd.
 
+mod common;
+
 use std::sync::Arc;
 
-use agora_apiserver::server::{ServerConfig, ServerError, router, serve};
-use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, KeyLayout, SharedStore, StoreConfig};
-use agora_e2e::EtcdProcess;
-use reqwest::{Client, Method, StatusCode};
+use agora_apiserver::server::{ServerConfig, ServerError, serve};
+use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, SharedStore, StoreConfig};
+use common::{APPS, Server, app, status};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-struct Server {
-    base: String,
-    http: Client,
-    _keep: Box<dyn std::any::Any + Send + Sync>,
-}
-
-impl Server {
-    async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>, token: Option<&str>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(store, KeyLayout::default(), token.map(str::to_owned));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, http: Client::new(), _keep: keep }
-    }
-
-    async fn embedded() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
-        Self::on(store, Box::new(dir), None).await
-    }
-
-    async fn etcd() -> Self {
-        let etcd = tokio::task::spawn_blocking(EtcdProcess::start).await.unwrap();
-        let store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
-        Self::on(store, Box::new(etcd), None).await
-    }
-
-    async fn call(&self, method: Method, path: &str, content_type: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.header("content-type", content_type).body(serde_json::to_vec(&body).unwrap());
-        }
-        let response = request.send().await.unwrap();
-        let code = response.status();
-        let text = response.text().await.unwrap();
-        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, "", None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, "application/json", Some(body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PUT, path, "application/json", Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, content_type: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PATCH, path, content_type, Some(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::DELETE, path, "", None).await
-    }
-}
-
-const APPS: &str = "/apis/agora/v1/namespaces/default/apps";
-
-fn app(name: &str) -> Value {
-    json!({ "apiVersion": "agora/v1", "kind": "App", "metadata": { "name": name, "labels": { "tier": "web" } }, "spec": { "cmd": "sleep 100" } })
-}
-
-/// Asserts a failure `Status` with this code and reason, and returns its message.
-fn status(answer: &(StatusCode, Value), code: u16, reason: &str) -> String {
-    let (got, body) = answer;
-    assert_eq!(got.as_u16(), code, "{body}");
-    assert_eq!(body["kind"], "Status", "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["reason"], reason, "{body}");
-    body["message"].as_str().unwrap_or_default().to_owned()
-}
 
 async fn crud_lifecycle(server: &Server) {
     let (code, created) = server.post(APPS, app("web")).await;

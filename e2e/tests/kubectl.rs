@@ -2,7 +2,8 @@
 //! apply, get (`-o yaml`, `-l`, `-A`), `get -w`, patch, scale, delete (also waiting on a finalizer), api-resources,
 //! explain, and an unknown field rejected by name.
 //!
-//! Server-side apply (`apply --server-side`) is not served yet and is not exercised here.
+//! Server-side apply: `apply --server-side` after client-side apply (ownership migrated), conflicts and
+//! `--force-conflicts`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -145,6 +146,30 @@ fn kubectl_suite(store: Option<String>) {
     assert!(
         kubectl.ok(&["get", "cronjob", "nightly-backup", "-n", "ops", "-o", "jsonpath={.spec.retries}"]).contains('5')
     );
+
+    // Server-side apply takes over from client-side apply (kubectl migrates the ownership), then applies changes.
+    // As in Kubernetes, a value that differs from what client-side apply set would be a conflict with
+    // "kubectl-client-side-apply", so the manifests are first applied client-side as they are.
+    let retries = || kubectl.ok(&["get", "cronjob", "nightly-backup", "-n", "ops", "-o", "jsonpath={.spec.retries}"]);
+    kubectl.ok(&["apply", "-f", "manifests/"]);
+    assert_eq!(retries(), "2");
+    let server_side = kubectl.ok(&["apply", "--server-side", "-f", "manifests/"]);
+    assert!(server_side.contains("app.agora/web serverside-applied"), "{server_side}");
+    let managers =
+        kubectl.ok(&["get", "app", "cache", "-n", "shop", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert!(managers.split(' ').any(|m| m == "kubectl") && !managers.contains("client-side"), "{managers}");
+    let file = changed.to_str().unwrap();
+    assert!(kubectl.ok(&["apply", "--server-side", "-f", file]).contains("nightly-backup serverside-applied"));
+    assert_eq!(retries(), "5");
+    // Another manager changes the field; applying over it conflicts until forced.
+    kubectl.ok(&["patch", "cronjob", "nightly-backup", "-n", "ops", "--type=merge", "-p", r#"{"spec":{"retries":9}}"#]);
+    let out = kubectl.run(&["apply", "--server-side", "-f", file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a conflict fails the apply");
+    assert!(stderr.contains("conflict with \"kubectl-patch\"") && stderr.contains(".spec.retries"), "{stderr}");
+    assert_eq!(retries(), "9");
+    kubectl.ok(&["apply", "--server-side", "--force-conflicts", "-f", file]);
+    assert_eq!(retries(), "5");
 
     // get: -o yaml, -l, -A.
     let yaml = kubectl.ok(&["get", "app", "web", "-o", "yaml"]);

@@ -10,6 +10,7 @@
 
 mod accept;
 pub mod error;
+pub mod managed;
 pub mod selectors;
 pub mod watch;
 
@@ -23,6 +24,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 pub use self::error::{ApiError, ApiResult};
+use self::managed::{Manage, Scope};
 use self::selectors::{FieldSelector, LabelSelector};
 use self::watch::{Next, WatchCache};
 use crate::store::{Compare, KeyLayout, KeyValue, Op, RangeRequest, Revision, SharedStore, Txn};
@@ -32,7 +34,8 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// How many times an unconditional write retries after losing a race.
 const WRITE_ATTEMPTS: usize = 8;
 /// The PATCH media types served.
-const PATCH_TYPES: [&str; 2] = ["application/merge-patch+json", "application/json-patch+json"];
+const PATCH_TYPES: [&str; 3] =
+    ["application/merge-patch+json", "application/json-patch+json", "application/apply-patch+yaml"];
 
 /// The resource API: the store, where objects live in it, and the shared watch caches.
 #[derive(Clone)]
@@ -250,14 +253,20 @@ impl Admission {
 
     /// Prunes unknown fields unless strict, then decodes strictly, defaults and validates.
     fn admit(&self, kind: &KindInfo, name: &str, mut object: Value) -> ApiResult<Value> {
+        self.prune(kind, &mut object);
+        admit(kind, name, object)
+    }
+
+    /// Drops unknown fields from a partial object (an applied configuration) unless strict; in strict mode they
+    /// are left for admission to reject with their paths.
+    fn prune(&self, kind: &KindInfo, object: &mut Value) {
         if self.mode != FieldValidation::Strict {
-            let removed = agora_schemas::schema::prune_unknown_fields(kind, &mut object);
+            let removed = agora_schemas::schema::prune_unknown_fields(kind, object);
             if self.mode == FieldValidation::Warn {
                 let mut warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 warnings.extend(removed.into_iter().map(|path| format!("unknown field \"{path}\"")));
             }
         }
-        admit(kind, name, object)
     }
 
     /// Adds a `Warning: 299` header per warning.
@@ -345,24 +354,52 @@ impl ResourceApi {
         }
         let query = parse_query(query)?;
         let admission = Admission::from_query(&query)?;
+        let manager = managed::manager_name(
+            query.get("fieldManager").map(String::as_str),
+            headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        )?;
+        let applying = method == Method::PATCH && media_type(headers) == PATCH_TYPES[2];
+        if query.contains_key("force") && !applying {
+            return Err(ApiError::bad_request(
+                "force is only allowed for server-side apply (application/apply-patch+yaml)",
+            ));
+        }
+        let update = |scope| Manage::Update { manager: manager.clone(), scope };
         let ok = |object: Value| admission.decorate(json_response(StatusCode::OK, &object));
         let created = |object: Value| admission.decorate(json_response(StatusCode::CREATED, &object));
         let admission = &admission;
         match (target.name.is_some(), target.subresource.as_deref(), &method) {
             (false, None, &Method::GET) if flag(&query, "watch") => self.watch(&target, &query, headers).await,
             (false, None, &Method::GET) => self.list(&target, &query).await.map(ok),
-            (false, None, &Method::POST) => self.create(&target, body, admission).await.map(created),
+            (false, None, &Method::POST) => {
+                self.create(&target, body, admission, &update(Scope::Main)).await.map(created)
+            }
             (true, None | Some("status"), &Method::GET) => self.get(&target).await.map(ok),
-            (true, None, &Method::PUT) => self.replace(&target, body, false, admission).await.map(ok),
-            (true, Some("status"), &Method::PUT) => self.replace(&target, body, true, admission).await.map(ok),
-            (true, None, &Method::PATCH) => self.patch(&target, headers, body, false, admission).await.map(ok),
-            (true, Some("status"), &Method::PATCH) => self.patch(&target, headers, body, true, admission).await.map(ok),
+            (true, None, &Method::PUT) => self.replace(&target, body, admission, &update(Scope::Main)).await.map(ok),
+            (true, Some("status"), &Method::PUT) => {
+                self.replace(&target, body, admission, &update(Scope::Status)).await.map(ok)
+            }
+            (true, None | Some("status"), &Method::PATCH) if applying => {
+                let scope = if target.subresource.is_some() { Scope::Status } else { Scope::Main };
+                let force = flag(&query, "force");
+                match self.apply(&target, body, admission, &query, scope, force).await? {
+                    (true, object) => Ok(created(object)),
+                    (false, object) => Ok(ok(object)),
+                }
+            }
+            (true, None, &Method::PATCH) => {
+                self.patch(&target, headers, body, admission, &update(Scope::Main)).await.map(ok)
+            }
+            (true, Some("status"), &Method::PATCH) => {
+                self.patch(&target, headers, body, admission, &update(Scope::Status)).await.map(ok)
+            }
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
             (true, Some("accept"), &Method::POST) => self.accept(&target, body).await.map(ok),
             (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
-            (true, Some("scale"), &Method::PUT | &Method::PATCH) => {
-                self.scale(&target, &method, headers, body, admission).await.map(|object| ok(scale_of(&object)))
-            }
+            (true, Some("scale"), &Method::PUT | &Method::PATCH) => self
+                .scale(&target, &method, headers, body, admission, &update(Scope::Scale))
+                .await
+                .map(|object| ok(scale_of(&object))),
             _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
         }
     }
@@ -579,10 +616,22 @@ impl ResourceApi {
         Ok(response)
     }
 
-    async fn create(&self, target: &Target, body: Bytes, admission: &Admission) -> ApiResult<Value> {
-        let kind = target.kind;
+    async fn create(&self, target: &Target, body: Bytes, admission: &Admission, manage: &Manage) -> ApiResult<Value> {
         let mut object = parse_body(&body)?;
-        check_type(kind, &mut object)?;
+        check_type(target.kind, &mut object)?;
+        self.create_object(target, object, admission, manage).await
+    }
+
+    /// Creates `object` (a POST body, or the configuration of an apply that finds nothing to update).
+    async fn create_object(
+        &self,
+        target: &Target,
+        mut object: Value,
+        admission: &Admission,
+        manage: &Manage,
+    ) -> ApiResult<Value> {
+        let kind = target.kind;
+        let requested = object.pointer("/metadata/managedFields").cloned();
         let meta = meta_mut(&mut object);
         match (&target.namespace, meta.get("namespace").and_then(Value::as_str)) {
             (Some(path_ns), Some(body_ns)) if path_ns != body_ns => {
@@ -624,7 +673,9 @@ impl ResourceApi {
                 }
                 (None, None) => String::new(),
             };
-            let admitted = admission.admit(kind, &name, candidate)?;
+            let mut admitted = admission.admit(kind, &name, candidate)?;
+            let managed = managed::record(kind, &name, None, requested.as_ref(), &admitted, manage)?;
+            set_managed_fields(&mut admitted, managed);
             let key = self.key(target, &name);
             let response = self
                 .store
@@ -644,13 +695,7 @@ impl ResourceApi {
 
     /// PUT of the object (`status_only` false: status is kept from the stored object) or of `/status` (only status
     /// is taken from the body).
-    async fn replace(
-        &self,
-        target: &Target,
-        body: Bytes,
-        status_only: bool,
-        admission: &Admission,
-    ) -> ApiResult<Value> {
+    async fn replace(&self, target: &Target, body: Bytes, admission: &Admission, manage: &Manage) -> ApiResult<Value> {
         let mut object = parse_body(&body)?;
         check_type(target.kind, &mut object)?;
         if let Some(name) = meta_str(&object, "name").filter(|n| *n != target.name()) {
@@ -667,7 +712,7 @@ impl ResourceApi {
             }
         }
         let precondition = meta_str(&object, "resourceVersion").map(str::to_owned);
-        self.update(target, precondition, move |_| Ok(object.clone()), status_only, admission).await
+        self.update(target, precondition, move |_| Ok(object.clone()), admission, manage).await
     }
 
     async fn patch(
@@ -675,11 +720,10 @@ impl ResourceApi {
         target: &Target,
         headers: &HeaderMap,
         body: Bytes,
-        status_only: bool,
         admission: &Admission,
+        manage: &Manage,
     ) -> ApiResult<Value> {
-        let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let media = media.split(';').next().unwrap_or_default().trim().to_owned();
+        let media = media_type(headers);
         if !PATCH_TYPES.contains(&media.as_str()) {
             return Err(ApiError::new(
                 StatusReason::UnsupportedMediaType,
@@ -709,7 +753,8 @@ impl ResourceApi {
         };
         let kind = target.kind;
         let name = target.name().to_owned();
-        // A resourceVersion in a merge patch is a precondition, as in Kubernetes.
+        // A resourceVersion in a merge patch is a precondition, as in Kubernetes (a JSON patch that sets one is
+        // checked against the stored object in `update`).
         let precondition = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
         self.update(
             target,
@@ -735,8 +780,8 @@ impl ResourceApi {
                 }
                 Ok(patched)
             },
-            status_only,
             admission,
+            manage,
         )
         .await
     }
@@ -749,14 +794,12 @@ impl ResourceApi {
         headers: &HeaderMap,
         body: Bytes,
         admission: &Admission,
+        manage: &Manage,
     ) -> ApiResult<Value> {
         let request = parse_body(&body)?;
         let kind = target.kind;
         let name = target.name().to_owned();
-        let merge = method == Method::PUT || {
-            let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            media.starts_with(PATCH_TYPES[0])
-        };
+        let merge = method == Method::PUT || media_type(headers) == PATCH_TYPES[0];
         if !merge {
             return Err(ApiError::new(
                 StatusReason::UnsupportedMediaType,
@@ -790,10 +833,81 @@ impl ResourceApi {
                 next["spec"]["instances"] = Value::Number(replicas);
                 Ok(next)
             },
-            false,
             admission,
+            manage,
         )
         .await
+    }
+
+    /// Server-side apply: creates the object from the configuration, or merges the configuration into it under the
+    /// field-ownership rules of [`managed`]. Returns whether it created the object.
+    async fn apply(
+        &self,
+        target: &Target,
+        body: Bytes,
+        admission: &Admission,
+        query: &Query,
+        scope: Scope,
+        force: bool,
+    ) -> ApiResult<(bool, Value)> {
+        let kind = target.kind;
+        let name = target.name();
+        let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "fieldManager is required for server-side apply (application/apply-patch+yaml)",
+            ));
+        };
+        let manager = managed::manager_name(Some(manager), None)?;
+        let mut applied = parse_apply_body(&body)?;
+        for field in ["apiVersion", "kind"] {
+            if applied.get(field).is_none_or(Value::is_null) {
+                return Err(ApiError::bad_request(format!("{field} must be set in an applied configuration")));
+            }
+        }
+        check_type(kind, &mut applied)?;
+        if let Some(body_name) = meta_str(&applied, "name").filter(|n| *n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&applied, "namespace")) {
+            if ns != body_ns {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
+                )));
+            }
+        }
+        if applied.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil in an applied configuration"));
+        }
+        admission.prune(kind, &mut applied);
+        let precondition = meta_str(&applied, "resourceVersion").map(str::to_owned);
+        let view = managed::managed_view(&applied, kind, scope);
+        let fields = managed::FieldSet::of(&view);
+        let manage = Manage::Apply { manager: manager.clone(), scope, fields: fields.clone(), force };
+        for _ in 0..WRITE_ATTEMPTS {
+            let updated = self
+                .update(
+                    target,
+                    precondition.clone(),
+                    |current: &Value| Ok(managed::apply_to(current, &view, &fields, &manager, scope)),
+                    admission,
+                    &manage,
+                )
+                .await;
+            match updated {
+                Err(e) if e.0.code == 404 && scope == Scope::Main && precondition.is_none() => {
+                    let mut object = applied.clone();
+                    set_meta(&mut object, "name", json!(name));
+                    match self.create_object(target, object, admission, &manage).await {
+                        Err(e) if e.0.reason == Some(StatusReason::AlreadyExists) => {}
+                        created => return created.map(|object| (true, object)),
+                    }
+                }
+                updated => return updated.map(|object| (false, object)),
+            }
+        }
+        Err(ApiError::conflict(kind, name, "the object kept being created and deleted; try again"))
     }
 
     /// Read, change, compare-and-swap; retried when another writer got there first, unless the client pinned a
@@ -803,11 +917,12 @@ impl ResourceApi {
         target: &Target,
         precondition: Option<String>,
         change: impl Fn(&Value) -> ApiResult<Value>,
-        status_only: bool,
         admission: &Admission,
+        manage: &Manage,
     ) -> ApiResult<Value> {
         let kind = target.kind;
         let name = target.name();
+        let status_only = manage.scope() == Scope::Status;
         for _ in 0..WRITE_ATTEMPTS {
             let (kv, current) = self.current(target).await?;
             if precondition.as_ref().is_some_and(|rv| *rv != kv.mod_revision.to_string()) {
@@ -815,6 +930,21 @@ impl ResourceApi {
             }
             let mut desired = change(&current)?;
             check_type(kind, &mut desired)?;
+            // A JSON patch may set the resourceVersion: it is a precondition, as with a PUT.
+            if precondition.is_none() {
+                if let Some(rv) = meta_str(&desired, "resourceVersion").filter(|rv| *rv != kv.mod_revision.to_string())
+                {
+                    return Err(ApiError::conflict(
+                        kind,
+                        name,
+                        &format!(
+                            "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
+                            kv.mod_revision
+                        ),
+                    ));
+                }
+            }
+            let requested = desired.pointer("/metadata/managedFields").cloned();
             if let Some(uid) = meta_str(&desired, "uid").filter(|uid| Some(*uid) != meta_str(&current, "uid")) {
                 return Err(ApiError::conflict(
                     kind,
@@ -867,6 +997,8 @@ impl ResourceApi {
                 let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
                 set_meta(&mut admitted, "generation", json!(generation));
             }
+            let managed = managed::record(kind, name, Some(&current), requested.as_ref(), &admitted, manage)?;
+            set_managed_fields(&mut admitted, managed);
             meta_mut(&mut admitted).remove("resourceVersion");
             let mut unchanged = current.clone();
             meta_mut(&mut unchanged).remove("resourceVersion");
@@ -979,6 +1111,37 @@ impl ResourceApi {
         }
         Err(ApiError::conflict(kind, name, "the object kept changing; try again"))
     }
+}
+
+/// The media type of the request body, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Stores the managed-fields list on an object, leaving the field out when no manager owns anything.
+fn set_managed_fields(object: &mut Value, managed: Value) {
+    if managed.as_array().is_some_and(Vec::is_empty) {
+        meta_mut(object).remove("managedFields");
+    } else {
+        set_meta(object, "managedFields", managed);
+    }
+}
+
+/// Decodes a server-side apply body: YAML (JSON is YAML too), one object.
+fn parse_apply_body(body: &Bytes) -> ApiResult<Value> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusReason::RequestEntityTooLarge,
+            format!("the applied configuration is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+        ));
+    }
+    let value: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the applied configuration is not valid YAML or JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the applied configuration must be an object"));
+    }
+    Ok(value)
 }
 
 /// The `autoscaling/v1` `Scale` view of an App: `spec.replicas` is `spec.instances`, `status.replicas` the running
