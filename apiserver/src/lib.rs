@@ -10,12 +10,12 @@
 //!   finalizers, the `/status` subresource; admission through [`agora_schemas::admit`]; errors as `Status` objects.
 //! - [`discovery`] — `/version`, discovery (plain and aggregated), `/openapi/v3`, health.
 //! - [`gc`] — the garbage collector: dependents of deleted owners (Background, Foreground, Orphan propagation).
+//! - [`metrics`] — Prometheus metrics: requests, latency, open watches, store latency.
 //! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.
-//!
-//! Still to come (issue 4): server-side apply, metrics.
 
 pub mod api;
 pub mod discovery;
 pub mod gc;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -14,6 +14,7 @@ use axum::routing::get;
 
 use crate::api::{ApiError, MAX_BODY_BYTES, ResourceApi};
 use crate::discovery::{self, OpenApi};
+use crate::metrics::Metrics;
 use crate::store::{KeyLayout, SharedStore, StoreConfig};
 
 /// How `agora apiserver` runs.
@@ -50,28 +51,73 @@ pub enum ServerError {
     },
 }
 
+/// How the routes behave, beyond the store they serve.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Where objects live in the store.
+    pub keys: KeyLayout,
+    /// When set, every request but health checks needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// How many events a watch client may fall behind before it is cut off with an ERROR event.
+    pub watch_backlog: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { keys: KeyLayout::default(), token: None, watch_backlog: crate::api::watch::CLIENT_BACKLOG }
+    }
+}
+
+impl ApiConfig {
+    /// Objects under this key layout.
+    #[must_use]
+    pub fn keys(mut self, keys: KeyLayout) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Require this bearer token.
+    #[must_use]
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Cut off watch clients this many events behind.
+    #[must_use]
+    pub fn watch_backlog(mut self, events: usize) -> Self {
+        self.watch_backlog = events;
+        self
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     api: ResourceApi,
     store: SharedStore,
     openapi: Arc<OpenApi>,
     token: Option<Arc<str>>,
+    metrics: Metrics,
 }
 
 /// The routes over an open store, with the garbage collector running beside them. Call within a Tokio runtime.
-pub fn router(store: SharedStore, keys: KeyLayout, token: Option<String>) -> Router {
-    tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &keys).run());
+pub fn router(store: SharedStore, config: ApiConfig) -> Router {
+    let metrics = Metrics::default();
+    let store = metrics.metered(store);
+    tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
     let state = AppState {
-        api: ResourceApi::new(store.clone(), keys),
+        api: ResourceApi::new(store.clone(), config.keys, config.watch_backlog),
         store,
         openapi: Arc::new(OpenApi::default()),
-        token: token.map(Arc::from),
+        token: config.token.map(Arc::from),
+        metrics: metrics.clone(),
     };
     Router::new()
         .route("/version", get(|| async { discovery::version() }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .route("/api", get(|headers: HeaderMap| async move { discovery::core(&headers) }))
         .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
         .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
@@ -81,6 +127,7 @@ pub fn router(store: SharedStore, keys: KeyLayout, token: Option<String>) -> Rou
         .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -144,7 +191,7 @@ pub async fn serve(
         .map_err(|source| ServerError::Io { address: config.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Io { address: config.listen, source })?;
     tracing::info!(%address, store = ?config.store, "apiserver listening");
-    let app = router(store, KeyLayout::new(&config.prefix), config.token);
+    let app = router(store, ApiConfig::default().keys(KeyLayout::new(&config.prefix)).token(config.token));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

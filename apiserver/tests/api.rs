@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use agora_apiserver::server::{ServerConfig, ServerError, serve};
+use agora_apiserver::server::{ApiConfig, ServerConfig, ServerError, serve};
 use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, SharedStore, StoreConfig};
 use common::{APPS, Server, app, status};
 use reqwest::{Method, StatusCode};
@@ -284,7 +284,7 @@ async fn discovery_version_and_openapi() {
 async fn a_token_is_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
-    let server = Server::on(store, Box::new(dir), Some("s3cret")).await;
+    let server = Server::on(store, Box::new(dir), ApiConfig::default().token(Some("s3cret".to_owned()))).await;
     let message = status(&server.get(APPS).await, 401, "Unauthorized");
     assert!(message.contains("bearer token"), "{message}");
     let wrong = server.http.get(format!("{}{APPS}", server.base)).bearer_auth("nope").send().await.unwrap();
@@ -304,127 +304,6 @@ async fn a_token_is_required_when_configured() {
     )
     .await;
     assert!(matches!(refused, Err(ServerError::Unauthenticated(_))), "{refused:?}");
-}
-
-/// Reads watch events (one JSON object per line) until `n` have arrived or the stream ends.
-async fn read_events(response: reqwest::Response, n: usize) -> Vec<Value> {
-    use futures::StreamExt;
-    let mut stream = response.bytes_stream();
-    let (mut buffer, mut events) = (Vec::new(), Vec::new());
-    while events.len() < n {
-        let chunk = match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
-            Ok(Some(chunk)) => chunk.unwrap(),
-            Ok(None) => break,
-            Err(_) => panic!("no watch event within 10 s; got {events:?}"),
-        };
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            events.push(serde_json::from_slice(&line).unwrap());
-        }
-    }
-    events
-}
-
-fn summary(events: &[Value]) -> Vec<(String, String)> {
-    events
-        .iter()
-        .map(|e| {
-            (
-                e["type"].as_str().unwrap().to_owned(),
-                e["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-async fn watch_lifecycle(server: &Server) {
-    let (_, created) = server.post(APPS, app("one")).await;
-    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
-    // Without a revision: the current objects as ADDED, then changes.
-    let fresh = server.http.get(format!("{}{APPS}?watch=true", server.base)).send().await.unwrap();
-    assert_eq!(fresh.status(), StatusCode::OK);
-    let resumed =
-        server.http.get(format!("{}{APPS}?watch=true&resourceVersion={rv}", server.base)).send().await.unwrap();
-    let selected = server
-        .http
-        .get(format!("{}{APPS}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dtwo", server.base))
-        .send()
-        .await
-        .unwrap();
-    server.post(APPS, app("two")).await;
-    server.patch(&format!("{APPS}/one"), "application/merge-patch+json", json!({"spec": {"instances": 2}})).await;
-    server.delete(&format!("{APPS}/one")).await;
-    server.post("/apis/agora/v1/namespaces/elsewhere/apps", app("three")).await;
-    server.delete(&format!("{APPS}/two")).await;
-
-    let expected_after_rv = [("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "one"), ("DELETED", "two")]
-        .map(|(t, n)| (t.to_owned(), n.to_owned()));
-    let events = read_events(fresh, 5).await;
-    assert_eq!(summary(&events[..1]), [("ADDED".to_owned(), "one".to_owned())], "synthetic ADDED first");
-    assert_eq!(summary(&events[1..]), expected_after_rv, "then the changes, other namespaces filtered out");
-    let events = read_events(resumed, 4).await;
-    assert_eq!(summary(&events), expected_after_rv, "resumed from the create's resourceVersion");
-    let revisions: Vec<i64> =
-        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
-    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
-    assert_eq!(events[1]["object"]["spec"]["instances"], 2);
-    let events = read_events(selected, 2).await;
-    assert_eq!(summary(&events), [("ADDED".to_owned(), "two".to_owned()), ("DELETED".to_owned(), "two".to_owned())]);
-}
-
-#[tokio::test]
-async fn watch_lifecycle_on_the_embedded_store() {
-    watch_lifecycle(&Server::embedded().await).await;
-}
-
-#[tokio::test]
-async fn watch_lifecycle_on_etcd() {
-    watch_lifecycle(&Server::etcd().await).await;
-}
-
-#[tokio::test]
-async fn watch_edges_too_old_initial_events_timeout_and_sse() {
-    let server = Server::embedded().await;
-    server.post(APPS, app("a")).await;
-    server.post(APPS, app("b")).await;
-    // The cache starts with the first watch; a revision from before it is too old.
-    let first = server.http.get(format!("{}{APPS}?watch=true&timeoutSeconds=1", server.base)).send().await.unwrap();
-    let events = read_events(first, 10).await;
-    assert_eq!(events.len(), 2, "two synthetic ADDED, then the stream ends at the timeout: {events:?}");
-    let old = server.http.get(format!("{}{APPS}?watch=true&resourceVersion=1", server.base)).send().await.unwrap();
-    let events = read_events(old, 1).await;
-    assert_eq!(events[0]["type"], "ERROR");
-    assert_eq!(events[0]["object"]["code"], 410);
-    assert_eq!(events[0]["object"]["reason"], "Expired");
-
-    let initial = server
-        .http
-        .get(format!(
-            "{}{APPS}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    let events = read_events(initial, 3).await;
-    assert_eq!(summary(&events[..2]), [("ADDED".to_owned(), "a".to_owned()), ("ADDED".to_owned(), "b".to_owned())]);
-    assert_eq!(events[2]["type"], "BOOKMARK");
-    assert_eq!(events[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
-    assert!(events[2]["object"]["metadata"]["resourceVersion"].as_str().is_some());
-
-    let sse = server
-        .http
-        .get(format!("{}{APPS}?watch=true&timeoutSeconds=1", server.base))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sse.headers()["content-type"], "text/event-stream");
-    let text = sse.text().await.unwrap();
-    assert!(text.starts_with("event: ADDED\ndata: {"), "{text}");
-    assert_eq!(text.matches("\n\n").count(), 2, "{text}");
-    status(&server.get(&format!("{APPS}?watch=true&timeoutSeconds=soon")).await, 400, "BadRequest");
 }
 
 #[tokio::test]
@@ -769,4 +648,63 @@ async fn garbage_collection_follows_the_propagation_policy() {
         "BadRequest",
     );
     assert!(message.contains("propagationPolicy must be Background, Foreground or Orphan"), "{message}");
+}
+
+/// The value of the sample `name{labels}` in a metrics page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_time_them_and_track_open_watches() {
+    let server = Server::embedded().await;
+    server.post(APPS, app("web")).await;
+    server.get(&format!("{APPS}/web")).await;
+    server.get(&format!("{APPS}/nope")).await;
+    server.get(APPS).await;
+    server.get("/apis/agora/v1/namespaces/default/widgets/made-up").await;
+    let watch = server.http.get(format!("{}{APPS}?watch=true", server.base)).send().await.unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+
+    let metrics = || async {
+        let response = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().contains("text"));
+        response.text().await.unwrap()
+    };
+    let page = metrics().await;
+    let requests = |verb: &str, resource: &str, code: u16| {
+        sample(
+            &page,
+            &format!(
+                "apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",subresource=\"\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(requests("POST", "apps", 201), Some(1.0), "{page}");
+    assert_eq!(requests("GET", "apps", 200), Some(1.0), "{page}");
+    assert_eq!(requests("GET", "apps", 404), Some(1.0), "{page}");
+    assert_eq!(requests("LIST", "apps", 200), Some(1.0), "{page}");
+    assert_eq!(requests("WATCH", "apps", 200), Some(1.0), "{page}");
+    assert_eq!(requests("GET", "", 404), Some(1.0), "a made-up resource is not a label value: {page}");
+    assert!(!page.contains("widgets"), "{page}");
+    let listed = "apiserver_request_duration_seconds_count{verb=\"LIST\",resource=\"apps\",subresource=\"\"}";
+    assert_eq!(sample(&page, listed), Some(1.0), "{page}");
+    assert!(page.contains("apiserver_request_duration_seconds_bucket{le=\"0.0001\",verb=\"POST\""), "{page}");
+    assert!(!page.contains("apiserver_request_duration_seconds_count{verb=\"WATCH\""), "watches are not timed");
+    assert_eq!(sample(&page, "apiserver_watches{resource=\"apps\"}"), Some(1.0), "{page}");
+    assert!(sample(&page, "apiserver_store_request_duration_seconds_count{operation=\"txn\"}").unwrap() >= 1.0);
+    assert!(sample(&page, "apiserver_store_request_duration_seconds_count{operation=\"get\"}").unwrap() >= 2.0);
+
+    // The gauge goes down when the client goes away.
+    drop(watch);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = metrics().await;
+        if sample(&page, "apiserver_watches{resource=\"apps\"}") == Some(0.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed watch is still counted: {page}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

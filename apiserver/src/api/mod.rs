@@ -67,9 +67,26 @@ impl Filter {
         if self.namespace.as_deref().is_some_and(|ns| meta_str(object, "namespace") != Some(ns)) {
             return false;
         }
-        let labels: std::collections::BTreeMap<String, String> =
-            object.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default();
-        self.labels.matches(&labels) && self.fields.matches(object)
+        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
+        self.labels.matches_with(|key| labels?.get(key)?.as_str()) && self.fields.matches(object)
+    }
+
+    /// The event type a watcher with this filter gets for `change`, if any. As in Kubernetes, an object modified
+    /// into the selection arrives as ADDED and one modified out of it as DELETED (with its new state).
+    fn event_type(&self, change: &watch::Change) -> Option<&'static str> {
+        let now = self.matches(&change.object);
+        if self.labels.is_empty() && self.fields.is_empty() {
+            return now.then_some(change.kind); // the namespace of an object never changes
+        }
+        match (change.kind, change.previous()) {
+            ("MODIFIED", Some(previous)) => match (self.matches(previous), now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            },
+            (kind, _) => now.then_some(kind),
+        }
     }
 }
 
@@ -314,10 +331,11 @@ impl Continue {
 }
 
 impl ResourceApi {
-    /// The API over `store`, with objects under `keys`.
+    /// The API over `store`, with objects under `keys`; a watch client more than `watch_backlog` events behind is
+    /// cut off.
     #[must_use]
-    pub fn new(store: SharedStore, keys: KeyLayout) -> Self {
-        let watches = WatchCache::new(store.clone(), keys.clone());
+    pub fn new(store: SharedStore, keys: KeyLayout, watch_backlog: usize) -> Self {
+        let watches = WatchCache::new(store.clone(), keys.clone(), watch_backlog);
         Self { store, keys, watches }
     }
 
@@ -558,8 +576,8 @@ impl ResourceApi {
                 }
             }
             for change in std::mem::take(&mut subscription.backlog) {
-                if filter.matches(&change.object) {
-                    first.push(line(&json!({ "type": change.kind, "object": change.object })));
+                if let Some(kind) = filter.event_type(&change) {
+                    first.push(line(&json!({ "type": kind, "object": change.object })));
                 }
             }
             tokio::spawn(async move {
@@ -587,10 +605,8 @@ impl ResourceApi {
                         next = subscription.next() => match next {
                             Next::Change(change) => {
                                 latest = change.revision;
-                                if !filter.matches(&change.object) {
-                                    continue;
-                                }
-                                line(&json!({ "type": change.kind, "object": change.object }))
+                                let Some(kind) = filter.event_type(&change) else { continue };
+                                line(&json!({ "type": kind, "object": change.object }))
                             }
                             Next::Progress(revision) => {
                                 latest = latest.max(revision);

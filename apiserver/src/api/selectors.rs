@@ -43,13 +43,18 @@ impl LabelSelector {
     /// Whether labels satisfy every requirement.
     #[must_use]
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_with(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Whether the labels that `label` looks up satisfy every requirement (no copy of the labels needed).
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => label(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::NotExists(k) => label(k).is_none(),
         })
     }
 
@@ -136,7 +141,7 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
     }
 }
 
-/// A parsed field selector; empty matches everything.
+/// A parsed field selector; empty matches everything. Each term is (JSON pointer to the field, equal, value).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -161,17 +166,22 @@ impl FieldSelector {
             if !allowed.contains(&field) {
                 return Err(format!("field label not supported: \"{field}\" (supported: {})", allowed.join(", ")));
             }
-            terms.push((field.to_owned(), equal, value.trim().to_owned()));
+            terms.push((format!("/{}", field.replace('.', "/")), equal, value.trim().to_owned()));
         }
         Ok(Self(terms))
+    }
+
+    /// True when it has no term.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether the object's fields satisfy every term. A missing field compares as the empty string.
     #[must_use]
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(field, equal, value)| {
-            let pointer = format!("/{}", field.replace('.', "/"));
-            let actual = match object.pointer(&pointer) {
+        self.0.iter().all(|(pointer, equal, value)| {
+            let actual = match object.pointer(pointer) {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),

@@ -7,7 +7,7 @@
 //! replay and subscribe misses nothing and sees nothing twice.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use agora_schemas::meta::INITIAL_EVENTS_END_ANNOTATION;
@@ -20,8 +20,8 @@ use crate::store::{KeyLayout, Revision, SharedStore, StoreError, WatchEvent};
 
 /// Events kept per kind for resuming watches.
 const WINDOW: usize = 10_000;
-/// Events a client may fall behind the broadcast before it is cut off.
-const CLIENT_BACKLOG: usize = 4_096;
+/// Events a client may fall behind the broadcast before it is cut off, unless configured otherwise.
+pub const CLIENT_BACKLOG: usize = 4_096;
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
@@ -34,6 +34,17 @@ pub struct Change {
     pub kind: &'static str,
     /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`.
     pub object: Value,
+    /// For MODIFIED, the stored object before the change, decoded on first use: only a watch with a selector needs
+    /// it (to tell an object that left the selection from one that was never in it), and then once for all of them.
+    previous: Option<(bytes::Bytes, OnceLock<Option<Value>>)>,
+}
+
+impl Change {
+    /// The object before a MODIFIED change.
+    pub fn previous(&self) -> Option<&Value> {
+        let (raw, decoded) = self.previous.as_ref()?;
+        decoded.get_or_init(|| serde_json::from_slice(raw).ok()).as_ref()
+    }
 }
 
 /// What the broadcast carries.
@@ -65,6 +76,7 @@ struct Window {
 pub struct WatchCache {
     store: SharedStore,
     keys: KeyLayout,
+    backlog: usize,
     kinds: Arc<Mutex<HashMap<&'static str, Arc<KindCache>>>>,
 }
 
@@ -110,10 +122,10 @@ impl Subscription {
 }
 
 impl WatchCache {
-    /// Caches over `store`, started lazily per kind.
+    /// Caches over `store`, started lazily per kind; a client more than `backlog` events behind is cut off.
     #[must_use]
-    pub fn new(store: SharedStore, keys: KeyLayout) -> Self {
-        Self { store, keys, kinds: Arc::default() }
+    pub fn new(store: SharedStore, keys: KeyLayout, backlog: usize) -> Self {
+        Self { store, keys, backlog: backlog.max(1), kinds: Arc::default() }
     }
 
     /// Subscribes to changes of `kind` after `revision` (`None`: after the cache's latest).
@@ -143,7 +155,7 @@ impl WatchCache {
         let start = self.store.current_revision().await?;
         let prefix = self.keys.kind_prefix(kind.plural);
         let stream = self.store.watch(&prefix, start + 1).await?;
-        let (sender, _) = broadcast::channel(CLIENT_BACKLOG);
+        let (sender, _) = broadcast::channel(self.backlog);
         let cache = Arc::new(KindCache {
             window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
             sender,
@@ -212,16 +224,19 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
 }
 
 fn change_of(event: WatchEvent) -> Option<Change> {
-    let (kind, value, revision) = match event {
-        WatchEvent::Put { kv, prev } => (if prev.is_none() { "ADDED" } else { "MODIFIED" }, kv.value, kv.mod_revision),
-        WatchEvent::Delete { prev, mod_revision, .. } => ("DELETED", prev?.value, mod_revision),
+    let (kind, value, revision, previous) = match event {
+        WatchEvent::Put { kv, prev: None } => ("ADDED", kv.value, kv.mod_revision, None),
+        WatchEvent::Put { kv, prev: Some(prev) } => {
+            ("MODIFIED", kv.value, kv.mod_revision, Some((prev.value, OnceLock::new())))
+        }
+        WatchEvent::Delete { prev, mod_revision, .. } => ("DELETED", prev?.value, mod_revision, None),
         WatchEvent::Progress { .. } => return None,
     };
     let mut object: Value = serde_json::from_slice(&value).ok()?;
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".to_owned(), json!(revision.to_string()));
     }
-    Some(Change { revision, kind, object })
+    Some(Change { revision, kind, object, previous })
 }
 
 /// A BOOKMARK event object at `revision`.

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use agora_apiserver::server::router;
-use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, KeyLayout, SharedStore};
+use agora_apiserver::server::{ApiConfig, router};
+use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, SharedStore};
 use agora_e2e::EtcdProcess;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,24 +18,28 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>, token: Option<&str>) -> Self {
+    pub async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>, config: ApiConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(store, KeyLayout::default(), token.map(str::to_owned));
+        let app = router(store, config);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { base, http: Client::new(), _keep: keep }
     }
 
     pub async fn embedded() -> Self {
+        Self::embedded_with(ApiConfig::default()).await
+    }
+
+    pub async fn embedded_with(config: ApiConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
-        Self::on(store, Box::new(dir), None).await
+        Self::on(store, Box::new(dir), config).await
     }
 
     pub async fn etcd() -> Self {
         let etcd = tokio::task::spawn_blocking(EtcdProcess::start).await.unwrap();
         let store = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
-        Self::on(store, Box::new(etcd), None).await
+        Self::on(store, Box::new(etcd), ApiConfig::default()).await
     }
 
     pub async fn call(

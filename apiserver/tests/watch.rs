@@ -1,0 +1,196 @@
+//! Watches over HTTP: the lifecycle on both stores (synthetic ADDED, resume, selectors, including objects that move
+//! into or out of a selection), the edges (410 when too old, initial events, timeouts, SSE), and a client too slow to
+//! keep up being cut off without holding back the others.
+
+mod common;
+
+use common::{APPS, Server, app, status};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Reads watch events (one JSON object per line) until `n` have arrived or the stream ends.
+async fn read_events(response: reqwest::Response, n: usize) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let (mut buffer, mut events) = (Vec::new(), Vec::new());
+    while events.len() < n {
+        let chunk = match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            Ok(None) => break,
+            Err(_) => panic!("no watch event within 10 s; got {events:?}"),
+        };
+        // Lines are split only where a chunk has a newline, so large objects are not rescanned chunk after chunk.
+        let mut rest = &chunk[..];
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            buffer.extend_from_slice(&rest[..end]);
+            events.push(serde_json::from_slice(&buffer).unwrap());
+            buffer.clear();
+            rest = &rest[end + 1..];
+        }
+        buffer.extend_from_slice(rest);
+    }
+    events
+}
+
+fn summary(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn watch_lifecycle(server: &Server) {
+    let (_, created) = server.post(APPS, app("one")).await;
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    // Without a revision: the current objects as ADDED, then changes.
+    let fresh = server.http.get(format!("{}{APPS}?watch=true", server.base)).send().await.unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
+    let resumed =
+        server.http.get(format!("{}{APPS}?watch=true&resourceVersion={rv}", server.base)).send().await.unwrap();
+    let selected = server
+        .http
+        .get(format!("{}{APPS}?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dtwo", server.base))
+        .send()
+        .await
+        .unwrap();
+    server.post(APPS, app("two")).await;
+    server.patch(&format!("{APPS}/one"), "application/merge-patch+json", json!({"spec": {"instances": 2}})).await;
+    server.delete(&format!("{APPS}/one")).await;
+    server.post("/apis/agora/v1/namespaces/elsewhere/apps", app("three")).await;
+    server.delete(&format!("{APPS}/two")).await;
+
+    let expected_after_rv = [("ADDED", "two"), ("MODIFIED", "one"), ("DELETED", "one"), ("DELETED", "two")]
+        .map(|(t, n)| (t.to_owned(), n.to_owned()));
+    let events = read_events(fresh, 5).await;
+    assert_eq!(summary(&events[..1]), [("ADDED".to_owned(), "one".to_owned())], "synthetic ADDED first");
+    assert_eq!(summary(&events[1..]), expected_after_rv, "then the changes, other namespaces filtered out");
+    let events = read_events(resumed, 4).await;
+    assert_eq!(summary(&events), expected_after_rv, "resumed from the create's resourceVersion");
+    let revisions: Vec<i64> =
+        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert_eq!(events[1]["object"]["spec"]["instances"], 2);
+    let events = read_events(selected, 2).await;
+    assert_eq!(summary(&events), [("ADDED".to_owned(), "two".to_owned()), ("DELETED".to_owned(), "two".to_owned())]);
+
+    // An object modified into a label selection arrives as ADDED, out of it as DELETED (with its new state).
+    let (_, four) = server.post(APPS, app("four")).await;
+    let rv = four["metadata"]["resourceVersion"].as_str().unwrap();
+    let canaries = server
+        .http
+        .get(format!("{}{APPS}?watch=true&resourceVersion={rv}&labelSelector=tier%3Dcanary", server.base))
+        .send()
+        .await
+        .unwrap();
+    let label = |tier: &str| json!({"metadata": {"labels": {"tier": tier}}});
+    let four_path = format!("{APPS}/four");
+    server.patch(&four_path, "application/merge-patch+json", json!({"spec": {"instances": 2}})).await;
+    server.patch(&four_path, "application/merge-patch+json", label("canary")).await;
+    server.patch(&four_path, "application/merge-patch+json", json!({"spec": {"instances": 3}})).await;
+    server.patch(&four_path, "application/merge-patch+json", label("web")).await;
+    server.patch(&four_path, "application/merge-patch+json", json!({"spec": {"instances": 4}})).await;
+    server.delete(&four_path).await;
+    let events = read_events(canaries, 3).await;
+    let expected =
+        [("ADDED", "four"), ("MODIFIED", "four"), ("DELETED", "four")].map(|(t, n)| (t.to_owned(), n.to_owned()));
+    assert_eq!(summary(&events), expected);
+    assert_eq!(events[1]["object"]["spec"]["instances"], 3);
+    assert_eq!(events[2]["object"]["metadata"]["labels"]["tier"], "web", "the DELETED event carries the new state");
+}
+
+#[tokio::test]
+async fn watch_lifecycle_on_the_embedded_store() {
+    watch_lifecycle(&Server::embedded().await).await;
+}
+
+#[tokio::test]
+async fn watch_lifecycle_on_etcd() {
+    watch_lifecycle(&Server::etcd().await).await;
+}
+
+#[tokio::test]
+async fn watch_edges_too_old_initial_events_timeout_and_sse() {
+    let server = Server::embedded().await;
+    server.post(APPS, app("a")).await;
+    server.post(APPS, app("b")).await;
+    // The cache starts with the first watch; a revision from before it is too old.
+    let first = server.http.get(format!("{}{APPS}?watch=true&timeoutSeconds=1", server.base)).send().await.unwrap();
+    let events = read_events(first, 10).await;
+    assert_eq!(events.len(), 2, "two synthetic ADDED, then the stream ends at the timeout: {events:?}");
+    let old = server.http.get(format!("{}{APPS}?watch=true&resourceVersion=1", server.base)).send().await.unwrap();
+    let events = read_events(old, 1).await;
+    assert_eq!(events[0]["type"], "ERROR");
+    assert_eq!(events[0]["object"]["code"], 410);
+    assert_eq!(events[0]["object"]["reason"], "Expired");
+
+    let initial = server
+        .http
+        .get(format!(
+            "{}{APPS}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(initial, 3).await;
+    assert_eq!(summary(&events[..2]), [("ADDED".to_owned(), "a".to_owned()), ("ADDED".to_owned(), "b".to_owned())]);
+    assert_eq!(events[2]["type"], "BOOKMARK");
+    assert_eq!(events[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert!(events[2]["object"]["metadata"]["resourceVersion"].as_str().is_some());
+
+    let sse = server
+        .http
+        .get(format!("{}{APPS}?watch=true&timeoutSeconds=1", server.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let text = sse.text().await.unwrap();
+    assert!(text.starts_with("event: ADDED\ndata: {"), "{text}");
+    assert_eq!(text.matches("\n\n").count(), 2, "{text}");
+    status(&server.get(&format!("{APPS}?watch=true&timeoutSeconds=soon")).await, 400, "BadRequest");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_without_holding_back_the_others() {
+    // A backlog of 8 events. Between the server and a client that reads nothing sit a channel of 64 events and the
+    // socket buffers (~3 MiB here): 600 objects of 16 KiB overflow them twice over.
+    let server = Server::embedded_with(agora_apiserver::server::ApiConfig::default().watch_backlog(8)).await;
+    let (_, first) = server.post(APPS, app("seed")).await;
+    let rv = first["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    let url = format!("{}{APPS}?watch=true&resourceVersion={rv}", server.base);
+    let slow = server.http.get(&url).send().await.unwrap();
+    let fast = server.http.get(&url).send().await.unwrap();
+    assert_eq!((slow.status(), fast.status()), (StatusCode::OK, StatusCode::OK));
+    let writes = 600;
+    let fast_reader = tokio::spawn(read_events(fast, writes));
+    let padding = "x".repeat(16 * 1024);
+    for i in 0..writes {
+        let mut big = app(&format!("big-{i}"));
+        big["metadata"]["annotations"] = json!({ "padding": padding });
+        let (code, body) = server.post(APPS, big).await;
+        assert_eq!(code, StatusCode::CREATED, "{body}");
+    }
+    // The fast client saw every write, in order.
+    let events = fast_reader.await.unwrap();
+    assert_eq!(events.len(), writes);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e["type"] == "ADDED" && e["object"]["metadata"]["name"] == format!("big-{i}"))
+    );
+    // The slow one, reading now, gets what was buffered for it and then an ERROR event: 410, list again.
+    let events = read_events(slow, writes + 1).await;
+    let last = events.last().unwrap();
+    assert!(events.len() < writes, "the slow client was cut off before the end: {} events", events.len());
+    assert_eq!((last["type"].clone(), last["object"]["code"].clone()), (json!("ERROR"), json!(410)), "{last}");
+    let message = last["object"]["message"].as_str().unwrap();
+    assert!(message.contains("fell") && message.contains("behind"), "{message}");
+}
