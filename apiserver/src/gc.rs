@@ -26,34 +26,50 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 /// The finalizer of an orphaning deletion.
 pub const ORPHAN: &str = "orphan";
 
-/// What the collector knows of one object.
+/// What the collector knows of one object: only what its rules look at, so that the index costs little per object
+/// (the object itself is read again in the rare case the collector writes it).
 #[derive(Clone, Debug)]
 struct Entry {
     uid: String,
     owners: Vec<String>,
     revision: Revision,
-    object: Value,
+    deleting: bool,
+    finalizers: Vec<String>,
 }
 
 impl Entry {
     fn of(kv: &KeyValue) -> Option<Self> {
-        let object: Value = serde_json::from_slice(&kv.value).ok()?;
-        let uid = object.pointer("/metadata/uid")?.as_str()?.to_owned();
-        let owners = object
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .map(|refs| refs.iter().filter_map(|r| r.get("uid")?.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        Some(Self { uid, owners, revision: kv.mod_revision, object })
+        #[derive(serde::Deserialize)]
+        struct Object {
+            metadata: Meta,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            uid: String,
+            #[serde(default)]
+            owner_references: Vec<Owner>,
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            finalizers: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            uid: String,
+        }
+        let object: Object = serde_json::from_slice(&kv.value).ok()?;
+        let meta = object.metadata;
+        Some(Self {
+            uid: meta.uid,
+            owners: meta.owner_references.into_iter().map(|o| o.uid).collect(),
+            revision: kv.mod_revision,
+            deleting: meta.deletion_timestamp.is_some(),
+            finalizers: meta.finalizers,
+        })
     }
 
     fn deleting_with(&self, finalizer: &str) -> bool {
-        self.object.pointer("/metadata/deletionTimestamp").is_some()
-            && self
-                .object
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| f.iter().any(|x| x == finalizer))
+        self.deleting && self.finalizers.iter().any(|f| f == finalizer)
     }
 }
 
@@ -176,7 +192,7 @@ impl GarbageCollector {
             let dependents = index.dependents_of(&entry.uid);
             for dependent in &dependents {
                 if let Some(d) = index.by_key.get(dependent) {
-                    if d.object.pointer("/metadata/deletionTimestamp").is_none() {
+                    if !d.deleting {
                         self.delete(dependent, d).await?;
                     }
                 }
@@ -188,7 +204,7 @@ impl GarbageCollector {
         if entry.deleting_with(ORPHAN) {
             for dependent in index.dependents_of(&entry.uid) {
                 if let Some(d) = index.by_key.get(&dependent) {
-                    let mut orphaned = d.object.clone();
+                    let Some(mut orphaned) = self.read(&dependent, d).await? else { continue };
                     if let Some(refs) = orphaned.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut)
                     {
                         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(entry.uid.as_str()));
@@ -210,16 +226,14 @@ impl GarbageCollector {
 
     /// Deletes an object as the API does: marked when it has finalizers, removed otherwise.
     async fn delete(&self, key: &str, entry: &Entry) -> Result<(), StoreError> {
-        let finalizers =
-            entry.object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        if !finalizers {
+        if entry.finalizers.is_empty() {
             tracing::debug!(%key, "garbage collecting");
             return self.write(key, entry.revision, None).await;
         }
-        if entry.object.pointer("/metadata/deletionTimestamp").is_some() {
+        if entry.deleting {
             return Ok(());
         }
-        let mut marked = entry.object.clone();
+        let Some(mut marked) = self.read(key, entry).await? else { return Ok(()) };
         if let Some(meta) = marked.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("deletionTimestamp".to_owned(), json!(crate::api::now().to_string()));
             meta.insert("deletionGracePeriodSeconds".to_owned(), json!(0));
@@ -229,7 +243,7 @@ impl GarbageCollector {
 
     /// Removes `finalizer`; the object goes when it was the last.
     async fn release(&self, key: &str, entry: &Entry, finalizer: &str) -> Result<(), StoreError> {
-        let mut released = entry.object.clone();
+        let Some(mut released) = self.read(key, entry).await? else { return Ok(()) };
         let mut remaining = 0;
         if let Some(list) = released.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
             list.retain(|f| f != finalizer);
@@ -239,6 +253,15 @@ impl GarbageCollector {
             return self.write(key, entry.revision, None).await;
         }
         self.write(key, entry.revision, Some(&released)).await
+    }
+
+    /// The object as the collector last saw it; `None` when it has changed since (its event is on the way).
+    async fn read(&self, key: &str, entry: &Entry) -> Result<Option<Value>, StoreError> {
+        let Some(kv) = self.store.get(key).await? else { return Ok(None) };
+        if kv.mod_revision != entry.revision {
+            return Ok(None);
+        }
+        Ok(serde_json::from_slice(&kv.value).ok())
     }
 
     /// Compare-and-swap: put `object` (or delete when `None`) if the key is still at `revision`.

@@ -71,11 +71,16 @@ impl Filter {
         self.labels.matches_with(|key| labels?.get(key)?.as_str()) && self.fields.matches(object)
     }
 
+    /// Whether the filter takes every object under its namespace's key prefix (no label or field selector).
+    fn selects_all_in_namespace(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     /// The event type a watcher with this filter gets for `change`, if any. As in Kubernetes, an object modified
     /// into the selection arrives as ADDED and one modified out of it as DELETED (with its new state).
     fn event_type(&self, change: &watch::Change) -> Option<&'static str> {
-        let now = self.matches(&change.object);
-        if self.labels.is_empty() && self.fields.is_empty() {
+        let now = self.matches(change.object());
+        if self.selects_all_in_namespace() {
             return now.then_some(change.kind); // the namespace of an object never changes
         }
         match (change.kind, change.previous()) {
@@ -163,15 +168,48 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
 
 /// The object stored under a key, with its resourceVersion.
 fn decode(kv: &KeyValue) -> ApiResult<Value> {
-    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
-        ApiError::new(StatusReason::InternalError, format!("stored object {} is not JSON: {e}", kv.key))
-    })?;
+    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|_| not_json(&kv.key))?;
     set_meta(&mut object, "resourceVersion", json!(kv.mod_revision.to_string()));
     Ok(object)
 }
 
+/// Stored object bytes with `"resourceVersion":"<revision>"` in `metadata`. Objects are stored by [`encode`] with
+/// sorted keys, so the first `"metadata":{` is the top-level one (only `apiVersion` and `kind`, plain validated
+/// strings, come before it) and the field is spliced in without decoding — a list of 100,000 objects is then mostly
+/// a copy. Bytes of any other shape are decoded and encoded again; `None` when they are not a JSON object.
+fn with_resource_version(value: &[u8], revision: Revision) -> Option<Vec<u8>> {
+    const METADATA: &[u8] = b"\"metadata\":{";
+    let found = value.windows(METADATA.len()).take(96).position(|w| w == METADATA);
+    match found {
+        Some(at) if value.starts_with(b"{\"apiVersion\":") => {
+            let at = at + METADATA.len();
+            let empty = value.get(at) == Some(&b'}');
+            let field = format!("\"resourceVersion\":\"{revision}\"{}", if empty { "" } else { "," });
+            let mut out = Vec::with_capacity(value.len() + field.len());
+            out.extend_from_slice(&value[..at]);
+            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(&value[at..]);
+            Some(out)
+        }
+        _ => {
+            let mut object: Value = serde_json::from_slice(value).ok()?;
+            object.is_object().then_some(())?;
+            set_meta(&mut object, "resourceVersion", json!(revision.to_string()));
+            serde_json::to_vec(&object).ok()
+        }
+    }
+}
+
+/// A stored value that is not a JSON object: the store holds something this server did not write.
+fn not_json(key: &str) -> ApiError {
+    ApiError::new(StatusReason::InternalError, format!("the stored object {key} is not a JSON object"))
+}
+
 /// The bytes to store: the object without its resourceVersion (the write's revision will be it).
 fn encode(object: &Value) -> bytes::Bytes {
+    if object.pointer("/metadata/resourceVersion").is_none() {
+        return bytes::Bytes::from(serde_json::to_vec(object).unwrap_or_default());
+    }
     let mut object = object.clone();
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -388,7 +426,7 @@ impl ResourceApi {
         let admission = &admission;
         match (target.name.is_some(), target.subresource.as_deref(), &method) {
             (false, None, &Method::GET) if flag(&query, "watch") => self.watch(&target, &query, headers).await,
-            (false, None, &Method::GET) => self.list(&target, &query).await.map(ok),
+            (false, None, &Method::GET) => self.list(&target, &query).await,
             (false, None, &Method::POST) => {
                 self.create(&target, body, admission, &update(Scope::Main)).await.map(created)
             }
@@ -437,7 +475,7 @@ impl ResourceApi {
         Ok(self.current(target).await?.1)
     }
 
-    async fn list(&self, target: &Target, query: &Query) -> ApiResult<Value> {
+    async fn list(&self, target: &Target, query: &Query) -> ApiResult<Response> {
         let kind = target.kind;
         let filter = Filter::new(target, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
@@ -467,10 +505,14 @@ impl ResourceApi {
                 (pinned, None)
             }
         };
-        let mut items = Vec::new();
+        // Items are written as JSON as they are read. Without selectors the stored bytes are copied as they are,
+        // with the resourceVersion spliced in: a list of 100,000 objects is then mostly a copy.
+        let raw = filter.selects_all_in_namespace();
+        let mut items = Vec::<u8>::new();
+        let mut count = 0usize;
         let mut token = None;
         loop {
-            let page = limit.map(|l| (l - items.len()).max(1));
+            let page = limit.map(|l| (l - count).max(1));
             let request = RangeRequest { prefix: prefix.clone(), start_after: after.clone(), limit: page, revision };
             let response = match self.store.range(request).await {
                 Err(crate::store::StoreError::Compacted { .. }) if query.contains_key("continue") => {
@@ -483,13 +525,23 @@ impl ResourceApi {
             };
             revision = Some(response.revision);
             for kv in &response.kvs {
-                let object = decode(kv)?;
-                if filter.matches(&object) {
-                    items.push(object);
+                let object = if raw {
+                    with_resource_version(&kv.value, kv.mod_revision).ok_or_else(|| not_json(&kv.key))?
+                } else {
+                    let object = decode(kv)?;
+                    if !filter.matches(&object) {
+                        continue;
+                    }
+                    serde_json::to_vec(&object).unwrap_or_default()
+                };
+                if count > 0 {
+                    items.push(b',');
                 }
+                items.extend_from_slice(&object);
+                count += 1;
             }
             after = response.kvs.last().map(|kv| kv.key.clone()).or(after);
-            let full = limit.is_some_and(|l| items.len() >= l);
+            let full = limit.is_some_and(|l| count >= l);
             if !response.more {
                 break;
             }
@@ -502,9 +554,13 @@ impl ResourceApi {
         if let Some(token) = token {
             metadata["continue"] = json!(token);
         }
-        Ok(
-            json!({ "apiVersion": API_VERSION, "kind": format!("{}List", kind.kind), "metadata": metadata, "items": items }),
-        )
+        let mut body = Vec::with_capacity(items.len() + 128);
+        body.extend_from_slice(format!("{{\"apiVersion\":\"{API_VERSION}\",\"items\":[").as_bytes());
+        body.extend_from_slice(&items);
+        body.extend_from_slice(format!("],\"kind\":\"{}List\",\"metadata\":{metadata}}}", kind.kind).as_bytes());
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        Ok(response)
     }
 
     /// `?watch=true`: a stream of events, one JSON object per line (or Server-Sent Events for `text/event-stream`).
@@ -532,14 +588,20 @@ impl ResourceApi {
         // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
         let initial = resume.is_none() || initial_events;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
-        let line = move |event: &Value| -> bytes::Bytes {
-            let json = serde_json::to_string(event).unwrap_or_default();
+        // An event is `{"type":...,"object":...}`; a change's object is encoded once for every watcher.
+        let frame = move |kind: &str, object: &[u8]| -> bytes::Bytes {
+            let mut out = Vec::with_capacity(object.len() + 64);
             if sse {
-                let kind = event["type"].as_str().unwrap_or("MESSAGE");
-                bytes::Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
-            } else {
-                bytes::Bytes::from(json + "\n")
+                out.extend_from_slice(format!("event: {kind}\ndata: ").as_bytes());
             }
+            out.extend_from_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
+            out.extend_from_slice(object);
+            out.extend_from_slice(if sse { b"}\n\n" } else { b"}\n" });
+            bytes::Bytes::from(out)
+        };
+        let line = move |event: &Value| -> bytes::Bytes {
+            let kind = event["type"].as_str().unwrap_or("MESSAGE");
+            frame(kind, &serde_json::to_vec(&event["object"]).unwrap_or_default())
         };
         let subscription = match self.watches.subscribe(kind, if initial { None } else { resume }).await {
             Ok(subscription) => Some(subscription),
@@ -577,7 +639,7 @@ impl ResourceApi {
             }
             for change in std::mem::take(&mut subscription.backlog) {
                 if let Some(kind) = filter.event_type(&change) {
-                    first.push(line(&json!({ "type": kind, "object": change.object })));
+                    first.push(frame(kind, change.encoded()));
                 }
             }
             tokio::spawn(async move {
@@ -606,7 +668,7 @@ impl ResourceApi {
                             Next::Change(change) => {
                                 latest = change.revision;
                                 let Some(kind) = filter.event_type(&change) else { continue };
-                                line(&json!({ "type": kind, "object": change.object }))
+                                frame(kind, change.encoded())
                             }
                             Next::Progress(revision) => {
                                 latest = latest.max(revision);

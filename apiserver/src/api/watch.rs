@@ -25,21 +25,32 @@ pub const CLIENT_BACKLOG: usize = 4_096;
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
-/// One change of an object, as a watch event.
+/// One change of an object, as a watch event. The object is kept as JSON (what most watchers send on as it is) and
+/// decoded only when a watcher with a selector needs to look into it — once for all of them.
 #[derive(Debug)]
 pub struct Change {
     /// The revision of the change.
     pub revision: Revision,
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub kind: &'static str,
-    /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`.
-    pub object: Value,
-    /// For MODIFIED, the stored object before the change, decoded on first use: only a watch with a selector needs
-    /// it (to tell an object that left the selection from one that was never in it), and then once for all of them.
+    /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`, as JSON.
+    encoded: Vec<u8>,
+    object: OnceLock<Value>,
+    /// For MODIFIED, the stored object before the change.
     previous: Option<(bytes::Bytes, OnceLock<Option<Value>>)>,
 }
 
 impl Change {
+    /// The object as JSON.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// The object.
+    pub fn object(&self) -> &Value {
+        self.object.get_or_init(|| serde_json::from_slice(&self.encoded).unwrap_or(Value::Null))
+    }
+
     /// The object before a MODIFIED change.
     pub fn previous(&self) -> Option<&Value> {
         let (raw, decoded) = self.previous.as_ref()?;
@@ -232,11 +243,8 @@ fn change_of(event: WatchEvent) -> Option<Change> {
         WatchEvent::Delete { prev, mod_revision, .. } => ("DELETED", prev?.value, mod_revision, None),
         WatchEvent::Progress { .. } => return None,
     };
-    let mut object: Value = serde_json::from_slice(&value).ok()?;
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".to_owned(), json!(revision.to_string()));
-    }
-    Some(Change { revision, kind, object, previous })
+    let encoded = super::with_resource_version(&value, revision)?;
+    Some(Change { revision, kind, encoded, object: OnceLock::new(), previous })
 }
 
 /// A BOOKMARK event object at `revision`.

@@ -34,6 +34,8 @@ const ATTEMPTS: u32 = 10;
 /// The first pause before a retry; it doubles up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(1);
+/// Keys read per request when a range is read in pages.
+const RANGE_PAGE: usize = 1_000;
 
 fn map_error(e: etcd_client::Error) -> StoreError {
     let text = e.to_string();
@@ -141,42 +143,55 @@ impl Store for EtcdStore {
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        let start: Vec<u8> = match &request.start_after {
+        // etcd's client refuses answers over 4 MiB, so a range is read in pages at one revision; a page that is
+        // still too large (values of up to 1.5 MiB each) is asked for again in halves.
+        let mut start: Vec<u8> = match &request.start_after {
             // The smallest key after `after` is `after` followed by a NUL byte.
             Some(after) if after.as_str() >= request.prefix.as_str() => [after.as_bytes(), &[0]].concat(),
             _ => request.prefix.as_bytes().to_vec(),
         };
         let end = prefix_end(&request.prefix);
-        let response = self
-            .retry(|mut c| {
-                let mut options = GetOptions::new().with_range(end.clone());
-                if let Some(limit) = request.limit {
-                    options = options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut revision = request.revision.filter(|r| *r > 0);
+        let mut page = RANGE_PAGE;
+        let mut kvs = Vec::new();
+        loop {
+            let want = request.limit.map_or(page, |limit| limit.saturating_sub(kvs.len()).clamp(1, page));
+            let response = self
+                .retry(|mut c| {
+                    let mut options =
+                        GetOptions::new().with_range(end.clone()).with_limit(i64::try_from(want).unwrap_or(i64::MAX));
+                    if let Some(revision) = revision {
+                        options = options.with_revision(revision);
+                    }
+                    let start = start.clone();
+                    async move { c.get(start, Some(options)).await }
+                })
+                .await;
+            let response = match response {
+                Err(StoreError::Backend(why)) if why.contains("message length too large") && page > 1 => {
+                    page /= 2;
+                    continue;
                 }
-                if let Some(revision) = request.revision.filter(|r| *r > 0) {
-                    options = options.with_revision(revision);
+                Err(StoreError::Compacted { .. }) => {
+                    let compacted = self.compaction_point().await?;
+                    return Err(StoreError::Compacted { requested: request.revision.unwrap_or(0), compacted });
                 }
-                let start = start.clone();
-                async move { c.get(start, Some(options)).await }
-            })
-            .await;
-        let response = match response {
-            Err(StoreError::Compacted { .. }) => {
-                let compacted = self.compaction_point().await?;
-                return Err(StoreError::Compacted { requested: request.revision.unwrap_or(0), compacted });
+                Err(StoreError::FutureRevision { .. }) => {
+                    let current = self.current_revision().await?;
+                    return Err(StoreError::FutureRevision { requested: request.revision.unwrap_or(0), current });
+                }
+                other => other?,
+            };
+            let revision =
+                *revision.get_or_insert_with(|| response.header().map_or(0, etcd_client::ResponseHeader::revision));
+            kvs.extend(response.kvs().iter().map(to_kv));
+            let more = response.more();
+            let full = request.limit.is_some_and(|limit| kvs.len() >= limit);
+            match kvs.last() {
+                Some(last) if more && !full => start = [last.key.as_bytes(), &[0]].concat(),
+                _ => return Ok(RangeResponse { kvs, more, revision }),
             }
-            Err(StoreError::FutureRevision { .. }) => {
-                let current = self.current_revision().await?;
-                return Err(StoreError::FutureRevision { requested: request.revision.unwrap_or(0), current });
-            }
-            other => other?,
-        };
-        let header = response.header().map_or(0, etcd_client::ResponseHeader::revision);
-        Ok(RangeResponse {
-            kvs: response.kvs().iter().map(to_kv).collect(),
-            more: response.more(),
-            revision: request.revision.filter(|r| *r > 0).unwrap_or(header),
-        })
+        }
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {

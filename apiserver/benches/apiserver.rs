@@ -1,0 +1,388 @@
+//! Apiserver benchmark, over HTTP against an apiserver running as its own process (this binary re-executed), on the
+//! embedded store and on etcd, in one run:
+//!
+//! - create throughput: 64 concurrent clients POSTing small Apps; and raw etcd puts of the same JSON with 64
+//!   concurrent writers, alternating with the etcd-backed apiserver so the ratio is like for like;
+//! - put → watch-event latency with 100 concurrent watchers (p50/p99 over every watcher × event);
+//! - a list of 100,000 Apps (one request, the whole body read), and the apiserver's resident memory with them stored.
+//!
+//! Run: `cargo bench -p agora-apiserver --bench apiserver` (etcd is started on a free loopback port). Knobs:
+//! `AGORA_BENCH_SECONDS` (per throughput measurement, default 3), `AGORA_BENCH_OBJECTS` (default 100000),
+//! `AGORA_BENCH_BACKENDS` (default `embedded,etcd`), `AGORA_BENCH_DIR` (the embedded store's directory's parent,
+//! default `/var/tmp`).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agora_apiserver::server::{ServerConfig, serve};
+use agora_apiserver::store::StoreConfig;
+use agora_e2e::{EtcdProcess, free_port};
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::Client;
+
+/// The allocator of the `agora` binary, so the child apiserver is measured as it runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Set in the child: the store to serve (a directory, or `etcd://...`) and the port.
+const SERVE_ENV: &str = "AGORA_BENCH_SERVE";
+const CLIENTS: usize = 64;
+const WATCHERS: usize = 100;
+const WATCH_EVENTS: usize = 300;
+const ETCD_ROUNDS: u32 = 4;
+
+/// A small App, as a user would write it (the server adds defaults).
+fn app(namespace: &str, name: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"agora/v1","kind":"App","metadata":{{"name":"{name}","namespace":"{namespace}","labels":{{"tier":"web"}}}},"spec":{{"cmd":"python3 -m http.server $PORT0","instances":2,"cpus":0.5,"mem":256}}}}"#
+    )
+}
+
+/// The apiserver under test, as a child process.
+struct Apiserver {
+    child: Child,
+    base: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Apiserver {
+    fn start(etcd: Option<&EtcdProcess>) -> Self {
+        let port = free_port();
+        let (store, dir) = match etcd {
+            Some(etcd) => (etcd.store_url(), None),
+            None => {
+                let parent = std::env::var("AGORA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+                let dir = tempfile::tempdir_in(parent).expect("bench dir");
+                (dir.path().display().to_string(), Some(dir))
+            }
+        };
+        let child = Command::new(std::env::current_exe().expect("bench binary"))
+            .env(SERVE_ENV, format!("{port} {store}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the apiserver");
+        let server = Self { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agora_e2e::http_ok(port, "/readyz") {
+            assert!(Instant::now() < deadline, "the apiserver did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Resident memory of the apiserver process, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child: serve the store named in `SERVE_ENV` until killed.
+fn serve_child(spec: &str) {
+    let (port, store) = spec.split_once(' ').expect("port and store");
+    let store = if store.starts_with("etcd://") {
+        StoreConfig::parse_etcd(store).expect("etcd url")
+    } else {
+        StoreConfig::Embedded(store.into())
+    };
+    let listen = format!("127.0.0.1:{port}").parse().expect("address");
+    let config = ServerConfig { listen, store, prefix: "/registry".into(), token: None };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(serve(config, std::future::pending())).expect("serve");
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Operations completed per second by `workers` tasks running `op(worker, i)` for `duration` after a warm-up.
+async fn throughput<F, Fut>(workers: usize, duration: Duration, op: F) -> (u64, Duration)
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (measuring, stop, done) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (op, measuring, stop, done) = (op.clone(), measuring.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    op(w, i).await;
+                    if measuring.load(Ordering::Relaxed) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    (done.load(Ordering::Relaxed), elapsed)
+}
+
+fn http() -> Client {
+    Client::builder().pool_max_idle_per_host(CLIENTS * 2).build().expect("http client")
+}
+
+/// Creates Apps in `namespace` with 64 clients for `duration`; creates per second.
+async fn creates(base: &str, namespace: &str, duration: Duration) -> f64 {
+    let client = http();
+    let url = format!("{base}/apis/agora/v1/namespaces/{namespace}/apps");
+    let run = format!("{:x}", Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    let namespace = namespace.to_owned();
+    let (count, elapsed) = throughput(CLIENTS, duration, move |w, i| {
+        let (client, url) = (client.clone(), url.clone());
+        let body = app(&namespace, &format!("c{run}-{w}-{i}"));
+        async move {
+            let response = client.post(&url).header("content-type", "application/json").body(body).send().await;
+            let response = response.expect("create");
+            assert_eq!(
+                response.status(),
+                reqwest::StatusCode::CREATED,
+                "{}",
+                response.text().await.unwrap_or_default()
+            );
+            let _ = response.bytes().await;
+        }
+    })
+    .await;
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// Raw etcd puts of an App's JSON with 64 writers for `duration`; puts per second.
+async fn raw_etcd_puts(client: &etcd_client::Client, duration: Duration) -> f64 {
+    let value = Bytes::from(app("raw", "raw-app-with-a-name-as-long"));
+    let client = client.clone();
+    let (count, elapsed) = throughput(CLIENTS, duration, move |w, i| {
+        let (mut client, value) = (client.clone(), value.clone());
+        async move {
+            client.put(format!("/raw/apps/raw/r-{w}-{i}"), value.to_vec(), None).await.expect("raw etcd put");
+        }
+    })
+    .await;
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// 100 watchers on one namespace; a writer patches an App every few milliseconds; the latency from sending the patch
+/// to each watcher reading its event. Returns (p50, p99) in ms.
+async fn watch_latency(base: &str) -> (f64, f64) {
+    let client = http();
+    let apps = format!("{base}/apis/agora/v1/namespaces/latency/apps");
+    let created = client
+        .post(&apps)
+        .header("content-type", "application/json")
+        .body(app("latency", "target"))
+        .send()
+        .await
+        .expect("create");
+    assert!(created.status().is_success());
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..=WATCH_EVENTS).map(|_| AtomicU64::new(0)).collect());
+    let epoch = Instant::now();
+    let mut watchers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(WATCHERS);
+    for _ in 0..WATCHERS {
+        let response = client.get(format!("{apps}?watch=true&resourceVersion=0")).send().await.expect("watch");
+        let (sent, ready) = (sent.clone(), ready_tx.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut samples = Vec::with_capacity(WATCH_EVENTS);
+            let mut buffer = Vec::new();
+            while samples.len() < WATCH_EVENTS {
+                let Some(Ok(chunk)) = stream.next().await else { break };
+                let now = epoch.elapsed().as_nanos() as u64;
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    // The synthetic ADDED of the target says the watch is live; each patch sets spec.instances to
+                    // the sequence number of the write.
+                    let text = String::from_utf8_lossy(&line);
+                    if text.contains(r#""type":"ADDED""#) {
+                        let _ = ready.send(()).await;
+                        continue;
+                    }
+                    let Some(seq) = text
+                        .split(r#""instances":"#)
+                        .nth(1)
+                        .and_then(|rest| rest.split([',', '}']).next())
+                        .and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    if seq >= 1000 {
+                        let at = sent[seq - 1000].load(Ordering::Acquire);
+                        samples.push(Duration::from_nanos(now.saturating_sub(at)));
+                    }
+                }
+            }
+            samples
+        }));
+    }
+    for _ in 0..WATCHERS {
+        ready_rx.recv().await.expect("watch ready");
+    }
+    for seq in 0..WATCH_EVENTS {
+        sent[seq].store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
+        let body = format!(r#"{{"spec":{{"instances":{}}}}}"#, seq + 1000);
+        let response = client
+            .patch(format!("{apps}/target"))
+            .header("content-type", "application/merge-patch+json")
+            .body(body)
+            .send()
+            .await
+            .expect("patch");
+        assert!(response.status().is_success());
+        let _ = response.bytes().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut samples = Vec::new();
+    for watcher in watchers {
+        samples.extend(
+            tokio::time::timeout(Duration::from_secs(30), watcher).await.expect("watcher finished").expect("watcher"),
+        );
+    }
+    assert_eq!(samples.len(), WATCHERS * WATCH_EVENTS, "every watcher saw every write");
+    samples.sort_unstable();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+/// Stores `count` Apps in namespace `bulk` with 64 clients; returns their total JSON size as stored.
+async fn load(base: &str, count: usize) -> u64 {
+    let client = http();
+    let url = format!("{base}/apis/agora/v1/namespaces/bulk/apps");
+    let next = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, url, next, bytes) = (client.clone(), url.clone(), next.clone(), bytes.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count as u64 {
+                        break;
+                    }
+                    let body = app("bulk", &format!("app-{i:06}"));
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("create");
+                    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+                    bytes.fetch_add(response.bytes().await.expect("body").len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("loader");
+    }
+    bytes.load(Ordering::Relaxed)
+}
+
+/// The time to list every App in `bulk` in one request (best of three) and how many came back.
+async fn list(base: &str) -> (Duration, usize) {
+    let client = http();
+    let mut best = Duration::MAX;
+    let mut items = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = client.get(format!("{base}/apis/agora/v1/namespaces/bulk/apps")).send().await.expect("list");
+        let code = response.status();
+        assert!(code.is_success(), "list: {code} {}", response.text().await.unwrap_or_default());
+        let body = response.bytes().await.expect("list body");
+        best = best.min(started.elapsed());
+        // Count items without decoding the whole list (the client's cost is not the server's).
+        items = body.windows(b"\"kind\":\"App\"".len()).filter(|w| *w == b"\"kind\":\"App\"").count();
+    }
+    (best, items)
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(SERVE_ENV) {
+        serve_child(&spec);
+        return;
+    }
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
+    let seconds = std::env::var("AGORA_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let duration = Duration::from_secs(seconds);
+    let objects: usize = std::env::var("AGORA_BENCH_OBJECTS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let backends = std::env::var("AGORA_BENCH_BACKENDS").unwrap_or_else(|_| "embedded,etcd".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let etcd = EtcdProcess::start();
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        for backend in ["embedded", "etcd"].into_iter().filter(|b| backends.contains(b)) {
+            let server = Apiserver::start((backend == "etcd").then_some(&etcd));
+            let (p50, p99) = watch_latency(&server.base).await;
+            let rate = if backend == "etcd" {
+                // The etcd-backed apiserver and raw etcd alternate, so etcd's drift falls on both.
+                let raw = etcd_client::Client::connect([etcd.endpoint()], None).await.expect("etcd client");
+                let (mut served, mut direct) = (0.0, 0.0);
+                for round in 0..ETCD_ROUNDS {
+                    let slice = duration / ETCD_ROUNDS * 2;
+                    for apiserver_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                        if apiserver_turn {
+                            served += creates(&server.base, "load", slice).await / f64::from(ETCD_ROUNDS);
+                        } else {
+                            direct += raw_etcd_puts(&raw, slice).await / f64::from(ETCD_ROUNDS);
+                        }
+                    }
+                }
+                format!("{served:.0} | {direct:.0} ({:.0}%)", 100.0 * served / direct)
+            } else {
+                format!("{:.0} | —", creates(&server.base, "load", duration).await)
+            };
+            let before = server.rss();
+            let json = load(&server.base, objects).await;
+            let after = server.rss();
+            let (listed, items) = list(&server.base).await;
+            assert_eq!(items, objects, "the list holds every object");
+            let per_object = (after.saturating_sub(before)) as f64 / objects as f64;
+            let json_per_object = json as f64 / objects as f64;
+            rows.push(format!(
+                "| {backend} | {rate} | {p50:.2} / {p99:.2} | {:.0} ms | {:.0} MiB → {:.0} MiB: {per_object:.0} B/object ({json_per_object:.0} B JSON, {:+.0} B) |",
+                listed.as_secs_f64() * 1000.0,
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                per_object - json_per_object,
+            ));
+        }
+    });
+    println!(
+        "| store | creates/s, 64 clients | raw etcd puts/s, 64 writers (apiserver / raw) | watch p50 / p99 ms, {WATCHERS} watchers | list {objects} | apiserver RSS, empty → {objects} objects |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+    drop(etcd);
+}
