@@ -36,7 +36,7 @@ pub fn version() -> Response {
 }
 
 /// The verbs every kind serves.
-const VERBS: [&str; 6] = ["create", "delete", "get", "list", "patch", "update"];
+const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
 
 /// The resources of the group, as `APIResource` entries (objects and their subresources).
 fn resources() -> Vec<Value> {
@@ -149,16 +149,64 @@ pub fn groups(headers: &HeaderMap) -> Response {
     }))
 }
 
-/// `GET /api`: the legacy core group, which Agora does not serve beyond this answer.
+/// `GET /api`: the core group, where Agora serves only `namespaces` (read-only: they exist by being used).
 #[must_use]
 pub fn core(headers: &HeaderMap) -> Response {
     if wants_aggregated(headers) {
+        let namespaces = json!({
+            "resource": "namespaces",
+            "responseKind": { "group": "", "version": "v1", "kind": "Namespace" },
+            "scope": "Cluster",
+            "singularResource": "namespace",
+            "verbs": ["get", "list"],
+            "shortNames": ["ns"],
+        });
         return json_with_type(
-            &json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [] }),
+            &json!({
+                "kind": "APIGroupDiscoveryList",
+                "apiVersion": "apidiscovery.k8s.io/v2",
+                "metadata": {},
+                "items": [{ "metadata": {}, "versions": [{ "version": "v1", "resources": [namespaces], "freshness": "Current" }] }],
+            }),
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
         );
     }
     json(&json!({ "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [] }))
+}
+
+/// `GET /api/v1`.
+#[must_use]
+pub fn core_v1() -> Response {
+    json(&json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "v1",
+        "resources": [{
+            "name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
+            "verbs": ["get", "list"], "shortNames": ["ns"],
+        }],
+    }))
+}
+
+/// A `Namespace` object of the core group.
+#[must_use]
+pub fn namespace(name: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }, "status": { "phase": "Active" } })
+}
+
+/// `GET /api/v1/namespaces`.
+#[must_use]
+pub fn namespace_list(names: &std::collections::BTreeSet<String>, revision: &str) -> Response {
+    let items: Vec<Value> = names.iter().map(|n| namespace(n)).collect();
+    json(
+        &json!({ "apiVersion": "v1", "kind": "NamespaceList", "metadata": { "resourceVersion": revision }, "items": items }),
+    )
+}
+
+/// `GET /api/v1/namespaces/{name}`.
+#[must_use]
+pub fn namespace_response(name: &str) -> Response {
+    json(&namespace(name))
 }
 
 /// The OpenAPI document of the group, and its hash (for the `serverRelativeURL` kubectl caches by).

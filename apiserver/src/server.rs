@@ -6,7 +6,7 @@ use std::sync::Arc;
 use agora_schemas::StatusReason;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -119,6 +119,9 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .route("/api", get(|headers: HeaderMap| async move { discovery::core(&headers) }))
+        .route("/api/v1", get(|| async { discovery::core_v1() }))
+        .route("/api/v1/namespaces", get(namespaces))
+        .route("/api/v1/namespaces/{name}", get(namespace))
         .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
         .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
         .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
@@ -136,6 +139,29 @@ async fn ready(State(state): State<AppState>) -> Response {
     match state.store.current_revision().await {
         Ok(_) => "ok".into_response(),
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn namespaces(State(state): State<AppState>) -> Response {
+    let listed = async {
+        let revision = state.store.current_revision().await?;
+        Ok::<_, ApiError>((state.api.namespaces().await?, revision))
+    };
+    match listed.await {
+        Ok((names, revision)) => discovery::namespace_list(&names, &revision.to_string()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn namespace(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.api.namespaces().await {
+        Ok(names) if names.contains(&name) => discovery::namespace_response(&name),
+        Ok(_) => ApiError(Box::new(agora_schemas::Status::failure(
+            StatusReason::NotFound,
+            format!("namespaces \"{name}\" not found"),
+        )))
+        .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -708,3 +708,33 @@ async fn metrics_count_requests_time_them_and_track_open_watches() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn namespaces_are_the_ones_in_use() {
+    let server = Server::embedded().await;
+    let (_, v1) = server.get("/api/v1").await;
+    assert_eq!(v1["resources"][0]["name"], "namespaces", "{v1}");
+    server.post("/apis/agora/v1/namespaces/prod/apps", app("a")).await;
+    server.post("/apis/agora/v1/namespaces/prod/apps", app("b")).await;
+    server.post("/apis/agora/v1/namespaces/prod-2/cronjobs", json!({"apiVersion": "agora/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"schedule": "R/2026-01-01T00:00:00Z/P1D", "command": "true"}})).await;
+    server
+        .post(
+            "/apis/agora/v1/frameworks",
+            json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": "fw"}, "spec": {}}),
+        )
+        .await;
+    let (code, list) = server.get("/api/v1/namespaces").await;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["kind"], "NamespaceList");
+    assert!(list["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()));
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "prod", "prod-2"]);
+    let (code, prod) = server.get("/api/v1/namespaces/prod").await;
+    assert_eq!(
+        (code, prod["kind"].clone(), prod["status"]["phase"].clone()),
+        (StatusCode::OK, json!("Namespace"), json!("Active"))
+    );
+    let message = status(&server.get("/api/v1/namespaces/staging").await, 404, "NotFound");
+    assert!(message.contains("staging"), "{message}");
+}

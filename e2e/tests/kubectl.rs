@@ -184,6 +184,12 @@ fn kubectl_suite(store: Option<String>) {
         assert!(all.contains(name), "{all}");
     }
 
+    // Namespaces are the ones in use.
+    let namespaces = kubectl.ok(&["get", "namespaces"]);
+    for name in ["default", "shop", "ops"] {
+        assert!(namespaces.contains(name), "{namespaces}");
+    }
+
     // get -w sees changes and deletions.
     let mut watch = kubectl
         .command(&["get", "apps", "-w", "--output-watch-events"])

@@ -88,17 +88,28 @@ impl FieldSet {
     /// The set in `FieldsV1` form. A path that is both a member and the parent of members carries a `"."` entry.
     #[must_use]
     pub fn to_fields_v1(&self) -> Value {
-        let mut root = Map::new();
-        for path in &self.0 {
-            let mut node = &mut root;
-            for key in path {
-                let child = node.entry(format!("f:{key}")).or_insert_with(|| json!({}));
-                node = child.as_object_mut().expect("trie nodes are objects");
-            }
+        /// The trie over borrowed keys, so each node's `f:` key is formatted once.
+        #[derive(Default)]
+        struct Node<'a> {
+            member: bool,
+            children: std::collections::BTreeMap<&'a str, Node<'a>>,
         }
-        // A member with members below it is marked with ".".
-        mark_members(&mut root, &self.0, &mut Vec::new());
-        Value::Object(root)
+        fn to_value(node: &Node<'_>) -> Value {
+            let mut map = Map::new();
+            if node.member && !node.children.is_empty() {
+                map.insert(".".to_owned(), json!({}));
+            }
+            for (key, child) in &node.children {
+                map.insert(format!("f:{key}"), to_value(child));
+            }
+            Value::Object(map)
+        }
+        let mut root = Node::default();
+        for path in &self.0 {
+            let node = path.iter().fold(&mut root, |node, key| node.children.entry(key).or_default());
+            node.member = true;
+        }
+        to_value(&root)
     }
 
     /// Reads a `FieldsV1` trie. List element keys (`k:`, `v:`, `i:`), which other tools may write, are folded into
@@ -126,21 +137,6 @@ fn collect_leaves(value: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldP
         _ => {
             out.insert(path.clone());
         }
-    }
-}
-
-fn mark_members(node: &mut Map<String, Value>, members: &BTreeSet<FieldPath>, path: &mut FieldPath) {
-    for (key, child) in node.iter_mut() {
-        let Some(name) = key.strip_prefix("f:") else { continue };
-        path.push(name.to_owned());
-        if let Some(child) = child.as_object_mut() {
-            let has_children = child.keys().any(|k| k != ".");
-            if has_children && members.contains(path) {
-                child.insert(".".to_owned(), json!({}));
-            }
-            mark_members(child, members, path);
-        }
-        path.pop();
     }
 }
 

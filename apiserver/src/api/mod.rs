@@ -377,6 +377,31 @@ impl ResourceApi {
         Self { store, keys, watches }
     }
 
+    /// The namespaces in use: every namespace that holds an object of some kind, and `default`. Agora's namespaces
+    /// exist by being used (no Namespace objects); the store is skip-scanned, one small range per namespace and kind.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn namespaces(&self) -> ApiResult<std::collections::BTreeSet<String>> {
+        let mut names = std::collections::BTreeSet::from(["default".to_owned()]);
+        for kind in agora_schemas::KINDS.iter().filter(|k| k.namespaced) {
+            let prefix = self.keys.kind_prefix(kind.plural);
+            let mut after = None;
+            loop {
+                let request =
+                    RangeRequest { prefix: prefix.clone(), start_after: after, limit: Some(1), revision: None };
+                let page = self.store.range(request).await?;
+                let Some(namespace) = page.kvs.first().and_then(|kv| kv.key[prefix.len()..].split('/').next()) else {
+                    break;
+                };
+                // Past every key of this namespace: names are ASCII, so U+10FFFF sorts after all of them.
+                after = Some(format!("{prefix}{namespace}/\u{10FFFF}"));
+                names.insert(namespace.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     /// Serves one request to `/apis/agora/v1/{rest}`.
     pub async fn handle(
         &self,
