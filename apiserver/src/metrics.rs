@@ -59,10 +59,12 @@ struct OperationLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// The registry and the metrics the apiserver records. Cheap to clone (shared counters).
+/// The registry and the metrics the apiserver records. Cheap to clone (one shared allocation).
 #[derive(Clone)]
-pub struct Metrics {
-    registry: Arc<Registry>,
+pub struct Metrics(Arc<Recorded>);
+
+struct Recorded {
+    registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<LatencyLabels>,
     watches: Family<ResourceLabels, Gauge>,
@@ -93,7 +95,7 @@ impl Default for Metrics {
             "Latency of store calls by operation",
             store.clone(),
         );
-        Self { registry: Arc::new(registry), requests, latency, watches, store }
+        Self(Arc::new(Recorded { registry, requests, latency, watches, store }))
     }
 }
 
@@ -102,7 +104,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self) -> Response {
         let mut text = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.0.registry) {
             tracing::warn!(error = %e, "encoding metrics");
         }
         let mut response = text.into_response();
@@ -120,7 +122,7 @@ impl Metrics {
     }
 
     fn time_store(&self, operation: &'static str, started: Instant) {
-        self.store.get_or_create(&OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
+        self.0.store.get_or_create(&OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -180,18 +182,19 @@ pub async fn record(State(metrics): State<Metrics>, request: Request, next: Next
     let response = next.run(request).await;
     let code = response.status().as_u16();
     metrics
+        .0
         .requests
         .get_or_create(&RequestLabels { verb: what.verb, resource: what.resource, subresource: what.subresource, code })
         .inc();
     if what.verb != "WATCH" {
         let labels = LatencyLabels { verb: what.verb, resource: what.resource, subresource: what.subresource };
-        metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        metrics.0.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
         return response;
     }
     if !response.status().is_success() {
         return response;
     }
-    let gauge = metrics.watches.get_or_create_owned(&ResourceLabels { resource: what.resource });
+    let gauge = metrics.0.watches.get_or_create_owned(&ResourceLabels { resource: what.resource });
     gauge.inc();
     let open = OpenWatch(gauge);
     let (parts, body) = response.into_parts();

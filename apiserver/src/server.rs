@@ -91,8 +91,10 @@ impl ApiConfig {
     }
 }
 
-#[derive(Clone)]
-struct AppState {
+/// What every handler shares; cloned per request, hence behind one `Arc`.
+type AppState = Arc<Shared>;
+
+struct Shared {
     api: ResourceApi,
     store: SharedStore,
     openapi: Arc<OpenApi>,
@@ -105,13 +107,13 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     let metrics = Metrics::default();
     let store = metrics.metered(store);
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
-    let state = AppState {
+    let state = Arc::new(Shared {
         api: ResourceApi::new(store.clone(), config.keys, config.watch_backlog),
         store,
         openapi: Arc::new(OpenApi::default()),
         token: config.token.map(Arc::from),
         metrics: metrics.clone(),
-    };
+    });
     Router::new()
         .route("/version", get(|| async { discovery::version() }))
         .route("/healthz", get(|| async { "ok" }))

@@ -124,6 +124,16 @@ impl FieldSet {
     }
 }
 
+/// `FieldSet::of(value).to_fields_v1()` in one pass: every leaf of `value` owned.
+fn leaves_trie(value: &Value) -> Value {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            Value::Object(map.iter().map(|(key, child)| (format!("f:{key}"), leaves_trie(child))).collect())
+        }
+        _ => json!({}),
+    }
+}
+
 fn collect_leaves(value: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
     match value {
         Value::Object(map) if !map.is_empty() => {
@@ -453,6 +463,30 @@ pub fn record(
     next: &Value,
     manage: &Manage,
 ) -> ApiResult<Value> {
+    let scope = manage.scope();
+    let sub = scope.subresource();
+    let view_scope = if scope == Scope::Scale { Scope::Main } else { scope };
+    // A create by an update owns every field it sets: the trie is the object's shape (the common case, made cheap).
+    if let (None, Manage::Update { manager, .. }) = (current, manage) {
+        if requested.is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)) {
+            let trie = leaves_trie(&managed_view(next, kind, view_scope));
+            if trie.as_object().is_some_and(Map::is_empty) {
+                return Ok(json!([]));
+            }
+            let mut entry = json!({
+                "manager": manager,
+                "operation": "Update",
+                "apiVersion": API_VERSION,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": trie,
+                "time": super::now().to_string(),
+            });
+            if let Some(sub) = sub {
+                entry["subresource"] = json!(sub);
+            }
+            return Ok(json!([entry]));
+        }
+    }
     let stored = current.map(stored_entries).unwrap_or_default();
     let stored_json = current.and_then(|c| c.pointer("/metadata/managedFields")).cloned();
     let mut entries = match requested.filter(|r| r.as_array().is_some_and(|a| !a.is_empty())) {
@@ -469,9 +503,6 @@ pub fn record(
         })?,
         _ => stored.clone(),
     };
-    let scope = manage.scope();
-    let sub = scope.subresource();
-    let view_scope = if scope == Scope::Scale { Scope::Main } else { scope };
     let before = current.map_or_else(|| json!({}), |c| managed_view(c, kind, view_scope));
     let after = managed_view(next, kind, view_scope);
     match manage {
@@ -665,6 +696,13 @@ mod tests {
         assert!(fields.overlaps(&path("spec.cpus.x")));
         assert!(!fields.overlaps(&path("spec.mem")));
         assert!(!fields.overlaps(&path("metadata.labels.b")));
+    }
+
+    #[test]
+    fn the_trie_of_a_created_object_is_its_shape() {
+        let object = json!({"metadata": {"labels": {"a": "b"}, "annotations": {}}, "spec": {"cpus": 1, "ports": [1, 2], "upgradeStrategy": {"maximumOverCapacity": 1}}});
+        assert_eq!(leaves_trie(&object), FieldSet::of(&object).to_fields_v1());
+        assert_eq!(leaves_trie(&json!({})), json!({}));
     }
 
     #[test]

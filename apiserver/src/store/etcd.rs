@@ -34,8 +34,9 @@ const ATTEMPTS: u32 = 10;
 /// The first pause before a retry; it doubles up to [`MAX_DELAY`].
 const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(1);
-/// Keys read per request when a range is read in pages.
-const RANGE_PAGE: usize = 1_000;
+/// Keys read per request when a range is read in pages: 2,500 small objects fit in one 4 MiB answer; larger ones
+/// make the page shrink.
+const RANGE_PAGE: usize = 2_500;
 
 fn map_error(e: etcd_client::Error) -> StoreError {
     let text = e.to_string();

@@ -40,6 +40,9 @@ use super::{
 /// The file inside the data directory.
 pub const DATA_FILE: &str = "agora.redb";
 
+/// redb's page cache.
+const PAGE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -174,8 +177,12 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", config.dir.display())))?;
         let path = config.file();
-        let db =
-            Database::create(&path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        // redb's page cache defaults to 1 GiB and would hold every record written; values are read back rarely (the
+        // watch cache and the operating system's page cache serve most reads), so a small cache keeps memory flat.
+        let db = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         let db = Arc::new(db);
         // Create the tables and read the counters.
         let (revision, compacted, progress) = {
