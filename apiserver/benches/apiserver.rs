@@ -14,13 +14,16 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use agora_apiserver::server::{ServerConfig, serve};
 use agora_apiserver::store::StoreConfig;
 use agora_e2e::{EtcdProcess, free_port};
 use bytes::Bytes;
+use common::percentile;
 use futures::StreamExt;
 use reqwest::Client;
 
@@ -106,49 +109,6 @@ fn serve_child(spec: &str) {
     runtime.block_on(serve(config, std::future::pending())).expect("serve");
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0
-}
-
-/// Operations completed per second by `workers` tasks running `op(worker, i)` for `duration` after a warm-up.
-async fn throughput<F, Fut>(workers: usize, duration: Duration, op: F) -> (u64, Duration)
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let (measuring, stop, done) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-    let tasks: Vec<_> = (0..workers)
-        .map(|w| {
-            let (op, measuring, stop, done) = (op.clone(), measuring.clone(), stop.clone(), done.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    op(w, i).await;
-                    if measuring.load(Ordering::Relaxed) {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("worker");
-    }
-    (done.load(Ordering::Relaxed), elapsed)
-}
-
 fn http() -> Client {
     Client::builder().pool_max_idle_per_host(CLIENTS * 2).build().expect("http client")
 }
@@ -159,7 +119,7 @@ async fn creates(base: &str, namespace: &str, duration: Duration) -> f64 {
     let url = format!("{base}/apis/agora/v1/namespaces/{namespace}/apps");
     let run = format!("{:x}", Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
     let namespace = namespace.to_owned();
-    let (count, elapsed) = throughput(CLIENTS, duration, move |w, i| {
+    let done = common::throughput(CLIENTS, duration, move |w, i| {
         let (client, url) = (client.clone(), url.clone());
         let body = app(&namespace, &format!("c{run}-{w}-{i}"));
         async move {
@@ -175,20 +135,20 @@ async fn creates(base: &str, namespace: &str, duration: Duration) -> f64 {
         }
     })
     .await;
-    count as f64 / elapsed.as_secs_f64()
+    done.per_second()
 }
 
 /// Raw etcd puts of `value` (an App as the apiserver stores it) with 64 writers for `duration`; puts per second.
 async fn raw_etcd_puts(client: &etcd_client::Client, value: Bytes, duration: Duration) -> f64 {
     let client = client.clone();
-    let (count, elapsed) = throughput(CLIENTS, duration, move |w, i| {
+    let done = common::throughput(CLIENTS, duration, move |w, i| {
         let (mut client, value) = (client.clone(), value.clone());
         async move {
             client.put(format!("/raw/apps/raw/r-{w}-{i}"), value.to_vec(), None).await.expect("raw etcd put");
         }
     })
     .await;
-    count as f64 / elapsed.as_secs_f64()
+    done.per_second()
 }
 
 /// 100 watchers on one namespace; a writer patches an App every few milliseconds; the latency from sending the patch

@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, Store, WatchEvent};
@@ -19,68 +18,18 @@ use futures::StreamExt;
 
 const WATCH_SAMPLES: usize = 2_000;
 
-/// What a measurement counted: writes completed and their latencies, over some elapsed time.
-#[derive(Default)]
-struct Throughput {
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
+mod common;
 
-impl Throughput {
-    fn merge(&mut self, other: Throughput) {
-        self.elapsed += other.elapsed;
-        self.latencies.extend(other.latencies);
-    }
+use common::{Throughput, percentile};
 
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn p99_ms(&mut self) -> f64 {
-        self.latencies.sort_unstable();
-        percentile(&self.latencies, 0.99)
-    }
-}
-
-/// `writers` tasks put 1 KiB values as fast as they can for `duration` (after a short warm-up).
+/// `writers` tasks put 1 KiB values (each to its own 1,000 keys) as fast as they can for `duration`.
 async fn throughput<F, Fut>(writers: usize, duration: Duration, put: F) -> Throughput
 where
     F: Fn(String, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let value = Bytes::from(vec![b'v'; 1024]);
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let (put, value, measuring, stop) = (put.clone(), value.clone(), measuring.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    put(format!("/bench/w{w}/{}", i % 1000), value.clone()).await;
-                    if measuring.load(Ordering::Relaxed) {
-                        latencies.push(started.elapsed());
-                    }
-                    i += 1;
-                }
-                latencies
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("writer"));
-    }
-    Throughput { elapsed, latencies }
+    common::throughput(writers, duration, move |w, i| put(format!("/bench/w{w}/{}", i % 1000), value.clone())).await
 }
 
 /// [`throughput`] of puts through a store.
@@ -97,14 +46,6 @@ async fn throughput_of(store: Arc<dyn Store>, writers: usize, duration: Duration
 /// Rounds in which the etcd backend and raw etcd alternate (B R, R B, ...), so etcd's own drift over time falls on
 /// both equally.
 const ETCD_ROUNDS: u32 = 4;
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
 
 /// Sequential put → watch event latency.
 async fn watch_latency(store: &dyn Store) -> (f64, f64) {

@@ -244,16 +244,25 @@ const SERVER_FIELDS: [&str; 7] = [
 ];
 
 fn parse_body(body: &Bytes) -> ApiResult<Value> {
+    parse_object(body, "the request body", "JSON", |bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+}
+
+/// Decodes a body that must be one object, naming `what` it is and the `format` expected in errors.
+fn parse_object(
+    body: &Bytes,
+    what: &str,
+    format: &str,
+    decode: impl FnOnce(&[u8]) -> Result<Value, String>,
+) -> ApiResult<Value> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusReason::RequestEntityTooLarge,
-            format!("the request body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
+            format!("{what} is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
         ));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let value = decode(body).map_err(|e| ApiError::bad_request(format!("{what} is not valid {format}: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(format!("{what} must be a {format} object")));
     }
     Ok(value)
 }
@@ -1233,18 +1242,9 @@ fn set_managed_fields(object: &mut Value, managed: Value) {
 
 /// Decodes a server-side apply body: YAML (JSON is YAML too), one object.
 fn parse_apply_body(body: &Bytes) -> ApiResult<Value> {
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::new(
-            StatusReason::RequestEntityTooLarge,
-            format!("the applied configuration is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
-        ));
-    }
-    let value: Value = serde_yaml_ng::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the applied configuration is not valid YAML or JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request("the applied configuration must be an object"));
-    }
-    Ok(value)
+    parse_object(body, "the applied configuration", "YAML or JSON", |bytes| {
+        serde_yaml_ng::from_slice(bytes).map_err(|e| e.to_string())
+    })
 }
 
 /// The `autoscaling/v1` `Scale` view of an App: `spec.replicas` is `spec.instances`, `status.replicas` the running
