@@ -6,9 +6,10 @@
 //!   pinned at a revision, watches with previous values, compaction) and its two backends: the embedded one (a
 //!   single redb file, the default) and etcd.
 //! - [`api`] — the Kubernetes-style REST API for every kind: get, list (label and field selectors, consistent
-//!   pagination), create (`generateName`), replace with resourceVersion conflicts, merge and JSON patch, delete with
-//!   finalizers, the `/status` subresource; admission through [`agora_schemas::admit`]; errors as `Status` objects.
-//! - [`discovery`] — `/version`, discovery (plain and aggregated), `/openapi/v3`, health.
+//!   pagination), create (`generateName`), replace with resourceVersion conflicts, merge and JSON patch, server-side
+//!   apply with `managedFields`, delete with finalizers, the `/status` and `/scale` subresources, offer acceptance,
+//!   watches from a shared cache; admission through [`agora_schemas::admit`]; errors as `Status` objects.
+//! - [`discovery`] — `/version`, discovery (plain and aggregated), the core group's namespaces, `/openapi/v3`.
 //! - [`gc`] — the garbage collector: dependents of deleted owners (Background, Foreground, Orphan propagation).
 //! - [`metrics`] — Prometheus metrics: requests, latency, open watches, store latency.
 //! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.

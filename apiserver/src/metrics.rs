@@ -5,7 +5,8 @@
 //! - `apiserver_request_duration_seconds{verb, resource, subresource}` — time to the response head (watches excluded:
 //!   they last as long as the client wants);
 //! - `apiserver_watches{resource}` — open watch streams;
-//! - `apiserver_store_request_duration_seconds{operation}` — every store call, through [`MeteredStore`].
+//! - `apiserver_store_request_duration_seconds{operation}` — every store call, through the store wrapper
+//!   [`Metrics::metered`] returns.
 //!
 //! Label values come from fixed sets (the kinds' plurals and subresources), so a client cannot grow the metrics
 //! without bound by requesting made-up paths.

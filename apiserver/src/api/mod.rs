@@ -5,8 +5,9 @@
 //! decoding, the kind's defaults, validation) and a compare-and-swap transaction, so a stale write is a 409 and
 //! nothing half-written is ever stored.
 //!
-//! Paths: `/apis/agora/v1/[namespaces/{ns}/]{plural}[/{name}[/status]]`, and `/apis/agora/v1/{plural}` across
-//! namespaces.
+//! Paths: `/apis/agora/v1/[namespaces/{ns}/]{plural}[/{name}[/status|/scale|/accept]]`, and
+//! `/apis/agora/v1/{plural}` across namespaces. Field ownership and server-side apply live in [`managed`], the
+//! watch cache in [`watch`].
 
 mod accept;
 pub mod error;
