@@ -65,9 +65,11 @@ impl Filter {
     }
 
     fn matches(&self, object: &Value) -> bool {
-        if self.namespace.as_deref().is_some_and(|ns| meta_str(object, "namespace") != Some(ns)) {
-            return false;
-        }
+        !self.namespace.as_deref().is_some_and(|ns| meta_str(object, "namespace") != Some(ns)) && self.selects(object)
+    }
+
+    /// Whether the label and field selectors take `object`.
+    fn selects(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
         self.labels.matches_with(|key| labels?.get(key)?.as_str()) && self.fields.matches(object)
     }
@@ -79,13 +81,17 @@ impl Filter {
 
     /// The event type a watcher with this filter gets for `change`, if any. As in Kubernetes, an object modified
     /// into the selection arrives as ADDED and one modified out of it as DELETED (with its new state).
+    /// The namespace comes from the change's key and never changes, so only selectors look into the object.
     fn event_type(&self, change: &watch::Change) -> Option<&'static str> {
-        let now = self.matches(change.object());
-        if self.selects_all_in_namespace() {
-            return now.then_some(change.kind); // the namespace of an object never changes
+        if self.namespace.is_some() && self.namespace != change.namespace {
+            return None;
         }
+        if self.selects_all_in_namespace() {
+            return Some(change.kind);
+        }
+        let now = self.selects(change.object());
         match (change.kind, change.previous()) {
-            ("MODIFIED", Some(previous)) => match (self.matches(previous), now) {
+            ("MODIFIED", Some(previous)) => match (self.selects(previous), now) {
                 (true, true) => Some("MODIFIED"),
                 (false, true) => Some("ADDED"),
                 (true, false) => Some("DELETED"),
@@ -473,7 +479,12 @@ impl ResourceApi {
             (true, None | Some("status"), &Method::PATCH) if applying => {
                 let scope = if target.subresource.is_some() { Scope::Status } else { Scope::Main };
                 let force = flag(&query, "force");
-                match self.apply(&target, body, admission, &query, scope, force).await? {
+                if query.get("fieldManager").is_none_or(String::is_empty) {
+                    return Err(ApiError::bad_request(
+                        "fieldManager is required for server-side apply (application/apply-patch+yaml)",
+                    ));
+                }
+                match self.apply(&target, body, admission, &manager, scope, force).await? {
                     (true, object) => Ok(created(object)),
                     (false, object) => Ok(ok(object)),
                 }
@@ -959,18 +970,12 @@ impl ResourceApi {
         target: &Target,
         body: Bytes,
         admission: &Admission,
-        query: &Query,
+        manager: &str,
         scope: Scope,
         force: bool,
     ) -> ApiResult<(bool, Value)> {
         let kind = target.kind;
         let name = target.name();
-        let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) else {
-            return Err(ApiError::bad_request(
-                "fieldManager is required for server-side apply (application/apply-patch+yaml)",
-            ));
-        };
-        let manager = managed::manager_name(Some(manager), None)?;
         let mut applied = parse_apply_body(&body)?;
         for field in ["apiVersion", "kind"] {
             if applied.get(field).is_none_or(Value::is_null) {
@@ -997,13 +1002,13 @@ impl ResourceApi {
         let precondition = meta_str(&applied, "resourceVersion").map(str::to_owned);
         let view = managed::managed_view(&applied, kind, scope);
         let fields = managed::FieldSet::of(&view);
-        let manage = Manage::Apply { manager: manager.clone(), scope, fields: fields.clone(), force };
+        let manage = Manage::Apply { manager: manager.to_owned(), scope, fields: fields.clone(), force };
         for _ in 0..WRITE_ATTEMPTS {
             let updated = self
                 .update(
                     target,
                     precondition.clone(),
-                    |current: &Value| Ok(managed::apply_to(current, &view, &fields, &manager, scope)),
+                    |current: &Value| Ok(managed::apply_to(current, &view, &fields, manager, scope)),
                     admission,
                     &manage,
                 )

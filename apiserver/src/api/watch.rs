@@ -25,14 +25,16 @@ pub const CLIENT_BACKLOG: usize = 4_096;
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
-/// One change of an object, as a watch event. The object is kept as JSON (what most watchers send on as it is) and
-/// decoded only when a watcher with a selector needs to look into it — once for all of them.
+/// One change of an object, as a watch event. The object is kept as JSON (what watchers send on as it is) and decoded
+/// only when a watcher with a label or field selector needs to look into it — once for all of them.
 #[derive(Debug)]
 pub struct Change {
     /// The revision of the change.
     pub revision: Revision,
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub kind: &'static str,
+    /// The object's namespace, read off its key (so watchers of one namespace need not decode the object).
+    pub namespace: Option<String>,
     /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`, as JSON.
     encoded: Vec<u8>,
     object: OnceLock<Value>,
@@ -188,7 +190,7 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
         while let Some(item) = stream.next().await {
             let signal = match item {
                 Ok(WatchEvent::Progress { revision }) => Signal::Progress(revision),
-                Ok(event) => match change_of(event) {
+                Ok(event) => match change_of(event, &prefix) {
                     Some(change) => Signal::Change(Arc::new(change)),
                     None => continue,
                 },
@@ -234,17 +236,19 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
     }
 }
 
-fn change_of(event: WatchEvent) -> Option<Change> {
-    let (kind, value, revision, previous) = match event {
-        WatchEvent::Put { kv, prev: None } => ("ADDED", kv.value, kv.mod_revision, None),
+/// The change a store event under the kind's `prefix` makes (keys are `<prefix>[<namespace>/]<name>`).
+fn change_of(event: WatchEvent, prefix: &str) -> Option<Change> {
+    let (kind, key, value, revision, previous) = match event {
+        WatchEvent::Put { kv, prev: None } => ("ADDED", kv.key, kv.value, kv.mod_revision, None),
         WatchEvent::Put { kv, prev: Some(prev) } => {
-            ("MODIFIED", kv.value, kv.mod_revision, Some((prev.value, OnceLock::new())))
+            ("MODIFIED", kv.key, kv.value, kv.mod_revision, Some((prev.value, OnceLock::new())))
         }
-        WatchEvent::Delete { prev, mod_revision, .. } => ("DELETED", prev?.value, mod_revision, None),
+        WatchEvent::Delete { key, prev, mod_revision } => ("DELETED", key, prev?.value, mod_revision, None),
         WatchEvent::Progress { .. } => return None,
     };
+    let namespace = key.strip_prefix(prefix).and_then(|rest| rest.split_once('/')).map(|(ns, _)| ns.to_owned());
     let encoded = super::with_resource_version(&value, revision)?;
-    Some(Change { revision, kind, encoded, object: OnceLock::new(), previous })
+    Some(Change { revision, kind, namespace, encoded, object: OnceLock::new(), previous })
 }
 
 /// A BOOKMARK event object at `revision`.
