@@ -65,7 +65,7 @@ impl Filter {
     }
 
     fn matches(&self, object: &Value) -> bool {
-        !self.namespace.as_deref().is_some_and(|ns| meta_str(object, "namespace") != Some(ns)) && self.selects(object)
+        self.namespace.as_deref().is_none_or(|ns| meta_str(object, "namespace") == Some(ns)) && self.selects(object)
     }
 
     /// Whether the label and field selectors take `object`.
