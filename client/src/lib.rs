@@ -1,8 +1,47 @@
 //! # agora-client
 //!
-//! Will own the typed HTTP client every other component and user framework talks to the apiserver with: `Api<K>`
-//! for each kind of [`agora_schemas`] (get, list, create, replace, patch, delete, status, subresources), watch
-//! streams of typed events, configuration from `--server` / `AGORA_SERVER` / a token file, and errors that carry the
-//! server's [`agora_schemas::Status`] and name the object and verb that failed.
+//! The typed HTTP client every Agora component and every user framework talks to the apiserver with.
 //!
-//! Nothing is implemented yet: this crate exists so the workspace has its final shape.
+//! - [`Client`]: pooled connections to one apiserver, configured by [`Config`] (`--server`, `AGORA_SERVER`, a token
+//!   file), with connect and request timeouts.
+//! - [`Api<K>`]: the verbs on one kind of [`agora_schemas`] — get, list (selectors, pagination), create, replace,
+//!   patch (merge, JSON, server-side apply), delete (propagation, preconditions), the `status` and `scale`
+//!   subresources, offer `accept`, task logs — and `watch`, a stream of typed [`WatchEvent`]s.
+//! - [`Error`]: says which verb on which object failed and carries the server's [`Status`] (reason, code, message,
+//!   field causes).
+//!
+//! ```no_run
+//! # async fn run() -> agora_client::Result<()> {
+//! use agora_client::{Api, Client, PostParams};
+//! use agora_schemas::{App, AppSpec, ObjectMeta};
+//!
+//! let client = Client::try_default()?; // AGORA_SERVER, or http://127.0.0.1:5050
+//! let apps: Api<App> = Api::namespaced(client, "default");
+//! let spec = AppSpec { cmd: Some("python3 -m http.server $PORT0".into()), ..AppSpec::default() };
+//! match apps.create(&PostParams::default(), &App::new(ObjectMeta::named(None, "web"), spec)).await {
+//!     Ok(app) => println!("created {}", app.metadata.display_name()),
+//!     Err(e) if e.is_already_exists() => println!("web exists already"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The controller runtime (watcher, reflector, `Controller`) lives in `agora-controllers`; this crate knows HTTP and
+//! the API's paths, nothing of reconciliation.
+
+mod api;
+mod client;
+mod config;
+mod error;
+mod params;
+
+pub use agora_schemas::{List, Resource, Status, WatchEvent};
+pub use api::Api;
+pub use client::Client;
+pub use config::{Config, DEFAULT_SERVER, SERVER_ENV, TOKEN_FILE_ENV};
+pub use error::{Error, Operation, Result};
+pub use json_patch;
+pub use params::{
+    DeleteParams, FieldValidation, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy, WatchParams,
+};

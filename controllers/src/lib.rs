@@ -1,8 +1,9 @@
 //! # agora-controllers
 //!
-//! Will own the controller runtime (watcher, reflector, work queue, `Controller`, finalizers, leader election,
-//! event recorder, the framework SDK) and the built-in controllers: the allocator (agents, offers, Dominant
-//! Resource Fairness), marathon (Apps) and chronos (CronJobs, with the ISO 8601 schedules of
-//! [`agora_schemas::iso8601`]). `examples/` will hold complete custom frameworks.
+//! The controller runtime every Agora controller is built on ([`runtime`]: watcher, reflector, `Controller`,
+//! finalizers, leader election, event recorder), and — as later issues add them — the built-in controllers: the
+//! allocator (agents, offers, Dominant Resource Fairness), marathon (Apps) and chronos (CronJobs).
 //!
-//! Nothing is implemented yet: this crate exists so the workspace has its final shape. See DESIGN.md §1.
+//! `examples/` holds complete custom controllers; its README indexes them. See DESIGN.md §1.
+
+pub mod runtime;

@@ -1,0 +1,207 @@
+//! [`Client`]: one pooled HTTP connection set to the apiserver, shared by every [`Api`](crate::Api) made from it.
+//! It adds the bearer token, applies timeouts, and turns failures into [`Error`]s that carry the server's `Status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_schemas::{Status, StatusReason};
+use reqwest::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::error::{Error, Operation, Result};
+
+/// A handle on the apiserver. Cheap to clone: clones share connections.
+///
+/// ```no_run
+/// # async fn run() -> agora_client::Result<()> {
+/// use agora_client::{Api, Client, Config};
+/// use agora_schemas::App;
+///
+/// let client = Client::new(Config::from_env()?)?;
+/// let apps: Api<App> = Api::namespaced(client, "default");
+/// let web = apps.get("web").await?;
+/// println!("{} wants {} instances", web.metadata.display_name(), web.spec.instances());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("server", &self.inner.server).finish_non_exhaustive()
+    }
+}
+
+/// One request, described for the HTTP layer and for error messages.
+pub(crate) struct Request {
+    pub method: Method,
+    /// Path and query, starting with `/`.
+    pub path: String,
+    /// Content type and bytes.
+    pub body: Option<(&'static str, Vec<u8>)>,
+    pub operation: Operation,
+    /// `None`: no limit beyond the connect timeout (watches and followed logs end on their own).
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    pub fn new(method: Method, path: String, operation: Operation) -> Self {
+        Self { method, path, body: None, operation, timeout: Some(Duration::ZERO) }
+    }
+
+    pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl Client {
+    /// A client for the apiserver `config` names.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the server URL is not an `http://` URL or the HTTP client cannot be built.
+    pub fn new(config: Config) -> Result<Self> {
+        let url = reqwest::Url::parse(&config.server)
+            .map_err(|e| Error::Config(format!("the server address {:?} is not a URL: {e}", config.server)))?;
+        if url.scheme() != "http" {
+            return Err(Error::Config(format!(
+                "the server address {:?} must start with http:// (the apiserver serves plain HTTP; put TLS in front \
+                 of it and point the client at the proxy's http:// side, or use loopback)",
+                config.server
+            )));
+        }
+        if url.host_str().is_none() {
+            return Err(Error::Config(format!("the server address {:?} names no host", config.server)));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .user_agent(config.user_agent.clone())
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner { http, server: config.server, token: config.token, timeout: config.timeout }),
+        })
+    }
+
+    /// A client configured from the environment ([`Config::from_env`]).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`] and [`Client::new`].
+    pub fn try_default() -> Result<Self> {
+        Self::new(Config::from_env()?)
+    }
+
+    /// The apiserver's base URL.
+    #[must_use]
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Sends `request`; a successful answer is returned as it is, a failure becomes [`Error::Api`] (with the server's
+    /// `Status`) or [`Error::Transport`].
+    pub(crate) async fn send(&self, request: Request) -> Result<reqwest::Response> {
+        let Request { method, path, body, operation, timeout } = request;
+        let mut builder = self.inner.http.request(method, format!("{}{path}", self.inner.server));
+        builder = builder.header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.inner.token {
+            builder = builder.bearer_auth(token);
+        }
+        match timeout {
+            Some(limit) if limit.is_zero() => builder = builder.timeout(self.inner.timeout),
+            Some(limit) => builder = builder.timeout(limit),
+            None => {}
+        }
+        if let Some((content_type, bytes)) = body {
+            builder = builder.header(header::CONTENT_TYPE, content_type).body(bytes);
+        }
+        tracing::trace!(%operation, %path, "request");
+        let response = builder.send().await.map_err(|source| Error::Transport {
+            operation: operation.clone(),
+            server: self.inner.server.clone(),
+            source,
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let code = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(Error::Api { operation, status: Box::new(status_of(code, &text)) })
+    }
+
+    /// Sends `request` and decodes the answer as `T` (named `expected` in errors).
+    pub(crate) async fn call<T: DeserializeOwned>(&self, request: Request, expected: &'static str) -> Result<T> {
+        let operation = request.operation.clone();
+        let response = self.send(request).await?;
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            operation: operation.clone(),
+            server: self.inner.server.clone(),
+            source,
+        })?;
+        decode(&bytes, &operation, expected)
+    }
+
+    pub(crate) fn transport_error(&self, operation: &Operation, source: reqwest::Error) -> Error {
+        Error::Transport { operation: operation.clone(), server: self.inner.server.clone(), source }
+    }
+}
+
+/// Decodes `bytes` as `T`, naming the JSON path of what does not fit.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], operation: &Operation, expected: &'static str) -> Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+        Error::Decode { operation: operation.clone(), expected, message }
+    })
+}
+
+/// The `Status` in a failed answer, or one made from the HTTP code when the body is not a `Status` (a proxy's page).
+fn status_of(code: StatusCode, body: &str) -> Status {
+    if let Ok(status) = serde_json::from_str::<Status>(body) {
+        if status.kind == "Status" {
+            return status;
+        }
+    }
+    let reason = match code.as_u16() {
+        400 => StatusReason::BadRequest,
+        401 => StatusReason::Unauthorized,
+        403 => StatusReason::Forbidden,
+        404 => StatusReason::NotFound,
+        405 => StatusReason::MethodNotAllowed,
+        406 => StatusReason::NotAcceptable,
+        409 => StatusReason::Conflict,
+        410 => StatusReason::Gone,
+        413 => StatusReason::RequestEntityTooLarge,
+        415 => StatusReason::UnsupportedMediaType,
+        422 => StatusReason::Invalid,
+        429 => StatusReason::TooManyRequests,
+        503 => StatusReason::ServiceUnavailable,
+        504 => StatusReason::Timeout,
+        500..=599 => StatusReason::InternalError,
+        _ => StatusReason::Unknown,
+    };
+    let mut text: String = body.trim().chars().take(300).collect();
+    if text.is_empty() {
+        text = code.canonical_reason().unwrap_or("request failed").to_owned();
+    }
+    let mut status = Status::failure(reason, text);
+    status.code = code.as_u16();
+    status
+}
