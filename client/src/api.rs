@@ -244,7 +244,8 @@ impl<K: Resource> Api<K> {
     /// Patches the object called `name`.
     ///
     /// # Errors
-    /// 409 for a failed `test`, a stale resourceVersion or a field-manager conflict; 404; 422; any failure.
+    /// 409 for a stale resourceVersion or a field-manager conflict; 422 for a failed JSON-patch `test` or an invalid
+    /// result; 404; any failure.
     pub async fn patch<P: Serialize>(&self, name: &str, params: &PatchParams, patch: &Patch<P>) -> Result<K> {
         self.patch_at(name, None, params, patch).await
     }

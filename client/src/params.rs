@@ -177,8 +177,8 @@ impl PatchParams {
 pub enum Patch<T: Serialize> {
     /// RFC 7386 JSON merge patch (`application/merge-patch+json`): objects merge, `null` deletes, lists are replaced.
     Merge(T),
-    /// RFC 6902 JSON patch (`application/json-patch+json`): a list of operations; a failed `test` is a 409 and nothing
-    /// is changed.
+    /// RFC 6902 JSON patch (`application/json-patch+json`): a list of operations; a failed `test` is a 422 (as in
+    /// Kubernetes) and nothing is changed.
     Json(json_patch::Patch),
     /// Server-side apply (`application/apply-patch+yaml`): the manager's full intent; needs
     /// [`PatchParams::apply`].

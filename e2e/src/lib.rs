@@ -235,3 +235,112 @@ impl EtcdCluster {
         self.members[member].peer_port
     }
 }
+
+/// A binary built beside the running test: `target/<profile>/<name>` (`cargo test --workspace` and
+/// `cargo nextest run --workspace` build every binary and example before the tests run).
+///
+/// # Panics
+/// When it has not been built.
+#[must_use]
+pub fn built_binary(relative: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join(relative);
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo nextest run --workspace` (or build it first)",
+        binary.display()
+    );
+    binary
+}
+
+/// The `agora` binary built beside the running test.
+///
+/// # Panics
+/// When it has not been built.
+#[must_use]
+pub fn agora_binary() -> PathBuf {
+    built_binary("agora")
+}
+
+/// `agora apiserver` as a process on a free loopback port, on the embedded store in a temporary directory (or on
+/// etcd). Killed when dropped.
+pub struct ApiserverProcess {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    store: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl ApiserverProcess {
+    /// Starts it on the embedded store and waits until it is ready.
+    ///
+    /// # Panics
+    /// When it does not become ready within 20 s.
+    #[must_use]
+    pub fn embedded() -> Self {
+        Self::start(None)
+    }
+
+    /// Starts it on the etcd at `store_url` (`etcd://...`) and waits until it is ready.
+    ///
+    /// # Panics
+    /// When it does not become ready within 20 s.
+    #[must_use]
+    pub fn on_etcd(store_url: &str) -> Self {
+        Self::start(Some(store_url.to_owned()))
+    }
+
+    fn start(store: Option<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for the apiserver");
+        let mut server = Self { child: None, port: free_port(), store, dir };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(agora_binary());
+        command.args(["apiserver", "--listen", &format!("127.0.0.1:{}", self.port)]);
+        match &self.store {
+            Some(url) => command.args(["--store", url]),
+            None => command.arg("--data-dir").arg(self.dir.path().join("store")),
+        };
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start agora apiserver");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !http_ok(self.port, "/readyz") {
+            assert!(Instant::now() < deadline, "agora apiserver did not become ready on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store (after [`kill`](Self::kill), or kills it first).
+    ///
+    /// # Panics
+    /// When it does not become ready again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for ApiserverProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -6,54 +6,11 @@
 //! `--force-conflicts`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_e2e::{EtcdProcess, free_port};
-
-/// The `agora` binary built beside this test (`cargo test --workspace` builds it).
-fn agora_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("agora");
-    assert!(binary.exists(), "{} is missing: build it with `cargo build -p agora-cli`", binary.display());
-    binary
-}
-
-struct Apiserver {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Apiserver {
-    fn start(store: Option<String>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut command = Command::new(agora_binary());
-        command.args(["apiserver", "--listen", &format!("127.0.0.1:{port}")]);
-        match &store {
-            Some(url) => command.args(["--store", url]),
-            None => command.arg("--data-dir").arg(dir.path().join("store")),
-        };
-        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start agora apiserver");
-        let server = Self { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !agora_e2e::http_ok(port, "/readyz") {
-            assert!(Instant::now() < deadline, "agora apiserver did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for Apiserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use agora_e2e::{ApiserverProcess as Apiserver, EtcdProcess};
 
 struct Kubectl {
     dir: tempfile::TempDir,
@@ -118,7 +75,10 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<Strin
 }
 
 fn kubectl_suite(store: Option<String>) {
-    let server = Apiserver::start(store);
+    let server = match store {
+        Some(url) => Apiserver::on_etcd(&url),
+        None => Apiserver::embedded(),
+    };
     let kubectl = Kubectl::new(&server);
 
     // Client-side apply of every example, then again: nothing is created twice.
