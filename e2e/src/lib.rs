@@ -31,15 +31,22 @@ pub fn free_port() -> u16 {
 /// Whether `GET path` on 127.0.0.1:`port` answers 200.
 #[must_use]
 pub fn http_ok(port: u16, path: &str) -> bool {
+    http_get(port, path).is_some()
+}
+
+/// The body of `GET path` on 127.0.0.1:`port`, if it answers 200.
+#[must_use]
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).ok()?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    if !(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")) {
+        return None;
+    }
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
 /// One etcd member.
@@ -319,6 +326,18 @@ impl ApiserverProcess {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many watch streams of `resource` (a plural) are open, from its `/metrics`.
+    #[must_use]
+    pub fn open_watches(&self, resource: &str) -> u64 {
+        let metrics = http_get(self.port, "/metrics").unwrap_or_default();
+        let series = format!("apiserver_watches{{resource=\"{resource}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
     }
 
     /// Kills it with SIGKILL and waits for it to exit.
