@@ -422,7 +422,7 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     let follower_log = std::fs::read_to_string(logs.path().join(format!("{}.log", following.identity))).unwrap();
     assert!(!follower_log.contains("became leader"), "{follower_log}");
 
-    // SIGKILL the leader: the survivor takes the lease once it lapses (3 s; it looks every 0.5 s).
+    // SIGKILL the leader: the survivor, which watches the lease, takes it 3 s after the last renewal.
     let killed_at = Instant::now();
     let _ = leading.child.kill();
     let _ = leading.child.wait();
@@ -435,10 +435,8 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     })
     .await;
     let takeover = killed_at.elapsed();
-    assert!(
-        takeover <= Duration::from_millis(3_000 + 500 + 1_500),
-        "takeover took {takeover:?} for a 3 s lease checked every 0.5 s"
-    );
+    // Within the lease duration of the kill, give or take a second of scheduling on a busy machine.
+    assert!(takeover <= Duration::from_secs(3 + 1), "takeover took {takeover:?} for a 3 s lease");
     assert_eq!(taken.spec.lease_transitions, Some(lease.spec.lease_transitions.unwrap_or(0) + 1));
 
     // The new leader acts.

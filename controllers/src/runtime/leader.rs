@@ -5,7 +5,8 @@
 //!   write is a compare-and-swap on the lease's resourceVersion: two candidates never both win.
 //! - A candidate takes the lease when it has no holder or when the holder has not renewed it for a whole lease
 //!   duration, measured on the candidate's own clock from when it *saw* the last change (clocks of different machines
-//!   are never compared).
+//!   are never compared). Candidates watch the lease, so they see each renewal as it happens: a dead leader's lease
+//!   is taken one lease duration after its last renewal.
 //! - The leader renews every `retry_period`. If it cannot renew for `renew_deadline` (shorter than the lease
 //!   duration), it stops acting at once — its work future is dropped — before anyone else can take the lease.
 //! - On a clean exit the leader releases the lease, so a successor need not wait out the duration.
@@ -13,10 +14,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use agora_client::{Api, PostParams};
+use agora_client::{Api, PostParams, WatchEvent, WatchParams};
 use agora_schemas::{Lease, LeaseSpec, ObjectMeta};
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -158,18 +159,20 @@ impl LeaderElector {
         let mut observed = Observed { lease: None, changed_at: Instant::now() };
         loop {
             // Candidate: try now, then whenever the lease may have lapsed (or every retry period).
-            let wait_until = match self.try_acquire(&mut observed).await {
-                Ok(true) => None,
-                Ok(false) => Some(self.next_attempt(&observed)),
+            match self.try_acquire(&mut observed).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tokio::select! {
+                        () = self.wait_for_lapse(&mut observed) => continue,
+                        () = &mut shutdown => return Ok(()),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(lease = %self.name, error = %e, "cannot read or take the lease; retrying");
-                    Some(Instant::now() + config.retry_period)
-                }
-            };
-            if let Some(at) = wait_until {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => continue,
-                    () = &mut shutdown => return Ok(()),
+                    tokio::select! {
+                        () = tokio::time::sleep(config.retry_period) => continue,
+                        () = &mut shutdown => return Ok(()),
+                    }
                 }
             }
 
@@ -219,15 +222,43 @@ impl LeaderElector {
         }
     }
 
-    /// When a candidate should look again: when the lease lapses, or after a retry period if that is sooner.
-    fn next_attempt(&self, observed: &Observed) -> Instant {
-        let duration = observed
-            .lease
-            .as_ref()
-            .and_then(|l| l.spec.lease_duration_seconds)
-            .map_or(self.config.lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
-        let lapses = observed.changed_at + duration;
-        lapses.min(Instant::now() + self.config.retry_period).max(Instant::now())
+    /// Waits, as a candidate, until the lease may have lapsed: a whole lease duration after its last change, which
+    /// a watch on the lease notices as it happens (so the lapse is timed from the holder's last renewal, not from
+    /// when we happened to look). Returns early when the lease is deleted or released, or when the watch fails.
+    async fn wait_for_lapse(&self, observed: &mut Observed) {
+        let Some(lease) = observed.lease.clone() else { return };
+        let resource_version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let params = WatchParams::default().fields(&format!("metadata.name={}", self.name)).timeout(60);
+        let mut changes = match self.api.watch(&params, &resource_version).await {
+            Ok(stream) => stream.boxed(),
+            Err(e) => {
+                tracing::debug!(lease = %self.name, error = %e, "cannot watch the lease; looking again later");
+                futures::stream::empty().boxed()
+            }
+        };
+        loop {
+            let lease = observed.lease.as_ref();
+            if lease.and_then(|l| l.spec.holder_identity.as_deref()).is_none_or(str::is_empty) {
+                return; // released: take it now
+            }
+            let duration = lease
+                .and_then(|l| l.spec.lease_duration_seconds)
+                .map_or(self.config.lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+            let lapses = observed.changed_at + duration;
+            tokio::select! {
+                () = tokio::time::sleep_until(lapses) => return,
+                change = changes.next() => match change {
+                    Some(Ok(WatchEvent::Added(lease) | WatchEvent::Modified(lease))) => self.observe(observed, lease),
+                    Some(Ok(WatchEvent::Bookmark(_))) => {}
+                    Some(Ok(WatchEvent::Deleted(_))) => return, // gone: create it now
+                    Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => {
+                        // Without a watch, look again after a retry period (or at the lapse, if sooner).
+                        tokio::time::sleep_until(lapses.min(Instant::now() + self.config.retry_period)).await;
+                        return;
+                    }
+                },
+            }
+        }
     }
 
     fn spec(&self, previous: Option<&LeaseSpec>, taking: bool) -> LeaseSpec {
