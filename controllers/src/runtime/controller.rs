@@ -366,7 +366,6 @@ async fn main_watch<K: Resource>(
     skip_status_changes: bool,
     signals: mpsc::Sender<Signal>,
 ) {
-    let store = writer.as_reader();
     let mut seen: HashMap<ObjectRef, Generation> = HashMap::new();
     let changed = |object: &K, seen: &mut HashMap<ObjectRef, Generation>| -> Option<ObjectRef> {
         let key = ObjectRef::from_object(object);
@@ -379,6 +378,9 @@ async fn main_watch<K: Resource>(
         }
         Some(key)
     };
+    // What a (re)list found, handled at its end: changes during a broken watch were not seen, so every object is
+    // looked at again.
+    let mut listed: Vec<(ObjectRef, Generation)> = Vec::new();
     let mut events = std::pin::pin!(reflector::reflector(writer, watcher::watcher(api, config)));
     while let Some(event) = events.next().await {
         let keys = match event {
@@ -388,15 +390,30 @@ async fn main_watch<K: Resource>(
                 seen.remove(&key);
                 vec![key]
             }
-            Ok(Event::Init | Event::InitApply(_)) => Vec::new(),
+            Ok(Event::Init) => {
+                listed.clear();
+                Vec::new()
+            }
+            Ok(Event::InitApply(object)) => {
+                listed.push((ObjectRef::from_object(&object), Generation::of(&object)));
+                Vec::new()
+            }
             Ok(Event::InitDone) => {
-                // After a (re)list every object is looked at again: changes during a broken watch were not seen.
-                let objects = store.state();
-                if skip_status_changes {
-                    let present: HashSet<ObjectRef> = objects.iter().map(|o| ObjectRef::from_object(&**o)).collect();
-                    seen.retain(|key, _| present.contains(key));
-                }
-                let keys: Vec<ObjectRef> = objects.iter().filter_map(|o| changed(o, &mut seen)).collect();
+                let found = std::mem::take(&mut listed);
+                let keys: Vec<ObjectRef> = if skip_status_changes {
+                    let mut fresh = HashMap::with_capacity(found.len());
+                    let mut keys = Vec::new();
+                    for (key, generation) in found {
+                        if seen.get(&key) != Some(&generation) {
+                            keys.push(key.clone());
+                        }
+                        fresh.insert(key, generation);
+                    }
+                    seen = fresh;
+                    keys
+                } else {
+                    found.into_iter().map(|(key, _)| key).collect()
+                };
                 if signals.send(Signal::Ready(0)).await.is_err() {
                     return;
                 }
