@@ -453,3 +453,36 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     assert_eq!(released.spec.holder_identity.as_deref(), Some(""), "the lease is released on a clean exit");
     println!("takeover after SIGKILL: {takeover:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_counts_repeated_events_instead_of_duplicating_them() {
+    use agora_controllers::runtime::events::{Record, Recorder, Reporter, reference};
+
+    let server = block_in_place(ApiserverProcess::embedded);
+    let client = client(&server);
+    let apps: Api<App> = Api::namespaced(client.clone(), "default");
+    let web = apps.create(&PostParams::default(), &app("web")).await.unwrap();
+    let recorder = Recorder::new(client.clone(), Reporter::new("tester", Some("replica-1")));
+    for _ in 0..3 {
+        recorder.publish(&reference(&web), Record::warning("BackOff", "restarting failed task")).await.unwrap();
+    }
+    recorder.publish(&reference(&web), Record::normal("Scaled", "scaled to 2")).await.unwrap();
+
+    let events: Api<EventObject> = Api::namespaced(client, "default");
+    let mut listed = events.list(&ListParams::default().fields("involvedObject.name=web")).await.unwrap().items;
+    listed.sort_by(|a, b| a.reason.cmp(&b.reason));
+    let summary: Vec<(String, Option<i32>)> = listed.iter().map(|e| (e.reason.clone(), e.count)).collect();
+    assert_eq!(summary, [("BackOff".to_owned(), Some(3)), ("Scaled".to_owned(), Some(1))]);
+    let backoff = &listed[0];
+    assert_eq!(backoff.involved_object.uid, web.metadata.uid);
+    assert_eq!(backoff.type_, Some(agora_schemas::EventType::Warning));
+    assert!(backoff.last_timestamp > backoff.first_timestamp, "the repeat moved lastTimestamp");
+    assert_eq!(backoff.source.as_ref().and_then(|s| s.component.as_deref()), Some("tester"));
+
+    // An event that was deleted meanwhile (events expire) is recreated, not lost.
+    events.delete(backoff.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+    recorder.publish(&reference(&web), Record::warning("BackOff", "restarting failed task")).await.unwrap();
+    let again = events.list(&ListParams::default().fields("reason=BackOff")).await.unwrap().items;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].count, Some(1));
+}
