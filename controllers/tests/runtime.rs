@@ -486,3 +486,34 @@ async fn the_recorder_counts_repeated_events_instead_of_duplicating_them() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].count, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_reconciled_until_every_watch_has_listed() {
+    use agora_controllers::runtime::controller::Error as ControllerError;
+
+    let server = block_in_place(ApiserverProcess::embedded);
+    let client = client(&server);
+    let apps: Api<App> = Api::namespaced(client.clone(), "default");
+    apps.create(&PostParams::default(), &app("web")).await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let reconcile = |app: Arc<App>, seen: Arc<Seen>| async move {
+        seen.reconciles.lock().unwrap().push((app.metadata.name.clone().unwrap(), app.spec.instances));
+        Ok::<_, TestError>(Action::await_change())
+    };
+    // The Task watch can never list (its selector is malformed), so the controller's picture is never complete.
+    let broken = watcher::Config::default().labels("tier in (web");
+    let mut results = Controller::new(Api::<App>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<Task>::all(client), broken, |_task: &Task| Vec::<ObjectRef>::new())
+        .run(reconcile, |_, _, _| Action::await_change(), seen.clone())
+        .boxed();
+    match results.next().await {
+        Some(Err(ControllerError::Watch { kind, source })) => {
+            assert_eq!(kind, "tasks");
+            assert!(source.to_string().contains("400"), "{source}");
+        }
+        other => panic!("expected the Task watch's failure, got {other:?}"),
+    }
+    // The Apps were listed long ago; still nothing may act on them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(seen.reconciles.lock().unwrap().is_empty(), "reconciled before every cache was ready");
+}

@@ -157,9 +157,10 @@ impl Recorder {
         }
         let mut object = object.clone();
         object.namespace = object.namespace.filter(|n| !n.is_empty());
-        let name = format!("{}.{:x}", object.name, now.as_nanosecond());
-        let mut meta = ObjectMeta::named(Some(&key.namespace), &name);
-        meta.namespace = Some(key.namespace.clone());
+        // `<object>.<time>`, within the 253 characters a name may have.
+        let prefix: String = object.name.chars().take(200).collect();
+        let name = format!("{}.{:x}", prefix.trim_end_matches('.'), now.as_nanosecond());
+        let meta = ObjectMeta::named(Some(&key.namespace), &name);
         let event = Event {
             api_version: agora_schemas::API_VERSION.to_owned(),
             kind: "Event".to_owned(),
