@@ -1,8 +1,15 @@
 //! # agora-agent
 //!
-//! Will own the node agent: registering its `Agent` object and renewing its heartbeat `Lease`, watching the Tasks
-//! bound to it, the local OCI image store, running tasks as containers through youki's `libcontainer` with one
-//! cgroup each, health checks, serving task logs, surviving its own restarts, and hollow mode (N simulated agents
-//! in one process, for scale tests). Run as `agora agent`.
+//! The node agent: it tells the cluster what its machine offers and that it is alive, and turns the Tasks bound to
+//! it into processes. Run as `agora agent`.
 //!
-//! Nothing is implemented yet: this crate exists so the workspace has its final shape. See DESIGN.md §5.
+//! - [`resources`]: `--resources` / `--attributes` in Mesos' text format, and the host's cores, memory and disk.
+//! - [`registration`]: the `Agent` object (server-side applied) and the heartbeat `Lease`.
+//! - [`hollow`]: N simulated agents in one process that run nothing, for scale tests (kubemark's hollow nodes).
+//!
+//! Still to come (issue 6): the local OCI image store, the libcontainer runtime with a cgroup per task, health
+//! checks, task logs over HTTP, and reattaching to running tasks after a restart. See DESIGN.md §5.
+
+pub mod hollow;
+pub mod registration;
+pub mod resources;

@@ -1,5 +1,6 @@
-//! The `agora` command: `apiserver` runs the API server; `validate` checks manifests locally, as the apiserver will
-//! admit them; `version`. Later issues add `up`, `controllers`, `agent` and the API client commands.
+//! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (for now in hollow mode);
+//! `validate` checks manifests locally, as the apiserver will admit them; `version`. Later issues add `up`,
+//! `controllers` and the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,43 @@ enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
+    ///
+    /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
+    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds): for scale tests.
+    Agent {
+        /// The apiserver.
+        #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
+        server: String,
+        /// A file holding the apiserver's bearer token.
+        #[arg(long, env = "AGORA_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// The Agent object's name (default: the hostname).
+        #[arg(long)]
+        name: Option<String>,
+        /// What to offer, in Mesos' format: "cpus:4;mem:8192;disk:20000;ports:[31000-32000]". Unnamed resources
+        /// are the host's (cores, memory, the work dir's free disk, ports 31000-32000).
+        #[arg(long, default_value = "")]
+        resources: String,
+        /// Attributes for placement constraints: "rack:a;zone:z1".
+        #[arg(long, default_value = "")]
+        attributes: String,
+        /// Where sandboxes, images and the agent's state live.
+        #[arg(long, default_value = "/var/lib/agora/agent")]
+        work_dir: PathBuf,
+        /// Simulate this many agents that run nothing.
+        #[arg(long)]
+        hollow: Option<usize>,
+        /// With --hollow: agents are named <prefix><i>.
+        #[arg(long, default_value = "hollow-")]
+        name_prefix: String,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 5.0)]
+        heartbeat_seconds: f64,
+        /// Seconds a heartbeat holds before the agent counts as unreachable.
+        #[arg(long, default_value_t = 15.0)]
+        lease_seconds: f64,
+    },
     /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
     ///
     /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
@@ -68,6 +106,29 @@ fn main() -> ExitCode {
         Command::Apiserver { listen, data_dir, store, store_prefix, token_file } => {
             apiserver(listen, data_dir, store, store_prefix, token_file)
         }
+        Command::Agent {
+            server,
+            token_file,
+            name,
+            resources,
+            attributes,
+            work_dir,
+            hollow,
+            name_prefix,
+            heartbeat_seconds,
+            lease_seconds,
+        } => agent(AgentArgs {
+            server,
+            token_file,
+            name,
+            resources,
+            attributes,
+            work_dir,
+            hollow,
+            name_prefix,
+            heartbeat_seconds,
+            lease_seconds,
+        }),
         Command::Validate { files, output } => validate(&files, output),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
@@ -91,10 +152,7 @@ fn apiserver(
     prefix: String,
     token_file: Option<PathBuf>,
 ) -> Result<bool> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let store = match store {
         Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
         None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
@@ -113,6 +171,66 @@ fn apiserver(
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
     Ok(true)
+}
+
+struct AgentArgs {
+    server: String,
+    token_file: Option<PathBuf>,
+    name: Option<String>,
+    resources: String,
+    attributes: String,
+    work_dir: PathBuf,
+    hollow: Option<usize>,
+    name_prefix: String,
+    heartbeat_seconds: f64,
+    lease_seconds: f64,
+}
+
+fn agent(args: AgentArgs) -> Result<bool> {
+    init_logging();
+    let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
+        anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
+        Ok(std::time::Duration::from_secs_f64(value))
+    };
+    let heartbeat = agora_agent::registration::HeartbeatConfig {
+        interval: seconds(args.heartbeat_seconds, "--heartbeat-seconds")?,
+        lease_duration: seconds(args.lease_seconds, "--lease-seconds")?,
+    };
+    anyhow::ensure!(
+        heartbeat.lease_duration > heartbeat.interval,
+        "--lease-seconds ({}) must be longer than --heartbeat-seconds ({}), or every agent looks lost between beats",
+        args.lease_seconds,
+        args.heartbeat_seconds
+    );
+    let given = agora_agent::resources::parse_resources(&args.resources)?;
+    let attributes = agora_agent::resources::parse_attributes(&args.attributes)?;
+    let resources = agora_agent::resources::detect(given, &args.work_dir)
+        .with_context(|| format!("reading the host's resources (work dir {})", args.work_dir.display()))?;
+    let mut config = agora_client::Config::new(&args.server).user_agent("agora-agent");
+    if let Some(file) = &args.token_file {
+        config = config.token_file(file)?;
+    }
+    let client = agora_client::Client::new(config)?;
+    let Some(count) = args.hollow else {
+        let name = args.name.unwrap_or_else(agora_agent::resources::hostname);
+        anyhow::bail!(
+            "agent {name}: running tasks in containers is not available in this build yet (the libcontainer runtime \
+             is being built); `agora agent --hollow N` runs simulated agents"
+        );
+    };
+    anyhow::ensure!(count > 0, "--hollow must be at least 1");
+    let config =
+        agora_agent::hollow::HollowConfig { count, name_prefix: args.name_prefix, resources, attributes, heartbeat };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(agora_agent::hollow::run(client, config, shutdown_signal()))?;
+    Ok(true)
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,0 +1,254 @@
+//! Hollow mode: one process that is N agents which run nothing, like Kubernetes' kubemark hollow nodes — so the
+//! allocator, the frameworks and the apiserver can be tested and benchmarked at thousands of agents on one machine.
+//!
+//! Each hollow agent registers its Agent object and heartbeats its Lease exactly as a real agent does. Their Tasks
+//! are driven by one controller over one watch of all Tasks (not one watch per agent): a Staging task is Running at
+//! once; it finishes after the seconds in its annotation [`RUN_SECONDS`] (never, without it) with the exit code in
+//! [`EXIT_CODE`] (0 → Finished, else Failed); a task with `spec.killRequested` is Killed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_client::{Api, Client, Patch, PatchParams};
+use agora_controllers::runtime::{Action, Controller, watcher};
+use agora_schemas::{Resources, Task, TaskState};
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
+
+/// Annotation on a Task: how many seconds a hollow agent "runs" it before it finishes.
+pub const RUN_SECONDS: &str = "hollow.agora.dev/run-seconds";
+/// Annotation on a Task: the exit code a hollow agent reports when it finishes (default 0).
+pub const EXIT_CODE: &str = "hollow.agora.dev/exit-code";
+/// Registrations in flight at once at start-up.
+const REGISTER_CONCURRENCY: usize = 32;
+
+/// The hollow agents of one process.
+#[derive(Clone, Debug)]
+pub struct HollowConfig {
+    /// How many agents.
+    pub count: usize,
+    /// Agents are named `<prefix><i>` for `i` in `0..count`.
+    pub name_prefix: String,
+    /// What each offers.
+    pub resources: Resources,
+    /// Each one's attributes.
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// Heartbeat timing.
+    pub heartbeat: HeartbeatConfig,
+}
+
+/// Why hollow agents could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Registering an agent failed (after retries).
+    #[error("registering hollow agent {name}: {source}")]
+    Register {
+        /// The agent.
+        name: String,
+        /// What the apiserver said.
+        #[source]
+        source: agora_client::Error,
+    },
+}
+
+/// Registers the hollow agents, keeps their heartbeats and drives their Tasks until `shutdown` completes.
+///
+/// # Errors
+/// When an agent cannot be registered.
+pub async fn run(
+    client: Client,
+    config: HollowConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let names: Vec<String> = (0..config.count).map(|i| format!("{}{i}", config.name_prefix)).collect();
+    let hostname = crate::resources::hostname();
+    let registered = futures::stream::iter(names.iter().cloned().map(|name| {
+        let (client, hostname) = (client.clone(), hostname.clone());
+        let registration = Registration {
+            name,
+            resources: config.resources.clone(),
+            attributes: config.attributes.clone(),
+            hostname,
+            address: None,
+        };
+        async move {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match registration::register(&client, &registration).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.is_transient() && attempt < 5 => {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await
+                    }
+                    Err(source) => return Err(Error::Register { name: registration.name.clone(), source }),
+                }
+            }
+        }
+    }))
+    .buffer_unordered(REGISTER_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    registered.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    tracing::info!(count = config.count, prefix = %config.name_prefix, "hollow agents registered");
+
+    // Heartbeats spread over the interval, so N agents make N/interval renewals a second, not bursts of N.
+    let mut heartbeats = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let offset = config.heartbeat.interval.mul_f64(i as f64 / config.count.max(1) as f64);
+        let (client, name, heartbeat) = (client.clone(), name.clone(), config.heartbeat);
+        heartbeats.spawn(async move {
+            tokio::time::sleep(offset).await;
+            registration::heartbeat(client, name, heartbeat).await;
+        });
+    }
+
+    let ours: Arc<HashSet<String>> = Arc::new(names.into_iter().collect());
+    let tasks: Api<Task> = Api::all(client.clone());
+    let context = Arc::new(Context { client, agents: ours });
+    Controller::new(tasks, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |task, error, _| {
+                tracing::warn!(task = %task.metadata.display_name(), %error, "hollow task update failed");
+                Action::requeue(Duration::from_secs(1))
+            },
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
+    heartbeats.abort_all();
+    Ok(())
+}
+
+struct Context {
+    client: Client,
+    agents: Arc<HashSet<String>>,
+}
+
+/// What a hollow agent does next with a task, given its state: a pure decision.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// Nothing to do now.
+    Wait,
+    /// Check again after this long.
+    After(Duration),
+    /// Write this status.
+    Write(serde_json::Value),
+}
+
+fn decide(task: &Task, now: Timestamp) -> Step {
+    let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
+    if state.is_terminal() {
+        return Step::Wait;
+    }
+    if task.spec.kill_requested == Some(true) || task.metadata.deletion_timestamp.is_some() {
+        return Step::Write(json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": now }));
+    }
+    match state {
+        TaskState::Staging | TaskState::Starting => Step::Write(json!({
+            "state": "Running", "startedAt": now, "host": crate::resources::hostname(),
+            "message": "hollow agent: nothing runs",
+        })),
+        TaskState::Running => {
+            let annotations = &task.metadata.annotations;
+            let Some(seconds) = annotations.get(RUN_SECONDS).and_then(|s| s.parse::<f64>().ok()) else {
+                return Step::Wait;
+            };
+            let started = task.status.as_ref().and_then(|s| s.started_at).unwrap_or(now);
+            let ends = started + jiff::SignedDuration::from_secs_f64(seconds.max(0.0));
+            if ends > now {
+                let left = now.duration_until(ends).unsigned_abs();
+                return Step::After(left);
+            }
+            let code = annotations.get(EXIT_CODE).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            let state = if code == 0 { "Finished" } else { "Failed" };
+            Step::Write(json!({ "state": state, "exitCode": code, "finishedAt": now }))
+        }
+        _ => Step::Wait,
+    }
+}
+
+async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, agora_client::Error> {
+    if !ctx.agents.contains(&task.spec.agent) {
+        return Ok(Action::await_change());
+    }
+    match decide(&task, Timestamp::now()) {
+        Step::Wait => Ok(Action::await_change()),
+        Step::After(left) => Ok(Action::requeue(left)),
+        Step::Write(status) => {
+            let name = task.metadata.name.as_deref().unwrap_or_default();
+            let tasks: Api<Task> =
+                Api::namespaced(ctx.client.clone(), task.metadata.namespace.as_deref().unwrap_or("default"));
+            // Guarded by the version decided on: a concurrent change (the allocator marking it lost) wins and brings
+            // another reconcile.
+            let patch = Patch::Merge(json!({
+                "metadata": { "resourceVersion": task.metadata.resource_version },
+                "status": status,
+            }));
+            match tasks.patch_status(name, &PatchParams::default().manager(FIELD_MANAGER), &patch).await {
+                Ok(_) => Ok(Action::await_change()),
+                Err(e) if e.is_conflict() || e.is_not_found() => Ok(Action::await_change()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_schemas::{ObjectMeta, TaskSpec, TaskStatus};
+
+    use super::*;
+
+    fn task(state: Option<TaskState>, run_seconds: Option<&str>, exit: Option<&str>) -> Task {
+        let mut meta = ObjectMeta::named(Some("default"), "t");
+        if let Some(seconds) = run_seconds {
+            meta.annotations.insert(RUN_SECONDS.into(), seconds.into());
+        }
+        if let Some(code) = exit {
+            meta.annotations.insert(EXIT_CODE.into(), code.into());
+        }
+        let mut task = Task::new(meta, TaskSpec { agent: "sim-1".into(), ..TaskSpec::default() });
+        task.status = state.map(TaskStatus::new);
+        task
+    }
+
+    fn state_written(step: &Step) -> Option<&str> {
+        match step {
+            Step::Write(status) => status["state"].as_str(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn tasks_run_at_once_finish_after_their_annotation_and_are_killed_on_request() {
+        let now = Timestamp::now();
+        assert_eq!(state_written(&decide(&task(None, None, None), now)), Some("Running"));
+        assert_eq!(state_written(&decide(&task(Some(TaskState::Staging), None, None), now)), Some("Running"));
+        assert_eq!(decide(&task(Some(TaskState::Running), None, None), now), Step::Wait, "runs forever");
+
+        let mut running = task(Some(TaskState::Running), Some("10"), Some("3"));
+        running.status.as_mut().unwrap().started_at = Some(now - jiff::SignedDuration::from_secs(4));
+        assert_eq!(decide(&running, now), Step::After(Duration::from_secs(6)));
+        let later = now + jiff::SignedDuration::from_secs(7);
+        match decide(&running, later) {
+            Step::Write(status) => {
+                assert_eq!((status["state"].as_str(), status["exitCode"].as_i64()), (Some("Failed"), Some(3)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut ok = task(Some(TaskState::Running), Some("0"), None);
+        ok.status.as_mut().unwrap().started_at = Some(now);
+        assert_eq!(state_written(&decide(&ok, now)), Some("Finished"));
+
+        let mut kill = task(Some(TaskState::Running), None, None);
+        kill.spec.kill_requested = Some(true);
+        assert_eq!(state_written(&decide(&kill, now)), Some("Killed"));
+        assert_eq!(decide(&task(Some(TaskState::Finished), None, None), now), Step::Wait);
+    }
+}
