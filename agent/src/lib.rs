@@ -11,5 +11,6 @@
 //! checks, task logs over HTTP, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
 pub mod hollow;
+pub mod images;
 pub mod registration;
 pub mod resources;

@@ -1,5 +1,5 @@
-//! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (for now in hollow mode);
-//! `validate` checks manifests locally, as the apiserver will admit them; `version`. Later issues add `up`,
+//! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (for now in hollow mode); `image`
+//! manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them; `version`. Later issues add `up`,
 //! `controllers` and the API client commands.
 
 use std::path::{Path, PathBuf};
@@ -79,6 +79,14 @@ enum Command {
         #[arg(long, default_value_t = 15.0)]
         lease_seconds: f64,
     },
+    /// Manage the agent's local OCI image store.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+        /// The agent's work dir (the store is its images/ directory).
+        #[arg(long, global = true, default_value = "/var/lib/agora/agent")]
+        work_dir: PathBuf,
+    },
     /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
     ///
     /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
@@ -92,6 +100,30 @@ enum Command {
     },
     /// Print the client version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Import the images of an OCI image layout tar (`skopeo copy docker://busybox oci-archive:busybox.tar`, or
+    /// `docker save`).
+    Import {
+        /// The tar file.
+        file: PathBuf,
+        /// Name the image NAME[:TAG] (needed when the file names none).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Build a one-layer image from a root filesystem directory.
+    Build {
+        /// The directory to become the image's root filesystem.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// The image's name, NAME[:TAG] (the tag defaults to latest).
+        #[arg(long)]
+        tag: String,
+    },
+    /// List the images.
+    List,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -129,6 +161,7 @@ fn main() -> ExitCode {
             heartbeat_seconds,
             lease_seconds,
         }),
+        Command::Image { command, work_dir } => image(command, &work_dir),
         Command::Validate { files, output } => validate(&files, output),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
@@ -223,6 +256,29 @@ fn agent(args: AgentArgs) -> Result<bool> {
         agora_agent::hollow::HollowConfig { count, name_prefix: args.name_prefix, resources, attributes, heartbeat };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_agent::hollow::run(client, config, shutdown_signal()))?;
+    Ok(true)
+}
+
+fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
+    let store = agora_agent::images::ImageStore::open(work_dir)?;
+    let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+    match command {
+        ImageCommand::Import { file, tag } => {
+            for image in store.import(&file, tag.as_deref())? {
+                println!("imported {} ({})", image.reference, short(&image.digest));
+            }
+        }
+        ImageCommand::Build { rootfs, tag } => {
+            let image = store.build(&rootfs, &tag)?;
+            println!("built {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
+        }
+        ImageCommand::List => {
+            println!("{:<40} {:<14} {:>12}", "IMAGE", "DIGEST", "SIZE");
+            for image in store.list()? {
+                println!("{:<40} {:<14} {:>12}", image.reference, short(&image.digest), image.size);
+            }
+        }
+    }
     Ok(true)
 }
 
