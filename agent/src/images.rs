@@ -526,9 +526,8 @@ impl ImageStore {
             .ok_or_else(|| Error::NotFound(reference.clone()))?
             .to_owned();
         let manifest = self.manifest(&digest)?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&self.read_blob(manifest.config().digest().as_ref())?)
-                .map_err(|e| Error::Invalid(format!("image {reference}: config: {e}")))?;
+        let config: ImageConfiguration = serde_json::from_slice(&self.read_blob(manifest.config().digest().as_ref())?)
+            .map_err(|e| Error::Invalid(format!("image {reference}: config: {e}")))?;
         let mut layers = Vec::new();
         for layer in manifest.layers() {
             layers.push(self.unpacked(layer.digest().as_ref(), layer.media_type().as_ref())?);

@@ -10,6 +10,7 @@
 //! Still to come (issue 6): the local OCI image store, the libcontainer runtime with a cgroup per task, health
 //! checks, task logs over HTTP, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
+pub mod container;
 pub mod hollow;
 pub mod images;
 pub mod registration;

@@ -1,0 +1,360 @@
+//! Containers through youki's `libcontainer`, in process: the only module that calls it (or mounts anything).
+//!
+//! A [`ContainerConfig`] says what to run and with what limits; [`ContainerRuntime::start`] writes the OCI runtime
+//! spec into the task's bundle and starts the container: pid, mount, ipc and uts namespaces (the host's network, as
+//! Marathon on Mesos), a cgroup at `/agora/<id>` with the memory limit (swap off: memory+swap = memory) and a CPU
+//! quota, the default capability set with `noNewPrivileges`, masked and read-only `/proc` paths, stdout and stderr
+//! appended to files. The container's init is a child of the agent: [`wait`] reaps it.
+//!
+//! Root filesystems ([`RootFs`]): an image's layers stacked with overlayfs under a per-task upper directory. (Tasks
+//! without an image — the host's file system read-only — are not supported yet: libcontainer could not prepare a
+//! read-only bind of the host's root here, and a writable one is never acceptable.)
+//!
+//! Safety: a failed start unmounts what it mounted before returning, and [`remove_task_dir`] refuses to delete a
+//! directory with anything still mounted below it — a recursive delete through a mount deletes the mounted file
+//! system's files.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// Where a task's sandbox appears inside its container (Mesos' path).
+pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
+/// The parent cgroup of every task.
+pub const CGROUP_PARENT: &str = "/agora";
+/// CFS period for CPU quotas, µs.
+const CPU_PERIOD: u64 = 100_000;
+
+/// What went wrong starting or managing a container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or mount of the bundle.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libcontainer refused or failed.
+    #[error("container {id}: {message}")]
+    Runtime {
+        /// The container.
+        id: String,
+        /// libcontainer's error.
+        message: String,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// The container's root filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootFs {
+    /// An image's layers (bottom first) under a writable per-task upper directory, stacked with overlayfs.
+    Image {
+        /// Unpacked layers, bottom first.
+        layers: Vec<PathBuf>,
+        /// Where the task's changes go.
+        upper: PathBuf,
+        /// overlayfs' work directory (same file system as `upper`).
+        work: PathBuf,
+    },
+}
+
+/// Everything a container needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerConfig {
+    /// The container's id (the task's uid): names its state and its cgroup.
+    pub id: String,
+    /// The bundle directory (config.json and the rootfs mount point go here).
+    pub bundle: PathBuf,
+    /// The root filesystem.
+    pub rootfs: RootFs,
+    /// The task's sandbox: mounted writable at [`ContainerConfig::sandbox_path`].
+    pub sandbox: PathBuf,
+    /// A directory mounted writable at `/tmp`.
+    pub tmp: PathBuf,
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// `NAME=value` pairs.
+    pub env: Vec<String>,
+    /// The working directory inside the container.
+    pub cwd: String,
+    /// The hostname inside the container.
+    pub hostname: String,
+    /// Memory limit in bytes (swap off).
+    pub memory_bytes: Option<i64>,
+    /// CPU quota in cores.
+    pub cpus: Option<f64>,
+    /// Standard output is appended here.
+    pub stdout: PathBuf,
+    /// Standard error is appended here.
+    pub stderr: PathBuf,
+}
+
+impl ContainerConfig {
+    /// The cgroup path (`/agora/<id>`).
+    #[must_use]
+    pub fn cgroup_path(&self) -> String {
+        format!("{CGROUP_PARENT}/{}", self.id)
+    }
+
+    /// Where the sandbox appears inside the container: [`SANDBOX_MOUNT`].
+    #[must_use]
+    pub fn sandbox_path(&self) -> String {
+        SANDBOX_MOUNT.to_owned()
+    }
+
+    /// The OCI runtime spec for this container.
+    ///
+    /// # Errors
+    /// When the spec does not describe a valid OCI configuration (a bug, reported rather than run).
+    pub fn spec(&self) -> Result<Value> {
+        let mut spec =
+            serde_json::to_value(Spec::default()).map_err(|e| self.runtime_error(format!("default spec: {e}")))?;
+        let root_path = self.bundle.join("rootfs");
+        spec["hostname"] = json!(self.hostname);
+        spec["root"] = json!({ "path": root_path, "readonly": false });
+        spec["process"]["args"] = json!(self.args);
+        spec["process"]["env"] = json!(self.env);
+        spec["process"]["cwd"] = json!(self.cwd);
+        spec["process"]["noNewPrivileges"] = json!(true);
+        spec["process"]["terminal"] = json!(false);
+        let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+        // The sandbox and /tmp, writable even on a read-only root.
+        mounts.push(
+            json!({ "destination": SANDBOX_MOUNT, "type": "bind", "source": self.sandbox, "options": ["rbind", "rw"] }),
+        );
+        mounts.push(json!({ "destination": "/tmp", "type": "bind", "source": self.tmp, "options": ["rbind", "rw"] }));
+        spec["mounts"] = json!(mounts);
+        let linux = &mut spec["linux"];
+        // The host's network: tasks listen on the agent's ports (PORT0...), as on Mesos.
+        if let Some(namespaces) = linux["namespaces"].as_array_mut() {
+            namespaces.retain(|n| n["type"] != "network");
+        }
+        linux["cgroupsPath"] = json!(self.cgroup_path());
+        linux["maskedPaths"] = json!(libcontainer::oci_spec::runtime::get_default_maskedpaths());
+        linux["readonlyPaths"] = json!(libcontainer::oci_spec::runtime::get_default_readonly_paths());
+        let mut resources = json!({});
+        if let Some(bytes) = self.memory_bytes {
+            resources["memory"] = json!({ "limit": bytes, "swap": bytes });
+        }
+        if let Some(cpus) = self.cpus.filter(|c| *c > 0.0) {
+            let quota = ((cpus * CPU_PERIOD as f64).round() as i64).max(1000);
+            resources["cpu"] = json!({ "quota": quota, "period": CPU_PERIOD });
+        }
+        linux["resources"] = resources;
+        // Checked by decoding it as the OCI types libcontainer will read.
+        serde_json::from_value::<Spec>(spec.clone()).map_err(|e| self.runtime_error(format!("invalid spec: {e}")))?;
+        Ok(spec)
+    }
+
+    fn runtime_error(&self, message: String) -> Error {
+        Error::Runtime { id: self.id.clone(), message }
+    }
+}
+
+/// Starts, signals and removes containers whose state lives under one directory.
+#[derive(Clone, Debug)]
+pub struct ContainerRuntime {
+    state_dir: PathBuf,
+}
+
+impl ContainerRuntime {
+    /// Containers with their state under `state_dir`.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn new(state_dir: &Path) -> Result<Self> {
+        fs::create_dir_all(state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
+        Ok(Self { state_dir: state_dir.to_path_buf() })
+    }
+
+    /// Prepares the bundle (config.json, the root filesystem) and starts the container; returns its init's pid.
+    ///
+    /// # Errors
+    /// A mount or libcontainer failure (the command not existing surfaces later, as exit code 127 from the init).
+    pub fn start(&self, config: &ContainerConfig) -> Result<i32> {
+        let spec = config.spec()?;
+        fs::create_dir_all(&config.bundle).map_err(io(format!("creating {}", config.bundle.display())))?;
+        for dir in [&config.sandbox, &config.tmp] {
+            fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        let root = config.bundle.join("rootfs");
+        fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
+        unmount(&root); // a leftover of an earlier attempt
+        let RootFs::Image { layers, upper, work } = &config.rootfs;
+        mount_overlay(layers, upper, work, &root)?;
+        let started = self.create_and_start(config, &spec);
+        if started.is_err() {
+            // Nothing stays mounted or registered after a failed start.
+            if let Ok(mut container) = self.load(&config.id) {
+                let _ = container.delete(true);
+            }
+            unmount(&root);
+        }
+        started
+    }
+
+    fn create_and_start(&self, config: &ContainerConfig, spec: &Value) -> Result<i32> {
+        let config_json = config.bundle.join("config.json");
+        fs::write(&config_json, spec.to_string()).map_err(io(format!("writing {}", config_json.display())))?;
+        let output = |path: &Path| -> Result<File> {
+            OpenOptions::new().create(true).append(true).open(path).map_err(io(format!("opening {}", path.display())))
+        };
+        let runtime_error = |e: libcontainer::error::LibcontainerError| config.runtime_error(e.to_string());
+        let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
+            .with_root_path(&self.state_dir)
+            .map_err(runtime_error)?
+            .with_stdout(output(&config.stdout)?)
+            .with_stderr(output(&config.stderr)?)
+            .as_init(&config.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(runtime_error)?;
+        container.start().map_err(runtime_error)?;
+        container.pid().map(Pid::as_raw).ok_or_else(|| config.runtime_error("started without a pid".into()))
+    }
+
+    fn load(&self, id: &str) -> Result<Container> {
+        Container::load(self.state_dir.join(id))
+            .map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })
+    }
+
+    /// Sends `signal` to the container's processes.
+    ///
+    /// # Errors
+    /// An unknown container, or one that cannot be signalled (already stopped).
+    pub fn kill(&self, id: &str, signal: Signal) -> Result<()> {
+        let mut container = self.load(id)?;
+        container.kill(signal, true).map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })
+    }
+
+    /// Removes the container: its processes (killed), its cgroup and its state; then unmounts its root filesystem.
+    ///
+    /// # Errors
+    /// When libcontainer cannot delete it.
+    pub fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
+        if self.state_dir.join(id).exists() {
+            let mut container = self.load(id)?;
+            container.delete(true).map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })?;
+        }
+        unmount(&bundle.join("rootfs"));
+        Ok(())
+    }
+
+    /// The ids of the containers this runtime knows (for reattaching after a restart).
+    #[must_use]
+    pub fn ids(&self) -> Vec<String> {
+        fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The pid of the container's init, if it is known.
+    #[must_use]
+    pub fn pid(&self, id: &str) -> Option<i32> {
+        self.load(id).ok().and_then(|c| c.pid()).map(Pid::as_raw)
+    }
+}
+
+/// How a container's init ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Waits (blocking) for the container init `pid`, a child of this process, to end.
+///
+/// # Errors
+/// When `pid` is not a child of this process (after an agent restart, for example).
+pub fn wait(pid: i32) -> Result<Exit> {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Exit::Signal(signal as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Io { what: format!("waiting for pid {pid}"), source: e.into() }),
+        }
+    }
+}
+
+/// Stacks image `layers` (bottom first) under `upper` at `target` with overlayfs.
+///
+/// # Errors
+/// When the mount fails.
+pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    for dir in [upper, work, target] {
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    let lower: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let options = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    let options = std::ffi::CString::new(options)
+        .map_err(|_| Error::Io { what: "overlay options".into(), source: std::io::ErrorKind::InvalidInput.into() })?;
+    rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), options.as_c_str())
+        .map_err(|e| Error::Io { what: format!("mounting the image at {}", target.display()), source: e.into() })
+}
+
+/// Detaches whatever is mounted at `target` (nothing, if nothing is).
+pub fn unmount(target: &Path) {
+    let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+}
+
+/// Mount points at or below `dir`, from `/proc/self/mountinfo`.
+#[must_use]
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(point.replace("\\040", " ")))
+        .filter(|point| point.starts_with(dir))
+        .collect()
+}
+
+/// Deletes a task's directory — after detaching anything still mounted below it, and only if nothing is.
+///
+/// # Errors
+/// When something stays mounted below `dir` (nothing is deleted then), or the delete fails.
+pub fn remove_task_dir(dir: &Path) -> Result<()> {
+    let mut points = mounts_below(dir);
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in &points {
+        unmount(point);
+    }
+    let left = mounts_below(dir);
+    if !left.is_empty() {
+        return Err(Error::Io {
+            what: format!("refusing to delete {}: still mounted below it: {left:?}", dir.display()),
+            source: std::io::ErrorKind::ResourceBusy.into(),
+        });
+    }
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Io { what: format!("deleting {}", dir.display()), source: e })
+        }
+        _ => Ok(()),
+    }
+}
