@@ -46,39 +46,7 @@ enum Command {
     ///
     /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
     /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds): for scale tests.
-    Agent {
-        /// The apiserver.
-        #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
-        server: String,
-        /// A file holding the apiserver's bearer token.
-        #[arg(long, env = "AGORA_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
-        /// The Agent object's name (default: the hostname).
-        #[arg(long)]
-        name: Option<String>,
-        /// What to offer, in Mesos' format: "cpus:4;mem:8192;disk:20000;ports:[31000-32000]". Unnamed resources
-        /// are the host's (cores, memory, the work dir's free disk, ports 31000-32000).
-        #[arg(long, default_value = "")]
-        resources: String,
-        /// Attributes for placement constraints: "rack:a;zone:z1".
-        #[arg(long, default_value = "")]
-        attributes: String,
-        /// Where sandboxes, images and the agent's state live.
-        #[arg(long, default_value = "/var/lib/agora/agent")]
-        work_dir: PathBuf,
-        /// Simulate this many agents that run nothing.
-        #[arg(long)]
-        hollow: Option<usize>,
-        /// With --hollow: agents are named <prefix><i>.
-        #[arg(long, default_value = "hollow-")]
-        name_prefix: String,
-        /// Seconds between heartbeats.
-        #[arg(long, default_value_t = 5.0)]
-        heartbeat_seconds: f64,
-        /// Seconds a heartbeat holds before the agent counts as unreachable.
-        #[arg(long, default_value_t = 15.0)]
-        lease_seconds: f64,
-    },
+    Agent(AgentArgs),
     /// Manage the agent's local OCI image store.
     Image {
         #[command(subcommand)]
@@ -138,29 +106,7 @@ fn main() -> ExitCode {
         Command::Apiserver { listen, data_dir, store, store_prefix, token_file } => {
             apiserver(listen, data_dir, store, store_prefix, token_file)
         }
-        Command::Agent {
-            server,
-            token_file,
-            name,
-            resources,
-            attributes,
-            work_dir,
-            hollow,
-            name_prefix,
-            heartbeat_seconds,
-            lease_seconds,
-        } => agent(AgentArgs {
-            server,
-            token_file,
-            name,
-            resources,
-            attributes,
-            work_dir,
-            hollow,
-            name_prefix,
-            heartbeat_seconds,
-            lease_seconds,
-        }),
+        Command::Agent(args) => agent(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
         Command::Validate { files, output } => validate(&files, output),
         Command::Version => {
@@ -206,16 +152,39 @@ fn apiserver(
     Ok(true)
 }
 
+/// `agora agent`'s flags.
+#[derive(clap::Args, Debug)]
 struct AgentArgs {
+    /// The apiserver.
+    #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
     server: String,
+    /// A file holding the apiserver's bearer token.
+    #[arg(long, env = "AGORA_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The Agent object's name (default: the hostname).
+    #[arg(long)]
     name: Option<String>,
+    /// What to offer, in Mesos' format: "cpus:4;mem:8192;disk:20000;ports:[31000-32000]". Unnamed resources
+    /// are the host's (cores, memory, the work dir's free disk, ports 31000-32000).
+    #[arg(long, default_value = "")]
     resources: String,
+    /// Attributes for placement constraints: "rack:a;zone:z1".
+    #[arg(long, default_value = "")]
     attributes: String,
+    /// Where sandboxes, images and the agent's state live.
+    #[arg(long, default_value = "/var/lib/agora/agent")]
     work_dir: PathBuf,
+    /// Simulate this many agents that run nothing.
+    #[arg(long)]
     hollow: Option<usize>,
+    /// With --hollow: agents are named <prefix><i>.
+    #[arg(long, default_value = "hollow-")]
     name_prefix: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5.0)]
     heartbeat_seconds: f64,
+    /// Seconds a heartbeat holds before the agent counts as unreachable.
+    #[arg(long, default_value_t = 15.0)]
     lease_seconds: f64,
 }
 
