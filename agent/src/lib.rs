@@ -6,12 +6,16 @@
 //! - [`resources`]: `--resources` / `--attributes` in Mesos' text format, and the host's cores, memory and disk.
 //! - [`registration`]: the `Agent` object (server-side applied) and the heartbeat `Lease`.
 //! - [`hollow`]: N simulated agents in one process that run nothing, for scale tests (kubemark's hollow nodes).
+//! - [`images`]: the local OCI image store.
+//! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
+//! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
 //!
-//! Still to come (issue 6): the local OCI image store, the libcontainer runtime with a cgroup per task, health
-//! checks, task logs over HTTP, and reattaching to running tasks after a restart. See DESIGN.md §5.
+//! Still to come (issue 6): host-filesystem tasks, health checks, task logs over HTTP, usage reporting, sandbox
+//! retention, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
 pub mod container;
 pub mod hollow;
 pub mod images;
 pub mod registration;
 pub mod resources;
+pub mod runner;

@@ -1,6 +1,6 @@
-//! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (for now in hollow mode); `image`
-//! manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them; `version`. Later issues add `up`,
-//! `controllers` and the API client commands.
+//! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (or `--hollow` simulated ones);
+//! `image` manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them;
+//! `version`. Later issues add `up`, `controllers` and the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -213,17 +213,21 @@ fn agent(args: AgentArgs) -> Result<bool> {
         config = config.token_file(file)?;
     }
     let client = agora_client::Client::new(config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let Some(count) = args.hollow else {
-        let name = args.name.unwrap_or_else(agora_agent::resources::hostname);
-        anyhow::bail!(
-            "agent {name}: running tasks in containers is not available in this build yet (the libcontainer runtime \
-             is being built); `agora agent --hollow N` runs simulated agents"
-        );
+        let config = agora_agent::runner::AgentConfig {
+            name: args.name.unwrap_or_else(agora_agent::resources::hostname),
+            work_dir: args.work_dir,
+            resources,
+            attributes,
+            heartbeat,
+        };
+        runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;
+        return Ok(true);
     };
     anyhow::ensure!(count > 0, "--hollow must be at least 1");
     let config =
         agora_agent::hollow::HollowConfig { count, name_prefix: args.name_prefix, resources, attributes, heartbeat };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_agent::hollow::run(client, config, shutdown_signal()))?;
     Ok(true)
 }

@@ -144,7 +144,9 @@ fn bad_agent_flags_are_refused_by_name() {
     let (code, stderr) = run(&["--hollow", "2", "--heartbeat-seconds", "10", "--lease-seconds", "5"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--lease-seconds (5) must be longer than --heartbeat-seconds (10)"), "{stderr}");
-    let (code, stderr) = run(&["--name", "n1"]);
+    let port = agora_e2e::free_port().to_string();
+    let (code, stderr) =
+        run(&["--name", "n1", "--server", &format!("http://127.0.0.1:{port}"), "--work-dir", "/tmp/agora-e2e-unused"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("agent n1: running tasks in containers is not available"), "{stderr}");
+    assert!(stderr.contains("registering agent n1") && stderr.contains(&port), "{stderr}");
 }

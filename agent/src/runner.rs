@@ -1,0 +1,426 @@
+//! The agent proper: runs the Tasks bound to it (`fieldSelector=spec.agent=<name>`) as containers and reports each
+//! transition through `/status` — Staging → Starting → Running → Finished (exit 0), Failed (exit code; `OOMKilled`
+//! when the memory cgroup killed it; `ImageNotFound`, `StartFailed`), or Killed.
+//!
+//! Every task the agent has seen carries its finalizer [`FINALIZER`], so deleting a Task lets the agent stop its
+//! container first (SIGTERM, then SIGKILL after `killGracePeriodSeconds`, default 5 s). `spec.killRequested` stops it
+//! the same way and reports Killed.
+//!
+//! Not yet: tasks without an image (the host's file system, read-only) are refused with reason `ImageRequired`;
+//! after an agent restart, tasks it had started are reported Failed with reason `AgentRestarted` and their containers
+//! removed (reattaching to them is still to come); health checks, logs over HTTP and usage reporting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use agora_client::{Api, Client, Patch, PatchParams};
+use agora_controllers::runtime::finalizer::{self, finalizer};
+use agora_controllers::runtime::{Action, Controller, watcher};
+use agora_schemas::{Resources, Task, TaskState};
+use futures::StreamExt;
+use jiff::Timestamp;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+use crate::container::{self, ContainerConfig, ContainerRuntime, Exit, RootFs};
+use crate::images::{self, ImageStore};
+use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
+
+/// The finalizer the agent puts on the Tasks it runs.
+pub const FINALIZER: &str = "agora.dev/agent";
+/// How long a task gets between SIGTERM and SIGKILL unless it says otherwise.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// One agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The Agent object's name.
+    pub name: String,
+    /// Where images, containers' state and task sandboxes live.
+    pub work_dir: PathBuf,
+    /// What it offers.
+    pub resources: Resources,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Heartbeat timing.
+    pub heartbeat: HeartbeatConfig,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Registration failed.
+    #[error("registering agent {name}: {source}")]
+    Register {
+        /// The agent.
+        name: String,
+        /// What the apiserver said.
+        #[source]
+        source: agora_client::Error,
+    },
+    /// The image store or container state directory is unusable.
+    #[error("agent work dir: {0}")]
+    WorkDir(String),
+}
+
+/// A task this agent started: from its start until its terminal state is written.
+struct Live {
+    killing: bool,
+    exited: bool,
+}
+
+struct Context {
+    client: Client,
+    agent: String,
+    host: String,
+    work_dir: PathBuf,
+    images: ImageStore,
+    runtime: ContainerRuntime,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl Context {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Registers the agent, heartbeats, and runs its Tasks until `shutdown` completes.
+///
+/// # Errors
+/// When registration fails or the work dir cannot be used.
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let images = ImageStore::open(&config.work_dir).map_err(|e| Error::WorkDir(e.to_string()))?;
+    let runtime =
+        ContainerRuntime::new(&config.work_dir.join("containers")).map_err(|e| Error::WorkDir(e.to_string()))?;
+    let host = crate::resources::hostname();
+    let registration = Registration {
+        name: config.name.clone(),
+        resources: config.resources.clone(),
+        attributes: config.attributes.clone(),
+        hostname: host.clone(),
+        address: None,
+    };
+    registration::register(&client, &registration)
+        .await
+        .map_err(|source| Error::Register { name: config.name.clone(), source })?;
+    tracing::info!(agent = %config.name, "registered");
+    let heartbeat = tokio::spawn(registration::heartbeat(client.clone(), config.name.clone(), config.heartbeat));
+    let context = Arc::new(Context {
+        client: client.clone(),
+        agent: config.name.clone(),
+        host,
+        work_dir: config.work_dir.clone(),
+        images,
+        runtime,
+        live: Mutex::default(),
+    });
+    let selector = format!("spec.agent={}", config.name);
+    Controller::new(Api::<Task>::all(client), watcher::Config::default().fields(&selector))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile,
+            |task, error, _| {
+                tracing::warn!(task = %task.metadata.display_name(), %error, "task update failed; retrying");
+                Action::requeue(Duration::from_secs(1))
+            },
+            context,
+        )
+        .for_each(|_| async {})
+        .await;
+    heartbeat.abort();
+    Ok(())
+}
+
+async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, finalizer::Error<agora_client::Error>> {
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), task.metadata.namespace.as_deref().unwrap_or("default"));
+    let events = tasks.clone();
+    finalizer(&tasks, FINALIZER, task, |event| async move {
+        match event {
+            finalizer::Event::Apply(task) => apply(&task, &events, &ctx).await,
+            finalizer::Event::Cleanup(task) => cleanup(&task, &ctx).await,
+        }
+    })
+    .await
+}
+
+fn uid(task: &Task) -> String {
+    task.metadata.uid.clone().unwrap_or_default()
+}
+
+/// Writes `status` (merged into the task's status), guarded by the version decided on when `guarded`.
+async fn write_status(tasks: &Api<Task>, task: &Task, status: Value, guarded: bool) -> agora_client::Result<bool> {
+    let name = task.metadata.name.as_deref().unwrap_or_default();
+    let mut patch = json!({ "status": status });
+    if guarded {
+        patch["metadata"] = json!({ "resourceVersion": task.metadata.resource_version });
+    }
+    match tasks.patch_status(name, &PatchParams::default().manager(FIELD_MANAGER), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_conflict() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<Action> {
+    let id = uid(task);
+    let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
+    let live = ctx.live().contains_key(&id);
+    if state.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    if task.spec.kill_requested == Some(true) {
+        if live {
+            // Killing is written before the signal, so the exit's Killed always comes after it.
+            if !ctx.live().get(&id).is_some_and(|l| l.killing) {
+                write_status(tasks, task, json!({ "state": "Killing" }), false).await?;
+            }
+            stop(task, ctx);
+        } else {
+            write_status(
+                tasks,
+                task,
+                json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": Timestamp::now() }),
+                false,
+            )
+            .await?;
+        }
+        return Ok(Action::await_change());
+    }
+    match state {
+        TaskState::Staging => launch(task, tasks, ctx).await,
+        _ if live => Ok(Action::await_change()),
+        _ => {
+            // Started by an earlier run of this agent: it cannot wait for that container, so it stops it and says so.
+            let bundle = ctx.work_dir.join("tasks").join(&id).join("bundle");
+            let runtime = ctx.runtime.clone();
+            let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
+            let status = json!({ "state": "Failed", "reason": "AgentRestarted", "finishedAt": Timestamp::now(),
+                                  "message": "the agent restarted and does not reattach to running tasks yet" });
+            write_status(tasks, task, status, false).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn failed(reason: &str, message: impl Into<String>) -> Value {
+    json!({ "state": "Failed", "reason": reason, "message": message.into(), "finishedAt": Timestamp::now() })
+}
+
+async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<Action> {
+    if !write_status(tasks, task, json!({ "state": "Starting", "host": ctx.host }), true).await? {
+        return Ok(Action::await_change()); // changed meanwhile: the change brings another reconcile
+    }
+    let config = match prepare(task, ctx).await {
+        Ok(config) => config,
+        Err((reason, message)) => {
+            write_status(tasks, task, failed(reason, message), false).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let runtime = ctx.runtime.clone();
+    let to_start = config.clone();
+    let started = tokio::task::spawn_blocking(move || runtime.start(&to_start)).await;
+    let pid = match started {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => {
+            let reason = if e.to_string().contains("No such file") { "CommandNotFound" } else { "StartFailed" };
+            write_status(tasks, task, failed(reason, e.to_string()), false).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => {
+            write_status(tasks, task, failed("StartFailed", e.to_string()), false).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    ctx.live().insert(config.id.clone(), Live { killing: false, exited: false });
+    tracing::info!(task = %task.metadata.display_name(), pid, "started");
+    // Running is written before the exit is looked for, so a quick exit's terminal state always comes after it.
+    let running = write_status(
+        tasks,
+        task,
+        json!({ "state": "Running", "startedAt": Timestamp::now(), "host": ctx.host }),
+        false,
+    )
+    .await;
+    tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, pid));
+    running?;
+    Ok(Action::await_change())
+}
+
+/// The container for `task`, or why it cannot run (a reason and a message).
+async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
+    let Some(image) = task.spec.container.as_ref().map(|c| c.image.clone()) else {
+        return Err(("ImageRequired", "this agent runs tasks in container images only (spec.container.image); host-filesystem tasks are not supported yet".into()));
+    };
+    let store = ctx.images.clone();
+    let resolved = tokio::task::spawn_blocking(move || store.resolve(&image))
+        .await
+        .map_err(|e| ("ImageNotFound", e.to_string()))?;
+    let resolved = resolved.map_err(|e| match e {
+        images::Error::NotFound(_) => ("ImageNotFound", e.to_string()),
+        other => ("ImageUnusable", other.to_string()),
+    })?;
+    let id = uid(task);
+    let dir = ctx.work_dir.join("tasks").join(&id);
+    let config = resolved.config.config().clone().unwrap_or_default();
+    let args: Vec<String> = match (&task.spec.args, &task.spec.cmd) {
+        (Some(args), _) if !args.is_empty() => args.clone(),
+        (_, Some(cmd)) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+        _ => config
+            .entrypoint()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(config.cmd().clone().unwrap_or_default())
+            .collect(),
+    };
+    if args.is_empty() {
+        return Err(("CommandNotFound", "the task has no cmd or args and its image no entrypoint".into()));
+    }
+    let mut env: BTreeMap<String, String> = config
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let ports: Vec<String> = task.spec.ports.iter().map(|p| p.port.to_string()).collect();
+    for (i, port) in task.spec.ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), port.port.to_string());
+        if let Some(name) = &port.name {
+            env.insert(format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_")), port.port.to_string());
+        }
+    }
+    if let Some(first) = ports.first() {
+        env.insert("PORT".into(), first.clone());
+    }
+    env.insert("PORTS".into(), ports.join(","));
+    env.insert("HOST".into(), ctx.host.clone());
+    env.insert("TASK_ID".into(), task.metadata.name.clone().unwrap_or_default());
+    env.insert("AGORA_NAMESPACE".into(), task.metadata.namespace.clone().unwrap_or_default());
+    env.insert("AGORA_AGENT".into(), ctx.agent.clone());
+    env.insert("MESOS_SANDBOX".into(), container::SANDBOX_MOUNT.into());
+    env.extend(task.spec.env.clone());
+    let sandbox = dir.join("sandbox");
+    Ok(ContainerConfig {
+        id: id.clone(),
+        bundle: dir.join("bundle"),
+        rootfs: RootFs::Image { layers: resolved.layers, upper: dir.join("upper"), work: dir.join("work") },
+        sandbox: sandbox.clone(),
+        tmp: dir.join("tmp"),
+        args,
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: container::SANDBOX_MOUNT.into(),
+        hostname: task.metadata.name.clone().unwrap_or_else(|| id.clone()),
+        memory_bytes: Some((task.spec.mem.max(4.0) * 1_048_576.0) as i64),
+        cpus: Some(task.spec.cpus),
+        stdout: sandbox.join("stdout"),
+        stderr: sandbox.join("stderr"),
+    })
+}
+
+/// Waits for the container to end, then reports how and removes it (the sandbox, with its logs, stays).
+async fn watch_exit(task: Task, tasks: Api<Task>, ctx: Arc<Context>, config: ContainerConfig, pid: i32) {
+    let exit = tokio::task::spawn_blocking(move || container::wait(pid)).await;
+    let oom_killed = oom_kills(&config.id) > 0;
+    let killing = ctx.live().get_mut(&config.id).is_some_and(|l| {
+        l.exited = true;
+        l.killing
+    });
+    let runtime = ctx.runtime.clone();
+    let (id, bundle) = (config.id.clone(), config.bundle.clone());
+    let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
+    let now = Timestamp::now();
+    let status = match exit {
+        Ok(Ok(Exit::Code(0))) if !killing => json!({ "state": "Finished", "exitCode": 0, "finishedAt": now }),
+        Ok(Ok(exit)) => {
+            let code = match exit {
+                Exit::Code(code) => code,
+                Exit::Signal(signal) => 128 + signal,
+            };
+            if killing {
+                json!({ "state": "Killed", "reason": "KillRequested", "exitCode": code, "finishedAt": now })
+            } else if oom_killed {
+                json!({ "state": "Failed", "reason": "OOMKilled", "exitCode": code, "finishedAt": now,
+                        "message": format!("the task used more than its {} MiB of memory", task.spec.mem) })
+            } else {
+                json!({ "state": "Failed", "exitCode": code, "finishedAt": now })
+            }
+        }
+        Ok(Err(e)) => failed("Lost", e.to_string()),
+        Err(e) => failed("Lost", e.to_string()),
+    };
+    tracing::info!(task = %task.metadata.display_name(), status = %status["state"], "ended");
+    // The terminal state must not be lost: retry until it is written (or the task is gone).
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write_status(&tasks, &task, status.clone(), false).await {
+            Ok(_) => break,
+            Err(e) if e.is_not_found() => break,
+            Err(e) => {
+                tracing::warn!(task = %task.metadata.display_name(), error = %e, "reporting the exit failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    ctx.live().remove(&config.id);
+}
+
+/// How often the memory cgroup of container `id` killed a process (cgroup v1's `memory.oom_control`).
+fn oom_kills(id: &str) -> u64 {
+    let path = format!("/sys/fs/cgroup/memory{}/{id}/memory.oom_control", container::CGROUP_PARENT);
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn grace(task: &Task) -> Duration {
+    task.spec.kill_grace_period_seconds.map_or(DEFAULT_KILL_GRACE, |s| Duration::from_secs(u64::from(s)))
+}
+
+/// SIGTERM now, SIGKILL after the grace period if it is still there.
+fn stop(task: &Task, ctx: &Arc<Context>) {
+    let id = uid(task);
+    {
+        let mut live = ctx.live();
+        let Some(entry) = live.get_mut(&id) else { return };
+        if entry.killing || entry.exited {
+            return;
+        }
+        entry.killing = true;
+    }
+    if let Err(e) = ctx.runtime.kill(&id, Signal::SIGTERM) {
+        tracing::debug!(task = %task.metadata.display_name(), error = %e, "SIGTERM");
+    }
+    let (ctx, grace) = (ctx.clone(), grace(task));
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let running = ctx.live().get(&id).is_some_and(|l| !l.exited);
+        if running {
+            let _ = ctx.runtime.kill(&id, Signal::SIGKILL);
+        }
+    });
+}
+
+/// The task is being deleted: stop its container (with its grace period) and wait until it is gone.
+async fn cleanup(task: &Task, ctx: &Arc<Context>) -> agora_client::Result<Action> {
+    stop(task, ctx);
+    let id = uid(task);
+    while ctx.live().contains_key(&id) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = ctx.work_dir.join("tasks").join(&id);
+    let _ = tokio::task::spawn_blocking(move || container::remove_task_dir(&dir)).await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,225 @@
+//! `agora agent` as a process running real containers (as root, here and in CI) against `agora apiserver`: a busybox
+//! image built with `agora image build`; exit codes, output and the task's environment; the order of reported
+//! states; kill with a grace period (a task ignoring SIGTERM is SIGKILLed); an OOM kill; a missing image; a task
+//! without an image; and a deleted task whose container is stopped before it goes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_client::{Api, Client, Config, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use agora_e2e::{ApiserverProcess, agora_binary};
+use agora_schemas::{Agent, Task, TaskState, TaskStatus};
+use futures::StreamExt;
+use serde_json::json;
+
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A work dir that is always cleaned up without following a mount (tasks' root file systems live in it).
+struct WorkDir(tempfile::TempDir);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        agora_agent::container::remove_task_dir(self.0.path()).expect("nothing stays mounted in the agent's work dir");
+    }
+}
+
+fn busybox_rootfs(dir: &Path) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (make deps)");
+    for tool in ["sh", "sleep", "echo", "head", "tr", "true", "cat"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
+    }
+    for empty in ["proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(dir.join(empty)).unwrap();
+    }
+}
+
+async fn eventually<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn task(name: &str, image: Option<&str>, cmd: &str, extra: serde_json::Value) -> Task {
+    let mut value = json!({
+        "apiVersion": "agora/v1", "kind": "Task", "metadata": {"name": name},
+        "spec": {"agent": "a1", "framework": "test", "cmd": cmd, "cpus": 0.5, "mem": 64},
+    });
+    if let Some(image) = image {
+        value["spec"]["container"] = json!({"image": image});
+    }
+    if let (Some(spec), Some(extra)) = (value["spec"].as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+async fn terminal(tasks: &Api<Task>, name: &str) -> TaskStatus {
+    eventually(Duration::from_secs(30), &format!("{name} ends"), || async {
+        tasks.get(name).await.ok()?.status.filter(|s| s.state.is_terminal())
+    })
+    .await
+}
+
+fn sandbox(work: &Path, task: &Task) -> PathBuf {
+    work.join("tasks").join(task.metadata.uid.as_deref().unwrap()).join("sandbox")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let rootfs = work.0.path().join("rootfs-src");
+    busybox_rootfs(&rootfs);
+    let agent_dir = work.0.path().join("agent");
+    let built = Command::new(agora_binary())
+        .args(["image", "build", "--rootfs"])
+        .arg(&rootfs)
+        .args(["--tag", "busybox", "--work-dir"])
+        .arg(&agent_dir)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+
+    let child = Command::new(agora_binary())
+        .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
+        .arg(&agent_dir)
+        .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
+        .args(["--lease-seconds", "3"])
+        .env("AGORA_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut agent = AgentProcess(child);
+    let client = Client::new(Config::new(server.url())).unwrap();
+    let agents: Api<Agent> = Api::all(client.clone());
+    eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
+        .await;
+
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    let create = |t: Task| {
+        let tasks = tasks.clone();
+        async move { tasks.create(&PostParams::default(), &t).await.unwrap() }
+    };
+
+    // Exit code, output, environment, and the order of the states.
+    let ports = json!({"ports": [{"port": 31005, "name": "http-api"}]});
+    let created = create(task(
+        "exits",
+        Some("busybox"),
+        "echo $TASK_ID $PORT0 $PORT_HTTP_API $PORTS $AGORA_NAMESPACE; echo oops >&2; exit 3",
+        ports,
+    ))
+    .await;
+    let mut states = Vec::new();
+    let mut watch = tasks
+        .watch(
+            &WatchParams::default().fields("metadata.name=exits").timeout(30),
+            created.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    while let Some(Ok(event)) = watch.next().await {
+        if let WatchEvent::Modified(t) = event {
+            let state = t.status.map(|s| s.state);
+            if states.last() != Some(&state) {
+                states.push(state);
+            }
+            if state.is_some_and(TaskState::is_terminal) {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        states,
+        [None, Some(TaskState::Starting), Some(TaskState::Running), Some(TaskState::Failed)],
+        "each state once, in order (the first change is the agent's finalizer)"
+    );
+    let exits = tasks.get("exits").await.unwrap();
+    let status = exits.status.clone().unwrap();
+    assert_eq!(status.exit_code, Some(3));
+    assert!(status.started_at.is_some() && status.finished_at >= status.started_at);
+    let out = std::fs::read_to_string(sandbox(&agent_dir, &exits).join("stdout")).unwrap();
+    assert_eq!(out, "exits 31005 31005 31005 default\n");
+    assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, &exits).join("stderr")).unwrap(), "oops\n");
+
+    create(task("succeeds", Some("busybox"), "true", json!({}))).await;
+    assert_eq!(terminal(&tasks, "succeeds").await.state, TaskState::Finished);
+
+    // What cannot run says why.
+    create(task("no-image", None, "true", json!({}))).await;
+    create(task("missing-image", Some("nope:1"), "true", json!({}))).await;
+    let no_image = terminal(&tasks, "no-image").await;
+    assert_eq!((no_image.state, no_image.reason.as_deref()), (TaskState::Failed, Some("ImageRequired")));
+    let missing = terminal(&tasks, "missing-image").await;
+    assert_eq!((missing.state, missing.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")));
+
+    // Over its memory: the cgroup kills it.
+    create(task(
+        "hungry",
+        Some("busybox"),
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        json!({"mem": 16}),
+    ))
+    .await;
+    let hungry = terminal(&tasks, "hungry").await;
+    assert_eq!((hungry.state, hungry.reason.as_deref()), (TaskState::Failed, Some("OOMKilled")), "{hungry:?}");
+
+    // killRequested: a task that ignores SIGTERM is SIGKILLed after its grace period.
+    create(task(
+        "stubborn",
+        Some("busybox"),
+        "trap '' TERM; sleep 100 & wait; sleep 100",
+        json!({"killGracePeriodSeconds": 1}),
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "stubborn runs", || async {
+        tasks.get("stubborn").await.ok()?.status.filter(|s| s.state == TaskState::Running)
+    })
+    .await;
+    let asked = Instant::now();
+    tasks
+        .patch("stubborn", &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}})))
+        .await
+        .unwrap();
+    let killed = terminal(&tasks, "stubborn").await;
+    assert_eq!(killed.state, TaskState::Killed);
+    assert_eq!(killed.exit_code, Some(128 + 9), "SIGKILLed: {killed:?}");
+    assert!(asked.elapsed() >= Duration::from_secs(1), "the grace period was given");
+
+    // Deleting a running task stops its container before the task goes.
+    let doomed = create(task("doomed", Some("busybox"), "sleep 100", json!({}))).await;
+    eventually(Duration::from_secs(20), "doomed runs", || async {
+        tasks.get("doomed").await.ok()?.status.filter(|s| s.state == TaskState::Running)
+    })
+    .await;
+    let uid = doomed.metadata.uid.clone().unwrap();
+    let cgroup = Path::new("/sys/fs/cgroup/memory/agora").join(&uid);
+    assert!(cgroup.exists());
+    tasks.delete("doomed", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(20), "doomed is gone", || async {
+        tasks.get_opt("doomed").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(!cgroup.exists(), "its container and cgroup went first");
+
+    let pid = agent.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = agent.0.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
