@@ -9,13 +9,15 @@
 //! - [`images`]: the local OCI image store.
 //! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
 //! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
+//! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
 //!
-//! Still to come (issue 6): host-filesystem tasks, health checks, task logs over HTTP, usage reporting, sandbox
+//! Still to come (issue 6): host-filesystem tasks, health checks, usage reporting, sandbox
 //! retention, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
 pub mod container;
 pub mod hollow;
 pub mod images;
+pub mod logs;
 pub mod registration;
 pub mod resources;
 pub mod runner;

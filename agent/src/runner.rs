@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, String>,
     /// Heartbeat timing.
     pub heartbeat: HeartbeatConfig,
+    /// Where the agent serves task logs (its Agent status names it, for the apiserver's log proxy).
+    pub listen: std::net::SocketAddr,
 }
 
 /// Why the agent could not start.
@@ -63,6 +65,15 @@ pub enum Error {
     /// The image store or container state directory is unusable.
     #[error("agent work dir: {0}")]
     WorkDir(String),
+    /// The log endpoint cannot listen.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A task this agent started: from its start until its terminal state is written.
@@ -100,12 +111,16 @@ pub async fn run(
     let runtime =
         ContainerRuntime::new(&config.work_dir.join("containers")).map_err(|e| Error::WorkDir(e.to_string()))?;
     let host = crate::resources::hostname();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { address: config.listen, source })?;
+    let address = listener.local_addr().map_err(|source| Error::Listen { address: config.listen, source })?;
     let registration = Registration {
         name: config.name.clone(),
         resources: config.resources.clone(),
         attributes: config.attributes.clone(),
         hostname: host.clone(),
-        address: None,
+        address: Some(format!("http://{address}")),
     };
     registration::register(&client, &registration)
         .await
@@ -121,6 +136,12 @@ pub async fn run(
         runtime,
         live: Mutex::default(),
     });
+    let endpoint = crate::logs::router(context.clone());
+    let serving = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, endpoint).await {
+            tracing::error!(error = %e, "the log endpoint stopped");
+        }
+    });
     let selector = format!("spec.agent={}", config.name);
     Controller::new(Api::<Task>::all(client), watcher::Config::default().fields(&selector))
         .graceful_shutdown_on(shutdown)
@@ -135,7 +156,18 @@ pub async fn run(
         .for_each(|_| async {})
         .await;
     heartbeat.abort();
+    serving.abort();
     Ok(())
+}
+
+impl crate::logs::TaskLogs for Context {
+    fn sandbox(&self, uid: &str) -> PathBuf {
+        self.work_dir.join("tasks").join(uid).join("sandbox")
+    }
+
+    fn running(&self, uid: &str) -> bool {
+        self.live().get(uid).is_some_and(|l| !l.exited)
+    }
 }
 
 async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, finalizer::Error<agora_client::Error>> {

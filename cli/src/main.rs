@@ -174,6 +174,9 @@ struct AgentArgs {
     /// Where sandboxes, images and the agent's state live.
     #[arg(long, default_value = "/var/lib/agora/agent")]
     work_dir: PathBuf,
+    /// Where the agent serves task logs (the apiserver proxies tasks/{name}/log here).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    listen: std::net::SocketAddr,
     /// Simulate this many agents that run nothing.
     #[arg(long)]
     hollow: Option<usize>,
@@ -221,6 +224,7 @@ fn agent(args: AgentArgs) -> Result<bool> {
             resources,
             attributes,
             heartbeat,
+            listen: args.listen,
         };
         runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;
         return Ok(true);

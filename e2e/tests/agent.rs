@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, Config, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use agora_client::{
+    Api, Client, Config, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use agora_e2e::{ApiserverProcess, agora_binary};
 use agora_schemas::{Agent, Task, TaskState, TaskStatus};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 struct AgentProcess(Child);
@@ -98,7 +100,7 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
         .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
         .arg(&agent_dir)
         .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
-        .args(["--lease-seconds", "3"])
+        .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0"])
         .env("AGORA_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -157,6 +159,23 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     let out = std::fs::read_to_string(sandbox(&agent_dir, &exits).join("stdout")).unwrap();
     assert_eq!(out, "exits 31005 31005 31005 default\n");
     assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, &exits).join("stderr")).unwrap(), "oops\n");
+
+    // Logs through the apiserver's proxy to the agent: whole, stderr, the last lines, and followed as they come.
+    assert_eq!(tasks.logs("exits", &LogParams::default()).await.unwrap(), "exits 31005 31005 31005 default\n");
+    assert_eq!(tasks.logs("exits", &LogParams::default().stderr()).await.unwrap(), "oops\n");
+    create(task("chatty", Some("busybox"), "for i in 1 2 3; do echo line $i; done; sleep 2; echo late", json!({})))
+        .await;
+    eventually(Duration::from_secs(20), "chatty runs", || async {
+        tasks.get("chatty").await.ok()?.status.filter(|s| s.state == TaskState::Running)
+    })
+    .await;
+    let followed: Vec<bytes::Bytes> =
+        tasks.log_stream("chatty", &LogParams::default().follow()).await.unwrap().try_collect().await.unwrap();
+    let followed = String::from_utf8(followed.concat()).unwrap();
+    assert_eq!(followed, "line 1\nline 2\nline 3\nlate\n", "a followed log ends when the task does");
+    assert_eq!(tasks.logs("chatty", &LogParams::default().tail(2)).await.unwrap(), "line 3\nlate\n");
+    let error = tasks.logs("nope", &LogParams::default()).await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
 
     create(task("succeeds", Some("busybox"), "true", json!({}))).await;
     assert_eq!(terminal(&tasks, "succeeds").await.state, TaskState::Finished);

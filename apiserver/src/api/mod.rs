@@ -11,6 +11,7 @@
 
 mod accept;
 pub mod error;
+mod logs;
 pub mod managed;
 pub mod selectors;
 pub mod watch;
@@ -44,6 +45,8 @@ pub struct ResourceApi {
     store: SharedStore,
     keys: KeyLayout,
     watches: WatchCache,
+    /// For proxying task logs from agents.
+    http: reqwest::Client,
 }
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -390,7 +393,11 @@ impl ResourceApi {
     #[must_use]
     pub fn new(store: SharedStore, keys: KeyLayout, watch_backlog: usize) -> Self {
         let watches = WatchCache::new(store.clone(), keys.clone(), watch_backlog);
-        Self { store, keys, watches }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { store, keys, watches, http }
     }
 
     /// The namespaces in use: every namespace that holds an object of some kind, and `default`. Agora's namespaces
@@ -445,7 +452,7 @@ impl ResourceApi {
     ) -> ApiResult<Response> {
         let target = Target::parse(rest, path)?;
         if let Some(sub) = target.subresource.as_deref() {
-            if !matches!(sub, "status" | "scale" | "accept") || !target.kind.subresources.contains(&sub) {
+            if !matches!(sub, "status" | "scale" | "accept" | "log") || !target.kind.subresources.contains(&sub) {
                 return Err(ApiError::no_such_path(path));
             }
         }
@@ -497,6 +504,7 @@ impl ResourceApi {
             }
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
             (true, Some("accept"), &Method::POST) => self.accept(&target, body).await.map(ok),
+            (true, Some("log"), &Method::GET) => self.log(&target, &query).await,
             (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
             (true, Some("scale"), &Method::PUT | &Method::PATCH) => self
                 .scale(&target, &method, headers, body, admission, &update(Scope::Scale))

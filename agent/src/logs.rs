@@ -1,0 +1,140 @@
+//! The agent's HTTP endpoint: a task's stdout or stderr, whole, its last lines, or followed as it grows —
+//! `GET /v1/tasks/{uid}/{stdout|stderr}?tailLines=N&follow=true`. The apiserver proxies
+//! `tasks/{name}/log` here (the agent's address is in its Agent status).
+//!
+//! The files are read from the task's sandbox; a followed log ends when the task is no longer running and everything
+//! written has been sent.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// How a followed log looks for new output.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// The most read back to find the last lines.
+const TAIL_WINDOW: u64 = 8 << 20;
+
+/// What the endpoint needs from the agent.
+pub trait TaskLogs: Send + Sync + 'static {
+    /// The sandbox of the task with this uid.
+    fn sandbox(&self, uid: &str) -> PathBuf;
+    /// Whether the task may still write output.
+    fn running(&self, uid: &str) -> bool;
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    tail_lines: Option<u64>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The endpoint's routes.
+pub fn router(tasks: Arc<dyn TaskLogs>) -> Router {
+    Router::new()
+        .route("/v1/tasks/{uid}/{stream}", get(log))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(tasks)
+}
+
+fn plain(code: StatusCode, message: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+async fn log(
+    State(tasks): State<Arc<dyn TaskLogs>>,
+    Path((uid, stream)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return plain(StatusCode::BAD_REQUEST, format!("{uid:?} is not a task uid"));
+    }
+    if stream != "stdout" && stream != "stderr" {
+        return plain(StatusCode::BAD_REQUEST, format!("container must be stdout or stderr, not {stream:?}"));
+    }
+    let path = tasks.sandbox(&uid).join(&stream);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return plain(StatusCode::NOT_FOUND, format!("task {uid} has no {stream} on this agent"));
+        }
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", path.display())),
+    };
+    let start = match query.tail_lines {
+        Some(lines) => match tail_offset(&mut file, lines).await {
+            Ok(offset) => offset,
+            Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", path.display())),
+        },
+        None => 0,
+    };
+    let follow = query.follow;
+    let chunks = futures::stream::unfold((file, start, false), move |(mut file, offset, done)| {
+        let tasks = tasks.clone();
+        let uid = uid.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                if file.seek(SeekFrom::Start(offset)).await.is_err() {
+                    return None;
+                }
+                let mut buffer = vec![0u8; 64 << 10];
+                let read = file.read(&mut buffer).await.unwrap_or(0);
+                if read > 0 {
+                    buffer.truncate(read);
+                    return Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(buffer)),
+                        (file, offset + read as u64, false),
+                    ));
+                }
+                if !follow || !tasks.running(&uid) {
+                    // One last look: output written just before the task ended.
+                    let read = file.read(&mut buffer).await.unwrap_or(0);
+                    if read > 0 {
+                        buffer.truncate(read);
+                        return Some((Ok(bytes::Bytes::from(buffer)), (file, offset + read as u64, true)));
+                    }
+                    return None;
+                }
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        }
+    });
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(chunks)).into_response()
+}
+
+/// Where the last `lines` lines of `file` start.
+async fn tail_offset(file: &mut tokio::fs::File, lines: u64) -> std::io::Result<u64> {
+    let length = file.metadata().await?.len();
+    if lines == 0 {
+        return Ok(length);
+    }
+    let from = length.saturating_sub(TAIL_WINDOW);
+    file.seek(SeekFrom::Start(from)).await?;
+    let mut window = Vec::new();
+    file.read_to_end(&mut window).await?;
+    // A final newline ends the last line; it does not start another.
+    let body = window.strip_suffix(b"\n").unwrap_or(&window);
+    let mut seen = 0;
+    for (i, byte) in body.iter().enumerate().rev() {
+        if *byte == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return Ok(from + i as u64 + 1);
+            }
+        }
+    }
+    Ok(from)
+}

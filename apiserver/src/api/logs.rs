@@ -1,0 +1,59 @@
+//! `GET tasks/{name}/log`: a task's stdout or stderr, proxied from the agent that runs it (its Agent status names the
+//! agent's address) — `container=stdout|stderr`, `tailLines=N`, `follow=true`, as `kubectl logs` asks.
+
+use agora_schemas::StatusReason;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use super::{ApiError, ApiResult, Query, ResourceApi, Target, decode, flag};
+
+impl ResourceApi {
+    pub(super) async fn log(&self, target: &Target, query: &Query) -> ApiResult<Response> {
+        let (_, task) = self.current(target).await?;
+        let name = target.name();
+        let text = |pointer: &str| task.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (uid, agent) = (text("/metadata/uid"), text("/spec/agent"));
+        let container = query.get("container").map_or("stdout", String::as_str);
+        if container != "stdout" && container != "stderr" {
+            return Err(ApiError::bad_request(format!("container must be stdout or stderr, not {container:?}")));
+        }
+        let tail = match query.get("tailLines").map(|t| t.parse::<u64>()) {
+            None => None,
+            Some(Ok(lines)) => Some(lines),
+            Some(Err(_)) => return Err(ApiError::bad_request("tailLines must be a non-negative integer")),
+        };
+        let unavailable = |why: String| ApiError::new(StatusReason::ServiceUnavailable, why);
+        let agent_key = self.keys.object_key("agents", None, &agent);
+        let address = match self.store.get(&agent_key).await? {
+            Some(kv) => decode(&kv)?.pointer("/status/address").and_then(Value::as_str).map(str::to_owned),
+            None => return Err(unavailable(format!("task {name}'s agent {agent:?} is not registered"))),
+        }
+        .ok_or_else(|| unavailable(format!("agent {agent} serves no logs (its status has no address)")))?;
+        let mut url =
+            format!("{}/v1/tasks/{uid}/{container}?follow={}", address.trim_end_matches('/'), flag(query, "follow"));
+        if let Some(lines) = tail {
+            url.push_str(&format!("&tailLines={lines}"));
+        }
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            unavailable(format!("agent {agent} at {address} did not answer for task {name}'s log: {e}"))
+        })?;
+        match response.status() {
+            status if status.is_success() => {}
+            StatusCode::NOT_FOUND => {
+                return Err(ApiError::new(
+                    StatusReason::NotFound,
+                    format!("task {name} has no {container} yet on agent {agent} (it has not started there)"),
+                ));
+            }
+            status => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(unavailable(format!("agent {agent} answered {status} for task {name}'s log: {body}")));
+            }
+        }
+        let stream = response.bytes_stream().map_err(std::io::Error::other);
+        Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    }
+}
