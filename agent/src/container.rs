@@ -232,6 +232,29 @@ impl ContainerRuntime {
         container.pid().map(Pid::as_raw).ok_or_else(|| config.runtime_error("started without a pid".into()))
     }
 
+    /// Runs `args` inside the running container `id` (its namespaces and cgroup), output to `output`; returns the
+    /// process's pid (a child of this process: [`wait`] for it).
+    ///
+    /// # Errors
+    /// An unknown or stopped container, or a libcontainer failure.
+    pub fn exec(&self, id: &str, args: Vec<String>, output: &Path) -> Result<i32> {
+        let out = File::create(output).map_err(io(format!("creating {}", output.display())))?;
+        let err = out.try_clone().map_err(io(format!("opening {}", output.display())))?;
+        let runtime_error =
+            |e: libcontainer::error::LibcontainerError| Error::Runtime { id: id.to_owned(), message: e.to_string() };
+        let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+            .with_root_path(&self.state_dir)
+            .map_err(runtime_error)?
+            .with_stdout(out)
+            .with_stderr(err)
+            .as_tenant()
+            .with_container_args(args)
+            .with_detach(true)
+            .build()
+            .map_err(runtime_error)?;
+        Ok(pid.as_raw())
+    }
+
     fn load(&self, id: &str) -> Result<Container> {
         Container::load(self.state_dir.join(id))
             .map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })
@@ -251,12 +274,15 @@ impl ContainerRuntime {
     /// # Errors
     /// When libcontainer cannot delete it.
     pub fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
+        let mut deleted = Ok(());
         if self.state_dir.join(id).exists() {
-            let mut container = self.load(id)?;
-            container.delete(true).map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })?;
+            deleted = self.load(id).and_then(|mut c| {
+                c.delete(true).map_err(|e| Error::Runtime { id: id.to_owned(), message: e.to_string() })
+            });
         }
         unmount(&bundle.join("rootfs"));
-        Ok(())
+        remove_cgroups(id);
+        deleted
     }
 
     /// The ids of the containers this runtime knows (for reattaching after a restart).
@@ -321,6 +347,28 @@ pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
 /// Detaches whatever is mounted at `target` (nothing, if nothing is).
 pub fn unmount(target: &Path) {
     let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+}
+
+/// Removes what is left of container `id`'s cgroups: a cgroup just emptied can refuse removal for a moment, so each
+/// is tried a few times. Only empty cgroups can be removed; a cgroup with processes stays (and is reported).
+fn remove_cgroups(id: &str) {
+    let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else { return };
+    let dirs: Vec<PathBuf> = controllers
+        .flatten()
+        .map(|c| c.path().join(CGROUP_PARENT.trim_start_matches('/')).join(id))
+        .chain([Path::new("/sys/fs/cgroup").join(CGROUP_PARENT.trim_start_matches('/')).join(id)])
+        .filter(|d| d.is_dir())
+        .collect();
+    for dir in dirs {
+        for attempt in 0..50 {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if attempt == 49 => tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup not removed"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
 }
 
 /// Mount points at or below `dir`, from `/proc/self/mountinfo`.

@@ -9,12 +9,14 @@
 //! - [`images`]: the local OCI image store.
 //! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
 //! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
+//! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
 //!
-//! Still to come (issue 6): host-filesystem tasks, health checks, usage reporting, sandbox
+//! Still to come (issue 6): host-filesystem tasks, usage reporting, sandbox
 //! retention, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
 pub mod container;
+pub mod health;
 pub mod hollow;
 pub mod images;
 pub mod logs;

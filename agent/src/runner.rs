@@ -90,6 +90,8 @@ struct Context {
     images: ImageStore,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
+    /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run).
+    handled: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -135,6 +137,7 @@ pub async fn run(
         images,
         runtime,
         live: Mutex::default(),
+        handled: Mutex::default(),
     });
     let endpoint = crate::logs::router(context.clone());
     let serving = tokio::spawn(async move {
@@ -225,9 +228,10 @@ async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
         }
         return Ok(Action::await_change());
     }
+    let handled = ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).contains(&id);
     match state {
-        TaskState::Staging => launch(task, tasks, ctx).await,
-        _ if live => Ok(Action::await_change()),
+        TaskState::Staging if !handled => launch(task, tasks, ctx).await,
+        _ if live || handled => Ok(Action::await_change()),
         _ => {
             // Started by an earlier run of this agent: it cannot wait for that container, so it stops it and says so.
             let bundle = ctx.work_dir.join("tasks").join(&id).join("bundle");
@@ -235,7 +239,7 @@ async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
             let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
             let status = json!({ "state": "Failed", "reason": "AgentRestarted", "finishedAt": Timestamp::now(),
                                   "message": "the agent restarted and does not reattach to running tasks yet" });
-            write_status(tasks, task, status, false).await?;
+            write_status(tasks, task, status, true).await?;
             Ok(Action::await_change())
         }
     }
@@ -249,6 +253,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
     if !write_status(tasks, task, json!({ "state": "Starting", "host": ctx.host }), true).await? {
         return Ok(Action::await_change()); // changed meanwhile: the change brings another reconcile
     }
+    ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).insert(uid(task));
     let config = match prepare(task, ctx).await {
         Ok(config) => config,
         Err((reason, message)) => {
@@ -282,6 +287,9 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
     )
     .await;
     tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, pid));
+    if !task.spec.health_checks.is_empty() {
+        tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));
+    }
     running?;
     Ok(Action::await_change())
 }
@@ -368,7 +376,9 @@ async fn watch_exit(task: Task, tasks: Api<Task>, ctx: Arc<Context>, config: Con
     });
     let runtime = ctx.runtime.clone();
     let (id, bundle) = (config.id.clone(), config.bundle.clone());
-    let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await {
+        tracing::warn!(task = %task.metadata.display_name(), error = %e, "removing the container failed");
+    }
     let now = Timestamp::now();
     let status = match exit {
         Ok(Ok(Exit::Code(0))) if !killing => json!({ "state": "Finished", "exitCode": 0, "finishedAt": now }),
@@ -455,4 +465,82 @@ async fn cleanup(task: &Task, ctx: &Arc<Context>) -> agora_client::Result<Action
     let dir = ctx.work_dir.join("tasks").join(&id);
     let _ = tokio::task::spawn_blocking(move || container::remove_task_dir(&dir)).await;
     Ok(Action::await_change())
+}
+
+/// Runs the task's health checks while it runs, writing each result into its status.
+async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
+    use crate::health::{Verdicts, in_grace, probe};
+    let id = uid(&task);
+    let started = tokio::time::Instant::now();
+    let ports: Vec<u16> = task.spec.ports.iter().map(|p| p.port).collect();
+    let verdicts = Arc::new(Mutex::new(Verdicts::new(task.spec.health_checks.len())));
+    let mut checks = tokio::task::JoinSet::new();
+    for (index, mut check) in task.spec.health_checks.clone().into_iter().enumerate() {
+        check.apply_defaults();
+        let (task, tasks, ctx, ports, verdicts, id) =
+            (task.clone(), tasks.clone(), ctx.clone(), ports.clone(), verdicts.clone(), id.clone());
+        checks.spawn(async move {
+            let interval = Duration::from_secs(u64::from(check.interval_seconds().max(1)));
+            loop {
+                if !crate::logs::TaskLogs::running(&*ctx, &id) {
+                    return;
+                }
+                let (passed, output) = match probe(&check, &ports).await {
+                    Ok(result) => result,
+                    Err(()) => command_check(&ctx, &id, &check).await,
+                };
+                let now = tokio::time::Instant::now();
+                let (healthy, failures) = {
+                    let mut v = verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+                    v.record(index, passed, in_grace(&check, started, now));
+                    (v.healthy(), v.failures())
+                };
+                let mut status = json!({
+                    "healthCheckFailures": failures,
+                    "lastHealthCheck": { "time": Timestamp::now(), "passed": passed, "output": output },
+                });
+                if let Some(healthy) = healthy {
+                    status["healthy"] = json!(healthy);
+                }
+                if crate::logs::TaskLogs::running(&*ctx, &id) {
+                    if let Err(e) = write_status(&tasks, &task, status, false).await {
+                        tracing::debug!(task = %task.metadata.display_name(), error = %e, "health status not written");
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+    while checks.join_next().await.is_some() {}
+}
+
+/// A COMMAND check: the command in the task's container, passing when it exits 0 within the timeout.
+async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::HealthCheck) -> (bool, String) {
+    let Some(command) = check.command.clone() else { return (false, "a COMMAND check needs a command".into()) };
+    let output = ctx.work_dir.join("tasks").join(id).join("health-check.out");
+    let runtime = ctx.runtime.clone();
+    let (exec_id, out) = (id.to_owned(), output.clone());
+    let started =
+        tokio::task::spawn_blocking(move || runtime.exec(&exec_id, vec!["/bin/sh".into(), "-c".into(), command], &out))
+            .await;
+    let pid = match started {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) => return (false, e.to_string()),
+        Err(e) => return (false, e.to_string()),
+    };
+    let timeout = Duration::from_secs(u64::from(check.timeout_seconds().max(1)));
+    let waited = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || container::wait(pid))).await;
+    let text = std::fs::read_to_string(&output).unwrap_or_default();
+    let text: String = text.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect();
+    match waited {
+        Ok(Ok(Ok(Exit::Code(0)))) => (true, text),
+        Ok(Ok(Ok(Exit::Code(code)))) => (false, format!("exit {code}: {text}")),
+        Ok(Ok(Ok(Exit::Signal(signal)))) => (false, format!("killed by signal {signal}: {text}")),
+        Ok(Ok(Err(e))) => (false, e.to_string()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            (false, format!("no answer within {}s", timeout.as_secs()))
+        }
+    }
 }

@@ -36,7 +36,7 @@ impl Drop for WorkDir {
 fn busybox_rootfs(dir: &Path) {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (make deps)");
-    for tool in ["sh", "sleep", "echo", "head", "tr", "true", "cat"] {
+    for tool in ["sh", "sleep", "echo", "head", "tr", "true", "cat", "mkdir", "httpd", "test"] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
     }
     for empty in ["proc", "dev", "sys", "tmp", "etc"] {
@@ -176,6 +176,48 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     assert_eq!(tasks.logs("chatty", &LogParams::default().tail(2)).await.unwrap(), "line 3\nlate\n");
     let error = tasks.logs("nope", &LogParams::default()).await.unwrap_err();
     assert!(error.is_not_found(), "{error}");
+
+    // Health checks: HTTP (busybox's httpd on the task's port) and COMMAND (in the container) pass, fail when the
+    // page goes, and recover when it is back.
+    let checks = json!({
+        "ports": [{"port": 31007}],
+        "healthChecks": [
+            {"protocol": "HTTP", "path": "/health", "portIndex": 0, "gracePeriodSeconds": 0, "intervalSeconds": 1,
+             "timeoutSeconds": 1, "maxConsecutiveFailures": 5},
+            {"protocol": "COMMAND", "command": "test -f /mnt/mesos/sandbox/www/health", "gracePeriodSeconds": 0,
+             "intervalSeconds": 1, "timeoutSeconds": 2},
+        ],
+    });
+    let web = create(task(
+        "web",
+        Some("busybox"),
+        "mkdir -p www && echo ok > www/health && exec httpd -f -p $PORT0 -h www",
+        checks,
+    ))
+    .await;
+    let health = |want: bool| {
+        let tasks = tasks.clone();
+        async move {
+            eventually(Duration::from_secs(30), &format!("web's health is {want}"), || async {
+                let status = tasks.get("web").await.ok()?.status?;
+                (status.healthy == Some(want)).then_some(status)
+            })
+            .await
+        }
+    };
+    let healthy = health(true).await;
+    assert_eq!(healthy.health_check_failures, 0);
+    assert!(healthy.last_health_check.as_ref().is_some_and(|c| c.passed));
+    let page = sandbox(&agent_dir, &web).join("www/health");
+    std::fs::remove_file(&page).unwrap();
+    let unhealthy = health(false).await;
+    assert!(unhealthy.health_check_failures >= 1);
+    let last = unhealthy.last_health_check.unwrap();
+    assert!(!last.passed, "{last:?}");
+    std::fs::write(&page, "ok\n").unwrap();
+    assert_eq!(health(true).await.health_check_failures, 0, "a pass resets the count");
+    tasks.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}}))).await.unwrap();
+    assert_eq!(terminal(&tasks, "web").await.state, TaskState::Killed);
 
     create(task("succeeds", Some("busybox"), "true", json!({}))).await;
     assert_eq!(terminal(&tasks, "succeeds").await.state, TaskState::Finished);
