@@ -80,10 +80,9 @@ fn sandbox(work: &Path, task: &Task) -> PathBuf {
     work.join("tasks").join(task.metadata.uid.as_deref().unwrap()).join("sandbox")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
-    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
-    let work = WorkDir(tempfile::tempdir().unwrap());
+/// Builds the busybox image into a fresh agent work dir and starts `agora agent --name a1` on it; returns once the
+/// agent has registered.
+async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess, PathBuf, Client) {
     let rootfs = work.0.path().join("rootfs-src");
     busybox_rootfs(&rootfs);
     let agent_dir = work.0.path().join("agent");
@@ -95,7 +94,6 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-
     let child = Command::new(agora_binary())
         .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
         .arg(&agent_dir)
@@ -106,12 +104,46 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut agent = AgentProcess(child);
+    let agent = AgentProcess(child);
     let client = Client::new(Config::new(server.url())).unwrap();
     let agents: Api<Agent> = Api::all(client.clone());
     eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
         .await;
+    (agent, agent_dir, client)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_tasks_run_at_once_on_one_agent() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    for i in 0..50 {
+        let t =
+            task(&format!("many-{i}"), Some("busybox"), "sleep 8; echo done $TASK_ID", json!({"mem": 16, "cpus": 0.1}));
+        tasks.create(&PostParams::default(), &t).await.unwrap();
+    }
+    let running = |state: TaskState| {
+        let tasks = tasks.clone();
+        async move {
+            let list = tasks.list(&agora_client::ListParams::default()).await.ok()?;
+            let count = list.items.iter().filter(|t| t.status.as_ref().is_some_and(|s| s.state == state)).count();
+            (count == 50).then_some(list.items)
+        }
+    };
+    eventually(Duration::from_secs(60), "all 50 run at the same time", || running(TaskState::Running)).await;
+    let finished = eventually(Duration::from_secs(60), "all 50 finish", || running(TaskState::Finished)).await;
+    for t in &finished {
+        let name = t.metadata.name.clone().unwrap();
+        assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, t).join("stdout")).unwrap(), format!("done {name}\n"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (mut agent, agent_dir, client) = start_agent(&server, &work).await;
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let create = |t: Task| {
         let tasks = tasks.clone();
