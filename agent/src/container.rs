@@ -304,6 +304,35 @@ impl ContainerRuntime {
     }
 }
 
+/// What a container has used, from its cgroup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    /// CPU time, all cores, in seconds.
+    pub cpu_seconds: f64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// The most memory it has used, in bytes.
+    pub memory_peak_bytes: u64,
+}
+
+/// Container `id`'s usage, read through libcgroups from its cgroup.
+///
+/// # Errors
+/// When the cgroup does not exist (the container is gone) or cannot be read.
+pub fn usage(id: &str) -> Result<Usage> {
+    use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
+    let fail = |message: String| Error::Runtime { id: id.to_owned(), message };
+    let path = PathBuf::from(format!("{CGROUP_PARENT}/{id}"));
+    let config = CgroupConfig { cgroup_path: path, systemd_cgroup: false, container_name: id.to_owned() };
+    let manager = create_cgroup_manager(config).map_err(|e| fail(format!("its cgroup: {e}")))?;
+    let stats = manager.stats().map_err(|e| fail(format!("reading its cgroup: {e}")))?;
+    Ok(Usage {
+        cpu_seconds: stats.cpu.usage.usage_total as f64 / 1e9,
+        memory_bytes: stats.memory.memory.usage,
+        memory_peak_bytes: stats.memory.memory.max_usage,
+    })
+}
+
 /// How a container's init ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {

@@ -12,7 +12,9 @@
 //! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
 //!
-//! Still to come (issue 6): host-filesystem tasks, usage reporting, sandbox
+//! - [`metrics`]: the agent's `/metrics`, with each running task's usage.
+//!
+//! Still to come (issue 6): host-filesystem tasks, sandbox
 //! retention, and reattaching to running tasks after a restart. See DESIGN.md §5.
 
 pub mod container;
@@ -20,6 +22,7 @@ pub mod health;
 pub mod hollow;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod registration;
 pub mod resources;
 pub mod runner;

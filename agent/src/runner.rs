@@ -46,8 +46,10 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, String>,
     /// Heartbeat timing.
     pub heartbeat: HeartbeatConfig,
-    /// Where the agent serves task logs (its Agent status names it, for the apiserver's log proxy).
+    /// Where the agent serves task logs and `/metrics` (its Agent status names it, for the apiserver's log proxy).
     pub listen: std::net::SocketAddr,
+    /// How often each running task's usage is read from its cgroup into its status and `/metrics`.
+    pub usage_every: Duration,
 }
 
 /// Why the agent could not start.
@@ -92,6 +94,8 @@ struct Context {
     live: Mutex<HashMap<String, Live>>,
     /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run).
     handled: Mutex<std::collections::HashSet<String>>,
+    metrics: crate::metrics::Metrics,
+    usage_every: Duration,
 }
 
 impl Context {
@@ -138,8 +142,20 @@ pub async fn run(
         runtime,
         live: Mutex::default(),
         handled: Mutex::default(),
+        metrics: crate::metrics::Metrics::default(),
+        usage_every: config.usage_every,
     });
-    let endpoint = crate::logs::router(context.clone());
+    let metrics = context.metrics.clone();
+    let endpoint = crate::logs::router(context.clone()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+                (headers, metrics.encode())
+            }
+        }),
+    );
     let serving = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, endpoint).await {
             tracing::error!(error = %e, "the log endpoint stopped");
@@ -290,6 +306,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
     if !task.spec.health_checks.is_empty() {
         tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));
     }
+    tokio::spawn(monitor_usage(task.clone(), tasks.clone(), ctx.clone()));
     running?;
     Ok(Action::await_change())
 }
@@ -543,4 +560,32 @@ async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::Heal
             (false, format!("no answer within {}s", timeout.as_secs()))
         }
     }
+}
+
+/// Reads the task's usage from its cgroup every `usage_every` while it runs: into its status and `/metrics`.
+async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
+    let id = uid(&task);
+    let labels = crate::metrics::TaskLabels { task: task.metadata.display_name(), uid: id.clone() };
+    loop {
+        tokio::time::sleep(ctx.usage_every).await;
+        if !crate::logs::TaskLogs::running(&*ctx, &id) {
+            break;
+        }
+        let reading = id.clone();
+        let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || container::usage(&reading)).await else { continue };
+        ctx.metrics.record(&labels, &usage);
+        let running = ctx.live().values().filter(|l| !l.exited).count();
+        ctx.metrics.set_running(running);
+        let status = json!({ "usage": {
+            "cpuSeconds": usage.cpu_seconds, "memoryBytes": usage.memory_bytes, "memoryPeakBytes": usage.memory_peak_bytes,
+        }});
+        if crate::logs::TaskLogs::running(&*ctx, &id) {
+            if let Err(e) = write_status(&tasks, &task, status, false).await {
+                tracing::debug!(task = %task.metadata.display_name(), error = %e, "usage not written");
+            }
+        }
+    }
+    ctx.metrics.forget(&labels);
+    let running = ctx.live().values().filter(|l| !l.exited).count();
+    ctx.metrics.set_running(running);
 }

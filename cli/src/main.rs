@@ -177,6 +177,9 @@ struct AgentArgs {
     /// Where the agent serves task logs (the apiserver proxies tasks/{name}/log here).
     #[arg(long, default_value = "127.0.0.1:5051")]
     listen: std::net::SocketAddr,
+    /// Seconds between readings of each running task's usage (CPU, memory) into its status.
+    #[arg(long, default_value_t = 10.0)]
+    usage_seconds: f64,
     /// Simulate this many agents that run nothing.
     #[arg(long)]
     hollow: Option<usize>,
@@ -225,6 +228,7 @@ fn agent(args: AgentArgs) -> Result<bool> {
             attributes,
             heartbeat,
             listen: args.listen,
+            usage_every: seconds(args.usage_seconds, "--usage-seconds")?,
         };
         runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;
         return Ok(true);

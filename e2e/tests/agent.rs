@@ -98,7 +98,7 @@ async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess
         .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
         .arg(&agent_dir)
         .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
-        .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0"])
+        .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0", "--usage-seconds", "1"])
         .env("AGORA_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -240,6 +240,19 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     let healthy = health(true).await;
     assert_eq!(healthy.health_check_failures, 0);
     assert!(healthy.last_health_check.as_ref().is_some_and(|c| c.passed));
+    // Usage from the task's cgroup, in its status and in the agent's /metrics.
+    let usage = eventually(Duration::from_secs(20), "web's usage is reported", || async {
+        tasks.get("web").await.ok()?.status?.usage.filter(|u| u.memory_bytes > 0)
+    })
+    .await;
+    assert!(usage.memory_peak_bytes >= Some(usage.memory_bytes) && usage.cpu_seconds >= 0.0, "{usage:?}");
+    let agents: Api<Agent> = Api::all(client.clone());
+    let address = agents.get("a1").await.unwrap().status.and_then(|s| s.address).expect("the agent's address");
+    let port: u16 = address.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap();
+    let metrics = agora_e2e::http_get(port, "/metrics").expect("the agent serves /metrics");
+    assert!(metrics.contains("agora_task_memory_bytes{task=\"default/web\""), "{metrics}");
+    assert!(metrics.contains("agora_tasks_running"), "{metrics}");
+
     let page = sandbox(&agent_dir, &web).join("www/health");
     std::fs::remove_file(&page).unwrap();
     let unhealthy = health(false).await;
@@ -250,6 +263,11 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     assert_eq!(health(true).await.health_check_failures, 0, "a pass resets the count");
     tasks.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}}))).await.unwrap();
     assert_eq!(terminal(&tasks, "web").await.state, TaskState::Killed);
+    eventually(Duration::from_secs(10), "web's series go", || async {
+        let metrics = agora_e2e::http_get(port, "/metrics")?;
+        (!metrics.contains("task=\"default/web\"")).then_some(())
+    })
+    .await;
 
     create(task("succeeds", Some("busybox"), "true", json!({}))).await;
     assert_eq!(terminal(&tasks, "succeeds").await.state, TaskState::Finished);
