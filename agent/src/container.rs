@@ -63,7 +63,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// The container's root filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RootFs {
     /// An image's layers (bottom first) under a writable per-task upper directory, stacked with overlayfs.
     Image {
@@ -77,7 +77,7 @@ pub enum RootFs {
 }
 
 /// Everything a container needs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerConfig {
     /// The container's id (the task's uid): names its state and its cgroup.
     pub id: String,
@@ -334,7 +334,7 @@ pub fn usage(id: &str) -> Result<Usage> {
 }
 
 /// How a container's init ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Exit {
     /// It exited with this code.
     Code(i32),

@@ -12,10 +12,11 @@
 //! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
 //!
+//! - [`shim`]: the per-task process that owns a container, so the agent can restart without touching it.
 //! - [`metrics`]: the agent's `/metrics`, with each running task's usage.
 //!
 //! Still to come (issue 6): host-filesystem tasks, sandbox
-//! retention, and reattaching to running tasks after a restart. See DESIGN.md §5.
+//! retention, See DESIGN.md §5.
 
 pub mod container;
 pub mod health;
@@ -26,3 +27,4 @@ pub mod metrics;
 pub mod registration;
 pub mod resources;
 pub mod runner;
+pub mod shim;

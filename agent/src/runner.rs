@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use crate::container::{self, ContainerConfig, ContainerRuntime, Exit, RootFs};
 use crate::images::{self, ImageStore};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
+use crate::shim;
 
 /// The finalizer the agent puts on the Tasks it runs.
 pub const FINALIZER: &str = "agora.dev/agent";
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub listen: std::net::SocketAddr,
     /// How often each running task's usage is read from its cgroup into its status and `/metrics`.
     pub usage_every: Duration,
+    /// The program run as each task's shim (`<program> container-shim TASK_DIR STATE_DIR`): the `agora` binary.
+    pub shim: PathBuf,
 }
 
 /// Why the agent could not start.
@@ -96,6 +99,8 @@ struct Context {
     handled: Mutex<std::collections::HashSet<String>>,
     metrics: crate::metrics::Metrics,
     usage_every: Duration,
+    shim: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Context {
@@ -144,7 +149,10 @@ pub async fn run(
         handled: Mutex::default(),
         metrics: crate::metrics::Metrics::default(),
         usage_every: config.usage_every,
+        shim: config.shim.clone(),
+        state_dir: config.work_dir.join("containers"),
     });
+    tokio::spawn(remove_orphans(context.clone()));
     let metrics = context.metrics.clone();
     let endpoint = crate::logs::router(context.clone()).route(
         "/metrics",
@@ -195,7 +203,7 @@ async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, finaliz
     finalizer(&tasks, FINALIZER, task, |event| async move {
         match event {
             finalizer::Event::Apply(task) => apply(&task, &events, &ctx).await,
-            finalizer::Event::Cleanup(task) => cleanup(&task, &ctx).await,
+            finalizer::Event::Cleanup(task) => cleanup(&task, &events, &ctx).await,
         }
     })
     .await
@@ -234,13 +242,9 @@ async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
             }
             stop(task, ctx);
         } else {
-            write_status(
-                tasks,
-                task,
-                json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": Timestamp::now() }),
-                false,
-            )
-            .await?;
+            // Guarded: a stale cached state must not turn a finished task into a killed one.
+            let killed = json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": Timestamp::now() });
+            write_status(tasks, task, killed, true).await?;
         }
         return Ok(Action::await_change());
     }
@@ -248,13 +252,14 @@ async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
     match state {
         TaskState::Staging if !handled => launch(task, tasks, ctx).await,
         _ if live || handled => Ok(Action::await_change()),
+        _ if reattach(task, tasks, ctx) => Ok(Action::await_change()),
         _ => {
-            // Started by an earlier run of this agent: it cannot wait for that container, so it stops it and says so.
+            // Started by an earlier run of this agent, whose shim is gone without a word: nothing is known of it.
             let bundle = ctx.work_dir.join("tasks").join(&id).join("bundle");
             let runtime = ctx.runtime.clone();
             let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
             let status = json!({ "state": "Failed", "reason": "AgentRestarted", "finishedAt": Timestamp::now(),
-                                  "message": "the agent restarted and does not reattach to running tasks yet" });
+                                  "message": "the agent restarted and the task's shim was gone, without recording how the task ended" });
             write_status(tasks, task, status, true).await?;
             Ok(Action::await_change())
         }
@@ -277,20 +282,35 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
             return Ok(Action::await_change());
         }
     };
-    let runtime = ctx.runtime.clone();
-    let to_start = config.clone();
-    let started = tokio::task::spawn_blocking(move || runtime.start(&to_start)).await;
-    let pid = match started {
-        Ok(Ok(pid)) => pid,
-        Ok(Err(e)) => {
-            let reason = if e.to_string().contains("No such file") { "CommandNotFound" } else { "StartFailed" };
-            write_status(tasks, task, failed(reason, e.to_string()), false).await?;
-            return Ok(Action::await_change());
-        }
+    let dir = shim::task_dir(&ctx.work_dir, &config.id);
+    let child = match shim::spawn(&ctx.shim, &config, &dir, &ctx.state_dir) {
+        Ok(child) => child,
         Err(e) => {
-            write_status(tasks, task, failed("StartFailed", e.to_string()), false).await?;
+            write_status(tasks, task, failed("StartFailed", format!("starting the task's shim: {e}")), false).await?;
             return Ok(Action::await_change());
         }
+    };
+    // The shim says the container started (its pid) or why it did not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let pid = loop {
+        match shim::outcome(&dir) {
+            Some(shim::Outcome::StartFailed(message)) => {
+                let reason = if message.contains("No such file") { "CommandNotFound" } else { "StartFailed" };
+                write_status(tasks, task, failed(reason, message), false).await?;
+                return Ok(Action::await_change());
+            }
+            Some(shim::Outcome::Exited(_)) => break shim::container_pid(&dir).unwrap_or(0),
+            None => {}
+        }
+        if let Some(pid) = shim::container_pid(&dir) {
+            break pid;
+        }
+        if tokio::time::Instant::now() > deadline {
+            write_status(tasks, task, failed("StartFailed", "the shim did not start the container in 60 s"), false)
+                .await?;
+            return Ok(Action::await_change());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     ctx.live().insert(config.id.clone(), Live { killing: false, exited: false });
     tracing::info!(task = %task.metadata.display_name(), pid, "started");
@@ -302,7 +322,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         false,
     )
     .await;
-    tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, pid));
+    tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, Some(child)));
     if !task.spec.health_checks.is_empty() {
         tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));
     }
@@ -384,8 +404,27 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
 }
 
 /// Waits for the container to end, then reports how and removes it (the sandbox, with its logs, stays).
-async fn watch_exit(task: Task, tasks: Api<Task>, ctx: Arc<Context>, config: ContainerConfig, pid: i32) {
-    let exit = tokio::task::spawn_blocking(move || container::wait(pid)).await;
+async fn watch_exit(
+    task: Task,
+    tasks: Api<Task>,
+    ctx: Arc<Context>,
+    config: ContainerConfig,
+    shim_process: Option<tokio::process::Child>,
+) {
+    if let Some(mut shim_process) = shim_process {
+        let _ = shim_process.wait().await;
+    }
+    // The shim records the outcome before it exits; a reattached agent looks until it does (or the shim is gone).
+    let dir = shim::task_dir(&ctx.work_dir, &config.id);
+    let outcome = loop {
+        if let Some(outcome) = shim::outcome(&dir) {
+            break Some(outcome);
+        }
+        if !shim::shim_alive(&dir) {
+            break shim::outcome(&dir);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let oom_killed = oom_kills(&config.id) > 0;
     let killing = ctx.live().get_mut(&config.id).is_some_and(|l| {
         l.exited = true;
@@ -397,9 +436,11 @@ async fn watch_exit(task: Task, tasks: Api<Task>, ctx: Arc<Context>, config: Con
         tracing::warn!(task = %task.metadata.display_name(), error = %e, "removing the container failed");
     }
     let now = Timestamp::now();
-    let status = match exit {
-        Ok(Ok(Exit::Code(0))) if !killing => json!({ "state": "Finished", "exitCode": 0, "finishedAt": now }),
-        Ok(Ok(exit)) => {
+    let status = match outcome {
+        Some(shim::Outcome::Exited(Exit::Code(0))) if !killing => {
+            json!({ "state": "Finished", "exitCode": 0, "finishedAt": now })
+        }
+        Some(shim::Outcome::Exited(exit)) => {
             let code = match exit {
                 Exit::Code(code) => code,
                 Exit::Signal(signal) => 128 + signal,
@@ -413,8 +454,8 @@ async fn watch_exit(task: Task, tasks: Api<Task>, ctx: Arc<Context>, config: Con
                 json!({ "state": "Failed", "exitCode": code, "finishedAt": now })
             }
         }
-        Ok(Err(e)) => failed("Lost", e.to_string()),
-        Err(e) => failed("Lost", e.to_string()),
+        Some(shim::Outcome::StartFailed(message)) => failed("StartFailed", message),
+        None => failed("Lost", "the task's shim ended without recording how the task ended"),
     };
     tracing::info!(task = %task.metadata.display_name(), status = %status["state"], "ended");
     // The terminal state must not be lost: retry until it is written (or the task is gone).
@@ -473,7 +514,11 @@ fn stop(task: &Task, ctx: &Arc<Context>) {
 }
 
 /// The task is being deleted: stop its container (with its grace period) and wait until it is gone.
-async fn cleanup(task: &Task, ctx: &Arc<Context>) -> agora_client::Result<Action> {
+async fn cleanup(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<Action> {
+    if !ctx.live().contains_key(&uid(task)) {
+        // Deleted while the agent was down: take the container over first, to stop it.
+        reattach(task, tasks, ctx);
+    }
     stop(task, ctx);
     let id = uid(task);
     while ctx.live().contains_key(&id) {
@@ -588,4 +633,46 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
     ctx.metrics.forget(&labels);
     let running = ctx.live().values().filter(|l| !l.exited).count();
     ctx.metrics.set_running(running);
+}
+
+/// Takes over a task an earlier run of this agent started, if its shim still runs or recorded how it ended.
+fn reattach(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> bool {
+    let id = uid(task);
+    let dir = shim::task_dir(&ctx.work_dir, &id);
+    let alive = shim::shim_alive(&dir);
+    let Some(config) = shim::config(&dir).filter(|_| alive || shim::outcome(&dir).is_some()) else { return false };
+    ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
+    ctx.live().insert(id, Live { killing: false, exited: false });
+    tracing::info!(task = %task.metadata.display_name(), running = alive, "reattached to a task started before a restart");
+    if alive {
+        if !task.spec.health_checks.is_empty() {
+            tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));
+        }
+        tokio::spawn(monitor_usage(task.clone(), tasks.clone(), ctx.clone()));
+    }
+    tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, None));
+    true
+}
+
+/// Stops and removes containers whose Task no longer exists (deleted while the agent was down, finalizer and all).
+async fn remove_orphans(ctx: Arc<Context>) {
+    let tasks: Api<Task> = Api::all(ctx.client.clone());
+    let params = agora_client::ListParams::default().fields(&format!("spec.agent={}", ctx.agent));
+    let known: std::collections::HashSet<String> = match tasks.list(&params).await {
+        Ok(list) => list.items.iter().map(uid).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list tasks; orphaned containers stay until the next start");
+            return;
+        }
+    };
+    for id in ctx.runtime.ids().into_iter().filter(|id| !known.contains(id)) {
+        tracing::info!(container = %id, "removing a container whose task no longer exists");
+        let (runtime, dir) = (ctx.runtime.clone(), shim::task_dir(&ctx.work_dir, &id));
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = runtime.kill(&id, Signal::SIGKILL);
+            let _ = runtime.delete(&id, &dir.join("bundle"));
+            container::remove_task_dir(&dir)
+        })
+        .await;
+    }
 }

@@ -55,6 +55,14 @@ enum Command {
         #[arg(long, global = true, default_value = "/var/lib/agora/agent")]
         work_dir: PathBuf,
     },
+    /// Internal: the process that owns one task's container for the agent (started by the agent, never by hand).
+    #[command(hide = true)]
+    ContainerShim {
+        /// The task's directory.
+        task_dir: PathBuf,
+        /// The containers' state directory.
+        state_dir: PathBuf,
+    },
     /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
     ///
     /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
@@ -108,6 +116,9 @@ fn main() -> ExitCode {
         }
         Command::Agent(args) => agent(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
+        Command::ContainerShim { task_dir, state_dir } => {
+            return ExitCode::from(u8::try_from(agora_agent::shim::run(&task_dir, &state_dir)).unwrap_or(1));
+        }
         Command::Validate { files, output } => validate(&files, output),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
@@ -229,6 +240,7 @@ fn agent(args: AgentArgs) -> Result<bool> {
             heartbeat,
             listen: args.listen,
             usage_every: seconds(args.usage_seconds, "--usage-seconds")?,
+            shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
         };
         runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;
         return Ok(true);

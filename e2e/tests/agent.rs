@@ -29,6 +29,14 @@ struct WorkDir(tempfile::TempDir);
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // Containers outlive their agent by design; a test that failed halfway must not leave them running.
+        let tasks = self.0.path().join("agent/tasks");
+        for entry in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let procs = Path::new("/sys/fs/cgroup/memory/agora").join(entry.file_name()).join("cgroup.procs");
+            for pid in std::fs::read_to_string(procs).unwrap_or_default().lines() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
         agora_agent::container::remove_task_dir(self.0.path()).expect("nothing stays mounted in the agent's work dir");
     }
 }
@@ -94,9 +102,19 @@ async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let agent = spawn_agent(server, &agent_dir);
+    let client = Client::new(Config::new(server.url())).unwrap();
+    let agents: Api<Agent> = Api::all(client.clone());
+    eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
+        .await;
+    (agent, agent_dir, client)
+}
+
+/// `agora agent --name a1` on `agent_dir`.
+fn spawn_agent(server: &ApiserverProcess, agent_dir: &Path) -> AgentProcess {
     let child = Command::new(agora_binary())
         .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
-        .arg(&agent_dir)
+        .arg(agent_dir)
         .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
         .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0", "--usage-seconds", "1"])
         .env("AGORA_LOG", "warn")
@@ -104,12 +122,72 @@ async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let agent = AgentProcess(child);
-    let client = Client::new(Config::new(server.url())).unwrap();
-    let agents: Api<Agent> = Api::all(client.clone());
-    eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
-        .await;
-    (agent, agent_dir, client)
+    AgentProcess(child)
+}
+
+/// The pids in a task's memory cgroup.
+fn cgroup_pids(task: &Task) -> String {
+    let procs =
+        Path::new("/sys/fs/cgroup/memory/agora").join(task.metadata.uid.as_deref().unwrap()).join("cgroup.procs");
+    std::fs::read_to_string(procs).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (mut agent, agent_dir, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    for (name, cmd) in [("survivor", "sleep 100"), ("quick", "sleep 2; exit 7"), ("abandoned", "sleep 100")] {
+        tasks
+            .create(&PostParams::default(), &task(name, Some("busybox"), cmd, json!({"killGracePeriodSeconds": 1})))
+            .await
+            .unwrap();
+    }
+    let running = |name: &'static str| {
+        let tasks = tasks.clone();
+        async move {
+            eventually(Duration::from_secs(20), &format!("{name} runs"), || async {
+                tasks.get(name).await.ok().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running))
+            })
+            .await
+        }
+    };
+    let survivor = running("survivor").await;
+    let quick = running("quick").await;
+    let abandoned = running("abandoned").await;
+    let pids = cgroup_pids(&survivor);
+    assert!(!pids.is_empty());
+
+    // kill -9 the agent; meanwhile `quick` exits and `abandoned` is deleted (its finalizer keeps it Terminating).
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    let quick_dir = agent_dir.join("tasks").join(quick.metadata.uid.as_deref().unwrap());
+    eventually(Duration::from_secs(20), "quick exits while the agent is down", || async {
+        quick_dir.join("exit.json").exists().then_some(())
+    })
+    .await;
+    tasks.delete("abandoned", &DeleteParams::default()).await.unwrap();
+    assert_eq!(tasks.get("quick").await.unwrap().status.unwrap().state, TaskState::Running, "nobody reported it yet");
+
+    let _agent = spawn_agent(&server, &agent_dir);
+    let quick = terminal(&tasks, "quick").await;
+    assert_eq!((quick.state, quick.exit_code), (TaskState::Failed, Some(7)), "the exit code is known: {quick:?}");
+    eventually(Duration::from_secs(20), "abandoned is stopped and gone", || async {
+        tasks.get_opt("abandoned").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(cgroup_pids(&abandoned).is_empty());
+    let still = tasks.get("survivor").await.unwrap().status.unwrap();
+    assert_eq!(still.state, TaskState::Running);
+    assert_eq!(cgroup_pids(&survivor), pids, "the same process runs on");
+
+    // The restarted agent still controls it.
+    tasks
+        .patch("survivor", &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}})))
+        .await
+        .unwrap();
+    assert_eq!(terminal(&tasks, "survivor").await.state, TaskState::Killed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,8 +197,8 @@ async fn fifty_tasks_run_at_once_on_one_agent() {
     let (_agent, agent_dir, client) = start_agent(&server, &work).await;
     let tasks: Api<Task> = Api::namespaced(client, "default");
     for i in 0..50 {
-        let t =
-            task(&format!("many-{i}"), Some("busybox"), "sleep 8; echo done $TASK_ID", json!({"mem": 16, "cpus": 0.1}));
+        let cmd = "echo started $TASK_ID; exec sleep 300";
+        let t = task(&format!("many-{i}"), Some("busybox"), cmd, json!({"mem": 16, "cpus": 0.1}));
         tasks.create(&PostParams::default(), &t).await.unwrap();
     }
     let running = |state: TaskState| {
@@ -131,12 +209,21 @@ async fn fifty_tasks_run_at_once_on_one_agent() {
             (count == 50).then_some(list.items)
         }
     };
-    eventually(Duration::from_secs(60), "all 50 run at the same time", || running(TaskState::Running)).await;
-    let finished = eventually(Duration::from_secs(60), "all 50 finish", || running(TaskState::Finished)).await;
-    for t in &finished {
+    let all = eventually(Duration::from_secs(120), "all 50 run at the same time", || running(TaskState::Running)).await;
+    for t in &all {
         let name = t.metadata.name.clone().unwrap();
-        assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, t).join("stdout")).unwrap(), format!("done {name}\n"));
+        let stdout = sandbox(&agent_dir, t).join("stdout");
+        let want = format!("started {name}\n");
+        eventually(Duration::from_secs(20), &format!("{name} writes its line"), || async {
+            (std::fs::read_to_string(&stdout).ok()? == want).then_some(())
+        })
+        .await;
+        tasks
+            .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}})))
+            .await
+            .unwrap();
     }
+    eventually(Duration::from_secs(120), "all 50 are killed", || running(TaskState::Killed)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,16 +62,16 @@ async fn a_thousand_hollow_agents_register_heartbeat_and_run_their_tasks() {
     let client = Client::new(Config::new(server.url())).unwrap();
 
     let agents: Api<Agent> = Api::all(client.clone());
-    let registered = eventually(Duration::from_secs(60), "every hollow agent is registered", || async {
+    // Registration is two writes (the spec, then the Ready status): wait for both on every agent.
+    let ready = |agent: &Agent| agent.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready"));
+    let registered = eventually(Duration::from_secs(60), "every hollow agent is registered and Ready", || async {
         let list = agents.list(&ListParams::default()).await.ok()?;
-        (list.items.len() == AGENTS).then_some(list.items)
+        (list.items.len() == AGENTS && list.items.iter().all(ready)).then_some(list.items)
     })
     .await;
     for agent in &registered {
         assert_eq!(agent.spec.resources.cpus, 8.0);
         assert_eq!(agent.spec.attributes.get("rack").map(String::as_str), Some("r1"));
-        let ready = agent.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-        assert!(ready.is_some(), "{} is not Ready", agent.metadata.name.as_deref().unwrap_or("?"));
     }
 
     // Every agent heartbeats: all 1,000 leases exist, then all of them are renewed again.

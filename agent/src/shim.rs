@@ -1,0 +1,135 @@
+//! The container shim: one small process per task that starts its container (so the container's init is the
+//! shim's child, not the agent's), waits for it, and writes how it ended into the task's directory. The agent can
+//! then die — even by `kill -9` — and be restarted without touching running tasks: a restarted agent finds each
+//! task's shim by its pid file and learns of exits that happened while it was down, exit code included, from the
+//! exit file. Run as the hidden `agora container-shim TASK_DIR STATE_DIR`.
+//!
+//! Files in the task's directory: `container.json` (the [`ContainerConfig`], written by the agent), `shim.pid`
+//! (the shim's pid), `container.pid` (the container's init), `exit.json` (the [`Outcome`], written last, by rename).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::{self, ContainerConfig, ContainerRuntime, Exit};
+
+const CONFIG_FILE: &str = "container.json";
+const SHIM_PID_FILE: &str = "shim.pid";
+const CONTAINER_PID_FILE: &str = "container.pid";
+const EXIT_FILE: &str = "exit.json";
+
+/// How a task's container ended, as its shim saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It ran and ended so.
+    Exited(Exit),
+    /// It never started; why.
+    StartFailed(String),
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)
+}
+
+/// The shim itself: start, wait, record. Returns the process's exit status (0 unless the task dir is unusable).
+#[must_use]
+pub fn run(task_dir: &Path, state_dir: &Path) -> i32 {
+    let record = |outcome: Outcome| {
+        let bytes = serde_json::to_vec(&outcome).unwrap_or_default();
+        write_atomically(&task_dir.join(EXIT_FILE), &bytes).map_or(1, |()| 0)
+    };
+    let config: ContainerConfig = match std::fs::read(task_dir.join(CONFIG_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(e) => return record(Outcome::StartFailed(format!("reading {CONFIG_FILE}: {e}"))),
+    };
+    let _ = write_atomically(&task_dir.join(SHIM_PID_FILE), std::process::id().to_string().as_bytes());
+    let runtime = match ContainerRuntime::new(state_dir) {
+        Ok(runtime) => runtime,
+        Err(e) => return record(Outcome::StartFailed(e.to_string())),
+    };
+    match runtime.start(&config) {
+        Ok(pid) => {
+            let _ = write_atomically(&task_dir.join(CONTAINER_PID_FILE), pid.to_string().as_bytes());
+            match container::wait(pid) {
+                Ok(exit) => record(Outcome::Exited(exit)),
+                Err(e) => record(Outcome::StartFailed(format!("waiting for the container: {e}"))),
+            }
+        }
+        Err(e) => record(Outcome::StartFailed(e.to_string())),
+    }
+}
+
+/// Starts a shim (`program container-shim TASK_DIR STATE_DIR`, in its own process group so it outlives the agent)
+/// for the container `config`, whose directory is `task_dir`.
+///
+/// # Errors
+/// When the config cannot be written or the shim cannot be started.
+pub fn spawn(
+    program: &Path,
+    config: &ContainerConfig,
+    task_dir: &Path,
+    state_dir: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(task_dir)?;
+    for stale in [EXIT_FILE, SHIM_PID_FILE, CONTAINER_PID_FILE] {
+        let _ = std::fs::remove_file(task_dir.join(stale));
+    }
+    write_atomically(&task_dir.join(CONFIG_FILE), &serde_json::to_vec(config).map_err(std::io::Error::other)?)?;
+    let log = std::fs::File::create(task_dir.join("shim.log"))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .arg("container-shim")
+        .arg(task_dir)
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    tokio::process::Command::from(command).kill_on_drop(false).spawn()
+}
+
+/// The outcome the shim recorded, once it has.
+#[must_use]
+pub fn outcome(task_dir: &Path) -> Option<Outcome> {
+    std::fs::read(task_dir.join(EXIT_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// The container configuration the agent wrote for the task.
+#[must_use]
+pub fn config(task_dir: &Path) -> Option<ContainerConfig> {
+    std::fs::read(task_dir.join(CONFIG_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// The container's init pid, once started.
+#[must_use]
+pub fn container_pid(task_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(task_dir.join(CONTAINER_PID_FILE)).ok().and_then(|p| p.trim().parse().ok())
+}
+
+/// Whether the task's shim process is still alive (not exited, not a zombie).
+#[must_use]
+pub fn shim_alive(task_dir: &Path) -> bool {
+    let Some(pid) =
+        std::fs::read_to_string(task_dir.join(SHIM_PID_FILE)).ok().and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    // /proc/<pid>/stat: "pid (comm) state ..."; a zombie ('Z') has ended.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let ours = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("container-shim"));
+    ours && state.is_some_and(|s| s != "Z" && s != "X")
+}
+
+/// The directory of the task with this uid under the agent's work dir.
+#[must_use]
+pub fn task_dir(work_dir: &Path, uid: &str) -> PathBuf {
+    work_dir.join("tasks").join(uid)
+}
