@@ -3,7 +3,8 @@
 //! A [`ContainerConfig`] says what to run and with what limits; [`ContainerRuntime::start`] writes the OCI runtime
 //! spec into the task's bundle and starts the container: pid, mount, ipc and uts namespaces (the host's network, as
 //! Marathon on Mesos), a cgroup at `/agora/<id>` with the memory limit (swap off: memory+swap = memory) and a CPU
-//! quota, the default capability set with `noNewPrivileges`, masked and read-only `/proc` paths, stdout and stderr
+//! quota, the default capability set with `noNewPrivileges`, masked and read-only `/proc` paths, a seccomp filter
+//! blocking what Docker's default profile blocks, stdout and stderr
 //! appended to files. The container's init is a child of the agent: [`wait`] reaps it.
 //!
 //! Root filesystems ([`RootFs`]): an image's layers stacked with overlayfs under a per-task upper directory. (Tasks
@@ -159,6 +160,7 @@ impl ContainerConfig {
             resources["cpu"] = json!({ "quota": quota, "period": CPU_PERIOD });
         }
         linux["resources"] = resources;
+        linux["seccomp"] = default_seccomp_profile();
         // Checked by decoding it as the OCI types libcontainer will read.
         serde_json::from_value::<Spec>(spec.clone()).map_err(|e| self.runtime_error(format!("invalid spec: {e}")))?;
         Ok(spec)
@@ -167,6 +169,70 @@ impl ContainerConfig {
     fn runtime_error(&self, message: String) -> Error {
         Error::Runtime { id: self.id.clone(), message }
     }
+}
+
+/// The syscalls Docker's default seccomp profile blocks (its documentation's list): kernel modules, clocks,
+/// accounting, keyrings, mounts and namespaces, tracing other processes, swap, reboot, and the like. They fail with
+/// EPERM; everything else is allowed. (Names this kernel or architecture lacks are skipped by libcontainer.)
+const BLOCKED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "move_pages",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "perf_event_open",
+    "personality",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapon",
+    "swapoff",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+/// The seccomp section every task's spec gets.
+fn default_seccomp_profile() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{ "names": BLOCKED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }],
+    })
 }
 
 /// Starts, signals and removes containers whose state lives under one directory.

@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub listen: std::net::SocketAddr,
     /// How often each running task's usage is read from its cgroup into its status and `/metrics`.
     pub usage_every: Duration,
+    /// How long a finished task's sandbox (with its logs) is kept.
+    pub sandbox_retention: Duration,
     /// The program run as each task's shim (`<program> container-shim TASK_DIR STATE_DIR`): the `agora` binary.
     pub shim: PathBuf,
 }
@@ -153,6 +155,7 @@ pub async fn run(
         state_dir: config.work_dir.join("containers"),
     });
     tokio::spawn(remove_orphans(context.clone()));
+    let collector = tokio::spawn(collect_sandboxes(context.clone(), config.sandbox_retention));
     let metrics = context.metrics.clone();
     let endpoint = crate::logs::router(context.clone()).route(
         "/metrics",
@@ -184,6 +187,7 @@ pub async fn run(
         .await;
     heartbeat.abort();
     serving.abort();
+    collector.abort();
     Ok(())
 }
 
@@ -524,9 +528,41 @@ async fn cleanup(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cl
     while ctx.live().contains_key(&id) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The container's file system goes now; the sandbox, with its logs, stays for the retention time.
     let dir = ctx.work_dir.join("tasks").join(&id);
-    let _ = tokio::task::spawn_blocking(move || container::remove_task_dir(&dir)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for part in ["bundle", "upper", "work", "tmp"] {
+            let _ = container::remove_task_dir(&dir.join(part));
+        }
+    })
+    .await;
     Ok(Action::await_change())
+}
+
+/// Deletes task directories (sandboxes and logs included) once their task has ended more than `retention` ago.
+async fn collect_sandboxes(ctx: Arc<Context>, retention: Duration) {
+    let every = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(every).await;
+        let tasks_dir = ctx.work_dir.join("tasks");
+        let Ok(entries) = std::fs::read_dir(&tasks_dir) else { continue };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            if ctx.live().contains_key(&id) || shim::shim_alive(&dir) {
+                continue;
+            }
+            // Ended when the exit was recorded (or, for a task that never started, when its directory last changed).
+            let ended = std::fs::metadata(dir.join("exit.json"))
+                .or_else(|_| std::fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let old = ended.ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= retention);
+            if old {
+                tracing::debug!(task = %id, "removing a sandbox past its retention");
+                let _ = tokio::task::spawn_blocking(move || container::remove_task_dir(&dir)).await;
+            }
+        }
+    }
 }
 
 /// Runs the task's health checks while it runs, writing each result into its status.

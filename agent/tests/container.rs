@@ -22,7 +22,7 @@ fn fixture() -> Fixture {
     let rootfs = dir.path().join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed (make deps)");
-    for tool in ["sh", "sleep", "echo", "head", "tr", "cat"] {
+    for tool in ["sh", "sleep", "echo", "head", "tr", "cat", "grep", "unshare"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
     }
     for empty in ["proc", "dev", "sys", "tmp", "etc"] {
@@ -105,6 +105,18 @@ fn an_image_task_reports_its_exit_code_and_output() {
     let exit = f.runtime.start(&missing).map(|pid| wait(pid).unwrap());
     let _ = f.runtime.delete(&missing.id, &missing.bundle);
     assert!(!matches!(exit, Ok(Exit::Code(0))), "{exit:?}");
+}
+
+#[test]
+fn tasks_run_under_a_seccomp_filter() {
+    let f = fixture();
+    let id = unique("seccomp");
+    let script = "grep Seccomp: /proc/self/status; unshare -u true 2>/dev/null && echo unshared || echo blocked";
+    let config = f.config(&id, f.image(&id), &["sh", "-c", script]);
+    assert_eq!(f.run(&config), Exit::Code(0));
+    let out = fs::read_to_string(&config.stdout).unwrap();
+    assert!(out.contains("Seccomp:\t2"), "a filter is in force: {out}");
+    assert!(out.contains("blocked") && !out.contains("unshared"), "{out}");
 }
 
 #[test]

@@ -191,6 +191,9 @@ struct AgentArgs {
     /// Seconds between readings of each running task's usage (CPU, memory) into its status.
     #[arg(long, default_value_t = 10.0)]
     usage_seconds: f64,
+    /// Seconds a finished task's sandbox (with its logs) is kept before it is deleted.
+    #[arg(long, default_value_t = 3600.0)]
+    sandbox_retention_seconds: f64,
     /// Simulate this many agents that run nothing.
     #[arg(long)]
     hollow: Option<usize>,
@@ -240,6 +243,7 @@ fn agent(args: AgentArgs) -> Result<bool> {
             heartbeat,
             listen: args.listen,
             usage_every: seconds(args.usage_seconds, "--usage-seconds")?,
+            sandbox_retention: seconds(args.sandbox_retention_seconds, "--sandbox-retention-seconds")?,
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
         };
         runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;

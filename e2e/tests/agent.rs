@@ -91,6 +91,15 @@ fn sandbox(work: &Path, task: &Task) -> PathBuf {
 /// Builds the busybox image into a fresh agent work dir and starts `agora agent --name a1` on it; returns once the
 /// agent has registered.
 async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess, PathBuf, Client) {
+    start_agent_with(server, work, &[]).await
+}
+
+/// As [`start_agent`], with more flags.
+async fn start_agent_with(
+    server: &ApiserverProcess,
+    work: &WorkDir,
+    flags: &[&str],
+) -> (AgentProcess, PathBuf, Client) {
     let rootfs = work.0.path().join("rootfs-src");
     busybox_rootfs(&rootfs);
     let agent_dir = work.0.path().join("agent");
@@ -102,7 +111,7 @@ async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let agent = spawn_agent(server, &agent_dir);
+    let agent = spawn_agent_with(server, &agent_dir, flags);
     let client = Client::new(Config::new(server.url())).unwrap();
     let agents: Api<Agent> = Api::all(client.clone());
     eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
@@ -112,11 +121,16 @@ async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess
 
 /// `agora agent --name a1` on `agent_dir`.
 fn spawn_agent(server: &ApiserverProcess, agent_dir: &Path) -> AgentProcess {
+    spawn_agent_with(server, agent_dir, &[])
+}
+
+fn spawn_agent_with(server: &ApiserverProcess, agent_dir: &Path, flags: &[&str]) -> AgentProcess {
     let child = Command::new(agora_binary())
         .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
         .arg(agent_dir)
         .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
         .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0", "--usage-seconds", "1"])
+        .args(flags)
         .env("AGORA_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -188,6 +202,23 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
         .await
         .unwrap();
     assert_eq!(terminal(&tasks, "survivor").await.state, TaskState::Killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_are_kept_for_their_retention_then_removed() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = start_agent_with(&server, &work, &["--sandbox-retention-seconds", "3"]).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let created =
+        tasks.create(&PostParams::default(), &task("brief", Some("busybox"), "echo bye", json!({}))).await.unwrap();
+    assert_eq!(terminal(&tasks, "brief").await.state, TaskState::Finished);
+    let dir = agent_dir.join("tasks").join(created.metadata.uid.as_deref().unwrap());
+    assert_eq!(tasks.logs("brief", &LogParams::default()).await.unwrap(), "bye\n", "the log outlives the task");
+    eventually(Duration::from_secs(30), "the sandbox is collected after 3 s", || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
