@@ -7,9 +7,9 @@
 //! blocking what Docker's default profile blocks, stdout and stderr
 //! appended to files. The container's init is a child of the agent: [`wait`] reaps it.
 //!
-//! Root filesystems ([`RootFs`]): an image's layers stacked with overlayfs under a per-task upper directory. (Tasks
-//! without an image — the host's file system read-only — are not supported yet: libcontainer could not prepare a
-//! read-only bind of the host's root here, and a writable one is never acceptable.)
+//! Root filesystems ([`RootFs`]): an image's layers stacked with overlayfs under a per-task upper directory; or, for a
+//! task without an image, the host's root read-only — an overlay without an upper layer, so nothing can write to the
+//! host (or delete from it) through it.
 //!
 //! Safety: a failed start unmounts what it mounted before returning, and [`remove_task_dir`] refuses to delete a
 //! directory with anything still mounted below it — a recursive delete through a mount deletes the mounted file
@@ -75,6 +75,12 @@ pub enum RootFs {
         /// overlayfs' work directory (same file system as `upper`).
         work: PathBuf,
     },
+    /// The host's root file system, read-only: an overlay with no upper layer over `/` (its root mount only) and a
+    /// directory holding the mount points the container needs (created there, never on the host).
+    Host {
+        /// A directory the agent prepares (for `/mnt/mesos/sandbox`); it lies above `/` in the overlay.
+        mount_points: PathBuf,
+    },
 }
 
 /// Everything a container needs.
@@ -130,7 +136,7 @@ impl ContainerConfig {
             serde_json::to_value(Spec::default()).map_err(|e| self.runtime_error(format!("default spec: {e}")))?;
         let root_path = self.bundle.join("rootfs");
         spec["hostname"] = json!(self.hostname);
-        spec["root"] = json!({ "path": root_path, "readonly": false });
+        spec["root"] = json!({ "path": root_path, "readonly": matches!(self.rootfs, RootFs::Host { .. }) });
         spec["process"]["args"] = json!(self.args);
         spec["process"]["env"] = json!(self.env);
         spec["process"]["cwd"] = json!(self.cwd);
@@ -264,8 +270,10 @@ impl ContainerRuntime {
         let root = config.bundle.join("rootfs");
         fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
         unmount(&root); // a leftover of an earlier attempt
-        let RootFs::Image { layers, upper, work } = &config.rootfs;
-        mount_overlay(layers, upper, work, &root)?;
+        match &config.rootfs {
+            RootFs::Image { layers, upper, work } => mount_overlay(layers, upper, work, &root)?,
+            RootFs::Host { mount_points } => mount_host_readonly(mount_points, &root)?,
+        }
         let started = self.create_and_start(config, &spec);
         if started.is_err() {
             // Nothing stays mounted or registered after a failed start.
@@ -437,6 +445,32 @@ pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
         .map_err(|_| Error::Io { what: "overlay options".into(), source: std::io::ErrorKind::InvalidInput.into() })?;
     rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), options.as_c_str())
         .map_err(|e| Error::Io { what: format!("mounting the image at {}", target.display()), source: e.into() })
+}
+
+/// The host's root, read-only by construction (an overlay without an upper layer cannot be written, or deleted
+/// through), with the directories of `mount_points` above it.
+fn mount_host_readonly(mount_points: &Path, target: &Path) -> Result<()> {
+    use rustix::mount::{MountFlags, UnmountFlags};
+    // The mount points live on a tiny tmpfs: a layer on the host's root file system would overlap `/`.
+    for dir in [mount_points, target] {
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    unmount(mount_points);
+    let size = std::ffi::CString::new("size=64k,mode=0755").unwrap_or_default();
+    rustix::mount::mount("tmpfs", mount_points, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, size.as_c_str())
+        .map_err(|e| Error::Io { what: format!("mounting a tmpfs at {}", mount_points.display()), source: e.into() })?;
+    let sandbox_point = mount_points.join(SANDBOX_MOUNT.trim_start_matches('/'));
+    let made = fs::create_dir_all(&sandbox_point).map_err(io(format!("creating {}", sandbox_point.display())));
+    let options = std::ffi::CString::new(format!("lowerdir={}:/", mount_points.display()))
+        .map_err(|_| Error::Io { what: "overlay options".into(), source: std::io::ErrorKind::InvalidInput.into() });
+    let mounted = made.and(options).and_then(|options| {
+        rustix::mount::mount("overlay", target, "overlay", MountFlags::RDONLY, options.as_c_str()).map_err(|e| {
+            Error::Io { what: format!("mounting the host's root at {}", target.display()), source: e.into() }
+        })
+    });
+    // The overlay holds on to its layer; the tmpfs need not stay visible.
+    let _ = rustix::mount::unmount(mount_points, UnmountFlags::DETACH);
+    mounted
 }
 
 /// Detaches whatever is mounted at `target` (nothing, if nothing is).

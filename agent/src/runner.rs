@@ -6,9 +6,9 @@
 //! container first (SIGTERM, then SIGKILL after `killGracePeriodSeconds`, default 5 s). `spec.killRequested` stops it
 //! the same way and reports Killed.
 //!
-//! Not yet: tasks without an image (the host's file system, read-only) are refused with reason `ImageRequired`;
-//! after an agent restart, tasks it had started are reported Failed with reason `AgentRestarted` and their containers
-//! removed (reattaching to them is still to come); health checks, logs over HTTP and usage reporting.
+//! A task without an image sees the host's file system read-only, with its sandbox and its own `/tmp` writable. Each
+//! container is owned by a [`shim`](crate::shim), so a restarted agent reattaches to running tasks and learns of exits
+//! that happened while it was down; health checks, usage and logs are served while tasks run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -337,20 +337,30 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 
 /// The container for `task`, or why it cannot run (a reason and a message).
 async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
-    let Some(image) = task.spec.container.as_ref().map(|c| c.image.clone()) else {
-        return Err(("ImageRequired", "this agent runs tasks in container images only (spec.container.image); host-filesystem tasks are not supported yet".into()));
-    };
-    let store = ctx.images.clone();
-    let resolved = tokio::task::spawn_blocking(move || store.resolve(&image))
-        .await
-        .map_err(|e| ("ImageNotFound", e.to_string()))?;
-    let resolved = resolved.map_err(|e| match e {
-        images::Error::NotFound(_) => ("ImageNotFound", e.to_string()),
-        other => ("ImageUnusable", other.to_string()),
-    })?;
     let id = uid(task);
     let dir = ctx.work_dir.join("tasks").join(&id);
-    let config = resolved.config.config().clone().unwrap_or_default();
+    // With an image: its layers and configuration. Without: the host's root, read-only, as Mesos runs such tasks.
+    let (rootfs, config) = match task.spec.container.as_ref().map(|c| c.image.clone()) {
+        Some(image) => {
+            let store = ctx.images.clone();
+            let resolved = tokio::task::spawn_blocking(move || store.resolve(&image))
+                .await
+                .map_err(|e| ("ImageNotFound", e.to_string()))?;
+            let resolved = resolved.map_err(|e| match e {
+                images::Error::NotFound(_) => ("ImageNotFound", e.to_string()),
+                other => ("ImageUnusable", other.to_string()),
+            })?;
+            let rootfs = RootFs::Image { layers: resolved.layers, upper: dir.join("upper"), work: dir.join("work") };
+            (rootfs, resolved.config.config().clone().unwrap_or_default())
+        }
+        None => {
+            let host = oci_spec::image::ConfigBuilder::default()
+                .env(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()])
+                .build()
+                .unwrap_or_default();
+            (RootFs::Host { mount_points: dir.join("mount-points") }, host)
+        }
+    };
     let args: Vec<String> = match (&task.spec.args, &task.spec.cmd) {
         (Some(args), _) if !args.is_empty() => args.clone(),
         (_, Some(cmd)) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
@@ -363,7 +373,7 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
             .collect(),
     };
     if args.is_empty() {
-        return Err(("CommandNotFound", "the task has no cmd or args and its image no entrypoint".into()));
+        return Err(("CommandNotFound", "the task has no cmd or args (and no image with an entrypoint)".into()));
     }
     let mut env: BTreeMap<String, String> = config
         .env()
@@ -393,7 +403,7 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
     Ok(ContainerConfig {
         id: id.clone(),
         bundle: dir.join("bundle"),
-        rootfs: RootFs::Image { layers: resolved.layers, upper: dir.join("upper"), work: dir.join("work") },
+        rootfs,
         sandbox: sandbox.clone(),
         tmp: dir.join("tmp"),
         args,
@@ -531,7 +541,7 @@ async fn cleanup(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cl
     // The container's file system goes now; the sandbox, with its logs, stays for the retention time.
     let dir = ctx.work_dir.join("tasks").join(&id);
     let _ = tokio::task::spawn_blocking(move || {
-        for part in ["bundle", "upper", "work", "tmp"] {
+        for part in ["bundle", "upper", "work", "tmp", "mount-points"] {
             let _ = container::remove_task_dir(&dir.join(part));
         }
     })

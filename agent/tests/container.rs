@@ -108,6 +108,27 @@ fn an_image_task_reports_its_exit_code_and_output() {
 }
 
 #[test]
+fn a_host_filesystem_task_writes_only_to_its_sandbox_and_tmp() {
+    let f = fixture();
+    let id = unique("host");
+    let script = "touch /etc/agora-escape 2>/dev/null && echo wrote-etc; \
+        touch /agora-escape 2>/dev/null && echo wrote-root; \
+        touch /tmp/mine && echo wrote-tmp; \
+        echo data > file && echo wrote-sandbox; \
+        echo pid $$; cat /etc/debian_version >/dev/null && echo reads-host";
+    let mount_points = f.dir.path().join("agent/tasks").join(&id).join("mount-points");
+    let config = f.config(&id, RootFs::Host { mount_points }, &["/bin/sh", "-c", script]);
+    assert_eq!(f.run(&config), Exit::Code(0));
+    let out = fs::read_to_string(&config.stdout).unwrap();
+    assert!(out.contains("wrote-tmp") && out.contains("wrote-sandbox") && out.contains("reads-host"), "{out}");
+    assert!(!out.contains("wrote-etc") && !out.contains("wrote-root"), "{out}");
+    assert!(out.contains("pid 1\n"), "{out}");
+    assert!(!Path::new("/etc/agora-escape").exists() && !Path::new("/agora-escape").exists());
+    assert_eq!(fs::read_to_string(config.sandbox.join("file")).unwrap(), "data\n");
+    assert!(config.tmp.join("mine").exists(), "its /tmp is its own directory");
+}
+
+#[test]
 fn tasks_run_under_a_seccomp_filter() {
     let f = fixture();
     let id = unique("seccomp");

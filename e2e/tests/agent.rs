@@ -390,11 +390,17 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     create(task("succeeds", Some("busybox"), "true", json!({}))).await;
     assert_eq!(terminal(&tasks, "succeeds").await.state, TaskState::Finished);
 
-    // What cannot run says why.
-    create(task("no-image", None, "true", json!({}))).await;
-    create(task("missing-image", Some("nope:1"), "true", json!({}))).await;
+    // Without an image, the host's file system, read-only (the sandbox is the working directory).
+    let host_cmd =
+        "cat /etc/os-release >/dev/null && (touch /etc/agora-e2e 2>/dev/null || echo read-only) && echo x > y";
+    let on_host = create(task("no-image", None, host_cmd, json!({}))).await;
     let no_image = terminal(&tasks, "no-image").await;
-    assert_eq!((no_image.state, no_image.reason.as_deref()), (TaskState::Failed, Some("ImageRequired")));
+    assert_eq!(no_image.state, TaskState::Finished, "{no_image:?}");
+    assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, &on_host).join("stdout")).unwrap(), "read-only\n");
+    assert!(sandbox(&agent_dir, &on_host).join("y").exists() && !Path::new("/etc/agora-e2e").exists());
+
+    // What cannot run says why.
+    create(task("missing-image", Some("nope:1"), "true", json!({}))).await;
     let missing = terminal(&tasks, "missing-image").await;
     assert_eq!((missing.state, missing.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")));
 
