@@ -91,6 +91,8 @@ struct Live {
 
 struct Context {
     client: Client,
+    /// What the agent offers: no one task may ask for more.
+    resources: Resources,
     agent: String,
     host: String,
     work_dir: PathBuf,
@@ -142,6 +144,7 @@ pub async fn run(
     let heartbeat = tokio::spawn(registration::heartbeat(client.clone(), config.name.clone(), config.heartbeat));
     let context = Arc::new(Context {
         client: client.clone(),
+        resources: config.resources.clone(),
         agent: config.name.clone(),
         host,
         work_dir: config.work_dir.clone(),
@@ -339,6 +342,17 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
     let id = uid(task);
     let dir = ctx.work_dir.join("tasks").join(&id);
+    let (want, have) = (&task.spec, &ctx.resources);
+    for (what, asked, total) in
+        [("cpus", want.cpus, have.cpus), ("mem", want.mem, have.mem), ("disk", want.disk, have.disk)]
+    {
+        if asked > total + 1e-9 {
+            return Err((
+                "InsufficientResources",
+                format!("the task asks for {what} {asked}, more than agent {} has in all ({total})", ctx.agent),
+            ));
+        }
+    }
     // With an image: its layers and configuration. Without: the host's root, read-only, as Mesos runs such tasks.
     let (rootfs, config) = match task.spec.container.as_ref().map(|c| c.image.clone()) {
         Some(image) => {
@@ -465,7 +479,13 @@ async fn watch_exit(
                 json!({ "state": "Failed", "reason": "OOMKilled", "exitCode": code, "finishedAt": now,
                         "message": format!("the task used more than its {} MiB of memory", task.spec.mem) })
             } else {
-                json!({ "state": "Failed", "exitCode": code, "finishedAt": now })
+                let mut failed = json!({ "state": "Failed", "exitCode": code, "finishedAt": now });
+                if code == 127 {
+                    // The shell's "command not found".
+                    failed["reason"] = json!("CommandNotFound");
+                    failed["message"] = json!("the command was not found (exit code 127); see the task's stderr");
+                }
+                failed
             }
         }
         Some(shim::Outcome::StartFailed(message)) => failed("StartFailed", message),

@@ -399,8 +399,15 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, &on_host).join("stdout")).unwrap(), "read-only\n");
     assert!(sandbox(&agent_dir, &on_host).join("y").exists() && !Path::new("/etc/agora-e2e").exists());
 
-    // What cannot run says why.
+    // What cannot run says why, and the agent goes on serving the others.
     create(task("missing-image", Some("nope:1"), "true", json!({}))).await;
+    create(task("no-command", Some("busybox"), "no-such-command --flag", json!({}))).await;
+    create(task("too-big", Some("busybox"), "true", json!({"mem": 4096}))).await;
+    let no_command = terminal(&tasks, "no-command").await;
+    assert_eq!((no_command.state, no_command.reason.as_deref()), (TaskState::Failed, Some("CommandNotFound")));
+    let too_big = terminal(&tasks, "too-big").await;
+    assert_eq!((too_big.state, too_big.reason.as_deref()), (TaskState::Failed, Some("InsufficientResources")));
+    assert!(too_big.message.as_deref().is_some_and(|m| m.contains("mem 4096")), "{too_big:?}");
     let missing = terminal(&tasks, "missing-image").await;
     assert_eq!((missing.state, missing.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")));
 
@@ -414,6 +421,23 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     .await;
     let hungry = terminal(&tasks, "hungry").await;
     assert_eq!((hungry.state, hungry.reason.as_deref()), (TaskState::Failed, Some("OOMKilled")), "{hungry:?}");
+
+    // killRequested: a task that handles SIGTERM stops within its grace period, cleanly.
+    let polite = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done";
+    create(task("polite", Some("busybox"), polite, json!({"killGracePeriodSeconds": 10}))).await;
+    let polite_task = eventually(Duration::from_secs(20), "polite runs", || async {
+        tasks.get("polite").await.ok().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running))
+    })
+    .await;
+    let asked = Instant::now();
+    tasks
+        .patch("polite", &PatchParams::default(), &Patch::Merge(json!({"spec": {"killRequested": true}})))
+        .await
+        .unwrap();
+    let stopped = terminal(&tasks, "polite").await;
+    assert_eq!((stopped.state, stopped.exit_code), (TaskState::Killed, Some(0)), "it exited on SIGTERM: {stopped:?}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "before the grace period ran out");
+    assert_eq!(std::fs::read_to_string(sandbox(&agent_dir, &polite_task).join("stdout")).unwrap(), "bye\n");
 
     // killRequested: a task that ignores SIGTERM is SIGKILLed after its grace period.
     create(task(
