@@ -317,7 +317,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
                 .await?;
             return Ok(Action::await_change());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     };
     ctx.live().insert(config.id.clone(), Live { killing: false, exited: false });
     tracing::info!(task = %task.metadata.display_name(), pid, "started");
