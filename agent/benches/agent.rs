@@ -84,7 +84,7 @@ fn main() {
         tempfile::tempdir_in(std::env::var("AGORA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).expect("dir");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let latencies = runtime.block_on(async {
-        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(&dir.path().join("store"))).await.expect("store"));
+        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path().join("store"))).await.expect("store"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, router(store, ApiConfig::default())).await });
