@@ -307,7 +307,8 @@ impl ContainerRuntime {
     }
 
     /// Runs `args` inside the running container `id` (its namespaces and cgroup), output to `output`; returns the
-    /// process's pid (a child of this process: [`wait`] for it).
+    /// process's pid (a child of this process: [`wait`] for it). It forks: call it from a single-threaded process
+    /// (the agent runs it through `agora container-exec`), never from the multithreaded agent.
     ///
     /// # Errors
     /// An unknown or stopped container, or a libcontainer failure.

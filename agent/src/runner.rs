@@ -646,28 +646,33 @@ async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
 async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::HealthCheck) -> (bool, String) {
     let Some(command) = check.command.clone() else { return (false, "a COMMAND check needs a command".into()) };
     let output = ctx.work_dir.join("tasks").join(id).join("health-check.out");
-    let runtime = ctx.runtime.clone();
-    let (exec_id, out) = (id.to_owned(), output.clone());
-    let started =
-        tokio::task::spawn_blocking(move || runtime.exec(&exec_id, vec!["/bin/sh".into(), "-c".into(), command], &out))
-            .await;
-    let pid = match started {
-        Ok(Ok(pid)) => pid,
-        Ok(Err(e)) => return (false, e.to_string()),
-        Err(e) => return (false, e.to_string()),
+    // Entering the container takes a fork, which a multithreaded process must not do: a separate, single-threaded
+    // process (`<shim> container-exec`) does it and exits with the command's status.
+    let mut child = match tokio::process::Command::new(&ctx.shim)
+        .arg("container-exec")
+        .arg(&ctx.state_dir)
+        .arg(id)
+        .arg(&output)
+        .args(["--", "/bin/sh", "-c", &command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return (false, format!("starting the check: {e}")),
     };
     let timeout = Duration::from_secs(u64::from(check.timeout_seconds().max(1)));
-    let waited = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || container::wait(pid))).await;
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
     let text = std::fs::read_to_string(&output).unwrap_or_default();
     let text: String = text.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect();
     match waited {
-        Ok(Ok(Ok(Exit::Code(0)))) => (true, text),
-        Ok(Ok(Ok(Exit::Code(code)))) => (false, format!("exit {code}: {text}")),
-        Ok(Ok(Ok(Exit::Signal(signal)))) => (false, format!("killed by signal {signal}: {text}")),
-        Ok(Ok(Err(e))) => (false, e.to_string()),
+        Ok(Ok(status)) if status.success() => (true, text),
+        Ok(Ok(status)) => (false, format!("exit {}: {text}", status.code().unwrap_or(-1))),
         Ok(Err(e)) => (false, e.to_string()),
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = child.kill().await;
             (false, format!("no answer within {}s", timeout.as_secs()))
         }
     }

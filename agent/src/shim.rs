@@ -65,6 +65,21 @@ pub fn run(task_dir: &Path, state_dir: &Path) -> i32 {
     }
 }
 
+/// `container-exec`: runs `args` inside the running container `id` and exits with its status (125 when it could not
+/// be started). A process of its own, because entering a container forks, which the multithreaded agent must not.
+#[must_use]
+pub fn exec(state_dir: &Path, id: &str, output: &Path, args: Vec<String>) -> i32 {
+    let Ok(runtime) = ContainerRuntime::new(state_dir) else { return 125 };
+    match runtime.exec(id, args, output).and_then(container::wait) {
+        Ok(Exit::Code(code)) => code,
+        Ok(Exit::Signal(signal)) => 128 + signal,
+        Err(e) => {
+            let _ = std::fs::write(output, e.to_string());
+            125
+        }
+    }
+}
+
 /// Starts a shim (`program container-shim TASK_DIR STATE_DIR`, in its own process group so it outlives the agent)
 /// for the container `config`, whose directory is `task_dir`.
 ///

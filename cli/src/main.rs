@@ -63,6 +63,19 @@ enum Command {
         /// The containers' state directory.
         state_dir: PathBuf,
     },
+    /// Internal: runs a command inside a task's container (for COMMAND health checks) and exits with its status.
+    #[command(hide = true)]
+    ContainerExec {
+        /// The containers' state directory.
+        state_dir: PathBuf,
+        /// The container (the task's uid).
+        id: String,
+        /// Where the command's output goes.
+        output: PathBuf,
+        /// The command.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
     /// Check manifests without a server: parse strictly, apply the server's defaults, validate every rule.
     ///
     /// Errors name the file, line, column and field path. Exit status 1 when any manifest is invalid.
@@ -116,6 +129,10 @@ fn main() -> ExitCode {
         }
         Command::Agent(args) => agent(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
+        Command::ContainerExec { state_dir, id, output, args } => {
+            let code = agora_agent::shim::exec(&state_dir, &id, &output, args);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
         Command::ContainerShim { task_dir, state_dir } => {
             return ExitCode::from(u8::try_from(agora_agent::shim::run(&task_dir, &state_dir)).unwrap_or(1));
         }
@@ -246,7 +263,10 @@ fn agent(args: AgentArgs) -> Result<bool> {
             sandbox_retention: seconds(args.sandbox_retention_seconds, "--sandbox-retention-seconds")?,
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
         };
-        runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()))?;
+        let result = runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()));
+        // Work still blocked in a system call must not keep the agent from exiting.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        result?;
         return Ok(true);
     };
     anyhow::ensure!(count > 0, "--hollow must be at least 1");
