@@ -92,7 +92,7 @@ pub struct ContainerConfig {
     pub bundle: PathBuf,
     /// The root filesystem.
     pub rootfs: RootFs,
-    /// The task's sandbox: mounted writable at [`ContainerConfig::sandbox_path`].
+    /// The task's sandbox: mounted writable at [`SANDBOX_MOUNT`].
     pub sandbox: PathBuf,
     /// A directory mounted writable at `/tmp`.
     pub tmp: PathBuf,
@@ -119,12 +119,6 @@ impl ContainerConfig {
     #[must_use]
     pub fn cgroup_path(&self) -> String {
         format!("{CGROUP_PARENT}/{}", self.id)
-    }
-
-    /// Where the sandbox appears inside the container: [`SANDBOX_MOUNT`].
-    #[must_use]
-    pub fn sandbox_path(&self) -> String {
-        SANDBOX_MOUNT.to_owned()
     }
 
     /// The OCI runtime spec for this container.

@@ -66,10 +66,17 @@ impl Verdicts {
     }
 }
 
-/// Runs one HTTP or TCP check against `ports`; `Err` for a COMMAND check (run by the caller, in the container).
+/// The HTTP client every HTTP check of an agent shares (redirects are answers, not followed).
+#[must_use]
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
+}
+
+/// Runs one HTTP or TCP check against `ports` (HTTP through `http`); `Err` for a COMMAND check (run by the caller,
+/// in the container).
 ///
 /// Returns whether it passed and a line saying what was seen.
-pub async fn probe(check: &HealthCheck, ports: &[u16]) -> Result<(bool, String), ()> {
+pub async fn probe(check: &HealthCheck, ports: &[u16], http: &reqwest::Client) -> Result<(bool, String), ()> {
     let timeout = Duration::from_secs(u64::from(check.timeout_seconds().max(1)));
     let index = check.port_index.unwrap_or(0) as usize;
     let Some(port) = ports.get(index).copied() else {
@@ -87,10 +94,7 @@ pub async fn probe(check: &HealthCheck, ports: &[u16]) -> Result<(bool, String),
         HealthCheckProtocol::Http => {
             let path = check.path.clone().unwrap_or_else(|| "/".to_owned());
             let url = format!("http://127.0.0.1:{port}{path}");
-            let client =
-                reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build();
-            let Ok(client) = client else { return Ok((false, "cannot build an HTTP client".into())) };
-            Ok(match client.get(&url).send().await {
+            Ok(match http.get(&url).timeout(timeout).send().await {
                 Ok(response) => {
                     let status = response.status();
                     (status.is_success() || status.is_redirection(), format!("GET {url}: {status}"))
@@ -133,6 +137,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_and_http_probes() {
+        let client = http_client();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap().port();
         let closed = {
@@ -144,11 +149,11 @@ mod tests {
             timeout_seconds: Some(1),
             ..HealthCheck::default()
         };
-        assert!(probe(&tcp, &[open]).await.unwrap().0);
-        let (passed, output) = probe(&tcp, &[closed]).await.unwrap();
+        assert!(probe(&tcp, &[open], &client).await.unwrap().0);
+        let (passed, output) = probe(&tcp, &[closed], &client).await.unwrap();
         assert!(!passed && output.contains(&closed.to_string()), "{output}");
         let missing = HealthCheck { port_index: Some(3), ..tcp.clone() };
-        assert_eq!(probe(&missing, &[open]).await.unwrap(), (false, "the task has no port 3".to_owned()));
+        assert_eq!(probe(&missing, &[open], &client).await.unwrap(), (false, "the task has no port 3".to_owned()));
 
         // An HTTP server answering 200 for /ok and 500 otherwise.
         tokio::spawn(async move {
@@ -174,10 +179,10 @@ mod tests {
             timeout_seconds: Some(2),
             ..HealthCheck::default()
         };
-        assert!(probe(&http("/ok"), &[open]).await.unwrap().0);
-        let (passed, output) = probe(&http("/broken"), &[open]).await.unwrap();
+        assert!(probe(&http("/ok"), &[open], &client).await.unwrap().0);
+        let (passed, output) = probe(&http("/broken"), &[open], &client).await.unwrap();
         assert!(!passed && output.contains("500"), "{output}");
         let command = HealthCheck { protocol: Some(HealthCheckProtocol::Command), ..HealthCheck::default() };
-        assert!(probe(&command, &[open]).await.is_err(), "COMMAND checks run in the container");
+        assert!(probe(&command, &[open], &client).await.is_err(), "COMMAND checks run in the container");
     }
 }

@@ -102,12 +102,19 @@ struct Context {
     /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run).
     handled: Mutex<std::collections::HashSet<String>>,
     metrics: crate::metrics::Metrics,
+    /// Shared by the HTTP health checks.
+    http: reqwest::Client,
     usage_every: Duration,
     shim: PathBuf,
     state_dir: PathBuf,
 }
 
 impl Context {
+    /// Whether the task with this uid still runs (started by this process, exit not yet seen).
+    fn running(&self, uid: &str) -> bool {
+        self.live().get(uid).is_some_and(|l| !l.exited)
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -153,6 +160,7 @@ pub async fn run(
         live: Mutex::default(),
         handled: Mutex::default(),
         metrics: crate::metrics::Metrics::default(),
+        http: crate::health::http_client(),
         usage_every: config.usage_every,
         shim: config.shim.clone(),
         state_dir: config.work_dir.join("containers"),
@@ -200,7 +208,7 @@ impl crate::logs::TaskLogs for Context {
     }
 
     fn running(&self, uid: &str) -> bool {
-        self.live().get(uid).is_some_and(|l| !l.exited)
+        Context::running(self, uid)
     }
 }
 
@@ -610,10 +618,10 @@ async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
         checks.spawn(async move {
             let interval = Duration::from_secs(u64::from(check.interval_seconds().max(1)));
             loop {
-                if !crate::logs::TaskLogs::running(&*ctx, &id) {
+                if !ctx.running(&id) {
                     return;
                 }
-                let (passed, output) = match probe(&check, &ports).await {
+                let (passed, output) = match probe(&check, &ports, &ctx.http).await {
                     Ok(result) => result,
                     Err(()) => command_check(&ctx, &id, &check).await,
                 };
@@ -630,7 +638,7 @@ async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
                 if let Some(healthy) = healthy {
                     status["healthy"] = json!(healthy);
                 }
-                if crate::logs::TaskLogs::running(&*ctx, &id) {
+                if ctx.running(&id) {
                     if let Err(e) = write_status(&tasks, &task, status, false).await {
                         tracing::debug!(task = %task.metadata.display_name(), error = %e, "health status not written");
                     }
@@ -684,7 +692,7 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
     let labels = crate::metrics::TaskLabels { task: task.metadata.display_name(), uid: id.clone() };
     loop {
         tokio::time::sleep(ctx.usage_every).await;
-        if !crate::logs::TaskLogs::running(&*ctx, &id) {
+        if !ctx.running(&id) {
             break;
         }
         let reading = id.clone();
@@ -695,7 +703,7 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
         let status = json!({ "usage": {
             "cpuSeconds": usage.cpu_seconds, "memoryBytes": usage.memory_bytes, "memoryPeakBytes": usage.memory_peak_bytes,
         }});
-        if crate::logs::TaskLogs::running(&*ctx, &id) {
+        if ctx.running(&id) {
             if let Err(e) = write_status(&tasks, &task, status, false).await {
                 tracing::debug!(task = %task.metadata.display_name(), error = %e, "usage not written");
             }

@@ -45,7 +45,7 @@ impl Drop for Fixture {
 impl Fixture {
     fn config(&self, id: &str, rootfs: RootFs, args: &[&str]) -> ContainerConfig {
         let task = self.dir.path().join("agent/tasks").join(id);
-        let mut config = ContainerConfig {
+        ContainerConfig {
             id: id.to_owned(),
             bundle: task.join("bundle"),
             rootfs,
@@ -59,9 +59,7 @@ impl Fixture {
             cpus: Some(0.5),
             stdout: task.join("stdout"),
             stderr: task.join("stderr"),
-        };
-        config.cwd = config.sandbox_path();
-        config
+        }
     }
 
     fn image(&self, id: &str) -> RootFs {
