@@ -15,7 +15,7 @@ use agora_controllers::runtime::controller::Config as ControllerConfig;
 use agora_controllers::runtime::finalizer::{self, finalizer};
 use agora_controllers::runtime::watcher::{self, Event};
 use agora_controllers::runtime::{Action, Controller, ObjectRef, reflector};
-use agora_e2e::ApiserverProcess;
+use agora_e2e::{ApiserverProcess, eventually};
 use agora_schemas::{App, Event as EventObject, Lease, Task};
 use futures::StreamExt;
 use serde_json::json;
@@ -42,22 +42,6 @@ async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits (up to `limit`) until `check` answers `Some`, asking the server every 50 ms.
-async fn until_server<T, F: Future<Output = Option<T>>>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -326,7 +310,7 @@ async fn the_finalizer_helper_runs_cleanup_exactly_once_before_the_object_goes()
     );
     let running = tokio::spawn(controller.for_each(|_| async {}));
 
-    until_server(Duration::from_secs(10), "the finalizer is added", || async {
+    eventually(Duration::from_secs(10), "the finalizer is added", || async {
         apps.get("fin").await.ok().filter(|a| a.metadata.finalizers == [FINALIZER])
     })
     .await;
@@ -338,7 +322,7 @@ async fn the_finalizer_helper_runs_cleanup_exactly_once_before_the_object_goes()
 
     let marked = apps.delete("fin", &DeleteParams::default()).await.unwrap();
     assert!(marked.metadata.deletion_timestamp.is_some(), "the finalizer holds the object");
-    until_server(Duration::from_secs(10), "the object is gone", || async {
+    eventually(Duration::from_secs(10), "the object is gone", || async {
         apps.get_opt("fin").await.unwrap().is_none().then_some(())
     })
     .await;
@@ -381,7 +365,7 @@ impl Drop for Replica {
 }
 
 async fn health_label(apps: &Api<App>, want: &str) {
-    until_server(Duration::from_secs(15), &format!("the label says {want}"), || async {
+    eventually(Duration::from_secs(15), &format!("the label says {want}"), || async {
         let app = apps.get("web").await.ok()?;
         (app.metadata.labels.get("example.agora.dev/health").map(String::as_str) == Some(want)).then_some(())
     })
@@ -407,7 +391,7 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     let mut replicas =
         vec![Replica::start(&server, "replica-a", logs.path()), Replica::start(&server, "replica-b", logs.path())];
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let lease = until_server(Duration::from_secs(20), "a replica leads", || async {
+    let lease = eventually(Duration::from_secs(20), "a replica leads", || async {
         leases.get_opt("app-health-label").await.unwrap().filter(|l| l.spec.holder_identity.is_some())
     })
     .await;
@@ -433,7 +417,7 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     let killed_at = Instant::now();
     let _ = leading.child.kill();
     let _ = leading.child.wait();
-    let taken = until_server(Duration::from_secs(15), "the survivor leads", || async {
+    let taken = eventually(Duration::from_secs(15), "the survivor leads", || async {
         leases
             .get("app-health-label")
             .await

@@ -243,6 +243,26 @@ impl EtcdCluster {
     }
 }
 
+/// Asks `check` every 50 ms until it answers `Some` (what tests wait on: an object reaching a state on the server, a
+/// file appearing), and returns the answer.
+///
+/// # Panics
+/// When `limit` passes first, naming `what` was awaited.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A binary built beside the running test: `target/<profile>/<name>` (`cargo test --workspace` and
 /// `cargo nextest run --workspace` build every binary and example before the tests run).
 ///

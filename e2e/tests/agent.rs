@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use agora_client::{
     Api, Client, Config, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use agora_e2e::{ApiserverProcess, agora_binary};
+use agora_e2e::{ApiserverProcess, agora_binary, eventually};
 use agora_schemas::{Agent, Task, TaskState, TaskStatus};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
@@ -49,17 +49,6 @@ fn busybox_rootfs(dir: &Path) {
     }
     for empty in ["proc", "dev", "sys", "tmp", "etc"] {
         std::fs::create_dir_all(dir.join(empty)).unwrap();
-    }
-}
-
-async fn eventually<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

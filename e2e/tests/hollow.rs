@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams, PostParams};
-use agora_e2e::{ApiserverProcess, agora_binary};
+use agora_e2e::{ApiserverProcess, agora_binary, eventually};
 use agora_schemas::{Agent, Lease, Task, TaskState};
 use serde_json::json;
 
@@ -19,17 +19,6 @@ impl Drop for Hollow {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn eventually<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
