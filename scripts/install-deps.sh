@@ -4,8 +4,9 @@
 #   libseccomp-dev     libcontainer's seccomp support (with pkg-config to find it)
 #   etcd-server        the store tests start a real etcd
 #   busybox-static     a tiny root filesystem for container tests
+#   crun               the agent benchmark's peer: `crun run` of the same command, measured in the same run
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

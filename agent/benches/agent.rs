@@ -5,7 +5,7 @@
 //! `cargo bench -p agora-agent --bench agent` (knob: `AGORA_BENCH_TASKS`, default 100).
 //!
 //! The apiserver (embedded store) and the agent run in this process; the bench binary is also the tasks' shim.
-//! `crun run` on an equivalent bundle is measured in the same run when `crun` is installed (Debian's `crun`; on a
+//! `crun run` on an equivalent bundle is measured in the same run, alternating with the agent's tasks, when `crun` is installed (Debian's `crun`; on a
 //! hybrid cgroup host it runs with the workaround of host-facts.md), for the ratio the issue asks for.
 
 use std::path::Path;
@@ -36,41 +36,50 @@ fn busybox_rootfs(dir: &Path) {
     }
 }
 
-/// `crun run` of `true` on a bundle like the agent's, `samples` times; None when crun is not installed.
-fn crun(dir: &Path, samples: usize) -> Option<Vec<Duration>> {
-    let crun = ["/usr/bin/crun", "/usr/sbin/crun"].into_iter().find(|p| Path::new(p).exists())?;
-    let bundle = dir.join("crun-bundle");
-    busybox_rootfs(&bundle.join("rootfs"));
-    let status = std::process::Command::new(crun).arg("spec").current_dir(&bundle).status().ok()?;
-    if !status.success() {
-        return None;
-    }
-    let config = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).ok()?).ok()?;
-    spec["process"]["args"] = json!(["true"]);
-    spec["process"]["terminal"] = json!(false);
-    std::fs::write(&config, spec.to_string()).ok()?;
-    let empty = dir.join("empty");
-    std::fs::write(&empty, "").ok()?;
-    let mut times = Vec::new();
-    for i in 0..samples {
-        let script = format!(
-            "mount --bind {} /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; exec {crun} run --bundle {} bench-{i}",
-            empty.display(),
-            bundle.display()
-        );
-        let started = Instant::now();
-        let ok = std::process::Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .status()
-            .ok()?
-            .success();
-        if !ok {
+/// `crun run` of `true` on a bundle like the agent's; None when crun is not installed.
+struct Crun {
+    binary: &'static str,
+    bundle: std::path::PathBuf,
+    empty: std::path::PathBuf,
+    runs: usize,
+}
+
+impl Crun {
+    fn new(dir: &Path) -> Option<Self> {
+        let binary = ["/usr/bin/crun", "/usr/sbin/crun"].into_iter().find(|p| Path::new(p).exists())?;
+        let bundle = dir.join("crun-bundle");
+        busybox_rootfs(&bundle.join("rootfs"));
+        let status = std::process::Command::new(binary).arg("spec").current_dir(&bundle).status().ok()?;
+        if !status.success() {
             return None;
         }
-        times.push(started.elapsed());
+        let config = bundle.join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).ok()?).ok()?;
+        spec["process"]["args"] = json!(["true"]);
+        spec["process"]["terminal"] = json!(false);
+        std::fs::write(&config, spec.to_string()).ok()?;
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "").ok()?;
+        Some(Self { binary, bundle, empty, runs: 0 })
     }
-    Some(times)
+
+    /// One whole `crun run` (in a private mount namespace, for the hybrid-cgroup workaround); None if it failed.
+    fn run(&mut self) -> Option<Duration> {
+        self.runs += 1;
+        let script = format!(
+            "mount --bind {} /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; exec {} run --bundle {} bench-{}",
+            self.empty.display(),
+            self.binary,
+            self.bundle.display(),
+            self.runs
+        );
+        let started = Instant::now();
+        let status = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .status()
+            .ok()?;
+        status.success().then(|| started.elapsed())
+    }
 }
 
 fn main() {
@@ -104,11 +113,15 @@ fn main() {
             listen: "127.0.0.1:0".parse().expect("address"),
             usage_every: Duration::from_secs(10),
             sandbox_retention: Duration::from_secs(3600),
+            token: None,
             shim: std::env::current_exe().expect("bench binary"),
         };
         let agent = tokio::spawn(run(client.clone(), config, std::future::pending()));
         let tasks: Api<Task> = Api::namespaced(client, "default");
         let mut latencies = Vec::new();
+        let mut crun = Crun::new(dir.path());
+        let mut crun_times = Vec::new();
+        let mut uids = Vec::new();
         // One watch, open before the first task is created, so events are read as they happen.
         let now = tasks.list(&agora_client::ListParams::default().limit(1)).await.expect("list");
         let from = now.metadata.resource_version.unwrap_or_default();
@@ -121,7 +134,8 @@ fn main() {
             }))
             .expect("task");
             let started = Instant::now();
-            tasks.create(&PostParams::default(), &task).await.expect("create");
+            let created = tasks.create(&PostParams::default(), &task).await.expect("create");
+            uids.extend(created.metadata.uid);
             let mut seen = None;
             while let Some(Ok(event)) = events.next().await {
                 if let WatchEvent::Modified(t) = event {
@@ -141,11 +155,23 @@ fn main() {
             if i >= 5 {
                 let running = Instant::now();
                 latencies.push((running - started, running - seen.unwrap_or(started)));
+                // crun's run alternates with the agent's, so the machine's drift falls on both.
+                if let Some(c) = crun.as_mut() {
+                    match tokio::task::block_in_place(|| c.run()) {
+                        Some(time) => crun_times.push(time),
+                        None => crun = None,
+                    }
+                }
             }
         }
         agent.abort();
-        latencies
+        // The last tasks may still hold their (empty) cgroups: the agent was stopped before it removed them.
+        for uid in &uids {
+            agora_agent::container::remove_cgroups(uid);
+        }
+        (latencies, crun.map(|_| crun_times))
     });
+    let (latencies, crun_times) = latencies;
     let mut created: Vec<Duration> = latencies.iter().map(|l| l.0).collect();
     let mut seen: Vec<Duration> = latencies.iter().map(|l| l.1).collect();
     created.sort_unstable();
@@ -161,14 +187,16 @@ fn main() {
         percentile(&created, 0.5),
         percentile(&created, 0.99)
     );
-    match crun(dir.path(), samples) {
+    match crun_times {
         Some(mut times) => {
             times.sort_unstable();
             let (c50, c99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-            println!("| crun run of the same command, whole run | {c50:.1} | {c99:.1} |");
+            println!(
+                "| crun run of the same command, whole run (alternating with the agent's) | {c50:.1} | {c99:.1} |"
+            );
             println!("| ratio agent / crun (p50) | {:.2}× | |", p50 / c50);
         }
-        None => println!("| crun | not installed on this machine: no comparison in this run | |"),
+        None => println!("| crun | not installed on this machine, or it failed: no comparison in this run | |"),
     }
     let _ = agora_agent::container::remove_task_dir(&dir.path().join("agent"));
 }

@@ -475,7 +475,7 @@ pub fn unmount(target: &Path) {
 
 /// Removes what is left of container `id`'s cgroups: a cgroup just emptied can refuse removal for a moment, so each
 /// is tried a few times. Only empty cgroups can be removed; a cgroup with processes stays (and is reported).
-fn remove_cgroups(id: &str) {
+pub fn remove_cgroups(id: &str) {
     let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else { return };
     let dirs: Vec<PathBuf> = controllers
         .flatten()

@@ -4,6 +4,10 @@
 //!
 //! The files are read from the task's sandbox; a followed log ends when the task is no longer running and everything
 //! written has been sent.
+//!
+//! With a token (the cluster's, from `--token-file`), every request but `/healthz` must present it as
+//! `Authorization: Bearer <token>`; the apiserver presents its own when it proxies. Without one the agent only listens
+//! on loopback, as the apiserver does.
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -46,6 +50,25 @@ pub fn router(tasks: Arc<dyn TaskLogs>) -> Router {
         .route("/v1/tasks/{uid}/{stream}", get(log))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(tasks)
+}
+
+/// `router` with every route but `/healthz` requiring `token` as a bearer token (401 otherwise), when there is one.
+pub fn require_token(router: Router, token: Option<Arc<str>>) -> Router {
+    let Some(token) = token else { return router };
+    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let token = token.clone();
+        async move {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if request.uri().path() != "/healthz" && presented != Some(token.as_ref()) {
+                return plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
+            }
+            next.run(request).await
+        }
+    }))
 }
 
 fn plain(code: StatusCode, message: String) -> Response {

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub usage_every: Duration,
     /// How long a finished task's sandbox (with its logs) is kept.
     pub sandbox_retention: Duration,
+    /// The bearer token the agent's endpoint requires (the cluster's token, which the apiserver presents when it
+    /// proxies a log). Without one, the endpoint may only listen on loopback.
+    pub token: Option<String>,
     /// The program run as each task's shim (`<program> container-shim TASK_DIR STATE_DIR`): the `agora` binary.
     pub shim: PathBuf,
 }
@@ -72,6 +75,11 @@ pub enum Error {
     /// The image store or container state directory is unusable.
     #[error("agent work dir: {0}")]
     WorkDir(String),
+    /// The log endpoint would serve unauthenticated requests beyond this machine.
+    #[error(
+        "refusing to listen on {0} without --token-file: only loopback addresses may serve unauthenticated requests"
+    )]
+    Insecure(std::net::SocketAddr),
     /// The log endpoint cannot listen.
     #[error("listening on {address}: {source}")]
     Listen {
@@ -129,6 +137,9 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        return Err(Error::Insecure(config.listen));
+    }
     let images = ImageStore::open(&config.work_dir).map_err(|e| Error::WorkDir(e.to_string()))?;
     let runtime =
         ContainerRuntime::new(&config.work_dir.join("containers")).map_err(|e| Error::WorkDir(e.to_string()))?;
@@ -178,6 +189,7 @@ pub async fn run(
             }
         }),
     );
+    let endpoint = crate::logs::require_token(endpoint, config.token.as_deref().map(Arc::from));
     let serving = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, endpoint).await {
             tracing::error!(error = %e, "the log endpoint stopped");

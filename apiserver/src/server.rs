@@ -108,7 +108,8 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     let store = metrics.metered(store);
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
     let state = Arc::new(Shared {
-        api: ResourceApi::new(store.clone(), config.keys, config.watch_backlog),
+        api: ResourceApi::new(store.clone(), config.keys, config.watch_backlog)
+            .with_agent_token(config.token.as_deref()),
         store,
         openapi: Arc::new(OpenApi::default()),
         token: config.token.map(Arc::from),

@@ -164,20 +164,19 @@ fn apiserver(
         Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
         None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
     };
-    let token = match token_file {
-        Some(path) => {
-            let token =
-                std::fs::read_to_string(&path).with_context(|| format!("reading the token file {}", path.display()))?;
-            let token = token.trim().to_owned();
-            anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
-            Some(token)
-        }
-        None => None,
-    };
+    let token = token_file.as_deref().map(read_token).transpose()?;
     let config = agora_apiserver::server::ServerConfig { listen, store, prefix, token };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
     Ok(true)
+}
+
+/// The bearer token in `path` (surrounding whitespace trimmed; an empty file is an error).
+fn read_token(path: &Path) -> Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = token.trim().to_owned();
+    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+    Ok(token)
 }
 
 /// `agora agent`'s flags.
@@ -186,7 +185,8 @@ struct AgentArgs {
     /// The apiserver.
     #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
     server: String,
-    /// A file holding the apiserver's bearer token.
+    /// A file holding the cluster's bearer token: presented to the apiserver, and required of every request to the
+    /// agent's own endpoint (the apiserver presents it when it proxies logs).
     #[arg(long, env = "AGORA_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// The Agent object's name (default: the hostname).
@@ -202,7 +202,8 @@ struct AgentArgs {
     /// Where sandboxes, images and the agent's state live.
     #[arg(long, default_value = "/var/lib/agora/agent")]
     work_dir: PathBuf,
-    /// Where the agent serves task logs (the apiserver proxies tasks/{name}/log here).
+    /// Where the agent serves task logs (the apiserver proxies tasks/{name}/log here). Anything but loopback
+    /// requires --token-file.
     #[arg(long, default_value = "127.0.0.1:5051")]
     listen: std::net::SocketAddr,
     /// Seconds between readings of each running task's usage (CPU, memory) into its status.
@@ -261,6 +262,7 @@ fn agent(args: AgentArgs) -> Result<bool> {
             listen: args.listen,
             usage_every: seconds(args.usage_seconds, "--usage-seconds")?,
             sandbox_retention: seconds(args.sandbox_retention_seconds, "--sandbox-retention-seconds")?,
+            token: args.token_file.as_deref().map(read_token).transpose()?,
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
         };
         let result = runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()));

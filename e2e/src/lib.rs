@@ -297,6 +297,7 @@ pub struct ApiserverProcess {
     /// The port it listens on.
     pub port: u16,
     store: Option<String>,
+    token: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -319,9 +320,22 @@ impl ApiserverProcess {
         Self::start(Some(store_url.to_owned()))
     }
 
+    /// Starts it on the embedded store requiring the bearer `token` (`--token-file`), and waits until it is ready.
+    ///
+    /// # Panics
+    /// When it does not become ready within 20 s.
+    #[must_use]
+    pub fn embedded_with_token(token: &str) -> Self {
+        Self::start_with(None, Some(token.to_owned()))
+    }
+
     fn start(store: Option<String>) -> Self {
+        Self::start_with(store, None)
+    }
+
+    fn start_with(store: Option<String>, token: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for the apiserver");
-        let mut server = Self { child: None, port: free_port(), store, dir };
+        let mut server = Self { child: None, port: free_port(), store, token, dir };
         server.spawn();
         server
     }
@@ -333,6 +347,11 @@ impl ApiserverProcess {
             Some(url) => command.args(["--store", url]),
             None => command.arg("--data-dir").arg(self.dir.path().join("store")),
         };
+        if let Some(token) = &self.token {
+            let file = self.token_file();
+            std::fs::write(&file, token).expect("write the token file");
+            command.arg("--token-file").arg(file);
+        }
         let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start agora apiserver");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -340,6 +359,31 @@ impl ApiserverProcess {
             assert!(Instant::now() < deadline, "agora apiserver did not become ready on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The file holding its bearer token (written when it was started with one).
+    #[must_use]
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    /// A client of it, presenting its token when it has one.
+    ///
+    /// # Panics
+    /// When the client cannot be built.
+    #[must_use]
+    pub fn client(&self) -> agora_client::Client {
+        let mut config = agora_client::Config::new(self.url());
+        if let Some(token) = &self.token {
+            config = config.token(token.clone());
+        }
+        agora_client::Client::new(config).expect("a client of the apiserver")
+    }
+
+    /// The bearer token it requires, if any.
+    #[must_use]
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agora_client::{
-    Api, Client, Config, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    Api, Client, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use agora_e2e::{ApiserverProcess, agora_binary, eventually};
 use agora_schemas::{Agent, Task, TaskState, TaskStatus};
@@ -101,7 +101,7 @@ async fn start_agent_with(
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     let agent = spawn_agent_with(server, &agent_dir, flags);
-    let client = Client::new(Config::new(server.url())).unwrap();
+    let client = server.client();
     let agents: Api<Agent> = Api::all(client.clone());
     eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
         .await;
@@ -114,8 +114,13 @@ fn spawn_agent(server: &ApiserverProcess, agent_dir: &Path) -> AgentProcess {
 }
 
 fn spawn_agent_with(server: &ApiserverProcess, agent_dir: &Path, flags: &[&str]) -> AgentProcess {
-    let child = Command::new(agora_binary())
-        .args(["agent", "--server", &server.url(), "--name", "a1", "--work-dir"])
+    let mut command = Command::new(agora_binary());
+    command.arg("agent");
+    if server.token().is_some() {
+        command.arg("--token-file").arg(server.token_file());
+    }
+    let child = command
+        .args(["--server", &server.url(), "--name", "a1", "--work-dir"])
         .arg(agent_dir)
         .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
         .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0", "--usage-seconds", "1"])
@@ -191,6 +196,46 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
         .await
         .unwrap();
     assert_eq!(terminal(&tasks, "survivor").await.state, TaskState::Killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_agent_serves_logs_only_to_whoever_presents_it() {
+    let server = tokio::task::block_in_place(|| ApiserverProcess::embedded_with_token("s3cret-token"));
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, _, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    tasks.create(&PostParams::default(), &task("told", Some("busybox"), "echo secret", json!({}))).await.unwrap();
+    assert_eq!(terminal(&tasks, "told").await.state, TaskState::Finished);
+    // The apiserver presents the cluster token to the agent when it proxies.
+    assert_eq!(tasks.logs("told", &LogParams::default()).await.unwrap(), "secret\n");
+    let agent = Api::<Agent>::all(client).get("a1").await.unwrap();
+    let address = agent.status.and_then(|s| s.address).expect("the agent's address");
+    let uid = tasks.get("told").await.unwrap().metadata.uid.unwrap();
+    let http = reqwest::Client::new();
+    let log = format!("{address}/v1/tasks/{uid}/stdout");
+    for (presented, expected) in [(None, 401), (Some("Bearer wrong"), 401), (Some("Bearer s3cret-token"), 200)] {
+        let mut request = http.get(&log);
+        if let Some(value) = presented {
+            request = request.header("Authorization", value);
+        }
+        assert_eq!(request.send().await.unwrap().status().as_u16(), expected, "{presented:?}");
+    }
+    let metrics = http.get(format!("{address}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status().as_u16(), 401, "metrics need the token too");
+    assert_eq!(http.get(format!("{address}/healthz")).send().await.unwrap().status().as_u16(), 200);
+}
+
+#[test]
+fn an_agent_without_a_token_refuses_to_listen_beyond_loopback() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(agora_binary())
+        .args(["agent", "--server", "http://127.0.0.1:9", "--name", "open", "--listen", "0.0.0.0:0", "--work-dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without --token-file"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

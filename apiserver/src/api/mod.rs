@@ -393,11 +393,14 @@ impl ResourceApi {
     #[must_use]
     pub fn new(store: SharedStore, keys: KeyLayout, watch_backlog: usize) -> Self {
         let watches = WatchCache::new(store.clone(), keys.clone(), watch_backlog);
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { store, keys, watches, http }
+        Self { store, keys, watches, http: agent_client(None) }
+    }
+
+    /// Presents `token` (the cluster's) to agents when proxying their logs.
+    #[must_use]
+    pub fn with_agent_token(mut self, token: Option<&str>) -> Self {
+        self.http = agent_client(token);
+        self
     }
 
     /// The namespaces in use: every namespace that holds an object of some kind, and `default`. Agora's namespaces
@@ -1284,4 +1287,18 @@ fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     bytes.iter().take(5).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+/// The client for agents' endpoints: it presents `token` as a bearer token when there is one.
+fn agent_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(mut value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .default_headers(headers)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
