@@ -117,7 +117,9 @@ fn http() -> Client {
 async fn creates(base: &str, namespace: &str, duration: Duration) -> f64 {
     let client = http();
     let url = format!("{base}/apis/agora/v1/namespaces/{namespace}/apps");
-    let run = format!("{:x}", Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    // Names unique to this call: every round of the same run creates new objects.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let run = format!("{}", CALLS.fetch_add(1, Ordering::Relaxed));
     let namespace = namespace.to_owned();
     let done = common::throughput(CLIENTS, duration, move |w, i| {
         let (client, url) = (client.clone(), url.clone());

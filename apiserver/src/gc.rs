@@ -144,7 +144,8 @@ impl GarbageCollector {
         for key in keys {
             self.reconcile(&index, &key).await?;
         }
-        let mut stream = self.store.watch(&self.root, listed.revision + 1).await?;
+        // Its own index knows what each key held: no previous values needed.
+        let mut stream = self.store.watch_changes(&self.root, listed.revision + 1).await?;
         while let Some(event) = stream.next().await {
             match event? {
                 WatchEvent::Put { kv, .. } => {

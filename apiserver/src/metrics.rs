@@ -251,6 +251,13 @@ impl Store for MeteredStore {
         result
     }
 
+    async fn watch_changes(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        let started = Instant::now();
+        let result = self.inner.watch_changes(prefix, from_revision).await;
+        self.metrics.time_store("watch", started);
+        result
+    }
+
     async fn current_revision(&self) -> Result<Revision> {
         let started = Instant::now();
         let result = self.inner.current_revision().await;

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_client::{
-    Api, Client, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use agora_client::{Api, Client, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use agora_e2e::{ApiserverProcess, agora_binary, eventually};
 use agora_schemas::{Agent, Task, TaskState, TaskStatus};
 use futures::{StreamExt, TryStreamExt};

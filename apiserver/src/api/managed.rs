@@ -209,17 +209,9 @@ impl Scope {
 #[must_use]
 pub fn managed_view(object: &Value, kind: &KindInfo, scope: Scope) -> Value {
     let Some(map) = object.as_object() else { return json!({}) };
-    let has_status = kind.subresources.contains(&"status");
     let mut view = Map::new();
     for (key, value) in map {
-        let keep = match (key.as_str(), scope) {
-            ("apiVersion" | "kind", _) => false,
-            ("status", Scope::Status) => true,
-            (_, Scope::Status) => false,
-            ("status", _) => !has_status,
-            _ => true,
-        };
-        if keep {
+        if in_view(key, kind, scope) {
             view.insert(key.clone(), value.clone());
         }
     }
@@ -232,6 +224,41 @@ pub fn managed_view(object: &Value, kind: &KindInfo, scope: Scope) -> Value {
         }
     }
     Value::Object(view)
+}
+
+/// Whether the top-level field `key` is in the managed view of `scope`.
+fn in_view(key: &str, kind: &KindInfo, scope: Scope) -> bool {
+    match (key, scope) {
+        ("apiVersion" | "kind", _) => false,
+        ("status", Scope::Status) => true,
+        (_, Scope::Status) => false,
+        ("status", _) => !kind.subresources.contains(&"status"),
+        _ => true,
+    }
+}
+
+/// `leaves_trie(&managed_view(object, kind, scope))`, without copying the object first.
+fn view_trie(object: &Value, kind: &KindInfo, scope: Scope) -> Value {
+    let Some(map) = object.as_object() else { return json!({}) };
+    let mut trie = Map::new();
+    for (key, value) in map.iter().filter(|(key, _)| in_view(key, kind, scope)) {
+        let child = match (key.as_str(), value.as_object()) {
+            ("metadata", Some(meta)) => {
+                let fields: Map<String, Value> = meta
+                    .iter()
+                    .filter(|(field, _)| !SERVER_METADATA.contains(&field.as_str()))
+                    .map(|(field, child)| (format!("f:{field}"), leaves_trie(child)))
+                    .collect();
+                if fields.is_empty() {
+                    continue;
+                }
+                Value::Object(fields)
+            }
+            _ => leaves_trie(value),
+        };
+        trie.insert(format!("f:{key}"), child);
+    }
+    Value::Object(trie)
 }
 
 /// The value at `path`, if there is one.
@@ -271,21 +298,31 @@ impl Entry {
     }
 
     fn to_json(&self) -> Value {
-        let mut entry = json!({
-            "manager": self.manager,
-            "operation": self.operation,
-            "apiVersion": API_VERSION,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": self.fields.to_fields_v1(),
-        });
-        if let Some(time) = &self.time {
-            entry["time"] = time.clone();
-        }
-        if let Some(sub) = &self.subresource {
-            entry["subresource"] = json!(sub);
-        }
-        entry
+        entry_json(
+            &self.manager,
+            &self.operation,
+            self.fields.to_fields_v1(),
+            self.time.clone(),
+            self.subresource.as_deref(),
+        )
     }
+}
+
+/// A `managedFields` entry, built in place: `json!` would copy `fields` through serde.
+fn entry_json(manager: &str, operation: &str, fields: Value, time: Option<Value>, sub: Option<&str>) -> Value {
+    let mut entry = Map::with_capacity(7);
+    entry.insert("manager".into(), Value::String(manager.to_owned()));
+    entry.insert("operation".into(), Value::String(operation.to_owned()));
+    entry.insert("apiVersion".into(), Value::String(API_VERSION.to_owned()));
+    entry.insert("fieldsType".into(), Value::String("FieldsV1".to_owned()));
+    entry.insert("fieldsV1".into(), fields);
+    if let Some(time) = time {
+        entry.insert("time".into(), time);
+    }
+    if let Some(sub) = sub {
+        entry.insert("subresource".into(), Value::String(sub.to_owned()));
+    }
+    Value::Object(entry)
 }
 
 /// Decodes `metadata.managedFields`, checking each entry. Entries without a manager are dropped (so a client can
@@ -469,22 +506,12 @@ pub fn record(
     // A create by an update owns every field it sets: the trie is the object's shape (the common case, made cheap).
     if let (None, Manage::Update { manager, .. }) = (current, manage) {
         if requested.is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)) {
-            let trie = leaves_trie(&managed_view(next, kind, view_scope));
+            let trie = view_trie(next, kind, view_scope);
             if trie.as_object().is_some_and(Map::is_empty) {
                 return Ok(json!([]));
             }
-            let mut entry = json!({
-                "manager": manager,
-                "operation": "Update",
-                "apiVersion": API_VERSION,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": trie,
-                "time": super::now().to_string(),
-            });
-            if let Some(sub) = sub {
-                entry["subresource"] = json!(sub);
-            }
-            return Ok(json!([entry]));
+            let time = Value::String(super::now().to_string());
+            return Ok(Value::Array(vec![entry_json(manager, "Update", trie, Some(time), sub)]));
         }
     }
     let stored = current.map(stored_entries).unwrap_or_default();
@@ -703,6 +730,27 @@ mod tests {
         let object = json!({"metadata": {"labels": {"a": "b"}, "annotations": {}}, "spec": {"cpus": 1, "ports": [1, 2], "upgradeStrategy": {"maximumOverCapacity": 1}}});
         assert_eq!(leaves_trie(&object), FieldSet::of(&object).to_fields_v1());
         assert_eq!(leaves_trie(&json!({})), json!({}));
+    }
+
+    #[test]
+    fn the_view_trie_is_the_trie_of_the_view() {
+        let objects = [
+            json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"name": "a", "uid": "u", "resourceVersion": "3", "labels": {"x": "y"}}, "spec": {"cmd": "c"}, "status": {"phase": "Running"}}),
+            json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"uid": "u", "creationTimestamp": "t"}, "spec": {}}),
+            json!({"metadata": "odd", "spec": 1}),
+            json!({}),
+        ];
+        for kind in agora_schemas::KINDS {
+            for scope in [Scope::Main, Scope::Status] {
+                for object in &objects {
+                    assert_eq!(
+                        view_trie(object, kind, scope),
+                        leaves_trie(&managed_view(object, kind, scope)),
+                        "{object}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -97,6 +97,31 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// A watch of `prefix` from `from_revision`, with events carrying previous values when `previous` (etcd then
+    /// reads each previous value back for this watcher).
+    async fn watch_from(&self, prefix: &str, from_revision: Revision, previous: bool) -> Result<WatchStream> {
+        let from = if from_revision <= 0 { self.current_revision().await? + 1 } else { from_revision };
+        let (events, receiver) = tokio::sync::mpsc::channel(256);
+        let mut watch =
+            EtcdWatch { client: self.client.clone(), prefix: prefix.to_owned(), next: from, previous, events };
+        // Open the first stream here, so a compacted start revision is reported to the caller directly.
+        let mut delay = FIRST_DELAY;
+        let mut attempt = 1;
+        let stream = loop {
+            match watch.open().await {
+                Err(StoreError::Unavailable(why)) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "etcd unavailable opening a watch, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_DELAY);
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
+        tokio::spawn(async move { watch.run(Some(stream)).await });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
     /// Runs `call` on a fresh handle of the client, retrying while etcd is unavailable.
     async fn retry<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
@@ -243,25 +268,11 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
-        let from = if from_revision <= 0 { self.current_revision().await? + 1 } else { from_revision };
-        let (events, receiver) = tokio::sync::mpsc::channel(256);
-        let mut watch = EtcdWatch { client: self.client.clone(), prefix: prefix.to_owned(), next: from, events };
-        // Open the first stream here, so a compacted start revision is reported to the caller directly.
-        let mut delay = FIRST_DELAY;
-        let mut attempt = 1;
-        let stream = loop {
-            match watch.open().await {
-                Err(StoreError::Unavailable(why)) if attempt < ATTEMPTS => {
-                    tracing::debug!(attempt, %why, "etcd unavailable opening a watch, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_DELAY);
-                    attempt += 1;
-                }
-                other => break other?,
-            }
-        };
-        tokio::spawn(async move { watch.run(Some(stream)).await });
-        Ok(Box::pin(ReceiverStream::new(receiver)))
+        self.watch_from(prefix, from_revision, true).await
+    }
+
+    async fn watch_changes(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        self.watch_from(prefix, from_revision, false).await
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {
@@ -312,13 +323,17 @@ struct EtcdWatch {
     prefix: String,
     /// The first revision not yet delivered.
     next: Revision,
+    /// Whether events carry previous values.
+    previous: bool,
     events: tokio::sync::mpsc::Sender<Result<WatchEvent>>,
 }
 
 impl EtcdWatch {
     async fn open(&mut self) -> Result<etcd_client::WatchStream> {
-        let options =
-            WatchOptions::new().with_prefix().with_prev_key().with_progress_notify().with_start_revision(self.next);
+        let mut options = WatchOptions::new().with_prefix().with_progress_notify().with_start_revision(self.next);
+        if self.previous {
+            options = options.with_prev_key();
+        }
         let mut stream = self.client.watch(self.prefix.as_str(), Some(options)).await.map_err(map_error)?;
         // The first message confirms creation, or refuses a compacted revision.
         match stream.message().await.map_err(map_error)? {

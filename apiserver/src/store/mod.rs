@@ -261,6 +261,13 @@ pub trait Store: Send + Sync + 'static {
     /// (`0`: changes after now). Deletes carry the previous value.
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream>;
 
+    /// As [`watch`](Store::watch), but events need not carry previous values (`prev` may be `None` for puts and
+    /// deletes alike): cheaper where the store must fetch them, as etcd does, reading each previous value back for
+    /// every watcher that asks. For watchers that keep their own index (the garbage collector).
+    async fn watch_changes(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
+        self.watch(prefix, from_revision).await
+    }
+
     /// The revision of the latest write.
     async fn current_revision(&self) -> Result<Revision>;
 
