@@ -105,6 +105,84 @@ impl Filter {
     }
 }
 
+/// A watch event as sent: a JSON line, or a Server-Sent Event when `sse`.
+fn watch_frame(kind: &str, object: &[u8], sse: bool) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(object.len() + 64);
+    if sse {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+    }
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(if sse { b"}\n\n" } else { b"}\n" });
+    bytes::Bytes::from(out)
+}
+
+/// `event` (`{"type":..,"object":..}`) as sent.
+fn watch_line(event: &Value, sse: bool) -> bytes::Bytes {
+    let kind = event["type"].as_str().unwrap_or("MESSAGE");
+    watch_frame(kind, &serde_json::to_vec(&event["object"]).unwrap_or_default(), sse)
+}
+
+/// The live part of a watch: changes from the shared cache as the client reads them, bookmarks, the timeout.
+struct WatchStream {
+    subscription: watch::Subscription,
+    filter: Filter,
+    /// The revision the client has been brought to (for bookmarks).
+    latest: Revision,
+    ticker: Option<tokio::time::Interval>,
+    expired: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    kind: &'static KindInfo,
+    sse: bool,
+}
+
+impl WatchStream {
+    /// The events, ending at the timeout or after an ERROR.
+    fn into_stream(self) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send {
+        futures::stream::unfold(Some(self), |state| async move {
+            let mut watch = state?;
+            let chunk = loop {
+                let expired = async {
+                    match watch.expired.as_mut() {
+                        Some(sleep) => sleep.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let tick = async {
+                    match watch.ticker.as_mut() {
+                        Some(ticker) => ticker.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = expired => return None,
+                    _ = tick => break watch_line(&watch::bookmark(watch.kind, watch.latest, false), watch.sse),
+                    next = watch.subscription.next() => match next {
+                        Next::Change(change) => {
+                            watch.latest = change.revision;
+                            let Some(kind) = watch.filter.event_type(&change) else { continue };
+                            break if kind == change.kind && !watch.sse {
+                                change.framed()
+                            } else {
+                                watch_frame(kind, change.encoded(), watch.sse)
+                            };
+                        }
+                        Next::Progress(revision) => watch.latest = watch.latest.max(revision),
+                        Next::End(status) => {
+                            let error = watch_line(&json!({ "type": "ERROR", "object": status }), watch.sse);
+                            return Some((Ok(error), None));
+                        }
+                    },
+                }
+            };
+            Some((Ok(chunk), Some(watch)))
+        })
+    }
+}
+
 fn flag(query: &Query, name: &str) -> bool {
     query.get(name).is_some_and(|v| v == "true" || v == "1")
 }
@@ -644,22 +722,11 @@ impl ResourceApi {
             };
         // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
         let initial = resume.is_none() || initial_events;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
-        // An event is `{"type":...,"object":...}`; a change's object is encoded once for every watcher.
-        let frame = move |kind: &str, object: &[u8]| -> bytes::Bytes {
-            let mut out = Vec::with_capacity(object.len() + 64);
-            if sse {
-                out.extend_from_slice(format!("event: {kind}\ndata: ").as_bytes());
-            }
-            out.extend_from_slice(format!("{{\"type\":\"{kind}\",\"object\":").as_bytes());
-            out.extend_from_slice(object);
-            out.extend_from_slice(if sse { b"}\n\n" } else { b"}\n" });
-            bytes::Bytes::from(out)
-        };
-        let line = move |event: &Value| -> bytes::Bytes {
-            let kind = event["type"].as_str().unwrap_or("MESSAGE");
-            frame(kind, &serde_json::to_vec(&event["object"]).unwrap_or_default())
-        };
+        let line = |event: &Value| watch_line(event, sse);
+        let frame = |kind: &str, object: &[u8]| watch_frame(kind, object, sse);
+        // What goes before the live events: an ERROR for a compacted revision, or the initial objects and backlog.
+        let mut first = Vec::new();
+        let mut live = None;
         let subscription = match self.watches.subscribe(kind, if initial { None } else { resume }).await {
             Ok(subscription) => Some(subscription),
             Err(crate::store::StoreError::Compacted { requested, compacted }) => {
@@ -667,13 +734,12 @@ impl ResourceApi {
                     StatusReason::Expired,
                     format!("too old resource version: {requested} ({compacted})"),
                 );
-                let _ = tx.send(Ok(line(&json!({ "type": "ERROR", "object": status })))).await;
+                first.push(line(&json!({ "type": "ERROR", "object": status })));
                 None
             }
             Err(e) => return Err(e.into()),
         };
         if let Some(mut subscription) = subscription {
-            let mut first = Vec::new();
             if initial {
                 let listed = self
                     .store
@@ -699,52 +765,27 @@ impl ResourceApi {
                     first.push(frame(kind, change.encoded()));
                 }
             }
-            tokio::spawn(async move {
-                let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-                let expired = async move {
-                    match deadline {
-                        Some(deadline) => tokio::time::sleep_until(deadline).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::pin!(expired);
-                for chunk in first {
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return;
-                    }
-                }
-                let mut latest = subscription.revision;
-                let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
-                ticker.reset();
-                loop {
-                    let chunk = tokio::select! {
-                        () = &mut expired => return,
-                        () = tx.closed() => return,
-                        _ = ticker.tick(), if bookmarks => line(&watch::bookmark(kind, latest, false)),
-                        next = subscription.next() => match next {
-                            Next::Change(change) => {
-                                latest = change.revision;
-                                let Some(kind) = filter.event_type(&change) else { continue };
-                                frame(kind, change.encoded())
-                            }
-                            Next::Progress(revision) => {
-                                latest = latest.max(revision);
-                                continue;
-                            }
-                            Next::End(status) => {
-                                let _ = tx.send(Ok(line(&json!({ "type": "ERROR", "object": status })))).await;
-                                return;
-                            }
-                        },
-                    };
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        return;
-                    }
-                }
+            // The body polls the subscription itself: no task and channel between the broadcast and the
+            // connection, so an event reaches each client with one wake-up. A client that stops reading stops
+            // polling; the broadcast then cuts it off (an ERROR event) without holding back the others.
+            live = Some(WatchStream {
+                latest: subscription.revision,
+                subscription,
+                filter,
+                ticker: bookmarks.then(|| {
+                    let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
+                    ticker.reset();
+                    ticker
+                }),
+                expired: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+                kind,
+                sse,
             });
         }
-        let mut response =
-            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+        use futures::StreamExt as _;
+        let first = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let live = futures::stream::iter(live).flat_map(WatchStream::into_stream);
+        let mut response = axum::body::Body::from_stream(first.chain(live)).into_response();
         let content_type = if sse { "text/event-stream" } else { "application/json" };
         response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));

@@ -37,6 +37,8 @@ pub struct Change {
     pub namespace: Option<String>,
     /// The object after the change (for DELETED, its last state), with `resourceVersion` set to `revision`, as JSON.
     encoded: Vec<u8>,
+    /// The event as a JSON line (`{"type":..,"object":..}\n`), framed once for every watcher that sends it as is.
+    framed: OnceLock<bytes::Bytes>,
     object: OnceLock<Value>,
     /// For MODIFIED, the stored object before the change.
     previous: Option<(bytes::Bytes, OnceLock<Option<Value>>)>,
@@ -46,6 +48,11 @@ impl Change {
     /// The object as JSON.
     pub fn encoded(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// The event as a JSON line, as every watcher without a selector sends it.
+    pub fn framed(&self) -> bytes::Bytes {
+        self.framed.get_or_init(|| super::watch_frame(self.kind, &self.encoded, false)).clone()
     }
 
     /// The object.
@@ -248,7 +255,7 @@ fn change_of(event: WatchEvent, prefix: &str) -> Option<Change> {
     };
     let namespace = key.strip_prefix(prefix).and_then(|rest| rest.split_once('/')).map(|(ns, _)| ns.to_owned());
     let encoded = super::with_resource_version(&value, revision)?;
-    Some(Change { revision, kind, namespace, encoded, object: OnceLock::new(), previous })
+    Some(Change { revision, kind, namespace, encoded, framed: OnceLock::new(), object: OnceLock::new(), previous })
 }
 
 /// A BOOKMARK event object at `revision`.
