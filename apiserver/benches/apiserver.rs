@@ -3,7 +3,8 @@
 //!
 //! - create throughput: 64 concurrent clients POSTing small Apps; and raw etcd puts of the bytes the apiserver stores
 //!   for such an App, with 64 concurrent writers, alternating with the etcd-backed apiserver so the ratio is like for
-//!   like;
+//!   like; and raw etcd creates (the apiserver's put-if-absent transaction) in the same rotation. For these, the CPU
+//!   that etcd, the apiserver and this process used is read from `/proc`, per operation;
 //! - put → watch-event latency with 100 concurrent watchers (p50/p99 over every watcher × event);
 //! - a list of 100,000 Apps (one request, the whole body read), and the apiserver's resident memory with them stored.
 //!
@@ -88,6 +89,57 @@ impl Apiserver {
     }
 }
 
+/// CPU seconds process `pid` has used (user + system, from `/proc/<pid>/stat` in USER_HZ ticks: 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) — utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// Where the cores went during one measurement: CPU seconds of etcd, the apiserver and this (load-generating)
+/// process, over the wall time and the operations done.
+#[derive(Default, Clone, Copy)]
+struct CpuSplit {
+    etcd: f64,
+    apiserver: f64,
+    load: f64,
+    wall: f64,
+    ops: f64,
+}
+
+impl CpuSplit {
+    /// Runs `work` (which returns its operations per second) and adds its CPU and operations to the split.
+    async fn measure(&mut self, pids: (u32, u32), work: impl std::future::Future<Output = f64>) -> f64 {
+        let sample = || (cpu_seconds(pids.0), cpu_seconds(pids.1), cpu_seconds(std::process::id()));
+        let (e0, a0, l0) = sample();
+        let started = Instant::now();
+        let rate = work.await;
+        let wall = started.elapsed().as_secs_f64();
+        let (e1, a1, l1) = sample();
+        self.etcd += e1 - e0;
+        self.apiserver += a1 - a0;
+        self.load += l1 - l0;
+        self.wall += wall;
+        self.ops += rate * wall;
+        rate
+    }
+
+    /// `cores used (µs of CPU per operation)` for each process.
+    fn row(&self, what: &str) -> String {
+        let part = |seconds: f64| format!("{:.2} ({:.0} µs)", seconds / self.wall, seconds * 1e6 / self.ops.max(1.0));
+        format!(
+            "| {what} | {:.0} | {} | {} | {} | {:.2} |",
+            self.ops / self.wall,
+            part(self.etcd),
+            part(self.apiserver),
+            part(self.load),
+            (self.etcd + self.apiserver + self.load) / self.wall
+        )
+    }
+}
+
 impl Drop for Apiserver {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -147,6 +199,28 @@ async fn raw_etcd_puts(client: &etcd_client::Client, value: Bytes, duration: Dur
         let (mut client, value) = (client.clone(), value.clone());
         async move {
             client.put(format!("/raw/apps/raw/r-{w}-{i}"), value.to_vec(), None).await.expect("raw etcd put");
+        }
+    })
+    .await;
+    done.per_second()
+}
+
+/// Raw etcd creates as the apiserver makes them — a transaction that puts `value` only if the key does not exist —
+/// with 64 writers for `duration`; transactions per second.
+async fn raw_etcd_creates(client: &etcd_client::Client, value: Bytes, duration: Duration) -> f64 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let run = CALLS.fetch_add(1, Ordering::Relaxed);
+    let client = client.clone();
+    let done = common::throughput(CLIENTS, duration, move |w, i| {
+        let (mut client, value) = (client.clone(), value.clone());
+        async move {
+            let key = format!("/raw/apps/txn/t{run}-{w}-{i}");
+            let txn = etcd_client::Txn::new()
+                .when([etcd_client::Compare::version(key.as_str(), etcd_client::CompareOp::Equal, 0)])
+                .and_then([etcd_client::TxnOp::put(key.as_str(), value.to_vec(), None)])
+                .or_else([etcd_client::TxnOp::get(key.as_str(), None)]);
+            let response = client.txn(txn).await.expect("raw etcd create");
+            assert!(response.succeeded(), "{key} was new");
         }
     })
     .await;
@@ -301,6 +375,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let etcd = EtcdProcess::start();
     let mut rows = Vec::new();
+    let (mut split_served, mut split_puts, mut split_txns) =
+        (CpuSplit::default(), CpuSplit::default(), CpuSplit::default());
     runtime.block_on(async {
         for backend in ["embedded", "etcd"].into_iter().filter(|b| backends.contains(b)) {
             let server = Apiserver::start((backend == "etcd").then_some(&etcd));
@@ -318,13 +394,23 @@ fn main() {
                     .expect("create");
                 let stored = created.bytes().await.expect("created App");
                 let (mut served, mut direct) = (0.0, 0.0);
+                let pids = (etcd.pid().expect("etcd runs"), server.child.id());
+                let slice = duration / ETCD_ROUNDS * 2;
                 for round in 0..ETCD_ROUNDS {
-                    let slice = duration / ETCD_ROUNDS * 2;
-                    for apiserver_turn in if round % 2 == 0 { [true, false] } else { [false, true] } {
-                        if apiserver_turn {
-                            served += creates(&server.base, "load", slice).await / f64::from(ETCD_ROUNDS);
-                        } else {
-                            direct += raw_etcd_puts(&raw, stored.clone(), slice).await / f64::from(ETCD_ROUNDS);
+                    // The three take turns, in a rotating order.
+                    for turn in (0..3).map(|t| (t + round) % 3) {
+                        match turn {
+                            0 => {
+                                let rate = split_served.measure(pids, creates(&server.base, "load", slice)).await;
+                                served += rate / f64::from(ETCD_ROUNDS);
+                            }
+                            1 => {
+                                let rate = split_puts.measure(pids, raw_etcd_puts(&raw, stored.clone(), slice)).await;
+                                direct += rate / f64::from(ETCD_ROUNDS);
+                            }
+                            _ => {
+                                split_txns.measure(pids, raw_etcd_creates(&raw, stored.clone(), slice)).await;
+                            }
                         }
                     }
                 }
@@ -354,6 +440,16 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for row in rows {
         println!("{row}");
+    }
+    if backends.contains("etcd") {
+        println!();
+        println!(
+            "| etcd writes, 64 concurrent | ops/s | etcd cores (CPU per op) | apiserver cores (CPU per op) | load generator cores (CPU per op) | cores in all |"
+        );
+        println!("|---|---|---|---|---|---|");
+        println!("{}", split_served.row("creates through the apiserver"));
+        println!("{}", split_puts.row("raw etcd puts"));
+        println!("{}", split_txns.row("raw etcd creates (put if absent, the apiserver's transaction)"));
     }
     drop(etcd);
 }

@@ -60,6 +60,12 @@ pub struct EtcdProcess {
 }
 
 impl EtcdProcess {
+    /// The etcd process's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a single-member etcd and waits until it serves.
     ///
     /// # Panics
