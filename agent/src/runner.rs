@@ -107,7 +107,8 @@ struct Context {
     images: ImageStore,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
-    /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run).
+    /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run);
+    /// a task leaves it when its deletion is cleaned up.
     handled: Mutex<std::collections::HashSet<String>>,
     metrics: crate::metrics::Metrics,
     /// Shared by the HTTP health checks.
@@ -586,6 +587,8 @@ async fn cleanup(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cl
         }
     })
     .await;
+    // A deleting task only ever comes back here, never to a launch: the agent can forget it.
+    ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     Ok(Action::await_change())
 }
 
