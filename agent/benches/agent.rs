@@ -137,7 +137,14 @@ fn main() {
             let created = tasks.create(&PostParams::default(), &task).await.expect("create");
             uids.extend(created.metadata.uid);
             let mut seen = None;
-            while let Some(Ok(event)) = events.next().await {
+            loop {
+                let event = match events.next().await {
+                    Some(Ok(event)) => event,
+                    other => panic!("the bench's watch of tasks ended: {other:?}"),
+                };
+                if let WatchEvent::Error(status) = &event {
+                    panic!("the bench's watch of tasks failed: {status:?}");
+                }
                 if let WatchEvent::Modified(t) = event {
                     if t.metadata.name.as_deref() != Some(&format!("t{i}")) {
                         continue;

@@ -311,15 +311,17 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         }
     };
     let dir = shim::task_dir(&ctx.work_dir, &config.id);
-    let child = match shim::spawn(&ctx.shim, &config, &dir, &ctx.state_dir) {
+    let mut child = match shim::spawn(&ctx.shim, &config, &dir, &ctx.state_dir) {
         Ok(child) => child,
         Err(e) => {
             write_status(tasks, task, failed("StartFailed", format!("starting the task's shim: {e}")), false).await?;
             return Ok(Action::await_change());
         }
     };
-    // The shim says the container started (its pid) or why it did not.
+    // The shim says the container started (its pid) or why it did not; its stdout wakes the agent when it has.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    shim::started(&mut child, Duration::from_secs(60)).await;
+    child.stdout = None;
     let pid = loop {
         match shim::outcome(&dir) {
             Some(shim::Outcome::StartFailed(message)) => {

@@ -56,6 +56,9 @@ pub fn run(task_dir: &Path, state_dir: &Path) -> i32 {
     match runtime.start(&config) {
         Ok(pid) => {
             let _ = write_atomically(&task_dir.join(CONTAINER_PID_FILE), pid.to_string().as_bytes());
+            // A line on stdout (a pipe to the agent that started the shim) says the pid is there; the agent may be
+            // gone, and then the write fails, which is fine: the file is what counts.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), b"started\n");
             match container::wait(pid) {
                 Ok(exit) => record(Outcome::Exited(exit)),
                 Err(e) => record(Outcome::StartFailed(format!("waiting for the container: {e}"))),
@@ -81,7 +84,8 @@ pub fn exec(state_dir: &Path, id: &str, output: &Path, args: Vec<String>) -> i32
 }
 
 /// Starts a shim (`program container-shim TASK_DIR STATE_DIR`, in its own process group so it outlives the agent)
-/// for the container `config`, whose directory is `task_dir`.
+/// for the container `config`, whose directory is `task_dir`. The shim's stdout is a pipe that gets a line once the
+/// container's pid is recorded, and ends when the shim does: [`started`] waits on it.
 ///
 /// # Errors
 /// When the config cannot be written or the shim cannot be started.
@@ -104,10 +108,19 @@ pub fn spawn(
         .arg(task_dir)
         .arg(state_dir)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(Stdio::piped())
         .stderr(log)
         .process_group(0);
     tokio::process::Command::from(command).kill_on_drop(false).spawn()
+}
+
+/// Waits until the shim started by [`spawn`] says something on its stdout (the container started) or ends, at most
+/// `limit`; either way its files then tell what happened.
+pub async fn started(child: &mut tokio::process::Child, limit: std::time::Duration) {
+    use tokio::io::AsyncReadExt;
+    let Some(stdout) = child.stdout.as_mut() else { return };
+    let mut byte = [0u8; 1];
+    let _ = tokio::time::timeout(limit, stdout.read(&mut byte)).await;
 }
 
 /// The outcome the shim recorded, once it has.
