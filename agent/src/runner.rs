@@ -115,6 +115,8 @@ struct Context {
     http: reqwest::Client,
     usage_every: Duration,
     shim: PathBuf,
+    /// A shim started ahead, waiting for its task (see [`shim`]).
+    spare: Mutex<Option<tokio::process::Child>>,
     state_dir: PathBuf,
 }
 
@@ -175,6 +177,7 @@ pub async fn run(
         http: crate::health::http_client(),
         usage_every: config.usage_every,
         shim: config.shim.clone(),
+        spare: Mutex::new(shim::spawn_spare(&config.shim, &config.work_dir.join("containers")).ok()),
         state_dir: config.work_dir.join("containers"),
     });
     tokio::spawn(remove_orphans(context.clone()));
@@ -311,7 +314,8 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         }
     };
     let dir = shim::task_dir(&ctx.work_dir, &config.id);
-    let mut child = match shim::spawn(&ctx.shim, &config, &dir, &ctx.state_dir) {
+    let spare = ctx.spare.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let mut child = match shim::start_with(spare, &ctx.shim, &config, &dir, &ctx.state_dir).await {
         Ok(child) => child,
         Err(e) => {
             write_status(tasks, task, failed("StartFailed", format!("starting the task's shim: {e}")), false).await?;
@@ -352,6 +356,13 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         false,
     )
     .await;
+    // The next task's shim, started now that this one runs (not while it starts, on the same cores).
+    {
+        let mut spare = ctx.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.is_none() {
+            *spare = shim::spawn_spare(&ctx.shim, &ctx.state_dir).ok();
+        }
+    }
     tokio::spawn(watch_exit(task.clone(), tasks.clone(), ctx.clone(), config, Some(child)));
     if !task.spec.health_checks.is_empty() {
         tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));

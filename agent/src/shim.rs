@@ -6,6 +6,10 @@
 //!
 //! Files in the task's directory: `container.json` (the [`ContainerConfig`], written by the agent), `shim.pid`
 //! (the shim's pid), `container.pid` (the container's init), `exit.json` (the [`Outcome`], written last, by rename).
+//!
+//! Starting a process of the `agora` binary takes milliseconds (loading it, starting its runtime), so the agent keeps
+//! one *spare* shim started ahead (`container-shim - STATE_DIR`), which waits for its task directory on stdin: a task
+//! start then costs a line written to a pipe. A spare whose agent is gone reads end-of-file and exits.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,9 +38,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temp, path)
 }
 
-/// The shim itself: start, wait, record. Returns the process's exit status (0 unless the task dir is unusable).
+/// The task directory a spare shim is given as its `TASK_DIR`: the real one arrives on stdin.
+pub const FROM_STDIN: &str = "-";
+
+/// The shim itself: start, wait, record. Returns the process's exit status (0 unless the task dir is unusable). A
+/// spare (`task_dir` is [`FROM_STDIN`]) first waits for its task directory on stdin and sends its stderr to the
+/// task's `shim.log`; it exits with 0 at end-of-file.
 #[must_use]
 pub fn run(task_dir: &Path, state_dir: &Path) -> i32 {
+    if task_dir == Path::new(FROM_STDIN) {
+        use std::io::BufRead;
+        use std::os::unix::ffi::OsStrExt;
+        let mut line = Vec::new();
+        if std::io::stdin().lock().read_until(b'\n', &mut line).map_or(true, |read| read == 0) {
+            return 0; // the agent is gone, or stopped without using this spare
+        }
+        let task_dir = PathBuf::from(std::ffi::OsStr::from_bytes(line.strip_suffix(b"\n").unwrap_or(&line)));
+        if let Ok(log) = std::fs::File::options().create(true).append(true).open(task_dir.join("shim.log")) {
+            use std::os::fd::AsRawFd;
+            let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+        }
+        return run(&task_dir, state_dir);
+    }
     let record = |outcome: Outcome| {
         let bytes = serde_json::to_vec(&outcome).unwrap_or_default();
         write_atomically(&task_dir.join(EXIT_FILE), &bytes).map_or(1, |()| 0)
@@ -96,11 +119,7 @@ pub fn spawn(
     state_dir: &Path,
 ) -> std::io::Result<tokio::process::Child> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(task_dir)?;
-    for stale in [EXIT_FILE, SHIM_PID_FILE, CONTAINER_PID_FILE] {
-        let _ = std::fs::remove_file(task_dir.join(stale));
-    }
-    write_atomically(&task_dir.join(CONFIG_FILE), &serde_json::to_vec(config).map_err(std::io::Error::other)?)?;
+    prepare_dir(config, task_dir)?;
     let log = std::fs::File::create(task_dir.join("shim.log"))?;
     let mut command = std::process::Command::new(program);
     command
@@ -112,6 +131,65 @@ pub fn spawn(
         .stderr(log)
         .process_group(0);
     tokio::process::Command::from(command).kill_on_drop(false).spawn()
+}
+
+/// The task directory with `config` in it and nothing left of an earlier start.
+fn prepare_dir(config: &ContainerConfig, task_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(task_dir)?;
+    for stale in [EXIT_FILE, SHIM_PID_FILE, CONTAINER_PID_FILE] {
+        let _ = std::fs::remove_file(task_dir.join(stale));
+    }
+    write_atomically(&task_dir.join(CONFIG_FILE), &serde_json::to_vec(config).map_err(std::io::Error::other)?)
+}
+
+/// Starts a spare shim, which waits on stdin for its task directory (see [`start_with`]).
+///
+/// # Errors
+/// When the process cannot be started.
+pub fn spawn_spare(program: &Path, state_dir: &Path) -> std::io::Result<tokio::process::Child> {
+    let mut command = std::process::Command::new(program);
+    command
+        .arg("container-shim")
+        .arg(FROM_STDIN)
+        .arg(state_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    tokio::process::Command::from(command).kill_on_drop(false).spawn()
+}
+
+/// Starts the container `config` through `spare` (from [`spawn_spare`]) when there is one and it takes the task,
+/// otherwise through a new shim ([`spawn`]).
+///
+/// # Errors
+/// When the config cannot be written or no shim can be started.
+pub async fn start_with(
+    spare: Option<tokio::process::Child>,
+    program: &Path,
+    config: &ContainerConfig,
+    task_dir: &Path,
+    state_dir: &Path,
+) -> std::io::Result<tokio::process::Child> {
+    use std::os::unix::ffi::OsStrExt;
+    use tokio::io::AsyncWriteExt;
+    let path = task_dir.as_os_str().as_bytes();
+    let Some(mut spare) = spare.filter(|_| !path.contains(&b'\n')) else {
+        return spawn(program, config, task_dir, state_dir);
+    };
+    prepare_dir(config, task_dir)?;
+    let line = [path, b"\n"].concat();
+    // The spare reads one line; its stdin is closed after it.
+    let handed = match spare.stdin.take() {
+        Some(mut stdin) => stdin.write_all(&line).await.is_ok(),
+        None => false,
+    };
+    if handed {
+        Ok(spare)
+    } else {
+        let _ = spare.start_kill();
+        spawn(program, config, task_dir, state_dir)
+    }
 }
 
 /// Waits until the shim started by [`spawn`] says something on its stdout (the container started) or ends, at most

@@ -224,6 +224,24 @@ async fn with_a_token_the_agent_serves_logs_only_to_whoever_presents_it() {
 }
 
 #[test]
+fn a_spare_shim_exits_without_a_trace_when_its_agent_is_gone() {
+    let state = tempfile::tempdir().unwrap();
+    let mut spare = Command::new(agora_binary())
+        .args(["container-shim", "-"])
+        .arg(state.path().join("containers"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(spare.try_wait().unwrap().is_none(), "a spare waits for its task");
+    drop(spare.stdin.take()); // what the agent's exit does to the pipe
+    let status = spare.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(std::fs::read_dir(state.path()).unwrap().count(), 0, "it created nothing");
+}
+
+#[test]
 fn an_agent_without_a_token_refuses_to_listen_beyond_loopback() {
     let work = tempfile::tempdir().unwrap();
     let output = Command::new(agora_binary())
