@@ -118,18 +118,23 @@ pub fn spawn(
     task_dir: &Path,
     state_dir: &Path,
 ) -> std::io::Result<tokio::process::Child> {
-    use std::os::unix::process::CommandExt;
     prepare_dir(config, task_dir)?;
     let log = std::fs::File::create(task_dir.join("shim.log"))?;
+    start_shim(program, task_dir.as_os_str(), state_dir, Stdio::null(), log.into())
+}
+
+/// `program container-shim TASK_DIR STATE_DIR` in its own process group (so it outlives the agent), its stdout a pipe.
+fn start_shim(
+    program: &Path,
+    task_dir: &std::ffi::OsStr,
+    state_dir: &Path,
+    stdin: Stdio,
+    stderr: Stdio,
+) -> std::io::Result<tokio::process::Child> {
+    use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(program);
-    command
-        .arg("container-shim")
-        .arg(task_dir)
-        .arg(state_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .process_group(0);
+    command.arg("container-shim").arg(task_dir).arg(state_dir).stdin(stdin).stdout(Stdio::piped()).stderr(stderr);
+    command.process_group(0);
     tokio::process::Command::from(command).kill_on_drop(false).spawn()
 }
 
@@ -147,16 +152,7 @@ fn prepare_dir(config: &ContainerConfig, task_dir: &Path) -> std::io::Result<()>
 /// # Errors
 /// When the process cannot be started.
 pub fn spawn_spare(program: &Path, state_dir: &Path) -> std::io::Result<tokio::process::Child> {
-    let mut command = std::process::Command::new(program);
-    command
-        .arg("container-shim")
-        .arg(FROM_STDIN)
-        .arg(state_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    tokio::process::Command::from(command).kill_on_drop(false).spawn()
+    start_shim(program, FROM_STDIN.as_ref(), state_dir, Stdio::piped(), Stdio::null())
 }
 
 /// Starts the container `config` through `spare` (from [`spawn_spare`]) when there is one and it takes the task,
