@@ -251,6 +251,10 @@ impl Store for MeteredStore {
         result
     }
 
+    fn previous_values_are_cheap(&self) -> bool {
+        self.inner.previous_values_are_cheap()
+    }
+
     async fn watch_changes(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream> {
         let started = Instant::now();
         let result = self.inner.watch_changes(prefix, from_revision).await;

@@ -5,6 +5,11 @@
 //! cannot keep up with the broadcast is cut off with an `ERROR` event instead of slowing the others or growing memory.
 //! The feeder publishes an event to the window and the broadcast under one lock, so a client that takes the lock to
 //! replay and subscribe misses nothing and sees nothing twice.
+//!
+//! A change needs the object's previous state (a DELETED event carries the last one; a watcher with a selector sees
+//! an object leave or enter it). Where the store's previous values are expensive (etcd reads each back per event and
+//! watcher), the feeder watches without them and keeps the kind's current objects itself, as Kubernetes' watch cache
+//! does: listed at the revision the watch starts from, then kept up by the events.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -16,7 +21,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::store::{KeyLayout, Revision, SharedStore, StoreError, WatchEvent};
+use crate::store::{KeyLayout, KeyValue, RangeRequest, Revision, SharedStore, StoreError, WatchEvent};
+
+/// The current stored value of every key of a kind, for stores whose watches do not carry previous values cheaply.
+type Objects = HashMap<String, bytes::Bytes>;
 
 /// Events kept per kind for resuming watches.
 const WINDOW: usize = 10_000;
@@ -172,9 +180,8 @@ impl WatchCache {
         if let Some(cache) = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural) {
             return Ok(cache.clone());
         }
-        let start = self.store.current_revision().await?;
         let prefix = self.keys.kind_prefix(kind.plural);
-        let stream = self.store.watch(&prefix, start + 1).await?;
+        let (start, stream, objects) = open(&self.store, &prefix).await?;
         let (sender, _) = broadcast::channel(self.backlog);
         let cache = Arc::new(KindCache {
             window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
@@ -186,18 +193,65 @@ impl WatchCache {
         }
         kinds.insert(kind.plural, cache.clone());
         drop(kinds);
-        tokio::spawn(feed(self.store.clone(), prefix, cache.clone(), stream));
+        tokio::spawn(feed(self.store.clone(), prefix, cache.clone(), stream, objects));
         Ok(cache)
     }
 }
 
+/// A store watch of `prefix` from the present: its start revision, the stream, and the objects at that revision when
+/// the stream's events come without previous values.
+async fn open(
+    store: &SharedStore,
+    prefix: &str,
+) -> Result<(Revision, crate::store::WatchStream, Option<Objects>), StoreError> {
+    let start = store.current_revision().await?;
+    if store.previous_values_are_cheap() {
+        return Ok((start, store.watch(prefix, start + 1).await?, None));
+    }
+    let listed = store
+        .range(RangeRequest { prefix: prefix.to_owned(), start_after: None, limit: None, revision: Some(start) })
+        .await?;
+    let objects = listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    Ok((start, store.watch_changes(prefix, start + 1).await?, Some(objects)))
+}
+
+/// `event` with its previous value from `objects` (which it then updates), when the cache keeps the objects.
+fn with_previous(event: WatchEvent, objects: Option<&mut Objects>) -> WatchEvent {
+    let Some(objects) = objects else { return event };
+    // Only the value is read from a previous state (its revisions are not kept).
+    let previous = |key: &str, value: bytes::Bytes| KeyValue {
+        key: key.to_owned(),
+        value,
+        create_revision: 0,
+        mod_revision: 0,
+        version: 0,
+    };
+    match event {
+        WatchEvent::Put { kv, .. } => {
+            let prev = objects.insert(kv.key.clone(), kv.value.clone()).map(|value| previous(&kv.key, value));
+            WatchEvent::Put { kv, prev }
+        }
+        WatchEvent::Delete { key, mod_revision, .. } => {
+            let prev = objects.remove(&key).map(|value| previous(&key, value));
+            WatchEvent::Delete { key, mod_revision, prev }
+        }
+        progress @ WatchEvent::Progress { .. } => progress,
+    }
+}
+
 /// Tails the store for one kind, forever: events into the window and the broadcast.
-async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut stream: crate::store::WatchStream) {
+async fn feed(
+    store: SharedStore,
+    prefix: String,
+    cache: Arc<KindCache>,
+    mut stream: crate::store::WatchStream,
+    mut objects: Option<Objects>,
+) {
     loop {
         while let Some(item) = stream.next().await {
             let signal = match item {
                 Ok(WatchEvent::Progress { revision }) => Signal::Progress(revision),
-                Ok(event) => match change_of(event, &prefix) {
+                Ok(event) => match change_of(with_previous(event, objects.as_mut()), &prefix) {
                     Some(change) => Signal::Change(Arc::new(change)),
                     None => continue,
                 },
@@ -223,16 +277,13 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
             let _ = cache.sender.send(signal); // no receivers is fine
         }
         // Start over from the present; every current watch ends with 410 and its client lists again.
-        let restarted = async {
-            let start = store.current_revision().await?;
-            Ok::<_, StoreError>((start, store.watch(&prefix, start + 1).await?))
-        };
-        match restarted.await {
-            Ok((start, fresh)) => {
+        match open(&store, &prefix).await {
+            Ok((start, fresh, listed)) => {
                 let mut window = cache.window.write().unwrap_or_else(PoisonError::into_inner);
                 *window = Window { since: start, latest: start, events: VecDeque::new() };
                 let _ = cache.sender.send(Signal::Reset);
                 stream = fresh;
+                objects = listed;
             }
             Err(e) => {
                 tracing::warn!(%prefix, error = %e, "watch cache feeder cannot restart yet");

@@ -275,6 +275,10 @@ impl Store for EtcdStore {
         self.watch_from(prefix, from_revision, false).await
     }
 
+    fn previous_values_are_cheap(&self) -> bool {
+        false
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {
         // A plain put is cheaper for etcd than a one-op transaction.
         let response = self

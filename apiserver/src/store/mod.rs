@@ -268,6 +268,12 @@ pub trait Store: Send + Sync + 'static {
         self.watch(prefix, from_revision).await
     }
 
+    /// Whether [`watch`](Store::watch)'s previous values cost little. When they do not (etcd reads each one back, per
+    /// watcher, and it doubles its put → event p99 here), the watch cache keeps the current objects itself instead.
+    fn previous_values_are_cheap(&self) -> bool {
+        true
+    }
+
     /// The revision of the latest write.
     async fn current_revision(&self) -> Result<Revision>;
 
