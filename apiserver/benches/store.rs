@@ -1,6 +1,7 @@
 //! Store benchmark: put throughput with 1, 16 and 64 concurrent writers (1 KiB values) and watch latency
 //! (put → event, p50/p99), on the embedded store, the etcd backend, and raw etcd through the same client in the same
-//! run — so the etcd backend's overhead is a ratio, not a guess.
+//! run — so the etcd backend's overhead is a ratio, not a guess. etcd's watch latency is measured with previous
+//! values (etcd reads each back), without them (as the apiserver's watch cache watches etcd), and raw.
 //!
 //! Run: `cargo bench -p agora-apiserver --bench store` (etcd is started on a free loopback port). Knobs:
 //! `AGORA_BENCH_SECONDS` (time per throughput measurement, default 3), `AGORA_BENCH_WRITERS` (default `1,16,64`),
@@ -48,8 +49,10 @@ async fn throughput_of(store: Arc<dyn Store>, writers: usize, duration: Duration
 const ETCD_ROUNDS: u32 = 4;
 
 /// Sequential put → watch event latency.
-async fn watch_latency(store: &dyn Store) -> (f64, f64) {
-    let mut watch = store.watch("/latency/", 0).await.expect("watch");
+async fn watch_latency(store: &dyn Store, previous: bool) -> (f64, f64) {
+    let mut watch =
+        if previous { store.watch("/latency/", 0).await } else { store.watch_changes("/latency/", 0).await }
+            .expect("watch");
     let mut samples = Vec::with_capacity(WATCH_SAMPLES);
     for i in 0..WATCH_SAMPLES + 100 {
         let started = Instant::now();
@@ -59,6 +62,31 @@ async fn watch_latency(store: &dyn Store) -> (f64, f64) {
             match watch.next().await.expect("watch open").expect("watch event") {
                 WatchEvent::Put { kv, .. } if kv.key == key => break,
                 _ => {}
+            }
+        }
+        if i >= 100 {
+            samples.push(started.elapsed());
+        }
+    }
+    samples.sort_unstable();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+/// The same through the etcd client directly, without previous values.
+async fn raw_watch_latency(client: &etcd_client::Client) -> (f64, f64) {
+    let mut client = client.clone();
+    let options = etcd_client::WatchOptions::new().with_prefix();
+    let mut stream = client.watch("/raw-latency/", Some(options)).await.expect("raw watch");
+    let _created = stream.message().await.expect("raw watch created");
+    let mut samples = Vec::with_capacity(WATCH_SAMPLES);
+    for i in 0..WATCH_SAMPLES + 100 {
+        let started = Instant::now();
+        let key = format!("/raw-latency/k{}", i % 10);
+        client.put(key.as_str(), "x", None).await.expect("raw put");
+        'event: loop {
+            let message = stream.message().await.expect("raw watch open").expect("raw watch event");
+            if message.events().iter().any(|e| e.kv().is_some_and(|kv| kv.key() == key.as_bytes())) {
+                break 'event;
             }
         }
         if i >= 100 {
@@ -87,12 +115,16 @@ fn main() {
         println!("| watch latency, put → event | p50 ms | p99 ms |");
         println!("|---|---|---|");
         if with_embedded {
-            let (p50, p99) = watch_latency(embedded.as_ref()).await;
+            let (p50, p99) = watch_latency(embedded.as_ref(), true).await;
             println!("| embedded | {p50:.3} | {p99:.3} |");
         }
         if with_etcd {
-            let (p50, p99) = watch_latency(backend.as_ref()).await;
-            println!("| etcd backend | {p50:.3} | {p99:.3} |");
+            let (p50, p99) = watch_latency(backend.as_ref(), true).await;
+            println!("| etcd backend, with previous values | {p50:.3} | {p99:.3} |");
+            let (p50, p99) = watch_latency(backend.as_ref(), false).await;
+            println!("| etcd backend, without (the watch cache's) | {p50:.3} | {p99:.3} |");
+            let (p50, p99) = raw_watch_latency(&raw).await;
+            println!("| raw etcd, without | {p50:.3} | {p99:.3} |");
         }
         println!();
         let writers: Vec<usize> = std::env::var("AGORA_BENCH_WRITERS")
