@@ -226,8 +226,12 @@ struct AgentArgs {
     lease_seconds: f64,
 }
 
-fn agent(args: AgentArgs) -> Result<bool> {
+fn agent(mut args: AgentArgs) -> Result<bool> {
     init_logging();
+    // Containers' bundles and root file systems are named by path in their OCI configs: they must not depend on the
+    // directory the agent (or a shim) runs in.
+    args.work_dir = std::path::absolute(&args.work_dir)
+        .with_context(|| format!("resolving the work dir {}", args.work_dir.display()))?;
     let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
         anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
         Ok(std::time::Duration::from_secs_f64(value))

@@ -223,6 +223,29 @@ async fn with_a_token_the_agent_serves_logs_only_to_whoever_presents_it() {
     assert_eq!(http.get(format!("{address}/healthz")).send().await.unwrap().status().as_u16(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_work_dir_is_taken_from_where_the_agent_starts() {
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    busybox_rootfs(&work.0.path().join("rootfs-src"));
+    let relative = |command: &mut Command| {
+        command.current_dir(work.0.path()).args(["--work-dir", "agent"]);
+    };
+    let mut build = Command::new(agora_binary());
+    build.args(["image", "build", "--rootfs", "rootfs-src", "--tag", "busybox"]);
+    relative(&mut build);
+    assert!(build.status().unwrap().success());
+    let mut agent = Command::new(agora_binary());
+    agent.args(["agent", "--server", &server.url(), "--name", "a1", "--listen", "127.0.0.1:0"]);
+    relative(&mut agent);
+    let _agent = AgentProcess(agent.env("AGORA_LOG", "warn").stdout(Stdio::null()).spawn().unwrap());
+    let tasks: Api<Task> = Api::namespaced(server.client(), "default");
+    tasks.create(&PostParams::default(), &task("here", Some("busybox"), "echo here", json!({}))).await.unwrap();
+    let status = terminal(&tasks, "here").await;
+    assert_eq!(status.state, TaskState::Finished, "{status:?}");
+    assert_eq!(tasks.logs("here", &LogParams::default()).await.unwrap(), "here\n");
+}
+
 #[test]
 fn a_spare_shim_exits_without_a_trace_when_its_agent_is_gone() {
     let state = tempfile::tempdir().unwrap();
