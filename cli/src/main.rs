@@ -146,10 +146,23 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// `e` and its causes, each said once: many of Agora's errors already name their cause in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 fn apiserver(
@@ -397,4 +410,18 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e =
+            anyhow::Error::new(std::io::Error::other("connection refused")).context("connecting: connection refused");
+        assert_eq!(error_chain(&e), "connecting: connection refused");
+        let e = anyhow::anyhow!("no such file").context("reading the token file /x");
+        assert_eq!(error_chain(&e), "reading the token file /x: no such file");
+    }
 }
