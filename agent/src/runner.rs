@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub shim: PathBuf,
 }
 
+/// How long a shim may take to start its container.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -144,8 +147,8 @@ pub async fn run(
         return Err(Error::Insecure(config.listen));
     }
     let images = ImageStore::open(&config.work_dir).map_err(|e| Error::WorkDir(e.to_string()))?;
-    let runtime =
-        ContainerRuntime::new(&config.work_dir.join("containers")).map_err(|e| Error::WorkDir(e.to_string()))?;
+    let state_dir = config.work_dir.join("containers");
+    let runtime = ContainerRuntime::new(&state_dir).map_err(|e| Error::WorkDir(e.to_string()))?;
     let host = crate::resources::hostname();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -177,8 +180,8 @@ pub async fn run(
         http: crate::health::http_client(),
         usage_every: config.usage_every,
         shim: config.shim.clone(),
-        spare: Mutex::new(shim::spawn_spare(&config.shim, &config.work_dir.join("containers")).ok()),
-        state_dir: config.work_dir.join("containers"),
+        spare: Mutex::new(shim::spawn_spare(&config.shim, &state_dir).ok()),
+        state_dir,
     });
     tokio::spawn(remove_orphans(context.clone()));
     let collector = tokio::spawn(collect_sandboxes(context.clone(), config.sandbox_retention));
@@ -323,8 +326,8 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         }
     };
     // The shim says the container started (its pid) or why it did not; its stdout wakes the agent when it has.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    shim::started(&mut child, Duration::from_secs(60)).await;
+    let deadline = tokio::time::Instant::now() + START_LIMIT;
+    shim::started(&mut child, START_LIMIT).await;
     child.stdout = None;
     let pid = loop {
         match shim::outcome(&dir) {
@@ -340,8 +343,8 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
             break pid;
         }
         if tokio::time::Instant::now() > deadline {
-            write_status(tasks, task, failed("StartFailed", "the shim did not start the container in 60 s"), false)
-                .await?;
+            let message = format!("the shim did not start the container in {} s", START_LIMIT.as_secs());
+            write_status(tasks, task, failed("StartFailed", message), false).await?;
             return Ok(Action::await_change());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

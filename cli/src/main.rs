@@ -177,19 +177,11 @@ fn apiserver(
         Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
         None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
     };
-    let token = token_file.as_deref().map(read_token).transpose()?;
+    let token = token_file.as_deref().map(agora_client::read_token).transpose()?;
     let config = agora_apiserver::server::ServerConfig { listen, store, prefix, token };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
     Ok(true)
-}
-
-/// The bearer token in `path` (surrounding whitespace trimmed; an empty file is an error).
-fn read_token(path: &Path) -> Result<String> {
-    let token = std::fs::read_to_string(path).with_context(|| format!("reading the token file {}", path.display()))?;
-    let token = token.trim().to_owned();
-    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
-    Ok(token)
 }
 
 /// `agora agent`'s flags.
@@ -264,8 +256,10 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
     let resources = agora_agent::resources::detect(given, &args.work_dir)
         .with_context(|| format!("reading the host's resources (work dir {})", args.work_dir.display()))?;
     let mut config = agora_client::Config::new(&args.server).user_agent("agora-agent");
-    if let Some(file) = &args.token_file {
-        config = config.token_file(file)?;
+    // One token for both directions: presented to the apiserver, required of the agent's own endpoint.
+    let token = args.token_file.as_deref().map(agora_client::read_token).transpose()?;
+    if let Some(token) = &token {
+        config = config.token(token.clone());
     }
     let client = agora_client::Client::new(config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -279,7 +273,7 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             listen: args.listen,
             usage_every: seconds(args.usage_seconds, "--usage-seconds")?,
             sandbox_retention: seconds(args.sandbox_retention_seconds, "--sandbox-retention-seconds")?,
-            token: args.token_file.as_deref().map(read_token).transpose()?,
+            token,
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
         };
         let result = runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()));

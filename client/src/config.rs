@@ -73,13 +73,7 @@ impl Config {
     /// # Errors
     /// [`Error::Config`] when the file cannot be read or holds no token.
     pub fn token_file(self, path: &Path) -> Result<Self> {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read the token file {}: {e}", path.display())))?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(Error::Config(format!("the token file {} is empty", path.display())));
-        }
-        Ok(self.token(token))
+        Ok(self.token(read_token(path)?))
     }
 
     /// Gives up on connecting after `timeout`.
@@ -105,4 +99,18 @@ impl Default for Config {
     fn default() -> Self {
         Self::new(DEFAULT_SERVER)
     }
+}
+
+/// The bearer token held in `path`, surrounding whitespace trimmed (the apiserver and agents read theirs so too).
+///
+/// # Errors
+/// [`Error::Config`] when the file cannot be read or holds no token.
+pub fn read_token(path: &Path) -> Result<String> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read the token file {}: {e}", path.display())))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::Config(format!("the token file {} is empty", path.display())));
+    }
+    Ok(token.to_owned())
 }

@@ -38,7 +38,7 @@ mod params;
 pub use agora_schemas::{List, Resource, Status, WatchEvent};
 pub use api::Api;
 pub use client::Client;
-pub use config::{Config, DEFAULT_SERVER, SERVER_ENV, TOKEN_FILE_ENV};
+pub use config::{Config, DEFAULT_SERVER, SERVER_ENV, TOKEN_FILE_ENV, read_token};
 pub use error::{Error, Operation, Result};
 pub use json_patch;
 pub use params::{
