@@ -115,6 +115,8 @@ fn main() {
             sandbox_retention: Duration::from_secs(3600),
             token: None,
             shim: std::env::current_exe().expect("bench binary"),
+            allow_root_tasks: false,
+            hidden_paths: Vec::new(),
         };
         let agent = tokio::spawn(run(client.clone(), config, std::future::pending()));
         let tasks: Api<Task> = Api::namespaced(client, "default");

@@ -2,10 +2,13 @@
 //!
 //! A [`ContainerConfig`] says what to run and with what limits; [`ContainerRuntime::start`] writes the OCI runtime
 //! spec into the task's bundle and starts the container: pid, mount, ipc and uts namespaces (the host's network, as
-//! Marathon on Mesos), a cgroup at `/agora/<id>` with the memory limit (swap off: memory+swap = memory) and a CPU
-//! quota, the default capability set with `noNewPrivileges`, masked and read-only `/proc` paths, a seccomp filter
-//! blocking what Docker's default profile blocks, stdout and stderr
-//! appended to files. The container's init is a child of the agent: [`wait`] reaps it.
+//! Marathon on Mesos), a cgroup at `/agora/<id>` with the memory limit (swap off: memory+swap = memory), a CPU
+//! quota and a pids limit; the task's own cgroup visible read-only at `/sys/fs/cgroup` (so it can read its limits but
+//! never change them or make child cgroups); its [`User`] (unprivileged unless the agent allowed root), with no
+//! capabilities at all unless it is root, and `noNewPrivileges`; masked and read-only `/proc` paths and the host
+//! paths the agent hides (its own work dir, credentials); a seccomp filter blocking what Docker's default profile
+//! blocks; stdout and stderr appended to files in the sandbox, which the task owns. The container's init is a child
+//! of the agent: [`wait`] reaps it.
 //!
 //! Root filesystems ([`RootFs`]): an image's layers stacked with overlayfs under a per-task upper directory; or, for a
 //! task without an image, the host's root read-only — an overlay without an upper layer, so nothing can write to the
@@ -83,6 +86,92 @@ pub enum RootFs {
     },
 }
 
+/// Who a container's processes run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct User {
+    /// The user id.
+    pub uid: u32,
+    /// The group id (no supplementary groups are given).
+    pub gid: u32,
+}
+
+impl User {
+    /// The unprivileged user tasks run as unless they name another (distroless' `nonroot`, 65532:65532).
+    pub const TASK_DEFAULT: Self = Self { uid: 65532, gid: 65532 };
+
+    /// Whether this is root.
+    #[must_use]
+    pub fn is_root(self) -> bool {
+        self.uid == 0
+    }
+}
+
+impl Default for User {
+    fn default() -> Self {
+        Self::TASK_DEFAULT
+    }
+}
+
+/// How the host mounts cgroups, which decides how a container sees its own cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CgroupLayout {
+    /// cgroup v1 (a legacy or hybrid host): one hierarchy per controller, mounted at `/sys/fs/cgroup/<name>` (a
+    /// name such as `memory` or `cpu,cpuacct`). The container gets each of its own cgroups bind-mounted there
+    /// read-only.
+    V1 {
+        /// The mount points' names under `/sys/fs/cgroup`.
+        controllers: Vec<String>,
+    },
+    /// cgroup v2 only: the container gets a cgroup namespace and a read-only cgroup2 mount of its own cgroup.
+    #[default]
+    Unified,
+}
+
+/// The v1 controllers libcgroups puts every container into (so each has a cgroup directory per task).
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_cls",
+    "net_prio",
+    "freezer",
+];
+
+impl CgroupLayout {
+    /// This host's layout, from `/proc/self/mountinfo`.
+    #[must_use]
+    pub fn of_host() -> Self {
+        Self::from_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    }
+
+    /// The layout a `mountinfo` text describes: the cgroup v1 hierarchies under `/sys/fs/cgroup` that hold one of
+    /// the controllers containers are put into.
+    #[must_use]
+    pub fn from_mountinfo(mountinfo: &str) -> Self {
+        let mut controllers: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let point = left.split(' ').nth(4)?;
+                let mut right = right.split(' ');
+                let (fstype, options) = (right.next()?, right.nth(1)?);
+                let name = point.strip_prefix("/sys/fs/cgroup/")?;
+                let managed = options.split(',').any(|o| V1_CONTROLLERS.contains(&o));
+                (fstype == "cgroup" && managed && !name.contains('/')).then(|| name.to_owned())
+            })
+            .collect();
+        controllers.sort();
+        controllers.dedup();
+        if controllers.is_empty() { Self::Unified } else { Self::V1 { controllers } }
+    }
+}
+
 /// Everything a container needs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerConfig {
@@ -112,6 +201,19 @@ pub struct ContainerConfig {
     pub stdout: PathBuf,
     /// Standard error is appended here.
     pub stderr: PathBuf,
+    /// Who its processes run as (the sandbox, `/tmp` and the output files are made theirs).
+    #[serde(default)]
+    pub user: User,
+    /// The most processes (and threads) it may have at once.
+    #[serde(default)]
+    pub pids_limit: Option<u32>,
+    /// How this host mounts cgroups.
+    #[serde(default)]
+    pub cgroups: CgroupLayout,
+    /// Paths hidden inside the container (an empty read-only tmpfs over a directory, `/dev/null` over a file): what
+    /// a task on the host's root file system must not see, such as the agent's work dir and credentials.
+    #[serde(default)]
+    pub hidden_paths: Vec<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -136,7 +238,12 @@ impl ContainerConfig {
         spec["process"]["cwd"] = json!(self.cwd);
         spec["process"]["noNewPrivileges"] = json!(true);
         spec["process"]["terminal"] = json!(false);
+        spec["process"]["user"] = json!({ "uid": self.user.uid, "gid": self.user.gid });
+        spec["process"]["capabilities"] = capabilities(self.user);
         let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+        // The default cgroup mount is writable through libcontainer's v1 emulation: replaced by read-only mounts.
+        mounts.retain(|m| m["type"] != "cgroup");
+        mounts.extend(self.cgroup_mounts());
         // The sandbox and /tmp, writable even on a read-only root.
         mounts.push(
             json!({ "destination": SANDBOX_MOUNT, "type": "bind", "source": self.sandbox, "options": ["rbind", "rw"] }),
@@ -147,9 +254,14 @@ impl ContainerConfig {
         // The host's network: tasks listen on the agent's ports (PORT0...), as on Mesos.
         if let Some(namespaces) = linux["namespaces"].as_array_mut() {
             namespaces.retain(|n| n["type"] != "network");
+            if self.cgroups == CgroupLayout::Unified {
+                namespaces.push(json!({ "type": "cgroup" }));
+            }
         }
         linux["cgroupsPath"] = json!(self.cgroup_path());
-        linux["maskedPaths"] = json!(libcontainer::oci_spec::runtime::get_default_maskedpaths());
+        let mut masked = libcontainer::oci_spec::runtime::get_default_maskedpaths();
+        masked.extend(self.hidden_paths.iter().map(|p| p.display().to_string()));
+        linux["maskedPaths"] = json!(masked);
         linux["readonlyPaths"] = json!(libcontainer::oci_spec::runtime::get_default_readonly_paths());
         let mut resources = json!({});
         if let Some(bytes) = self.memory_bytes {
@@ -158,6 +270,9 @@ impl ContainerConfig {
         if let Some(cpus) = self.cpus.filter(|c| *c > 0.0) {
             let quota = ((cpus * CPU_PERIOD as f64).round() as i64).max(1000);
             resources["cpu"] = json!({ "quota": quota, "period": CPU_PERIOD });
+        }
+        if let Some(pids) = self.pids_limit {
+            resources["pids"] = json!({ "limit": pids });
         }
         linux["resources"] = resources;
         linux["seccomp"] = default_seccomp_profile();
@@ -169,6 +284,56 @@ impl ContainerConfig {
     fn runtime_error(&self, message: String) -> Error {
         Error::Runtime { id: self.id.clone(), message }
     }
+
+    /// What the container sees at `/sys/fs/cgroup`: its own cgroups, read-only.
+    fn cgroup_mounts(&self) -> Vec<Value> {
+        let flags = ["nosuid", "nodev", "noexec"];
+        match &self.cgroups {
+            CgroupLayout::V1 { controllers } => {
+                // A tiny tmpfs holds the mount points (created by libcontainer); root owns it, and it can hold
+                // nothing that matters.
+                let mut mounts = vec![json!({
+                    "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "noexec", "mode=755", "size=64k"],
+                })];
+                mounts.extend(controllers.iter().map(|name| {
+                    json!({
+                        "destination": format!("/sys/fs/cgroup/{name}"),
+                        "type": "bind",
+                        "source": format!("/sys/fs/cgroup/{name}{}", self.cgroup_path()),
+                        "options": ["bind", "ro", flags[0], flags[1], flags[2]],
+                    })
+                }));
+                mounts
+            }
+            CgroupLayout::Unified => vec![json!({
+                "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["ro", flags[0], flags[1], flags[2], "relatime"],
+            })],
+        }
+    }
+}
+
+/// Root tasks (only where the agent allows them) keep what a root process in a container needs to manage files and
+/// users — Docker's default set without the network ones (tasks share the host's network) and `MKNOD`. Everyone else
+/// gets no capability at all.
+const ROOT_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+fn capabilities(user: User) -> Value {
+    let set: &[&str] = if user.is_root() { ROOT_CAPABILITIES } else { &[] };
+    json!({ "bounding": set, "effective": set, "permitted": set, "inheritable": [], "ambient": [] })
 }
 
 /// The syscalls Docker's default seccomp profile blocks (its documentation's list): kernel modules, clocks,
@@ -260,7 +425,12 @@ impl ContainerRuntime {
         fs::create_dir_all(&config.bundle).map_err(io(format!("creating {}", config.bundle.display())))?;
         for dir in [&config.sandbox, &config.tmp] {
             fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            give(dir, config.user)?;
         }
+        // Every process in the container runs as the one user; /tmp is world-writable with the sticky bit as usual.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&config.tmp, fs::Permissions::from_mode(0o1777))
+            .map_err(io(format!("making {} writable", config.tmp.display())))?;
         let root = config.bundle.join("rootfs");
         fs::create_dir_all(&root).map_err(io(format!("creating {}", root.display())))?;
         unmount(&root); // a leftover of an earlier attempt
@@ -283,7 +453,17 @@ impl ContainerRuntime {
         let config_json = config.bundle.join("config.json");
         fs::write(&config_json, spec.to_string()).map_err(io(format!("writing {}", config_json.display())))?;
         let output = |path: &Path| -> Result<File> {
-            OpenOptions::new().create(true).append(true).open(path).map_err(io(format!("opening {}", path.display())))
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a link the task may have left in its sandbox.
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .map_err(io(format!("opening {}", path.display())))?;
+            std::os::unix::fs::fchown(&file, Some(config.user.uid), Some(config.user.gid))
+                .map_err(io(format!("giving {} to the task's user", path.display())))?;
+            Ok(file)
         };
         let runtime_error = |e: libcontainer::error::LibcontainerError| config.runtime_error(e.to_string());
         let mut container = ContainerBuilder::new(config.id.clone(), SyscallType::default())
@@ -311,12 +491,19 @@ impl ContainerRuntime {
         let err = out.try_clone().map_err(io(format!("opening {}", output.display())))?;
         let runtime_error =
             |e: libcontainer::error::LibcontainerError| Error::Runtime { id: id.to_owned(), message: e.to_string() };
+        // As the task's own user (libcontainer's tenant default is root).
+        let container = self.load(id)?;
+        let spec = Spec::load(container.bundle().join("config.json"))
+            .map_err(|e| Error::Runtime { id: id.to_owned(), message: format!("reading its spec: {e}") })?;
+        let user = spec.process().as_ref().map(|p| (p.user().uid(), p.user().gid()));
         let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
             .with_root_path(&self.state_dir)
             .map_err(runtime_error)?
             .with_stdout(out)
             .with_stderr(err)
             .as_tenant()
+            .with_user(Some(user.map_or(User::TASK_DEFAULT.uid, |u| u.0)))
+            .with_group(Some(user.map_or(User::TASK_DEFAULT.gid, |u| u.1)))
             .with_container_args(args)
             .with_detach(true)
             .build()
@@ -484,15 +671,52 @@ pub fn remove_cgroups(id: &str) {
         .filter(|d| d.is_dir())
         .collect();
     for dir in dirs {
-        for attempt in 0..50 {
-            match fs::remove_dir(&dir) {
-                Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if attempt == 49 => tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup not removed"),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
+        remove_cgroup_tree(&dir);
+    }
+}
+
+/// Removes the cgroup `dir` with any child cgroups below it (deepest first): a container cannot make children of
+/// its own (its cgroup is read-only inside), but one left by anything else must not keep the task's cgroup alive.
+fn remove_cgroup_tree(dir: &Path) {
+    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&child.path());
         }
     }
+    for attempt in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) if attempt == 49 => tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup not removed"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A counter from one of container `id`'s cgroup files, such as `max` in `pids.events` or `oom_kill` in
+/// `memory.oom_control`: read from the cgroup v1 hierarchy of `controller`, or from the unified one.
+#[must_use]
+pub fn cgroup_counter(id: &str, controller: &str, file: &str, key: &str) -> u64 {
+    let parent = CGROUP_PARENT.trim_start_matches('/');
+    [
+        Path::new("/sys/fs/cgroup").join(controller).join(parent).join(id).join(file),
+        Path::new("/sys/fs/cgroup").join(parent).join(id).join(file),
+    ]
+    .iter()
+    .find_map(|path| fs::read_to_string(path).ok())
+    .unwrap_or_default()
+    .lines()
+    .find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    .unwrap_or(0)
+}
+
+/// Makes `path` (a directory the agent just made for the task) the task user's.
+fn give(path: &Path, user: User) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(io(format!(
+        "giving {} to uid {}",
+        path.display(),
+        user.uid
+    )))
 }
 
 /// Mount points at or below `dir`, from `/proc/self/mountinfo`.

@@ -14,9 +14,9 @@
 //!
 //! - [`shim`]: the per-task process that owns a container, so the agent can restart without touching it.
 //! - [`metrics`]: the agent's `/metrics`, with each running task's usage.
+//! - [`users`]: who a task runs as (unprivileged unless the agent allows root).
 //!
-//! Still to come (issue 6): host-filesystem tasks, sandbox
-//! retention, See DESIGN.md §5.
+//! See DESIGN.md §5.
 
 pub mod container;
 pub mod health;
@@ -28,3 +28,4 @@ pub mod registration;
 pub mod resources;
 pub mod runner;
 pub mod shim;
+pub mod users;

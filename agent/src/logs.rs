@@ -2,8 +2,10 @@
 //! `GET /v1/tasks/{uid}/{stdout|stderr}?tailLines=N&follow=true`. The apiserver proxies
 //! `tasks/{name}/log` here (the agent's address is in its Agent status).
 //!
-//! The files are read from the task's sandbox; a followed log ends when the task is no longer running and everything
-//! written has been sent.
+//! The files are read from the task's sandbox, which the task owns and can fill with anything: a log is opened only
+//! as a regular file directly in the sandbox, never through a link (or a FIFO, a device, a directory) the task put
+//! in its place — that answers 403 and reads nothing. A followed log ends when the task is no longer running and
+//! everything written has been sent.
 //!
 //! With a token (the cluster's, from `--token-file`), every request but `/healthz` must present it as
 //! `Authorization: Bearer <token>`; the apiserver presents its own when it proxies. Without one the agent only listens
@@ -86,11 +88,28 @@ async fn log(
     if stream != "stdout" && stream != "stderr" {
         return plain(StatusCode::BAD_REQUEST, format!("container must be stdout or stderr, not {stream:?}"));
     }
-    let path = tasks.sandbox(&uid).join(&stream);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let sandbox = tasks.sandbox(&uid);
+    let path = sandbox.join(&stream);
+    let opened = {
+        let stream = stream.clone();
+        tokio::task::spawn_blocking(move || open_log(&sandbox, &stream)).await
+    };
+    let mut file = match opened {
+        Ok(Ok(file)) => tokio::fs::File::from_std(file),
+        Ok(Err(LogError::Missing)) => {
             return plain(StatusCode::NOT_FOUND, format!("task {uid} has no {stream} on this agent"));
+        }
+        Ok(Err(LogError::NotAFile(what))) => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "task {uid}'s {stream} is {what}, not the log file the agent made: the task replaced it, and the \
+                     agent reads nothing through it"
+                ),
+            );
+        }
+        Ok(Err(LogError::Io(e))) => {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", path.display()));
         }
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}", path.display())),
     };
@@ -138,6 +157,48 @@ async fn log(
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(chunks)).into_response()
 }
 
+enum LogError {
+    Missing,
+    /// What stands there instead of a regular file.
+    NotAFile(&'static str),
+    Io(std::io::Error),
+}
+
+/// Opens `name` in `sandbox` as the agent's log file: resolved beneath the sandbox with no link followed (not even
+/// the last component), without blocking (a FIFO would hang the open), and only if it is a regular file.
+fn open_log(sandbox: &std::path::Path, name: &str) -> Result<std::fs::File, LogError> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let errno = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::NOENT => LogError::Missing,
+        rustix::io::Errno::LOOP => LogError::NotAFile("a symbolic link"),
+        rustix::io::Errno::XDEV => LogError::NotAFile("a mount"),
+        other => LogError::Io(other.into()),
+    };
+    let dir = rustix::fs::open(
+        sandbox,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+    )
+    .map_err(errno)?;
+    let stat = rustix::fs::fstat(&fd).map_err(errno)?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => Ok(std::fs::File::from(fd)),
+        FileType::Directory => Err(LogError::NotAFile("a directory")),
+        FileType::Fifo => Err(LogError::NotAFile("a FIFO")),
+        FileType::Socket => Err(LogError::NotAFile("a socket")),
+        FileType::CharacterDevice | FileType::BlockDevice => Err(LogError::NotAFile("a device")),
+        _ => Err(LogError::NotAFile("something other than a regular file")),
+    }
+}
+
 /// Where the last `lines` lines of `file` start.
 async fn tail_offset(file: &mut tokio::fs::File, lines: u64) -> std::io::Result<u64> {
     let length = file.metadata().await?.len();
@@ -160,4 +221,37 @@ async fn tail_offset(file: &mut tokio::fs::File, lines: u64) -> std::io::Result<
         }
     }
     Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogError, open_log};
+
+    #[test]
+    fn only_a_regular_file_in_the_sandbox_is_opened() {
+        let sandbox = tempfile::tempdir().unwrap();
+        let dir = sandbox.path();
+        std::fs::write(dir.join("stdout"), "mine\n").unwrap();
+        assert!(open_log(dir, "stdout").is_ok());
+        assert!(matches!(open_log(dir, "stderr"), Err(LogError::Missing)));
+        // What a hostile task leaves in its sandbox instead.
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(secret.path(), dir.join("linked")).unwrap();
+        assert!(matches!(open_log(dir, "linked"), Err(LogError::NotAFile("a symbolic link"))));
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/file"), "x").unwrap();
+        std::os::unix::fs::symlink("sub", dir.join("via")).unwrap();
+        assert!(matches!(open_log(dir, "via/file"), Err(LogError::NotAFile("a symbolic link"))));
+        assert!(matches!(open_log(dir, "../x"), Err(LogError::NotAFile(_) | LogError::Io(_))));
+        assert!(matches!(open_log(dir, "sub"), Err(LogError::NotAFile("a directory"))));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(open_log(dir, "fifo"), Err(LogError::NotAFile("a FIFO"))), "and the open did not block");
+    }
 }

@@ -58,6 +58,11 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// The program run as each task's shim (`<program> container-shim TASK_DIR STATE_DIR`): the `agora` binary.
     pub shim: PathBuf,
+    /// Whether a task may run as root (its spec or framework says so). Off by default: tasks run unprivileged.
+    pub allow_root_tasks: bool,
+    /// Host paths a task on the host's root file system must not see (credentials, the apiserver's data dir); the
+    /// agent's work dir is always hidden.
+    pub hidden_paths: Vec<PathBuf>,
 }
 
 /// How long a shim may take to start its container.
@@ -121,6 +126,11 @@ struct Context {
     /// A shim started ahead, waiting for its task (see [`shim`]).
     spare: Mutex<Option<tokio::process::Child>>,
     state_dir: PathBuf,
+    allow_root_tasks: bool,
+    /// What a host-filesystem task must not see.
+    hidden_paths: Vec<PathBuf>,
+    /// How this host mounts cgroups.
+    cgroups: container::CgroupLayout,
 }
 
 impl Context {
@@ -182,6 +192,9 @@ pub async fn run(
         shim: config.shim.clone(),
         spare: Mutex::new(shim::spawn_spare(&config.shim, &state_dir).ok()),
         state_dir,
+        allow_root_tasks: config.allow_root_tasks,
+        hidden_paths: std::iter::once(config.work_dir.clone()).chain(config.hidden_paths.clone()).collect(),
+        cgroups: container::CgroupLayout::of_host(),
     });
     tokio::spawn(remove_orphans(context.clone()));
     let collector = tokio::spawn(collect_sandboxes(context.clone(), config.sandbox_retention));
@@ -412,6 +425,20 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
             (RootFs::Host { mount_points: dir.join("mount-points") }, host)
         }
     };
+    let accounts = match &rootfs {
+        RootFs::Image { layers, .. } => crate::users::Accounts::image(layers),
+        RootFs::Host { .. } => crate::users::Accounts::host(),
+    };
+    let user =
+        crate::users::resolve(task.spec.user.as_deref(), config.user().as_deref(), ctx.allow_root_tasks, &accounts)
+            .map_err(|e| match e {
+                crate::users::Error::RootNotAllowed(_) => ("RootNotAllowed", e.to_string()),
+                _ => ("UnknownUser", e.to_string()),
+            })?;
+    let hidden_paths = match &rootfs {
+        RootFs::Host { .. } => ctx.hidden_paths.clone(),
+        RootFs::Image { .. } => Vec::new(),
+    };
     let args: Vec<String> = match (&task.spec.args, &task.spec.cmd) {
         (Some(args), _) if !args.is_empty() => args.clone(),
         (_, Some(cmd)) => vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
@@ -449,6 +476,7 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
     env.insert("AGORA_NAMESPACE".into(), task.metadata.namespace.clone().unwrap_or_default());
     env.insert("AGORA_AGENT".into(), ctx.agent.clone());
     env.insert("MESOS_SANDBOX".into(), container::SANDBOX_MOUNT.into());
+    env.insert("HOME".into(), container::SANDBOX_MOUNT.into());
     env.extend(task.spec.env.clone());
     let sandbox = dir.join("sandbox");
     Ok(ContainerConfig {
@@ -465,6 +493,10 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
         cpus: Some(task.spec.cpus),
         stdout: sandbox.join("stdout"),
         stderr: sandbox.join("stderr"),
+        user,
+        pids_limit: Some(agora_schemas::Limits::pids(task.spec.limits.as_ref())),
+        cgroups: ctx.cgroups.clone(),
+        hidden_paths,
     })
 }
 
@@ -490,7 +522,9 @@ async fn watch_exit(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let oom_killed = oom_kills(&config.id) > 0;
+    let oom_killed = container::cgroup_counter(&config.id, "memory", "memory.oom_control", "oom_kill") > 0
+        || container::cgroup_counter(&config.id, "memory", "memory.events", "oom_kill") > 0;
+    let forks_refused = container::cgroup_counter(&config.id, "pids", "pids.events", "max");
     let killing = ctx.live().get_mut(&config.id).is_some_and(|l| {
         l.exited = true;
         l.killing
@@ -515,6 +549,11 @@ async fn watch_exit(
             } else if oom_killed {
                 json!({ "state": "Failed", "reason": "OOMKilled", "exitCode": code, "finishedAt": now,
                         "message": format!("the task used more than its {} MiB of memory", task.spec.mem) })
+            } else if forks_refused > 0 {
+                let limit = config.pids_limit.map_or_else(|| "its".to_owned(), |l| l.to_string());
+                json!({ "state": "Failed", "reason": "PidsLimitReached", "exitCode": code, "finishedAt": now,
+                        "message": format!("the task reached its limit of {limit} processes (spec.limits.pids): \
+                                            {forks_refused} forks were refused") })
             } else {
                 let mut failed = json!({ "state": "Failed", "exitCode": code, "finishedAt": now });
                 if code == 127 {
@@ -543,17 +582,6 @@ async fn watch_exit(
         }
     }
     ctx.live().remove(&config.id);
-}
-
-/// How often the memory cgroup of container `id` killed a process (cgroup v1's `memory.oom_control`).
-fn oom_kills(id: &str) -> u64 {
-    let path = format!("/sys/fs/cgroup/memory{}/{id}/memory.oom_control", container::CGROUP_PARENT);
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn grace(task: &Task) -> Duration {

@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use agora_agent::container::{
-    ContainerConfig, ContainerRuntime, Exit, RootFs, mount_overlay, mounts_below, remove_task_dir, wait,
+    CgroupLayout, ContainerConfig, ContainerRuntime, Exit, RootFs, User, mount_overlay, mounts_below, remove_task_dir,
+    wait,
 };
 use agora_agent::images::ImageStore;
 use nix::sys::signal::Signal;
@@ -22,7 +23,7 @@ fn fixture() -> Fixture {
     let rootfs = dir.path().join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed (make deps)");
-    for tool in ["sh", "sleep", "echo", "head", "tr", "cat", "grep", "unshare"] {
+    for tool in ["sh", "sleep", "echo", "head", "tr", "cat", "grep", "unshare", "mkdir", "id"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
     }
     for empty in ["proc", "dev", "sys", "tmp", "etc"] {
@@ -59,6 +60,10 @@ impl Fixture {
             cpus: Some(0.5),
             stdout: task.join("stdout"),
             stderr: task.join("stderr"),
+            user: User::TASK_DEFAULT,
+            pids_limit: Some(agora_schemas::DEFAULT_PIDS_LIMIT),
+            cgroups: CgroupLayout::of_host(),
+            hidden_paths: Vec::new(),
         }
     }
 
@@ -159,6 +164,67 @@ fn limits_land_in_the_tasks_cgroup_and_are_removed_with_it() {
     f.runtime.delete(&id, &config.bundle).unwrap();
     assert!(!cgroup("memory", &id, "").exists(), "the cgroup is removed");
     assert!(!f.runtime.ids().contains(&id));
+}
+
+/// Tries to write every file of every cgroup the task sees; prints `WROTE f` for a write that worked and `OTHER f:
+/// why` for a refusal other than a read-only file system.
+const CGROUP_ATTACK: &str = "n=0; for f in /sys/fs/cgroup/*/*; do [ -f \"$f\" ] || continue; n=$((n+1)); \
+    if (echo 1 > \"$f\") 2>/tmp/err; then echo \"WROTE $f\"; \
+    elif ! grep -q 'Read-only' /tmp/err; then echo \"OTHER $f: $(cat /tmp/err)\"; fi; done; echo \"files $n\"; \
+    mkdir /sys/fs/cgroup/memory/child 2>/dev/null && echo made-child; \
+    echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo lifted-memory; \
+    echo -1 > /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null && echo lifted-cpu; \
+    echo pids $(cat /sys/fs/cgroup/pids/pids.max); echo uid $(id -u)";
+
+#[test]
+fn a_task_sees_its_cgroup_read_only_and_cannot_lift_its_limits_even_as_root() {
+    let f = fixture();
+    for user in [User { uid: 0, gid: 0 }, User::TASK_DEFAULT] {
+        let id = unique(&format!("cg{}", user.uid));
+        let mut config = f.config(&id, f.image(&id), &["sh", "-c", CGROUP_ATTACK]);
+        config.user = user;
+        config.pids_limit = Some(100);
+        let pid = f.runtime.start(&config).unwrap();
+        let exit = wait(pid).unwrap();
+        let read =
+            |controller: &str, file: &str| fs::read_to_string(cgroup(controller, &id, file)).unwrap().trim().to_owned();
+        // Read back from the host after every write was tried.
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("pids", "pids.max"), "100");
+        assert!(!cgroup("memory", &id, "child").exists());
+        f.runtime.delete(&id, &config.bundle).unwrap();
+        let out = fs::read_to_string(&config.stdout).unwrap();
+        assert_eq!(exit, Exit::Code(0), "{out}");
+        assert!(!out.contains("WROTE") && !out.contains("made-child") && !out.contains("lifted"), "{out}");
+        let files: usize = out.lines().find_map(|l| l.strip_prefix("files ")).unwrap().parse().unwrap();
+        assert!(files > 50, "it saw its cgroups ({files} files): {out}");
+        if user.is_root() {
+            assert!(!out.contains("OTHER"), "every write failed because the mount is read-only: {out}");
+        }
+        assert!(out.contains("pids 100\n") && out.contains(&format!("uid {}\n", user.uid)), "{out}");
+        for controller in ["memory", "cpu", "pids", "cpuacct", "devices", "freezer", "blkio", "cpuset"] {
+            assert!(!cgroup(controller, &id, "").exists(), "{controller} cgroup removed");
+        }
+    }
+}
+
+#[test]
+fn a_fork_loop_stops_at_the_pids_limit() {
+    let f = fixture();
+    let id = unique("forks");
+    let mut config = f.config(&id, f.image(&id), &["sh", "-c", "while true; do sleep 30 & done"]);
+    config.pids_limit = Some(32);
+    let pid = f.runtime.start(&config).unwrap();
+    let exit = wait(pid).unwrap();
+    let refused = agora_agent::container::cgroup_counter(&id, "pids", "pids.events", "max");
+    let peak = fs::read_to_string(cgroup("pids", &id, "pids.max")).unwrap();
+    f.runtime.delete(&id, &config.bundle).unwrap();
+    assert_ne!(exit, Exit::Code(0), "the shell gave up when it could not fork");
+    assert!(refused > 0, "forks were refused at the limit");
+    assert_eq!(peak.trim(), "32");
+    assert!(!cgroup("pids", &id, "").exists());
 }
 
 #[test]

@@ -229,6 +229,15 @@ struct AgentArgs {
     /// Seconds a heartbeat holds before the agent counts as unreachable.
     #[arg(long, default_value_t = 15.0)]
     lease_seconds: f64,
+    /// Let tasks run as root when their spec (or framework) asks for it. Without it, such a task fails with reason
+    /// RootNotAllowed, and every task runs as an unprivileged user (its own, its image's, or uid 65532). A root task
+    /// without an image can read every host file its host-root view shows.
+    #[arg(long)]
+    allow_root_tasks: bool,
+    /// Hide this host path from tasks that run on the host's root file system (repeatable). The agent's work dir,
+    /// its credentials and /var/lib/agora are always hidden.
+    #[arg(long = "hide-path", value_name = "PATH")]
+    hidden_paths: Vec<PathBuf>,
 }
 
 fn agent(mut args: AgentArgs) -> Result<bool> {
@@ -263,6 +272,10 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
     }
     let client = agora_client::Client::new(config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // What a task on the host's root file system must not see: credentials, and the apiserver's default data dir.
+    let mut hidden_paths: Vec<PathBuf> = args.token_file.iter().cloned().collect();
+    hidden_paths.push(PathBuf::from("/var/lib/agora"));
+    hidden_paths.extend(args.hidden_paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())));
     let Some(count) = args.hollow else {
         let config = agora_agent::runner::AgentConfig {
             name: args.name.unwrap_or_else(agora_agent::resources::hostname),
@@ -275,6 +288,8 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             sandbox_retention: seconds(args.sandbox_retention_seconds, "--sandbox-retention-seconds")?,
             token,
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
+            allow_root_tasks: args.allow_root_tasks,
+            hidden_paths,
         };
         let result = runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()));
         // Work still blocked in a system call must not keep the agent from exiting.

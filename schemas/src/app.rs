@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{
-    Constraint, ContainerSpec, HealthCheck, PortDefinition, validate_command, validate_constraints, validate_env,
-    validate_port_definitions, validate_role,
+    Constraint, ContainerSpec, HealthCheck, Limits, PortDefinition, validate_command, validate_constraints,
+    validate_env, validate_port_definitions, validate_role, validate_user,
 };
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{Path, Validator, check_dns_label};
@@ -98,6 +98,12 @@ pub struct AppSpec {
     /// Apps (in the same namespace) that must be running and healthy before this one starts or upgrades.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
+    /// Who its tasks run as: a name, a uid or `uid:gid` (see `Task.spec.user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Limits on each task beyond cpus and mem (processes: `pids`, default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 crate::defaults!(AppSpec {
@@ -172,6 +178,10 @@ impl AppSpec {
         }
         if let Some(unreachable) = &self.unreachable_strategy {
             unreachable.validate(v, &path.field("unreachableStrategy"));
+        }
+        validate_user(v, &path.field("user"), self.user.as_ref());
+        if let Some(limits) = &self.limits {
+            limits.validate(v, &path.field("limits"));
         }
         validate_role(v, &path.field("role"), &self.role());
         for (i, dep) in self.dependencies.iter().enumerate() {

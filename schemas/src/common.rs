@@ -92,6 +92,62 @@ impl ContainerSpec {
     }
 }
 
+/// Limits on a task beyond its cpus and mem, enforced through its cgroup.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// The most processes and threads the task may have at once (the pids cgroup's `pids.max`); a fork past it
+    /// fails. Unset: the agent's default, [`DEFAULT_PIDS_LIMIT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+/// The pids limit a task gets when its spec sets none.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
+/// The largest pids limit a spec may ask for (Linux's largest `pid_max`).
+pub const MAX_PIDS_LIMIT: u32 = 4_194_304;
+
+impl Limits {
+    /// The pids limit in force: the spec's, or [`DEFAULT_PIDS_LIMIT`].
+    #[must_use]
+    pub fn pids(limits: Option<&Self>) -> u32 {
+        limits.and_then(|l| l.pids).unwrap_or(DEFAULT_PIDS_LIMIT)
+    }
+
+    /// `pids` must be between 1 and [`MAX_PIDS_LIMIT`].
+    pub fn validate(&self, v: &mut Validator, path: &Path) {
+        if let Some(pids) = self.pids {
+            if pids == 0 || pids > MAX_PIDS_LIMIT {
+                v.invalid(&path.field("pids"), format!("must be between 1 and {MAX_PIDS_LIMIT} (got {pids})"));
+            }
+        }
+    }
+}
+
+/// A task's `user`: a user name (`www-data`), a uid (`1000`), or `uid:gid` (`1000:1000`). Names are looked up in the
+/// image's `/etc/passwd`, or the host's for a task without an image.
+pub fn validate_user(v: &mut Validator, path: &Path, user: Option<&String>) {
+    let Some(user) = user else { return };
+    let numeric =
+        |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok();
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && !s.starts_with('-')
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    };
+    let valid = match user.split_once(':') {
+        Some((uid, gid)) => numeric(uid) && numeric(gid),
+        None => numeric(user) || (name(user) && !user.bytes().all(|b| b.is_ascii_digit())),
+    };
+    if !valid {
+        v.invalid(
+            path,
+            format!("\"{user}\" is not a user: use a name (\"www-data\"), a uid (\"1000\") or uid:gid (\"1000:1000\")"),
+        );
+    }
+}
+
 /// Network protocol of a port.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

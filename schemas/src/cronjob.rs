@@ -8,7 +8,10 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Constraint, ContainerSpec, validate_command, validate_constraints, validate_env, validate_role};
+use crate::common::{
+    Constraint, ContainerSpec, Limits, validate_command, validate_constraints, validate_env, validate_role,
+    validate_user,
+};
 use crate::iso8601::{ScheduleExpr, parse_duration, time_zone};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator, check_dns_label};
@@ -95,6 +98,12 @@ pub struct CronJobSpec {
     /// The role whose resources the job runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Who its tasks run as: a name, a uid or `uid:gid` (see `Task.spec.user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Limits on each task beyond cpus and mem (processes: `pids`, default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 crate::defaults!(CronJobSpec {
@@ -166,6 +175,10 @@ impl CronJobSpec {
             v.invalid(&path.field("activeDeadlineSeconds"), "must be greater than 0");
         }
         validate_role(v, &path.field("role"), &self.role());
+        validate_user(v, &path.field("user"), self.user.as_ref());
+        if let Some(limits) = &self.limits {
+            limits.validate(v, &path.field("limits"));
+        }
     }
 }
 

@@ -28,8 +28,8 @@ pub use cluster::{
     OfferSpec, OfferStatus, TaskTemplate,
 };
 pub use common::{
-    Constraint, ConstraintRule, ContainerSpec, HealthCheck, HealthCheckProtocol, PortDefinition, PortRange, Protocol,
-    Resources,
+    Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, HealthCheck, HealthCheckProtocol, Limits,
+    PortDefinition, PortRange, Protocol, Resources,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
 pub use cronjob::{ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus};

@@ -7,7 +7,9 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ContainerSpec, HealthCheck, Protocol, validate_command, validate_env, validate_role};
+use crate::common::{
+    ContainerSpec, HealthCheck, Limits, Protocol, validate_command, validate_env, validate_role, validate_user,
+};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator};
 
@@ -75,6 +77,14 @@ pub struct TaskSpec {
     /// The role whose resources the task uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Who the task runs as: a name, a uid or `uid:gid`. Unset: its framework's `user` (filled in when the offer is
+    /// accepted), else the image's non-root user, else the agent's unprivileged task user (uid 65532). Root only
+    /// where the agent runs with `--allow-root-tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Limits beyond cpus and mem (processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 crate::defaults!(TaskSpec {
@@ -122,6 +132,10 @@ impl TaskSpec {
             check.validate(v, &path.field("healthChecks").index(i), self.ports.len());
         }
         validate_role(v, &path.field("role"), &self.role());
+        validate_user(v, &path.field("user"), self.user.as_ref());
+        if let Some(limits) = &self.limits {
+            limits.validate(v, &path.field("limits"));
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use agora_schemas::{FieldError, FieldErrorKind, OfferAcceptance, StatusReason};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, ResourceApi, Target, WRITE_ATTEMPTS, encode, now, random_suffix, set_meta};
+use super::{ApiError, ApiResult, ResourceApi, Target, WRITE_ATTEMPTS, decode, encode, now, random_suffix, set_meta};
 use crate::store::{Compare, Op, Txn};
 
 /// Resources add up in floating point; this much is "enough".
@@ -56,6 +56,13 @@ impl ResourceApi {
             let field = |name: &str| spec.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
             let (agent, framework) = (field("agent"), field("framework"));
             let offer_role = spec.get("role").and_then(Value::as_str).unwrap_or("*").to_owned();
+            // Mesos' semantics: a task without a user of its own runs as its framework's.
+            let mut framework_user = None;
+            if request.tasks.iter().any(|t| t.spec.user.is_none()) {
+                if let Some(kv) = self.store.get(&self.keys.object_key("frameworks", None, &framework)).await? {
+                    framework_user = decode(&kv)?.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned);
+                }
+            }
 
             let mut tasks = Vec::new();
             let mut errors = Vec::new();
@@ -111,6 +118,9 @@ impl ResourceApi {
                 task_spec.agent.clone_from(&agent);
                 task_spec.framework.clone_from(&framework);
                 task_spec.offer = Some(offer_name.clone());
+                if task_spec.user.is_none() {
+                    task_spec.user.clone_from(&framework_user);
+                }
                 let mut object = json!({
                     "apiVersion": agora_schemas::API_VERSION,
                     "kind": "Task",

@@ -42,6 +42,10 @@ impl ResourceApi {
         })?;
         match response.status() {
             status if status.is_success() => {}
+            StatusCode::FORBIDDEN => {
+                let body = response.text().await.unwrap_or_default();
+                return Err(ApiError::new(StatusReason::Forbidden, format!("agent {agent}: {}", body.trim())));
+            }
             StatusCode::NOT_FOUND => {
                 return Err(ApiError::new(
                     StatusReason::NotFound,
