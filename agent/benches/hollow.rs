@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agora_agent::hollow::{HollowConfig, run};
 use agora_agent::registration::HeartbeatConfig;
-use agora_apiserver::server::{ServerConfig, serve};
+use agora_apiserver::server::{Security, ServerConfig, serve};
 use agora_apiserver::store::StoreConfig;
 use agora_client::{Api, Client, Config, ListParams};
 use agora_schemas::{Lease, Resources};
@@ -50,7 +50,7 @@ fn main() {
             listen: format!("127.0.0.1:{port}").parse().expect("address"),
             store: StoreConfig::Embedded(dir.into()),
             prefix: "/registry".into(),
-            token: None,
+            security: Security::InsecureUnauthenticated,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         runtime.block_on(serve(config, std::future::pending())).expect("serve");

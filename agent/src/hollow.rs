@@ -74,6 +74,7 @@ pub async fn run(
             attributes: config.attributes.clone(),
             hostname,
             address: None,
+            certificate_authority: None,
         };
         async move {
             let mut attempt = 0;

@@ -60,12 +60,7 @@ pub fn require_token(router: Router, token: Option<Arc<str>>) -> Router {
     router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
         let token = token.clone();
         async move {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if request.uri().path() != "/healthz" && presented != Some(token.as_ref()) {
+            if request.uri().path() != "/healthz" && !agora_tls::authorized(request.headers(), &token) {
                 return plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
             }
             next.run(request).await

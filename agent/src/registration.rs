@@ -32,6 +32,8 @@ pub struct Registration {
     pub hostname: String,
     /// The agent's own HTTP endpoint, when it serves one.
     pub address: Option<String>,
+    /// The CA (PEM) of the endpoint's certificate, when it serves HTTPS.
+    pub certificate_authority: Option<String>,
 }
 
 /// How often the heartbeat lease is renewed, and how long it holds.
@@ -68,6 +70,7 @@ pub async fn register(client: &Client, registration: &Registration) -> agora_cli
     let status = json!({ "status": {
         "hostname": registration.hostname,
         "address": registration.address,
+        "certificateAuthority": registration.certificate_authority,
         "version": env!("CARGO_PKG_VERSION"),
         "conditions": [{ "type": "Ready", "status": "True", "reason": "Registered",
                          "message": "the agent registered and is heartbeating", "lastTransitionTime": now }],

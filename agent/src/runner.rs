@@ -85,7 +85,8 @@ pub enum Error {
     WorkDir(String),
     /// The log endpoint would serve unauthenticated requests beyond this machine.
     #[error(
-        "refusing to listen on {0} without --token-file: only loopback addresses may serve unauthenticated requests"
+        "refusing to listen on {0} without the cluster's token (from a kubeconfig, or --token-file): only loopback \
+         addresses may serve unauthenticated requests"
     )]
     Insecure(std::net::SocketAddr),
     /// The log endpoint cannot listen.
@@ -164,12 +165,31 @@ pub async fn run(
         .await
         .map_err(|source| Error::Listen { address: config.listen, source })?;
     let address = listener.local_addr().map_err(|source| Error::Listen { address: config.listen, source })?;
+    // With the cluster's token, the endpoint serves HTTPS with a certificate of the agent's own CA (made in its work
+    // dir), which the Agent status publishes for the apiserver to trust; without one, plain HTTP on loopback.
+    let tls = match &config.token {
+        Some(_) => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned(), host.clone()];
+            if !address.ip().is_unspecified() {
+                names.push(address.ip().to_string());
+            }
+            let issued = agora_tls::TlsFiles::new(config.work_dir.join("pki"))
+                .ensure(&names)
+                .map_err(|e| Error::WorkDir(e.to_string()))?;
+            let server = agora_tls::server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                .map_err(|e| Error::WorkDir(e.to_string()))?;
+            Some((server, issued.ca_pem))
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let registration = Registration {
         name: config.name.clone(),
         resources: config.resources.clone(),
         attributes: config.attributes.clone(),
         hostname: host.clone(),
-        address: Some(format!("http://{address}")),
+        address: Some(format!("{scheme}://{address}")),
+        certificate_authority: tls.as_ref().map(|(_, ca)| ca.clone()),
     };
     registration::register(&client, &registration)
         .await
@@ -211,7 +231,10 @@ pub async fn run(
     );
     let endpoint = crate::logs::require_token(endpoint, config.token.as_deref().map(Arc::from));
     let serving = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, endpoint).await {
+        let limits = agora_tls::Limits::default().max_connections(1024);
+        let served =
+            agora_tls::serve(listener, endpoint, tls.map(|(server, _)| server), limits, std::future::pending());
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "the log endpoint stopped");
         }
     });

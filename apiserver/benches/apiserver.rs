@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use agora_apiserver::server::{ServerConfig, serve};
+use agora_apiserver::server::{Security, ServerConfig, serve};
 use agora_apiserver::store::StoreConfig;
 use agora_e2e::{EtcdProcess, free_port};
 use bytes::Bytes;
@@ -156,7 +156,8 @@ fn serve_child(spec: &str) {
         StoreConfig::Embedded(store.into())
     };
     let listen = format!("127.0.0.1:{port}").parse().expect("address");
-    let config = ServerConfig { listen, store, prefix: "/registry".into(), token: None };
+    let config =
+        ServerConfig { listen, store, prefix: "/registry".into(), security: Security::InsecureUnauthenticated };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(serve(config, std::future::pending())).expect("serve");
 }

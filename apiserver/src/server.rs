@@ -1,13 +1,20 @@
 //! The HTTP server: routes, authentication, body limits, and the `agora apiserver` entry point.
+//!
+//! Secure by default ([`Security::Secure`]): HTTPS with a bearer token. Without a certificate of the operator's, the
+//! apiserver makes a CA and a serving certificate in `DATA_DIR/pki`; without a token file, a token in
+//! `DATA_DIR/token`; and it writes `DATA_DIR/kubeconfig` (server, CA, token; `0600`) for `agora`, the controllers,
+//! the agents and kubectl. Plain HTTP without authentication only with [`Security::InsecureUnauthenticated`]
+//! (`--insecure-allow-unauthenticated`), and only on loopback.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use agora_schemas::StatusReason;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,8 +33,104 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// The key prefix in the store (several clusters can share one etcd).
     pub prefix: String,
-    /// When set, every request but health checks needs `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    /// Who may call it, and over what.
+    pub security: Security,
+}
+
+/// Who may call the apiserver, and over what.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// HTTPS, and every request but health checks presents the bearer token: the default.
+    Secure(SecureConfig),
+    /// Plain HTTP, and anyone who can connect may do anything — so only on loopback, and never where untrusted
+    /// processes (tasks!) share the machine's network: `--insecure-allow-unauthenticated`.
+    InsecureUnauthenticated,
+}
+
+/// Where the secure default's credentials come from.
+#[derive(Clone, Debug, Default)]
+pub struct SecureConfig {
+    /// Where a generated token (`token`), CA and serving certificate (`pki/`) and the `kubeconfig` are kept.
+    pub data_dir: PathBuf,
+    /// The file holding the token every request must present; without one, `DATA_DIR/token` (made on first start).
+    pub token_file: Option<PathBuf>,
+    /// A certificate and private key to serve (`--tls-cert-file`, `--tls-private-key-file`); without them, the
+    /// generated ones.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// More DNS names or IP addresses the generated certificate covers (besides the listen address, loopback,
+    /// `localhost` and the hostname).
+    pub names: Vec<String>,
+}
+
+/// The credentials a secure apiserver serves with.
+struct Credentials {
+    token: String,
+    tls: Arc<rustls::ServerConfig>,
+    /// The CA clients must trust, when the apiserver made it.
+    ca_pem: Option<String>,
+}
+
+impl SecureConfig {
+    /// The token, the TLS configuration and the CA (made in the data dir where not given), for clients of `listen`.
+    fn credentials(&self, listen: SocketAddr) -> Result<Credentials, ServerError> {
+        let fail = |what: String| move |e: std::io::Error| ServerError::Credentials(format!("{what}: {e}"));
+        std::fs::create_dir_all(&self.data_dir).map_err(fail(format!("creating {}", self.data_dir.display())))?;
+        let token = match &self.token_file {
+            Some(file) => agora_client::read_token(file)
+                .map_err(|e| ServerError::Credentials(format!("the apiserver's --token-file: {e}")))?,
+            None => generated_token(&self.data_dir.join("token"))?,
+        };
+        let tls_error = |e: agora_tls::Error| ServerError::Credentials(e.to_string());
+        let (tls, ca_pem) = match &self.tls_files {
+            Some((cert, key)) => (agora_tls::load_server_config(cert, key).map_err(tls_error)?, None),
+            None => {
+                let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+                if !listen.ip().is_unspecified() {
+                    names.push(listen.ip().to_string());
+                }
+                names.extend(hostname());
+                names.extend(self.names.iter().cloned());
+                names.dedup();
+                let issued = agora_tls::TlsFiles::new(self.data_dir.join("pki")).ensure(&names).map_err(tls_error)?;
+                let config = agora_tls::server_config(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+                    .map_err(tls_error)?;
+                (config, Some(issued.ca_pem))
+            }
+        };
+        Ok(Credentials { token, tls, ca_pem })
+    }
+}
+
+/// The token in `path`, or a new random one written there (`0600`) on first start.
+fn generated_token(path: &std::path::Path) -> Result<String, ServerError> {
+    if path.exists() {
+        return agora_client::read_token(path)
+            .map_err(|e| ServerError::Credentials(format!("the apiserver's generated token: {e}")));
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(ServerError::Random)?, &mut bytes)
+        .map_err(ServerError::Random)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Writes `bytes` to `path` by rename, readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| ServerError::Credentials(format!("writing {}: {e}", path.display()));
+    let temp = path.with_extension("tmp");
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(fail)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(fail)?;
+    std::fs::rename(&temp, path).map_err(fail)
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Why the server could not start.
@@ -35,12 +138,18 @@ pub struct ServerConfig {
 pub enum ServerError {
     /// Listening beyond loopback without authentication is refused.
     #[error(
-        "refusing to listen on {0} without --token-file: only loopback addresses may serve unauthenticated requests"
+        "refusing to serve {0} without authentication: --insecure-allow-unauthenticated is for loopback addresses only"
     )]
     Unauthenticated(SocketAddr),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The token, certificates or kubeconfig could not be read or made.
+    #[error("{0}")]
+    Credentials(String),
+    /// No random bytes for a token.
+    #[error("reading /dev/urandom for a new token: {0}")]
+    Random(std::io::Error),
     /// The address could not be bound, or serving failed.
     #[error("serving on {address}: {source}")]
     Io {
@@ -190,12 +299,7 @@ async fn resources(
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz");
     if let (Some(token), false) = (&state.token, open) {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_ref()) {
+        if !agora_tls::authorized(request.headers(), token) {
             return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
                 .into_response();
         }
@@ -203,26 +307,43 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// Opens the store, binds, and serves until `shutdown` completes.
+/// Opens the store, binds, and serves until `shutdown` completes. A secure server writes its kubeconfig once it
+/// listens (by rename: a client that finds the file finds a server).
 ///
 /// # Errors
-/// The address is not loopback and no token is set, the store cannot be opened, or the address cannot be bound.
+/// Insecure off loopback, credentials that cannot be read or made, a store that cannot be opened, or an address
+/// that cannot be bound.
 pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    if !config.listen.ip().is_loopback() && config.token.is_none() {
-        return Err(ServerError::Unauthenticated(config.listen));
-    }
+    let credentials = match &config.security {
+        Security::InsecureUnauthenticated if !config.listen.ip().is_loopback() => {
+            return Err(ServerError::Unauthenticated(config.listen));
+        }
+        Security::InsecureUnauthenticated => None,
+        Security::Secure(secure) => Some(secure.credentials(config.listen)?),
+    };
     let store = config.store.open().await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Io { address: config.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Io { address: config.listen, source })?;
-    tracing::info!(%address, store = ?config.store, "apiserver listening");
-    let app = router(store, ApiConfig::default().keys(KeyLayout::new(&config.prefix)).token(config.token));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let token = credentials.as_ref().map(|c| c.token.clone());
+    let app = router(store, ApiConfig::default().keys(KeyLayout::new(&config.prefix)).token(token));
+    if let (Some(credentials), Security::Secure(secure)) = (&credentials, &config.security) {
+        let host =
+            if address.ip().is_unspecified() { "127.0.0.1".parse().unwrap_or(address.ip()) } else { address.ip() };
+        let server = format!("https://{}", SocketAddr::new(host, address.port()));
+        let kubeconfig =
+            agora_client::Kubeconfig::single("agora", &server, credentials.ca_pem.as_deref(), Some(&credentials.token));
+        let path = agora_client::kubeconfig_in(&secure.data_dir);
+        write_private(&path, kubeconfig.to_yaml().as_bytes())?;
+        tracing::info!(%address, store = ?config.store, kubeconfig = %path.display(), "apiserver listening (HTTPS)");
+    } else {
+        tracing::warn!(%address, store = ?config.store, "apiserver listening on plain HTTP WITHOUT authentication");
+    }
+    agora_tls::serve(listener, app, credentials.map(|c| c.tls), agora_tls::Limits::default(), shutdown)
         .await
         .map_err(|source| ServerError::Io { address, source })
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use agora_apiserver::server::{ApiConfig, ServerConfig, ServerError, serve};
+use agora_apiserver::server::{ApiConfig, Security, ServerConfig, ServerError, serve};
 use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, SharedStore, StoreConfig};
 use common::{APPS, Server, app, status};
 use reqwest::{Method, StatusCode};
@@ -298,7 +298,7 @@ async fn a_token_is_required_when_configured() {
             listen: "0.0.0.0:0".parse().unwrap(),
             store: StoreConfig::Embedded(tempfile::tempdir().unwrap().keep()),
             prefix: "registry".into(),
-            token: None,
+            security: Security::InsecureUnauthenticated,
         },
         async {},
     )

@@ -25,12 +25,17 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the API server on a store: the embedded one in --data-dir (default), or etcd with --store.
+    ///
+    /// Secure by default: HTTPS, and every request presents the cluster's bearer token. Without --tls-cert-file the
+    /// apiserver makes a CA and a certificate in DATA_DIR/pki; without --token-file, a token in DATA_DIR/token; and
+    /// it writes DATA_DIR/kubeconfig, which `agora`, the agents and kubectl use.
     Apiserver {
-        /// The address to listen on. Anything but loopback requires --token-file.
+        /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:5050")]
         listen: std::net::SocketAddr,
-        /// The embedded store's directory.
-        #[arg(long, default_value = "/var/lib/agora/store", conflicts_with = "store")]
+        /// The embedded store's directory, and where generated credentials and the kubeconfig are kept (also with
+        /// --store).
+        #[arg(long, default_value = "/var/lib/agora")]
         data_dir: PathBuf,
         /// An etcd cluster instead of the embedded store: etcd://host:port[,host:port...].
         #[arg(long)]
@@ -38,9 +43,25 @@ enum Command {
         /// The key prefix in the store, so several clusters can share one etcd.
         #[arg(long, default_value = agora_apiserver::store::DEFAULT_PREFIX)]
         store_prefix: String,
-        /// A file holding the bearer token every request must present.
+        /// A file holding the bearer token every request must present (default: DATA_DIR/token, made on first
+        /// start).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A certificate (PEM, leaf first) to serve instead of the generated one.
+        #[arg(long, requires = "tls_private_key_file")]
+        tls_cert_file: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert-file.
+        #[arg(long, requires = "tls_cert_file")]
+        tls_private_key_file: Option<PathBuf>,
+        /// Another DNS name or IP address the generated certificate covers (repeatable): the name clients use to
+        /// reach this apiserver, when it is not the listen address or this host's name.
+        #[arg(long = "tls-san", value_name = "NAME")]
+        tls_sans: Vec<String>,
+        /// DANGEROUS: serve plain HTTP with no authentication at all. Anything that can connect — any task on this
+        /// machine, since tasks share the host's network — can then read and rewrite the whole cluster. Only for
+        /// tests and throwaway experiments; refused on anything but a loopback address.
+        #[arg(long, conflicts_with_all = ["token_file", "tls_cert_file", "tls_private_key_file", "tls_sans"])]
+        insecure_allow_unauthenticated: bool,
     },
     /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
     ///
@@ -124,8 +145,28 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Apiserver { listen, data_dir, store, store_prefix, token_file } => {
-            apiserver(listen, data_dir, store, store_prefix, token_file)
+        Command::Apiserver {
+            listen,
+            data_dir,
+            store,
+            store_prefix,
+            token_file,
+            tls_cert_file,
+            tls_private_key_file,
+            tls_sans,
+            insecure_allow_unauthenticated,
+        } => {
+            let security = if insecure_allow_unauthenticated {
+                agora_apiserver::server::Security::InsecureUnauthenticated
+            } else {
+                agora_apiserver::server::Security::Secure(agora_apiserver::server::SecureConfig {
+                    data_dir: data_dir.clone(),
+                    token_file,
+                    tls_files: tls_cert_file.zip(tls_private_key_file),
+                    names: tls_sans,
+                })
+            };
+            apiserver(listen, data_dir, store, store_prefix, security)
         }
         Command::Agent(args) => agent(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
@@ -170,30 +211,66 @@ fn apiserver(
     data_dir: PathBuf,
     store: Option<String>,
     prefix: String,
-    token_file: Option<PathBuf>,
+    security: agora_apiserver::server::Security,
 ) -> Result<bool> {
     init_logging();
     let store = match store {
         Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
         None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
     };
-    let token = token_file.as_deref().map(agora_client::read_token).transpose()?;
-    let config = agora_apiserver::server::ServerConfig { listen, store, prefix, token };
+    let config = agora_apiserver::server::ServerConfig { listen, store, prefix, security };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
     Ok(true)
 }
 
+/// How a client command finds the cluster: `--kubeconfig`, else `--server` (with `--token-file` and `--ca-file`),
+/// else as kube-rs' `Config::infer` does (`KUBECONFIG`, `AGORA_SERVER`, the default data dir's kubeconfig).
+#[derive(clap::Args, Debug, Clone)]
+struct ClusterArgs {
+    /// A kubeconfig naming the cluster (the apiserver writes DATA_DIR/kubeconfig).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The apiserver's URL, instead of a kubeconfig.
+    #[arg(long, env = "AGORA_SERVER", conflicts_with = "kubeconfig")]
+    server: Option<String>,
+    /// With --server: a file holding the cluster's bearer token.
+    #[arg(long, env = "AGORA_TOKEN_FILE", requires = "server")]
+    token_file: Option<PathBuf>,
+    /// With --server: a file holding the CA certificate(s) that the apiserver's certificate chains to.
+    #[arg(long, env = "AGORA_CA_FILE", requires = "server")]
+    ca_file: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Result<agora_client::Config> {
+        if let Some(path) = &self.kubeconfig {
+            return Ok(agora_client::Config::from_kubeconfig(path, None)?);
+        }
+        let Some(server) = &self.server else { return Ok(agora_client::Config::infer()?) };
+        let mut config = agora_client::Config::new(server);
+        if let Some(file) = &self.token_file {
+            config = config.token_file(file)?;
+        }
+        if let Some(file) = &self.ca_file {
+            config = config.ca_file(file)?;
+        }
+        Ok(config)
+    }
+
+    /// The credential files named, which tasks must not see.
+    fn files(&self) -> Vec<PathBuf> {
+        self.kubeconfig.iter().chain(&self.token_file).cloned().collect()
+    }
+}
+
 /// `agora agent`'s flags.
 #[derive(clap::Args, Debug)]
 struct AgentArgs {
-    /// The apiserver.
-    #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
-    server: String,
-    /// A file holding the cluster's bearer token: presented to the apiserver, and required of every request to the
-    /// agent's own endpoint (the apiserver presents it when it proxies logs).
-    #[arg(long, env = "AGORA_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    /// The cluster. Its bearer token is presented to the apiserver and required of every request to the agent's own
+    /// endpoint, which then serves HTTPS (the apiserver presents the token when it proxies logs).
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The Agent object's name (default: the hostname).
     #[arg(long)]
     name: Option<String>,
@@ -264,18 +341,23 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
     let attributes = agora_agent::resources::parse_attributes(&args.attributes)?;
     let resources = agora_agent::resources::detect(given, &args.work_dir)
         .with_context(|| format!("reading the host's resources (work dir {})", args.work_dir.display()))?;
-    let mut config = agora_client::Config::new(&args.server).user_agent("agora-agent");
+    let config = args.cluster.config()?.user_agent("agora-agent");
     // One token for both directions: presented to the apiserver, required of the agent's own endpoint.
-    let token = args.token_file.as_deref().map(agora_client::read_token).transpose()?;
-    if let Some(token) = &token {
-        config = config.token(token.clone());
-    }
+    let token = config.token.clone();
     let client = agora_client::Client::new(config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // What a task on the host's root file system must not see: credentials, and the apiserver's default data dir.
-    let mut hidden_paths: Vec<PathBuf> = args.token_file.iter().cloned().collect();
+    let mut hidden_paths = args.cluster.files();
+    if let Some(paths) = std::env::var_os(agora_client::KUBECONFIG_ENV) {
+        hidden_paths.extend(std::env::split_paths(&paths));
+    }
     hidden_paths.push(PathBuf::from("/var/lib/agora"));
-    hidden_paths.extend(args.hidden_paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())));
+    hidden_paths.extend(args.hidden_paths.iter().cloned());
+    let hidden_paths: Vec<PathBuf> = hidden_paths
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .filter(|p| p != Path::new("/"))
+        .collect();
     let Some(count) = args.hollow else {
         let config = agora_agent::runner::AgentConfig {
             name: args.name.unwrap_or_else(agora_agent::resources::hostname),

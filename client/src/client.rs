@@ -18,7 +18,7 @@ use crate::error::{Error, Operation, Result};
 /// use agora_client::{Api, Client, Config};
 /// use agora_schemas::App;
 ///
-/// let client = Client::new(Config::from_env()?)?;
+/// let client = Client::new(Config::infer()?)?;
 /// let apps: Api<App> = Api::namespaced(client, "default");
 /// let web = apps.get("web").await?;
 /// println!("{} wants {} instances", web.metadata.display_name(), web.spec.instances());
@@ -34,6 +34,7 @@ struct Inner {
     server: String,
     token: Option<String>,
     timeout: Duration,
+    namespace: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,34 +79,62 @@ impl Client {
     pub fn new(config: Config) -> Result<Self> {
         let url = reqwest::Url::parse(&config.server)
             .map_err(|e| Error::Config(format!("the server address {:?} is not a URL: {e}", config.server)))?;
-        if url.scheme() != "http" {
-            return Err(Error::Config(format!(
-                "the server address {:?} must start with http:// (the apiserver serves plain HTTP; put TLS in front \
-                 of it and point the client at the proxy's http:// side, or use loopback)",
-                config.server
-            )));
-        }
-        if url.host_str().is_none() {
+        let Some(host) = url.host_str() else {
             return Err(Error::Config(format!("the server address {:?} names no host", config.server)));
-        }
-        let http = reqwest::Client::builder()
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .user_agent(config.user_agent.clone())
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+            .pool_idle_timeout(Duration::from_secs(90));
+        match url.scheme() {
+            "https" => {
+                // Without a CA of its own, the system's roots are trusted.
+                if let Some(ca) = &config.ca_pem {
+                    builder = builder.tls_backend_preconfigured(crate::config::tls_client_config(ca)?);
+                }
+            }
+            "http" => {
+                let loopback = host == "localhost"
+                    || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                if config.token.is_some() && !loopback {
+                    return Err(Error::Config(format!(
+                        "refusing to send a bearer token over plain HTTP to {host}: use the apiserver's https:// address"
+                    )));
+                }
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "the server address {:?} must start with https:// (or http:// for an apiserver run with \
+                     --insecure-allow-unauthenticated), not {other}://",
+                    config.server
+                )));
+            }
+        }
+        let http = builder.build().map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { http, server: config.server, token: config.token, timeout: config.timeout }),
+            inner: Arc::new(Inner {
+                http,
+                server: config.server,
+                token: config.token,
+                timeout: config.timeout,
+                namespace: config.namespace,
+            }),
         })
     }
 
-    /// A client configured from the environment ([`Config::from_env`]).
+    /// The default namespace of the configuration the client was made from (a kubeconfig context's), if any.
+    #[must_use]
+    pub fn default_namespace(&self) -> Option<&str> {
+        self.inner.namespace.as_deref()
+    }
+
+    /// A client of the cluster the environment names ([`Config::infer`]).
     ///
     /// # Errors
-    /// As [`Config::from_env`] and [`Client::new`].
+    /// As [`Config::infer`] and [`Client::new`].
     pub fn try_default() -> Result<Self> {
-        Self::new(Config::from_env()?)
+        Self::new(Config::infer()?)
     }
 
     /// The apiserver's base URL.

@@ -15,7 +15,7 @@
 //! use agora_client::{Api, Client, PostParams};
 //! use agora_schemas::{App, AppSpec, ObjectMeta};
 //!
-//! let client = Client::try_default()?; // AGORA_SERVER, or http://127.0.0.1:5050
+//! let client = Client::try_default()?; // KUBECONFIG, AGORA_SERVER, or /var/lib/agora/kubeconfig
 //! let apps: Api<App> = Api::namespaced(client, "default");
 //! let spec = AppSpec { cmd: Some("python3 -m http.server $PORT0".into()), ..AppSpec::default() };
 //! match apps.create(&PostParams::default(), &App::new(ObjectMeta::named(None, "web"), spec)).await {
@@ -33,14 +33,19 @@ mod api;
 mod client;
 mod config;
 mod error;
+pub mod kubeconfig;
 mod params;
 
 pub use agora_schemas::{List, Resource, Status, WatchEvent};
 pub use api::Api;
 pub use client::Client;
-pub use config::{Config, DEFAULT_SERVER, SERVER_ENV, TOKEN_FILE_ENV, read_token};
+pub use config::{
+    CA_FILE_ENV, Config, DEFAULT_KUBECONFIG, DEFAULT_SERVER, KUBECONFIG_ENV, SERVER_ENV, TOKEN_FILE_ENV, kubeconfig_in,
+    read_token, tls_client_config,
+};
 pub use error::{Error, Operation, Result};
 pub use json_patch;
+pub use kubeconfig::Kubeconfig;
 pub use params::{
     DeleteParams, FieldValidation, ListParams, LogParams, Patch, PatchParams, PostParams, Preconditions,
     PropagationPolicy, WatchParams,

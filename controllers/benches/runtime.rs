@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_apiserver::server::{ServerConfig, serve};
+use agora_apiserver::server::{Security, ServerConfig, serve};
 use agora_apiserver::store::StoreConfig;
 use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams, PostParams};
 use agora_controllers::runtime::controller::Config as ControllerConfig;
@@ -86,8 +86,12 @@ impl Drop for Apiserver {
 fn serve_child(spec: &str) {
     let (port, dir) = spec.split_once(' ').expect("port and directory");
     let listen = format!("127.0.0.1:{port}").parse().expect("address");
-    let config =
-        ServerConfig { listen, store: StoreConfig::Embedded(dir.into()), prefix: "/registry".into(), token: None };
+    let config = ServerConfig {
+        listen,
+        store: StoreConfig::Embedded(dir.into()),
+        prefix: "/registry".into(),
+        security: Security::InsecureUnauthenticated,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(serve(config, std::future::pending())).expect("serve");
 }

@@ -298,50 +298,76 @@ pub fn agora_binary() -> PathBuf {
 
 /// `agora apiserver` as a process on a free loopback port, on the embedded store in a temporary directory (or on
 /// etcd). Killed when dropped.
+///
+/// [`embedded`](Self::embedded) and [`on_etcd`](Self::on_etcd) run it with `--insecure-allow-unauthenticated`
+/// (plain HTTP, no token: for tests where authentication is beside the point); [`secure`](Self::secure) and
+/// [`secure_on_etcd`](Self::secure_on_etcd) run the secure default (HTTPS, a generated token, the kubeconfig it
+/// writes), and [`embedded_with_token`](Self::embedded_with_token) the secure default with a given token file.
 pub struct ApiserverProcess {
     child: Option<Child>,
     /// The port it listens on.
     pub port: u16,
     store: Option<String>,
-    token: Option<String>,
+    mode: Mode,
     dir: tempfile::TempDir,
 }
 
+#[derive(Clone, PartialEq, Eq)]
+enum Mode {
+    Insecure,
+    Secure,
+    SecureWithToken(String),
+}
+
 impl ApiserverProcess {
-    /// Starts it on the embedded store and waits until it is ready.
+    /// Starts it on the embedded store, insecure, and waits until it is ready.
     ///
     /// # Panics
     /// When it does not become ready within 20 s.
     #[must_use]
     pub fn embedded() -> Self {
-        Self::start(None)
+        Self::start(None, Mode::Insecure)
     }
 
-    /// Starts it on the etcd at `store_url` (`etcd://...`) and waits until it is ready.
+    /// Starts it on the etcd at `store_url` (`etcd://...`), insecure, and waits until it is ready.
     ///
     /// # Panics
     /// When it does not become ready within 20 s.
     #[must_use]
     pub fn on_etcd(store_url: &str) -> Self {
-        Self::start(Some(store_url.to_owned()))
+        Self::start(Some(store_url.to_owned()), Mode::Insecure)
     }
 
-    /// Starts it on the embedded store requiring the bearer `token` (`--token-file`), and waits until it is ready.
+    /// Starts the secure default on the embedded store: HTTPS, a generated CA and token, its kubeconfig written.
+    ///
+    /// # Panics
+    /// When it does not become ready within 20 s.
+    #[must_use]
+    pub fn secure() -> Self {
+        Self::start(None, Mode::Secure)
+    }
+
+    /// Starts the secure default on the etcd at `store_url`.
+    ///
+    /// # Panics
+    /// When it does not become ready within 20 s.
+    #[must_use]
+    pub fn secure_on_etcd(store_url: &str) -> Self {
+        Self::start(Some(store_url.to_owned()), Mode::Secure)
+    }
+
+    /// Starts the secure default on the embedded store requiring the bearer `token` (`--token-file`).
     ///
     /// # Panics
     /// When it does not become ready within 20 s.
     #[must_use]
     pub fn embedded_with_token(token: &str) -> Self {
-        Self::start_with(None, Some(token.to_owned()))
+        Self::start(None, Mode::SecureWithToken(token.to_owned()))
     }
 
-    fn start(store: Option<String>) -> Self {
-        Self::start_with(store, None)
-    }
-
-    fn start_with(store: Option<String>, token: Option<String>) -> Self {
+    fn start(store: Option<String>, mode: Mode) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for the apiserver");
-        let mut server = Self { child: None, port: free_port(), store, token, dir };
+        let mut server = Self { child: None, port: free_port(), store, mode, dir };
         server.spawn();
         server
     }
@@ -349,53 +375,105 @@ impl ApiserverProcess {
     fn spawn(&mut self) {
         let mut command = Command::new(agora_binary());
         command.args(["apiserver", "--listen", &format!("127.0.0.1:{}", self.port)]);
-        match &self.store {
-            Some(url) => command.args(["--store", url]),
-            None => command.arg("--data-dir").arg(self.dir.path().join("store")),
-        };
-        if let Some(token) = &self.token {
-            let file = self.token_file();
-            std::fs::write(&file, token).expect("write the token file");
-            command.arg("--token-file").arg(file);
+        command.arg("--data-dir").arg(self.data_dir());
+        if let Some(url) = &self.store {
+            command.args(["--store", url]);
         }
+        match &self.mode {
+            Mode::Insecure => {
+                command.arg("--insecure-allow-unauthenticated");
+            }
+            Mode::Secure => {}
+            Mode::SecureWithToken(token) => {
+                let file = self.token_file();
+                std::fs::write(&file, token).expect("write the token file");
+                command.arg("--token-file").arg(file);
+            }
+        }
+        // A kubeconfig is written once the new process listens: the old one must not be taken for it.
+        let _ = std::fs::remove_file(self.kubeconfig());
         let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start agora apiserver");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !http_ok(self.port, "/readyz") {
+        while !self.ready() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("agora apiserver exited before it was ready: {status}");
+            }
             assert!(Instant::now() < deadline, "agora apiserver did not become ready on port {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// The file holding its bearer token (written when it was started with one).
-    #[must_use]
-    pub fn token_file(&self) -> PathBuf {
-        self.dir.path().join("token")
+    fn ready(&self) -> bool {
+        if self.mode == Mode::Insecure {
+            return http_ok(self.port, "/readyz");
+        }
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        self.kubeconfig().exists() && TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
     }
 
-    /// A client of it, presenting its token when it has one.
+    /// Its data directory (the embedded store, generated credentials, the kubeconfig).
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The kubeconfig a secure apiserver writes (server, CA, token).
+    #[must_use]
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("kubeconfig")
+    }
+
+    /// Whether it serves HTTPS with a token.
+    #[must_use]
+    pub fn is_secure(&self) -> bool {
+        self.mode != Mode::Insecure
+    }
+
+    /// The file holding the bearer token a secure apiserver requires.
+    #[must_use]
+    pub fn token_file(&self) -> PathBuf {
+        match self.mode {
+            Mode::SecureWithToken(_) => self.dir.path().join("token"),
+            _ => self.data_dir().join("token"),
+        }
+    }
+
+    /// A client of it: from its kubeconfig when secure.
     ///
     /// # Panics
     /// When the client cannot be built.
     #[must_use]
     pub fn client(&self) -> agora_client::Client {
-        let mut config = agora_client::Config::new(self.url());
-        if let Some(token) = &self.token {
-            config = config.token(token.clone());
-        }
+        let config = if self.is_secure() {
+            agora_client::Config::from_kubeconfig(&self.kubeconfig(), None).expect("the apiserver's kubeconfig")
+        } else {
+            agora_client::Config::new(self.url())
+        };
         agora_client::Client::new(config).expect("a client of the apiserver")
     }
 
     /// The bearer token it requires, if any.
     #[must_use]
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+    pub fn token(&self) -> Option<String> {
+        self.is_secure().then(|| agora_client::read_token(&self.token_file()).expect("the apiserver's token"))
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (secure) or `http://127.0.0.1:<port>`.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.is_secure() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The arguments that point an `agora` command (an agent) at it.
+    #[must_use]
+    pub fn cluster_args(&self) -> Vec<std::ffi::OsString> {
+        if self.is_secure() {
+            vec!["--kubeconfig".into(), self.kubeconfig().into()]
+        } else {
+            vec!["--server".into(), self.url().into()]
+        }
     }
 
     /// How many watch streams of `resource` (a plural) are open, from its `/metrics`.

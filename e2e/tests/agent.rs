@@ -3,140 +3,21 @@
 //! states; kill with a grace period (a task ignoring SIGTERM is SIGKILLed); an OOM kill; a missing image; a task
 //! without an image; and a deleted task whose container is stopped before it goes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use agora_client::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use agora_e2e::{ApiserverProcess, agora_binary, eventually};
-use agora_schemas::{Agent, Task, TaskState, TaskStatus};
+use agora_schemas::{Agent, Task, TaskState};
+use common::{
+    AgentProcess, WorkDir, busybox_rootfs, cgroup_pids, sandbox, spawn_agent, start_agent, start_agent_with, task,
+    terminal,
+};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A work dir that is always cleaned up without following a mount (tasks' root file systems live in it).
-struct WorkDir(tempfile::TempDir);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        // Containers outlive their agent by design; a test that failed halfway must not leave them running.
-        let tasks = self.0.path().join("agent/tasks");
-        for entry in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
-            let procs = Path::new("/sys/fs/cgroup/memory/agora").join(entry.file_name()).join("cgroup.procs");
-            for pid in std::fs::read_to_string(procs).unwrap_or_default().lines() {
-                let _ = Command::new("kill").args(["-KILL", pid]).status();
-            }
-        }
-        agora_agent::container::remove_task_dir(self.0.path()).expect("nothing stays mounted in the agent's work dir");
-    }
-}
-
-fn busybox_rootfs(dir: &Path) {
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (make deps)");
-    for tool in ["sh", "sleep", "echo", "head", "tr", "true", "cat", "mkdir", "httpd", "test"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(tool)).unwrap();
-    }
-    for empty in ["proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(dir.join(empty)).unwrap();
-    }
-}
-
-fn task(name: &str, image: Option<&str>, cmd: &str, extra: serde_json::Value) -> Task {
-    let mut value = json!({
-        "apiVersion": "agora/v1", "kind": "Task", "metadata": {"name": name},
-        "spec": {"agent": "a1", "framework": "test", "cmd": cmd, "cpus": 0.5, "mem": 64},
-    });
-    if let Some(image) = image {
-        value["spec"]["container"] = json!({"image": image});
-    }
-    if let (Some(spec), Some(extra)) = (value["spec"].as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    serde_json::from_value(value).unwrap()
-}
-
-async fn terminal(tasks: &Api<Task>, name: &str) -> TaskStatus {
-    eventually(Duration::from_secs(30), &format!("{name} ends"), || async {
-        tasks.get(name).await.ok()?.status.filter(|s| s.state.is_terminal())
-    })
-    .await
-}
-
-fn sandbox(work: &Path, task: &Task) -> PathBuf {
-    work.join("tasks").join(task.metadata.uid.as_deref().unwrap()).join("sandbox")
-}
-
-/// Builds the busybox image into a fresh agent work dir and starts `agora agent --name a1` on it; returns once the
-/// agent has registered.
-async fn start_agent(server: &ApiserverProcess, work: &WorkDir) -> (AgentProcess, PathBuf, Client) {
-    start_agent_with(server, work, &[]).await
-}
-
-/// As [`start_agent`], with more flags.
-async fn start_agent_with(
-    server: &ApiserverProcess,
-    work: &WorkDir,
-    flags: &[&str],
-) -> (AgentProcess, PathBuf, Client) {
-    let rootfs = work.0.path().join("rootfs-src");
-    busybox_rootfs(&rootfs);
-    let agent_dir = work.0.path().join("agent");
-    let built = Command::new(agora_binary())
-        .args(["image", "build", "--rootfs"])
-        .arg(&rootfs)
-        .args(["--tag", "busybox", "--work-dir"])
-        .arg(&agent_dir)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let agent = spawn_agent_with(server, &agent_dir, flags);
-    let client = server.client();
-    let agents: Api<Agent> = Api::all(client.clone());
-    eventually(Duration::from_secs(20), "the agent registers", || async { agents.get_opt("a1").await.ok().flatten() })
-        .await;
-    (agent, agent_dir, client)
-}
-
-/// `agora agent --name a1` on `agent_dir`.
-fn spawn_agent(server: &ApiserverProcess, agent_dir: &Path) -> AgentProcess {
-    spawn_agent_with(server, agent_dir, &[])
-}
-
-fn spawn_agent_with(server: &ApiserverProcess, agent_dir: &Path, flags: &[&str]) -> AgentProcess {
-    let mut command = Command::new(agora_binary());
-    command.arg("agent");
-    if server.token().is_some() {
-        command.arg("--token-file").arg(server.token_file());
-    }
-    let child = command
-        .args(["--server", &server.url(), "--name", "a1", "--work-dir"])
-        .arg(agent_dir)
-        .args(["--resources", "cpus:2;mem:1024;disk:1000;ports:[31000-31010]", "--heartbeat-seconds", "1"])
-        .args(["--lease-seconds", "3", "--listen", "127.0.0.1:0", "--usage-seconds", "1"])
-        .args(flags)
-        .env("AGORA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    AgentProcess(child)
-}
-
-/// The pids in a task's memory cgroup.
-fn cgroup_pids(task: &Task) -> String {
-    let procs =
-        Path::new("/sys/fs/cgroup/memory/agora").join(task.metadata.uid.as_deref().unwrap()).join("cgroup.procs");
-    std::fs::read_to_string(procs).unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported() {
@@ -207,9 +88,16 @@ async fn with_a_token_the_agent_serves_logs_only_to_whoever_presents_it() {
     // The apiserver presents the cluster token to the agent when it proxies.
     assert_eq!(tasks.logs("told", &LogParams::default()).await.unwrap(), "secret\n");
     let agent = Api::<Agent>::all(client).get("a1").await.unwrap();
-    let address = agent.status.and_then(|s| s.address).expect("the agent's address");
+    let status = agent.status.expect("the agent's status");
+    let address = status.address.expect("the agent's address");
+    assert!(address.starts_with("https://"), "with the cluster's token the agent serves HTTPS: {address}");
     let uid = tasks.get("told").await.unwrap().metadata.uid.unwrap();
-    let http = reqwest::Client::new();
+    // Trusting the CA the agent published, and nothing else.
+    let ca = status.certificate_authority.expect("the agent publishes its CA");
+    let tls = agora_client::tls_client_config(ca.as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+    let stranger = reqwest::Client::new().get(format!("{address}/healthz")).send().await;
+    assert!(stranger.is_err(), "a client that does not trust the agent's CA cannot talk to it");
     let log = format!("{address}/v1/tasks/{uid}/stdout");
     for (presented, expected) in [(None, 401), (Some("Bearer wrong"), 401), (Some("Bearer s3cret-token"), 200)] {
         let mut request = http.get(&log);
@@ -284,7 +172,7 @@ fn an_agent_without_a_token_refuses_to_listen_beyond_loopback() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without --token-file"), "{stderr}");
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without the cluster's token"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,6 @@
-//! The real `/usr/bin/kubectl` against `agora apiserver` running as a process, on the embedded store and on etcd:
+//! The real `/usr/bin/kubectl`, given only the kubeconfig the apiserver writes, against `agora apiserver`'s secure
+//! default (HTTPS with its generated CA, a generated bearer token) running as a process, on the embedded store and
+//! on etcd; a client without the token gets 401:
 //! apply, get (`-o yaml`, `-l`, `-A`), `get -w`, patch, scale, delete (also waiting on a finalizer), api-resources,
 //! explain, and an unknown field rejected by name.
 //!
@@ -17,15 +19,10 @@ struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl with nothing but the kubeconfig the apiserver wrote.
     fn new(server: &Apiserver) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: agora, cluster: {{server: \"http://127.0.0.1:{}\"}}}}]\n\
-             contexts: [{{name: agora, context: {{cluster: agora, user: me, namespace: default}}}}]\n\
-             users: [{{name: me, user: {{}}}}]\ncurrent-context: agora\n",
-            server.port
-        );
-        std::fs::write(dir.path().join("config"), config).unwrap();
+        std::fs::copy(server.kubeconfig(), dir.path().join("config")).expect("the apiserver wrote its kubeconfig");
         Self { dir }
     }
 
@@ -76,10 +73,12 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<Strin
 
 fn kubectl_suite(store: Option<String>) {
     let server = match store {
-        Some(url) => Apiserver::on_etcd(&url),
-        None => Apiserver::embedded(),
+        Some(url) => Apiserver::secure_on_etcd(&url),
+        None => Apiserver::secure(),
     };
     let kubectl = Kubectl::new(&server);
+    assert!(kubectl.ok(&["version", "-o", "json"]).contains("serverVersion"), "kubectl reaches it over HTTPS");
+    unauthenticated_requests_are_refused(&server);
 
     // Client-side apply of every example, then again: nothing is created twice.
     let applied = kubectl.ok(&["apply", "-f", "manifests/"]);
@@ -217,6 +216,24 @@ fn kubectl_suite(store: Option<String>) {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("spec.cpu") && stderr.contains("unknown field \"cpu\""), "{stderr}");
+}
+
+/// Without the token (curl, or a client trusting the CA but presenting nothing or a wrong token): 401 Status.
+fn unauthenticated_requests_are_refused(server: &Apiserver) {
+    let ca = server.data_dir().join("pki/ca.crt");
+    let url = format!("{}/apis/agora/v1/apps", server.url());
+    for auth in [None, Some("Authorization: Bearer wrong")] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--cacert"]).arg(&ca).args(["-w", "\n%{http_code}", &url]);
+        if let Some(header) = auth {
+            curl.args(["-H", header]);
+        }
+        let out = curl.output().expect("curl is installed (make deps)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.ends_with("\n401") && text.contains("\"reason\":\"Unauthorized\""), "{auth:?}: {text}");
+    }
+    // Plain HTTP to the HTTPS port gets nowhere.
+    assert!(!agora_e2e::http_ok(server.port, "/apis/agora/v1/apps"));
 }
 
 #[test]

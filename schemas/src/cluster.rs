@@ -107,9 +107,13 @@ pub struct AgentStatus {
     /// The machine's hostname.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// The agent's own HTTP endpoint (`http://10.0.0.5:5051`), for logs.
+    /// The agent's own endpoint (`https://10.0.0.5:5051`), for logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The CA (PEM) that signed the certificate the agent's HTTPS endpoint presents: the apiserver trusts exactly
+    /// this when it proxies a log there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
     /// Resources held by non-terminal tasks and outstanding offers (kept by the allocator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocated: Option<Resources>,

@@ -27,17 +27,29 @@ impl ResourceApi {
         };
         let unavailable = |why: String| ApiError::new(StatusReason::ServiceUnavailable, why);
         let agent_key = self.keys.object_key("agents", None, &agent);
-        let address = match self.store.get(&agent_key).await? {
-            Some(kv) => decode(&kv)?.pointer("/status/address").and_then(Value::as_str).map(str::to_owned),
+        let agent_object = match self.store.get(&agent_key).await? {
+            Some(kv) => decode(&kv)?,
             None => return Err(unavailable(format!("task {name}'s agent {agent:?} is not registered"))),
-        }
-        .ok_or_else(|| unavailable(format!("agent {agent} serves no logs (its status has no address)")))?;
+        };
+        let status_text = |field: &str| agent_object.pointer(field).and_then(Value::as_str).map(str::to_owned);
+        let address = status_text("/status/address")
+            .ok_or_else(|| unavailable(format!("agent {agent} serves no logs (its status has no address)")))?;
+        // An agent's HTTPS endpoint is verified against the CA it published in its status, and nothing else.
+        let http = if address.starts_with("https://") {
+            let ca = status_text("/status/certificateAuthority").ok_or_else(|| {
+                unavailable(format!("agent {agent} serves HTTPS but its status names no certificateAuthority"))
+            })?;
+            super::agent_client(self.agent_token.as_deref(), Some(ca.as_bytes()))
+                .map_err(|e| unavailable(format!("agent {agent}'s certificateAuthority is unusable: {e}")))?
+        } else {
+            self.http.clone()
+        };
         let mut url =
             format!("{}/v1/tasks/{uid}/{container}?follow={}", address.trim_end_matches('/'), flag(query, "follow"));
         if let Some(lines) = tail {
             url.push_str(&format!("&tailLines={lines}"));
         }
-        let response = self.http.get(&url).send().await.map_err(|e| {
+        let response = http.get(&url).send().await.map_err(|e| {
             unavailable(format!("agent {agent} at {address} did not answer for task {name}'s log: {e}"))
         })?;
         match response.status() {

@@ -47,6 +47,8 @@ pub struct ResourceApi {
     watches: WatchCache,
     /// For proxying task logs from agents.
     http: reqwest::Client,
+    /// Presented to agents when proxying their logs.
+    agent_token: Option<String>,
 }
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -471,13 +473,14 @@ impl ResourceApi {
     #[must_use]
     pub fn new(store: SharedStore, keys: KeyLayout, watch_backlog: usize) -> Self {
         let watches = WatchCache::new(store.clone(), keys.clone(), watch_backlog);
-        Self { store, keys, watches, http: agent_client(None) }
+        Self { store, keys, watches, http: agent_client(None, None).unwrap_or_default(), agent_token: None }
     }
 
     /// Presents `token` (the cluster's) to agents when proxying their logs.
     #[must_use]
     pub fn with_agent_token(mut self, token: Option<&str>) -> Self {
-        self.http = agent_client(token);
+        self.http = agent_client(token, None).unwrap_or_default();
+        self.agent_token = token.map(str::to_owned);
         self
     }
 
@@ -1331,15 +1334,17 @@ fn random_suffix() -> String {
 }
 
 /// The client for agents' endpoints: it presents `token` as a bearer token when there is one.
-fn agent_client(token: Option<&str>) -> reqwest::Client {
+/// A client for agents' endpoints presenting `token`; for an HTTPS endpoint, trusting only the agent's own CA.
+fn agent_client(token: Option<&str>, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(mut value) = token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .default_headers(headers)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    let mut builder =
+        reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).default_headers(headers);
+    if let Some(ca) = ca_pem {
+        builder = builder.tls_backend_preconfigured(agora_client::tls_client_config(ca).map_err(|e| e.to_string())?);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
