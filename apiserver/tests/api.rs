@@ -415,9 +415,16 @@ async fn accept_lifecycle(server: &Server) {
     let (_, owner) = server.post(APPS, app("web")).await;
     let mut t1 = task("t1", 0.5, 31000);
     t1["metadata"]["ownerReferences"] = json!([{"apiVersion": "agora/v1", "kind": "App", "name": "web", "uid": owner["metadata"]["uid"], "controller": true}]);
-    let (code, accepted) =
-        server.post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [t1, task("t2", 1.5, 31001)]})).await;
+    // Tasks without a user of their own run as their framework's (Mesos' semantics).
+    let framework = json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": "marathon"},
+                           "spec": {"user": "www-data"}});
+    assert_eq!(server.post("/apis/agora/v1/frameworks", framework).await.0, StatusCode::CREATED);
+    let mut t2 = task("t2", 1.5, 31001);
+    t2["spec"]["user"] = json!("1000:1000");
+    let (code, accepted) = server.post(&format!("{OFFERS}/o1/accept"), json!({"tasks": [t1, t2]})).await;
     assert_eq!(code, StatusCode::OK, "{accepted}");
+    let (_, t2) = server.get(&format!("{TASKS}/t2")).await;
+    assert_eq!(t2["spec"]["user"], "1000:1000", "a task's own user wins");
     assert_eq!(accepted["status"]["phase"], "Accepted");
     assert_eq!(accepted["status"]["tasks"], json!(["t1", "t2"]));
     let (_, t1) = server.get(&format!("{TASKS}/t1")).await;
@@ -426,6 +433,7 @@ async fn accept_lifecycle(server: &Server) {
         (json!("n1"), json!("marathon"), json!("o1"))
     );
     assert_eq!(t1["status"]["state"], "Staging");
+    assert_eq!(t1["spec"]["user"], "www-data", "the framework's user");
     assert_eq!(t1["metadata"]["ownerReferences"][0]["name"], "web");
     assert_eq!(t1["metadata"]["resourceVersion"], accepted["metadata"]["resourceVersion"], "one transaction");
     let (_, on_agent) = server.get(&format!("{TASKS}?fieldSelector=spec.agent%3Dn1%2Cstatus.state%3DStaging")).await;

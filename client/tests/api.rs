@@ -150,7 +150,14 @@ async fn errors_name_the_verb_the_object_and_every_field() {
     assert!(error.to_string().contains(&format!("127.0.0.1:{port}")), "{error}");
 
     // Bad configuration.
-    assert!(matches!(Client::new(Config::new("https://example.com")), Err(Error::Config(_))));
+    assert!(matches!(Client::new(Config::new("ftp://example.com")), Err(Error::Config(_))));
+    assert!(Client::new(Config::new("https://example.com")).is_ok());
+    // A bearer token never goes over plain HTTP beyond loopback (kubectl's rule too).
+    let leak = Client::new(Config::new("http://example.com").token("t")).unwrap_err();
+    assert!(leak.to_string().contains("refusing to send a bearer token over plain HTTP"), "{leak}");
+    assert!(Client::new(Config::new("http://127.0.0.1:1").token("t")).is_ok());
+    let not_pem = Client::new(Config::new("https://127.0.0.1:1").ca_pem("nope")).unwrap_err();
+    assert!(not_pem.to_string().contains("the CA holds no certificate"), "{not_pem}");
     assert!(matches!(Client::new(Config::new("not a url")), Err(Error::Config(_))));
     let empty = tempfile::NamedTempFile::new().unwrap();
     let error = Config::new("http://127.0.0.1:1").token_file(empty.path()).unwrap_err();

@@ -36,10 +36,13 @@ const MANAGER: &str = "app-health-label";
 #[derive(Parser, Debug)]
 #[command(about = "Keeps the example.agora.dev/health label of every App in sync with its status.")]
 struct Args {
-    /// The apiserver.
-    #[arg(long, env = "AGORA_SERVER", default_value = agora_client::DEFAULT_SERVER)]
-    server: String,
-    /// A file holding the apiserver's bearer token.
+    /// The kubeconfig the apiserver wrote (default: KUBECONFIG, else /var/lib/agora/kubeconfig).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The apiserver's URL instead of a kubeconfig (`http://...` for one run with --insecure-allow-unauthenticated).
+    #[arg(long, env = "AGORA_SERVER", conflicts_with = "kubeconfig")]
+    server: Option<String>,
+    /// With --server: a file holding the apiserver's bearer token.
     #[arg(long, env = "AGORA_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
     /// Only Apps in this namespace (default: all namespaces).
@@ -123,7 +126,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut config = Config::new(&args.server).user_agent(MANAGER);
+    let mut config = match (&args.kubeconfig, &args.server) {
+        (Some(path), _) => Config::from_kubeconfig(path, None)?,
+        (None, Some(server)) => Config::new(server),
+        (None, None) => Config::infer()?,
+    }
+    .user_agent(MANAGER);
     if let Some(file) = &args.token_file {
         config = config.token_file(file)?;
     }
@@ -139,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
         None => Api::all(client.clone()),
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
-    tracing::info!(%identity, server = %args.server, "starting; waiting to lead");
+    tracing::info!(%identity, server = %client.server(), "starting; waiting to lead");
     LeaderElector::new(leases, MANAGER, &identity)
         .config(LeaseConfig::with_duration(Duration::from_secs(args.lease_seconds)))
         .shutdown_on_signal()

@@ -399,3 +399,20 @@ fn cluster_kinds_validate_resources_roles_and_reservations() {
         ]
     );
 }
+
+#[test]
+fn users_and_limits_are_checked() {
+    for user in ["www-data", "1000", "1000:1000", "app.user", "_svc"] {
+        assert_eq!(app(&format!("  cmd: x\n  user: '{user}'\n")), Vec::<String>::new(), "{user}");
+    }
+    let wrong = "is not a user: use a name (\"www-data\"), a uid (\"1000\") or uid:gid (\"1000:1000\")";
+    for user in ["", "-x", "a b", "1000:", ":1", "99999999999", "a:b", "x/y"] {
+        assert_eq!(app(&format!("  cmd: x\n  user: '{user}'\n")), [format!("spec.user: \"{user}\" {wrong}")], "{user}");
+    }
+    assert_eq!(app("  cmd: x\n  limits: {pids: 64}\n"), Vec::<String>::new());
+    assert_eq!(app("  cmd: x\n  limits: {pids: 0}\n"), ["spec.limits.pids: must be between 1 and 4194304 (got 0)"]);
+    assert_eq!(
+        job("  parents: [a]\n  command: x\n  limits: {pids: 5000000}\n"),
+        ["spec.limits.pids: must be between 1 and 4194304 (got 5000000)"]
+    );
+}
