@@ -296,10 +296,18 @@ async fn resources(
     state.api.handle(method, path, rest, uri.query(), &headers, bytes).await
 }
 
+/// The most of an unauthenticated request's body read before it is refused.
+const UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
+
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz");
     if let (Some(token), false) = (&state.token, open) {
         if !agora_tls::authorized(request.headers(), token) {
+            // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients
+            // (curl) report as a framing error instead of the 401. Bounded in size and time: a stranger's body
+            // costs little.
+            let body = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_BYTES);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body).await;
             return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
                 .into_response();
         }
