@@ -242,6 +242,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(bound_request))
         .layer(middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -284,16 +285,70 @@ async fn resources(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError::new(
-            StatusReason::RequestEntityTooLarge,
-            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) if is_too_large(&e) => {
+            return ApiError::new(
+                StatusReason::RequestEntityTooLarge,
+                format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => return ApiError::bad_request(format!("reading the request body: {e}")).into_response(),
+        Err(_) => {
+            let mut status = agora_schemas::Status::failure(
+                StatusReason::Timeout,
+                format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+            );
+            status.code = 408;
+            return ApiError(Box::new(status)).into_response();
+        }
     };
     let path = uri.path();
     let rest = path.strip_prefix("/apis/agora/v1/").unwrap_or_default();
     state.api.handle(method, path, rest, uri.query(), &headers, bytes).await
+}
+
+/// How long a request's body may take to arrive (a client that starts one and never finishes is cut off).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest request target (path and query) served; longer ones get 414.
+const MAX_URI_BYTES: usize = 16 * 1024;
+/// The most header bytes a request may carry; more get 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Refuses a request whose target or headers are larger than this server reads, with a `Status` (hyper's own
+/// refusals, for requests beyond its buffer, carry no body).
+async fn bound_request(request: Request, next: Next) -> Response {
+    let uri = request.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        let mut status = agora_schemas::Status::failure(
+            StatusReason::BadRequest,
+            format!("the request target is {uri} bytes; the limit is {MAX_URI_BYTES}"),
+        );
+        status.code = 414;
+        return ApiError(Box::new(status)).into_response();
+    }
+    let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if headers > MAX_HEADER_BYTES {
+        let mut status = agora_schemas::Status::failure(
+            StatusReason::BadRequest,
+            format!("the request's headers are {headers} bytes; the limit is {MAX_HEADER_BYTES}"),
+        );
+        status.code = 431;
+        return ApiError(Box::new(status)).into_response();
+    }
+    next.run(request).await
 }
 
 /// The most of an unauthenticated request's body read before it is refused.
@@ -351,7 +406,8 @@ pub async fn serve(
     } else {
         tracing::warn!(%address, store = ?config.store, "apiserver listening on plain HTTP WITHOUT authentication");
     }
-    agora_tls::serve(listener, app, credentials.map(|c| c.tls), agora_tls::Limits::default(), shutdown)
+    let limits = agora_tls::Limits::default().header_read_timeout(std::time::Duration::from_secs(10));
+    agora_tls::serve(listener, app, credentials.map(|c| c.tls), limits, shutdown)
         .await
         .map_err(|source| ServerError::Io { address, source })
 }

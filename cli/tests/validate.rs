@@ -49,7 +49,7 @@ fn invalid_manifest_fails_with_every_violation_located() {
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
-            "-:7:3: spec.cpus: must be greater than 0 (got 0)",
+            "-:7:3: spec.cpus: must be between 0.001 and 100000 (got 0)",
             "-:8:3: spec.instances: must be greater than or equal to 0 (got -1)"
         ]
     );

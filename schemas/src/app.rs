@@ -147,9 +147,7 @@ impl AppSpec {
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
-        v.positive(&path.field("cpus"), self.cpus());
-        v.positive(&path.field("mem"), self.mem());
-        v.non_negative(&path.field("disk"), self.disk());
+        v.task_resources(path, self.cpus(), self.mem(), self.disk());
         let ports = self.ports();
         validate_port_definitions(v, &path.field("portDefinitions"), &ports);
         if self.require_ports() {

@@ -30,9 +30,7 @@ pub struct Resources {
 impl Resources {
     /// Checks amounts are non-negative and port ranges well-formed and disjoint.
     pub fn validate(&self, v: &mut Validator, path: &Path) {
-        v.non_negative(&path.field("cpus"), self.cpus);
-        v.non_negative(&path.field("mem"), self.mem);
-        v.non_negative(&path.field("disk"), self.disk);
+        v.machine_resources(path, self.cpus, self.mem, self.disk);
         validate_port_ranges(v, &path.field("ports"), &self.ports);
     }
 

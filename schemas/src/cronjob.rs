@@ -161,9 +161,7 @@ impl CronJobSpec {
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
-        v.positive(&path.field("cpus"), self.cpus());
-        v.positive(&path.field("mem"), self.mem());
-        v.non_negative(&path.field("disk"), self.disk());
+        v.task_resources(path, self.cpus(), self.mem(), self.disk());
         validate_env(v, &path.field("env"), &self.env);
         validate_constraints(v, &path.field("constraints"), &self.constraints);
         if let Some(epsilon) = &self.epsilon {

@@ -307,6 +307,9 @@ pub fn humanize_serde_message(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+                if let Some(range) = out_of_range(got, expected) {
+                    return range;
+                }
                 return format!("expected {}, got {}", expected_name(expected), got.replace('`', ""));
             }
         }
@@ -317,6 +320,27 @@ pub fn humanize_serde_message(message: &str) -> String {
         }
     }
     message.replace('`', "\"")
+}
+
+/// "1000000000000 is out of range (at most 2147483647)" for an integer of the right sign that its type cannot hold.
+fn out_of_range(got: &str, expected: &str) -> Option<String> {
+    let number: i128 = got.strip_prefix("integer `")?.strip_suffix('`')?.parse().ok()?;
+    let (min, max): (i128, i128) = match expected {
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" => (i64::MIN.into(), i64::MAX.into()),
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" | "usize" => (0, u64::MAX.into()),
+        _ => return None,
+    };
+    if number > max {
+        Some(format!("{number} is out of range (at most {max})"))
+    } else if number < min && min < 0 {
+        Some(format!("{number} is out of range (at least {min})"))
+    } else {
+        None
+    }
 }
 
 fn expected_name(rust: &str) -> String {

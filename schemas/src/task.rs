@@ -112,9 +112,7 @@ impl TaskSpec {
         if let Some(container) = &self.container {
             container.validate(v, &path.field("container"));
         }
-        v.positive(&path.field("cpus"), self.cpus);
-        v.positive(&path.field("mem"), self.mem);
-        v.non_negative(&path.field("disk"), self.disk);
+        v.task_resources(path, self.cpus, self.mem, self.disk);
         let mut seen = BTreeMap::new();
         for (i, port) in self.ports.iter().enumerate() {
             let at = path.field("ports").index(i);

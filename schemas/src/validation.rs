@@ -69,6 +69,20 @@ impl FieldErrors {
     }
 }
 
+/// `value` as people write it: `0.5`, `64`, or `1e30` and `1e-300` for magnitudes nobody writes out.
+fn number(value: f64) -> String {
+    if value != 0.0 && value.is_finite() && !(1e-6..1e15).contains(&value.abs()) { format!("{value:e}") } else { value.to_string() }
+}
+
+/// The fewest cores a task may ask for.
+pub const MIN_CPUS: f64 = 0.001;
+/// The most cores a task (or a machine) may have.
+pub const MAX_CPUS: f64 = 100_000.0;
+/// The least memory a task may ask for, MiB.
+pub const MIN_MEM: f64 = 1.0;
+/// The most memory or disk a task (or a machine) may have, MiB (1 PiB).
+pub const MAX_MIB: f64 = 1_073_741_824.0;
+
 /// Collects field errors while walking an object; paths are built with [`Path`].
 #[derive(Debug, Default)]
 pub struct Validator {
@@ -113,6 +127,27 @@ impl Validator {
     pub fn non_negative(&mut self, path: &Path, value: f64) {
         if value < 0.0 || !value.is_finite() {
             self.invalid(path, format!("must be greater than or equal to 0 (got {value})"));
+        }
+    }
+
+    /// A task's `cpus`, `mem` (MiB) and `disk` (MiB) under `path`: each within what any machine could have —
+    /// [`MIN_CPUS`]..=[`MAX_CPUS`] cores, [`MIN_MEM`]..=[`MAX_MIB`] MiB of memory, 0..=[`MAX_MIB`] MiB of disk.
+    pub fn task_resources(&mut self, path: &Path, cpus: f64, mem: f64, disk: f64) {
+        for (field, value, lo, hi) in
+            [("cpus", cpus, MIN_CPUS, MAX_CPUS), ("mem", mem, MIN_MEM, MAX_MIB), ("disk", disk, 0.0, MAX_MIB)]
+        {
+            if !(lo..=hi).contains(&value) {
+                self.invalid(&path.field(field), format!("must be between {lo} and {hi} (got {})", number(value)));
+            }
+        }
+    }
+
+    /// A machine's (or an offer's) resources under `path`: each from 0 to the same bounds as a task's.
+    pub fn machine_resources(&mut self, path: &Path, cpus: f64, mem: f64, disk: f64) {
+        for (field, value, hi) in [("cpus", cpus, MAX_CPUS), ("mem", mem, MAX_MIB), ("disk", disk, MAX_MIB)] {
+            if !(0.0..=hi).contains(&value) {
+                self.invalid(&path.field(field), format!("must be between 0 and {hi} (got {})", number(value)));
+            }
         }
     }
 

@@ -146,7 +146,7 @@ fn validation_errors_carry_the_line_of_the_field() {
     assert_eq!(
         errors,
         [
-            "web.yaml:7:3: spec.cpus: must be greater than 0 (got 0)",
+            "web.yaml:7:3: spec.cpus: must be between 0.001 and 100000 (got 0)",
             "web.yaml:10:7: spec.healthChecks[0].portIndex: must be less than the number of ports (1)",
         ]
     );

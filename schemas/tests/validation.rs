@@ -94,16 +94,24 @@ fn instances_are_not_negative() {
 }
 
 #[test]
-fn cpus_and_mem_are_positive() {
+fn cpus_mem_and_disk_are_within_what_a_machine_can_have() {
     assert_eq!(
         app("  cmd: x\n  cpus: 0\n  mem: -5\n  disk: -1\n"),
         [
-            "spec.cpus: must be greater than 0 (got 0)",
-            "spec.mem: must be greater than 0 (got -5)",
-            "spec.disk: must be greater than or equal to 0 (got -1)",
+            "spec.cpus: must be between 0.001 and 100000 (got 0)",
+            "spec.mem: must be between 1 and 1073741824 (got -5)",
+            "spec.disk: must be between 0 and 1073741824 (got -1)",
         ]
     );
-    assert_eq!(job("  parents: [a]\n  command: x\n  cpus: 0\n"), ["spec.cpus: must be greater than 0 (got 0)"]);
+    assert_eq!(job("  parents: [a]\n  command: x\n  cpus: 0\n"), ["spec.cpus: must be between 0.001 and 100000 (got 0)"]);
+    // Implausible magnitudes, which once passed as "positive".
+    assert_eq!(
+        app("  cmd: x\n  cpus: 1e-300\n  mem: 1e30\n"),
+        [
+            "spec.cpus: must be between 0.001 and 100000 (got 1e-300)",
+            "spec.mem: must be between 1 and 1073741824 (got 1e30)",
+        ]
+    );
 }
 
 #[test]
@@ -384,7 +392,7 @@ fn cluster_kinds_validate_resources_roles_and_reservations() {
         violations(offer),
         [
             "spec.framework: the framework the offer is for is required",
-            "spec.resources.cpus: must be greater than or equal to 0 (got -1)"
+            "spec.resources.cpus: must be between 0 and 100000 (got -1)"
         ]
     );
     let lease = "apiVersion: agora/v1\nkind: Lease\nmetadata: {name: l, namespace: agora-system}\nspec: {leaseDurationSeconds: 0}\n";
@@ -415,4 +423,14 @@ fn users_and_limits_are_checked() {
         job("  parents: [a]\n  command: x\n  limits: {pids: 5000000}\n"),
         ["spec.limits.pids: must be between 1 and 4194304 (got 5000000)"]
     );
+}
+
+#[test]
+fn integers_too_large_for_their_field_say_so() {
+    let docs = agora_schemas::manifest::parse(
+        "apiVersion: agora/v1\nkind: App\nmetadata: {name: web}\nspec: {cmd: x, instances: 1000000000000}\n",
+        "t.yaml",
+    );
+    let error = docs.err().expect("refused").to_string();
+    assert!(error.contains("spec.instances: 1000000000000 is out of range (at most 2147483647)"), "{error}");
 }

@@ -10,6 +10,8 @@
 //! watch cache in [`watch`].
 
 mod accept;
+pub mod decode;
+pub mod patch;
 pub mod error;
 mod logs;
 pub mod managed;
@@ -185,8 +187,34 @@ impl WatchStream {
     }
 }
 
+/// A boolean query parameter ([`check_query`] has refused anything but Go's `strconv.ParseBool` spellings).
 fn flag(query: &Query, name: &str) -> bool {
-    query.get(name).is_some_and(|v| v == "true" || v == "1")
+    query.get(name).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
+/// The boolean query parameters Agora reads.
+const FLAGS: &[&str] = &["watch", "follow", "force", "allowWatchBookmarks", "sendInitialEvents", "pretty"];
+
+/// Refuses query parameters whose values mean nothing, instead of reading them as their default: a flag that is not
+/// a boolean, a `resourceVersion` that is not a revision, an unknown `resourceVersionMatch`.
+fn check_query(query: &Query) -> ApiResult<()> {
+    const BOOLEANS: &[&str] = &["1", "t", "T", "true", "TRUE", "True", "0", "f", "F", "false", "FALSE", "False"];
+    for name in FLAGS {
+        if let Some(value) = query.get(*name).filter(|v| !v.is_empty() && !BOOLEANS.contains(&v.as_str())) {
+            return Err(ApiError::bad_request(format!("{name} must be true or false, not {value:?}")));
+        }
+    }
+    if let Some(rv) = query.get("resourceVersion").filter(|rv| !rv.is_empty() && rv.parse::<u64>().is_err()) {
+        return Err(ApiError::bad_request(format!(
+            "resourceVersion {rv:?} is not one this server issued (a non-negative integer)"
+        )));
+    }
+    match query.get("resourceVersionMatch").map(String::as_str) {
+        None | Some("" | "NotOlderThan" | "Exact") => Ok(()),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("resourceVersionMatch must be NotOlderThan or Exact, not {other:?}")))
+        }
+    }
 }
 
 /// What a request path names.
@@ -201,7 +229,11 @@ struct Target {
 impl Target {
     /// Parses the part of the path after `/apis/agora/v1/`.
     fn parse(rest: &str, full_path: &str) -> ApiResult<Self> {
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        // One trailing slash is tolerated; an empty segment anywhere else (`apps//web`) names nothing.
+        let parts: Vec<&str> = rest.strip_suffix('/').unwrap_or(rest).split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(ApiError::no_such_path(full_path));
+        }
         let (namespace, parts) = match parts.as_slice() {
             ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some((*ns).to_owned()), tail),
             _ => (None, parts.as_slice()),
@@ -296,6 +328,26 @@ fn not_json(key: &str) -> ApiError {
 }
 
 /// The bytes to store: the object without its resourceVersion (the write's revision will be it).
+/// The largest object stored (as JSON): the body limit, checked on what a write would store — after a merge
+/// patch, an apply or a JSON patch's last operation, whatever the request's own size.
+pub const MAX_OBJECT_BYTES: usize = MAX_BODY_BYTES;
+
+/// [`encode`], refusing an object larger than [`MAX_OBJECT_BYTES`].
+fn encode_checked(kind: &KindInfo, name: &str, object: &Value) -> ApiResult<bytes::Bytes> {
+    let bytes = encode(object);
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::new(
+            StatusReason::RequestEntityTooLarge,
+            format!(
+                "{} {name} would be {} bytes of JSON; the limit is {MAX_OBJECT_BYTES}",
+                kind.kind.to_ascii_lowercase(),
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn encode(object: &Value) -> bytes::Bytes {
     if object.pointer("/metadata/resourceVersion").is_none() {
         return bytes::Bytes::from(serde_json::to_vec(object).unwrap_or_default());
@@ -333,35 +385,70 @@ const SERVER_FIELDS: [&str; 7] = [
     "managedFields",
 ];
 
-fn parse_body(body: &Bytes) -> ApiResult<Value> {
-    parse_object(body, "the request body", "JSON", |bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+async fn parse_body(body: &Bytes, admission: &Admission) -> ApiResult<Value> {
+    parse_object(body, "the request body", Format::Json, admission).await
 }
 
-/// Decodes a body that must be one object, naming `what` it is and the `format` expected in errors.
-fn parse_object(
-    body: &Bytes,
-    what: &str,
-    format: &str,
-    decode: impl FnOnce(&[u8]) -> Result<Value, String>,
-) -> ApiResult<Value> {
+/// What a body is written in.
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::Yaml => "YAML or JSON",
+        }
+    }
+}
+
+/// Decodes a body as `format` (a large one on the blocking pool), with its duplicate keys refused or warned about
+/// per `fieldValidation`; `what` names it in errors.
+async fn parse_value(body: &Bytes, what: &str, format: Format, admission: &Admission) -> ApiResult<Value> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusReason::RequestEntityTooLarge,
             format!("{what} is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
         ));
     }
-    let value = decode(body).map_err(|e| ApiError::bad_request(format!("{what} is not valid {format}: {e}")))?;
+    let run = move |bytes: Bytes| match format {
+        Format::Json => decode::json(&bytes),
+        Format::Yaml => decode::yaml(&bytes),
+    };
+    let decoded = if body.len() <= decode::INLINE_BYTES {
+        run(body.clone())
+    } else {
+        let bytes = body.clone();
+        decode::heavy(move || run(bytes)).await.map_err(|e| ApiError::new(StatusReason::InternalError, e))?
+    };
+    let decoded =
+        decoded.map_err(|e| ApiError::bad_request(format!("{what} is not valid {}: {e}", format.name())))?;
+    admission.duplicates(what, &decoded.duplicates)?;
+    Ok(decoded.value)
+}
+
+/// [`parse_value`] for a body that must be one object.
+async fn parse_object(body: &Bytes, what: &str, format: Format, admission: &Admission) -> ApiResult<Value> {
+    let value = parse_value(body, what, format, admission).await?;
     if !value.is_object() {
-        return Err(ApiError::bad_request(format!("{what} must be a {format} object")));
+        return Err(ApiError::bad_request(format!("{what} must be a {} object", format.name())));
     }
     Ok(value)
 }
 
-/// Checks the body names this kind, and fills `apiVersion`/`kind` when a client left them out.
+/// Checks the body names this kind (`apiVersion` and `kind` are required, as in Kubernetes).
 fn check_type(kind: &KindInfo, object: &mut Value) -> ApiResult<()> {
     for (field, expected) in [("apiVersion", API_VERSION), ("kind", kind.kind)] {
         match object.get(field) {
-            None | Some(Value::Null) => object[field] = json!(expected),
+            None | Some(Value::Null) => {
+                return Err(ApiError::bad_request(format!(
+                    "{field} is missing from the body: it must be {expected:?} (this path serves {})",
+                    kind.plural
+                )));
+            }
             Some(Value::String(s)) if s == expected => {}
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
@@ -423,6 +510,23 @@ impl Admission {
         }
     }
 
+    /// Duplicate keys of a body: refused when strict (as Kubernetes does), a warning each when warning.
+    fn duplicates(&self, what: &str, paths: &[String]) -> ApiResult<()> {
+        let Some(first) = paths.first() else { return Ok(()) };
+        match self.mode {
+            FieldValidation::Strict => Err(ApiError::bad_request(format!(
+                "{what} has a duplicate field \"{first}\"{} (fieldValidation=Strict refuses duplicate fields)",
+                if paths.len() > 1 { format!(" (and {} more)", paths.len() - 1) } else { String::new() }
+            ))),
+            FieldValidation::Warn => {
+                let mut warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                warnings.extend(paths.iter().map(|path| format!("duplicate field \"{path}\"")));
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        }
+    }
+
     /// Adds a `Warning: 299` header per warning.
     fn decorate(&self, mut response: Response) -> Response {
         let warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -444,6 +548,31 @@ fn admit(kind: &KindInfo, name: &str, object: Value) -> ApiResult<Value> {
         }
         AdmitError::Invalid(errors) => ApiError::invalid(kind, name, errors.errors()),
     })
+}
+
+/// How an update turns the stored object into the desired one: where it runs cheap, or on the blocking pool when
+/// it can cost far more than the request (JSON patches, large bodies).
+struct Change {
+    apply: std::sync::Arc<dyn Fn(&Value) -> ApiResult<Value> + Send + Sync>,
+    heavy: bool,
+}
+
+impl Change {
+    fn inline(apply: impl Fn(&Value) -> ApiResult<Value> + Send + Sync + 'static) -> Self {
+        Self { apply: std::sync::Arc::new(apply), heavy: false }
+    }
+
+    fn heavy(apply: impl Fn(&Value) -> ApiResult<Value> + Send + Sync + 'static) -> Self {
+        Self { apply: std::sync::Arc::new(apply), heavy: true }
+    }
+
+    async fn run(&self, current: &Value) -> ApiResult<Value> {
+        if !self.heavy {
+            return (self.apply)(current);
+        }
+        let (apply, current) = (self.apply.clone(), current.clone());
+        decode::heavy(move || apply(&current)).await.map_err(|e| ApiError::new(StatusReason::InternalError, e))?
+    }
 }
 
 /// A continue token: the revision the list is read at and the last key returned.
@@ -541,7 +670,10 @@ impl ResourceApi {
             }
         }
         let query = parse_query(query)?;
+        check_query(&query)?;
         let admission = Admission::from_query(&query)?;
+        // HEAD is a GET whose body is not sent.
+        let method = if method == Method::HEAD { Method::GET } else { method };
         let manager = managed::manager_name(
             query.get("fieldManager").map(String::as_str),
             headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
@@ -602,6 +734,35 @@ impl ResourceApi {
         self.keys.object_key(target.kind.plural, target.namespace.as_deref(), name)
     }
 
+    /// Waits (up to 3 s, as Kubernetes' watch cache does) for the store to reach `revision`, which a client asked
+    /// to read or watch from; past that, Kubernetes' "Too large resource version" (504) rather than silence.
+    async fn reach(&self, revision: Revision) -> ApiResult<()> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let current = self.store.current_revision().await?;
+            if revision <= current {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let mut status = agora_schemas::Status::failure(
+                    StatusReason::Timeout,
+                    format!("Too large resource version: {revision}, current: {current}"),
+                );
+                status.details = Some(agora_schemas::StatusDetails {
+                    causes: vec![agora_schemas::StatusCause {
+                        reason: Some("ResourceVersionTooLarge".into()),
+                        message: Some("Too large resource version".into()),
+                        field: None,
+                    }],
+                    retry_after_seconds: Some(1),
+                    ..agora_schemas::StatusDetails::default()
+                });
+                return Err(ApiError(Box::new(status)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn current(&self, target: &Target) -> ApiResult<(KeyValue, Value)> {
         let key = self.key(target, target.name());
         let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(target.kind, target.name()))?;
@@ -640,6 +801,10 @@ impl ResourceApi {
                         })
                     })
                     .transpose()?;
+                let wanted = query.get("resourceVersion").and_then(|rv| rv.parse::<Revision>().ok());
+                if let Some(revision) = pinned.or(wanted).filter(|r| *r > 0) {
+                    self.reach(revision).await?;
+                }
                 (pinned, None)
             }
         };
@@ -723,6 +888,9 @@ impl ResourceApi {
                     ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))
                 })?),
             };
+        if let Some(revision) = resume {
+            self.reach(revision).await?;
+        }
         // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
         let initial = resume.is_none() || initial_events;
         let line = |event: &Value| watch_line(event, sse);
@@ -796,7 +964,7 @@ impl ResourceApi {
     }
 
     async fn create(&self, target: &Target, body: Bytes, admission: &Admission, manage: &Manage) -> ApiResult<Value> {
-        let mut object = parse_body(&body)?;
+        let mut object = parse_body(&body, admission).await?;
         check_type(target.kind, &mut object)?;
         self.create_object(target, object, admission, manage).await
     }
@@ -858,7 +1026,7 @@ impl ResourceApi {
             let key = self.key(target, &name);
             let response = self
                 .store
-                .txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, encode(&admitted))]))
+                .txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, encode_checked(kind, &name, &admitted)?)]))
                 .await?;
             if response.succeeded {
                 let mut created = admitted;
@@ -875,7 +1043,7 @@ impl ResourceApi {
     /// PUT of the object (`status_only` false: status is kept from the stored object) or of `/status` (only status
     /// is taken from the body).
     async fn replace(&self, target: &Target, body: Bytes, admission: &Admission, manage: &Manage) -> ApiResult<Value> {
-        let mut object = parse_body(&body)?;
+        let mut object = parse_body(&body, admission).await?;
         check_type(target.kind, &mut object)?;
         if let Some(name) = meta_str(&object, "name").filter(|n| *n != target.name()) {
             return Err(ApiError::bad_request(format!(
@@ -891,7 +1059,7 @@ impl ResourceApi {
             }
         }
         let precondition = meta_str(&object, "resourceVersion").map(str::to_owned);
-        self.update(target, precondition, move |_| Ok(object.clone()), admission, manage).await
+        self.update(target, precondition, Change::inline(move |_| Ok(object.clone())), admission, manage).await
     }
 
     async fn patch(
@@ -912,14 +1080,7 @@ impl ResourceApi {
                 ),
             ));
         }
-        if body.len() > MAX_BODY_BYTES {
-            return Err(ApiError::new(
-                StatusReason::RequestEntityTooLarge,
-                format!("the patch is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
-            ));
-        }
-        let patch: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+        let patch = parse_value(&body, "the patch", Format::Json, admission).await?;
         let json_patch = if media == PATCH_TYPES[1] {
             Some(serde_json::from_value::<json_patch::Patch>(patch.clone()).map_err(|e| {
                 ApiError::bad_request(format!("the patch is not a JSON patch (a list of {{op, path, value}}): {e}"))
@@ -935,30 +1096,38 @@ impl ResourceApi {
         // A resourceVersion in a merge patch is a precondition, as in Kubernetes (a JSON patch that sets one is
         // checked against the stored object in `update`).
         let precondition = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(str::to_owned);
+        // A JSON patch's operations can cost far more than its size: they run on the blocking pool, bounded.
+        let heavy = json_patch.is_some() || body.len() > decode::INLINE_BYTES;
+        let change = move |current: &Value| {
+            let mut patched = current.clone();
+            match &json_patch {
+                Some(ops) => patch::apply(&mut patched, ops, MAX_BODY_BYTES).map_err(|e| match e {
+                    patch::Error::TooLarge { op, limit } => ApiError::new(
+                        StatusReason::RequestEntityTooLarge,
+                        format!("the JSON patch would make the object larger than {limit} bytes (at operation {op})"),
+                    ),
+                    patch::Error::Invalid(message) => ApiError::invalid(
+                        kind,
+                        &name,
+                        &[FieldError {
+                            path: ".".into(),
+                            kind: FieldErrorKind::Invalid,
+                            message: format!("the JSON patch cannot be applied: {message}"),
+                        }],
+                    ),
+                })?,
+                None => json_patch::merge(&mut patched, &patch),
+            }
+            if !patched.is_object() {
+                return Err(ApiError::bad_request("the patch must leave an object"));
+            }
+            Ok(patched)
+        };
+        let change = if heavy { Change::heavy(change) } else { Change::inline(change) };
         self.update(
             target,
             precondition,
-            move |current: &Value| {
-                let mut patched = current.clone();
-                match &json_patch {
-                    Some(ops) => json_patch::patch(&mut patched, ops).map_err(|e| {
-                        ApiError::invalid(
-                            kind,
-                            &name,
-                            &[FieldError {
-                                path: ".".into(),
-                                kind: FieldErrorKind::Invalid,
-                                message: format!("the JSON patch cannot be applied: {e}"),
-                            }],
-                        )
-                    })?,
-                    None => json_patch::merge(&mut patched, &patch),
-                }
-                if !patched.is_object() {
-                    return Err(ApiError::bad_request("the patch must leave an object"));
-                }
-                Ok(patched)
-            },
+            change,
             admission,
             manage,
         )
@@ -975,7 +1144,7 @@ impl ResourceApi {
         admission: &Admission,
         manage: &Manage,
     ) -> ApiResult<Value> {
-        let request = parse_body(&body)?;
+        let request = parse_body(&body, admission).await?;
         let kind = target.kind;
         let name = target.name().to_owned();
         let merge = method == Method::PUT || media_type(headers) == PATCH_TYPES[0];
@@ -989,7 +1158,7 @@ impl ResourceApi {
         self.update(
             target,
             precondition,
-            move |current: &Value| {
+            Change::inline(move |current: &Value| {
                 let mut scale = scale_of(current);
                 json_patch::merge(&mut scale, &request);
                 let replicas = match scale.pointer("/spec/replicas") {
@@ -1011,7 +1180,7 @@ impl ResourceApi {
                 let mut next = current.clone();
                 next["spec"]["instances"] = Value::Number(replicas);
                 Ok(next)
-            },
+            }),
             admission,
             manage,
         )
@@ -1031,7 +1200,7 @@ impl ResourceApi {
     ) -> ApiResult<(bool, Value)> {
         let kind = target.kind;
         let name = target.name();
-        let mut applied = parse_apply_body(&body)?;
+        let mut applied = parse_object(&body, "the applied configuration", Format::Yaml, admission).await?;
         for field in ["apiVersion", "kind"] {
             if applied.get(field).is_none_or(Value::is_null) {
                 return Err(ApiError::bad_request(format!("{field} must be set in an applied configuration")));
@@ -1055,19 +1224,28 @@ impl ResourceApi {
         }
         admission.prune(kind, &mut applied);
         let precondition = meta_str(&applied, "resourceVersion").map(str::to_owned);
+        // A uid in an applied configuration is a precondition, as in Kubernetes.
+        let uid = meta_str(&applied, "uid").map(str::to_owned);
         let view = managed::managed_view(&applied, kind, scope);
         let fields = managed::FieldSet::of(&view);
         let manage = Manage::Apply { manager: manager.to_owned(), scope, fields: fields.clone(), force };
+        let heavy = body.len() > decode::INLINE_BYTES;
+        let (view, fields, owner) = (std::sync::Arc::new(view), std::sync::Arc::new(fields), manager.to_owned());
         for _ in 0..WRITE_ATTEMPTS {
-            let updated = self
-                .update(
-                    target,
-                    precondition.clone(),
-                    |current: &Value| Ok(managed::apply_to(current, &view, &fields, manager, scope)),
-                    admission,
-                    &manage,
-                )
-                .await;
+            let (view, fields, owner, uid) = (view.clone(), fields.clone(), owner.clone(), uid.clone());
+            let object = name.to_owned();
+            let change = move |current: &Value| {
+                if let Some(uid) = uid.as_deref().filter(|uid| Some(*uid) != meta_str(current, "uid")) {
+                    return Err(ApiError::conflict(
+                        kind,
+                        &object,
+                        &format!("the uid in the applied configuration ({uid}) is not the object's"),
+                    ));
+                }
+                Ok(managed::apply_to(current, &view, &fields, &owner, scope))
+            };
+            let change = if heavy { Change::heavy(change) } else { Change::inline(change) };
+            let updated = self.update(target, precondition.clone(), change, admission, &manage).await;
             match updated {
                 Err(e) if e.0.code == 404 && scope == Scope::Main && precondition.is_none() => {
                     let mut object = applied.clone();
@@ -1089,7 +1267,7 @@ impl ResourceApi {
         &self,
         target: &Target,
         precondition: Option<String>,
-        change: impl Fn(&Value) -> ApiResult<Value>,
+        change: Change,
         admission: &Admission,
         manage: &Manage,
     ) -> ApiResult<Value> {
@@ -1101,7 +1279,7 @@ impl ResourceApi {
             if precondition.as_ref().is_some_and(|rv| *rv != kv.mod_revision.to_string()) {
                 return Err(ApiError::stale(kind, name));
             }
-            let mut desired = change(&current)?;
+            let mut desired = change.run(&current).await?;
             check_type(kind, &mut desired)?;
             // A JSON patch may set the resourceVersion: it is a precondition, as with a PUT.
             if precondition.is_none() {
@@ -1114,6 +1292,23 @@ impl ResourceApi {
                             "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
                             kv.mod_revision
                         ),
+                    ));
+                }
+            }
+            for (field, stored) in [("name", Some(name)), ("namespace", target.namespace.as_deref())] {
+                if let Some(asked) = meta_str(&desired, field).filter(|asked| Some(*asked) != stored) {
+                    return Err(ApiError::invalid(
+                        kind,
+                        name,
+                        &[FieldError {
+                            path: format!("metadata.{field}"),
+                            kind: FieldErrorKind::Invalid,
+                            message: format!(
+                                "is immutable: the object's {field} is {:?}, not {asked:?} (another name is another \
+                                 object: create it)",
+                                stored.unwrap_or_default()
+                            ),
+                        }],
                     ));
                 }
             }
@@ -1181,7 +1376,11 @@ impl ResourceApi {
             let key = self.key(target, name);
             let deleting = current.pointer("/metadata/deletionTimestamp").is_some()
                 && admitted.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            let op = if deleting { Op::Delete(key.clone()) } else { Op::Put(key.clone(), encode(&admitted)) };
+            let op = if deleting {
+                Op::Delete(key.clone())
+            } else {
+                Op::Put(key.clone(), encode_checked(kind, name, &admitted)?)
+            };
             let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
             if response.succeeded {
                 set_meta(&mut admitted, "resourceVersion", json!(response.revision.to_string()));
@@ -1301,12 +1500,6 @@ fn set_managed_fields(object: &mut Value, managed: Value) {
     }
 }
 
-/// Decodes a server-side apply body: YAML (JSON is YAML too), one object.
-fn parse_apply_body(body: &Bytes) -> ApiResult<Value> {
-    parse_object(body, "the applied configuration", "YAML or JSON", |bytes| {
-        serde_yaml_ng::from_slice(bytes).map_err(|e| e.to_string())
-    })
-}
 
 /// The `autoscaling/v1` `Scale` view of an App: `spec.replicas` is `spec.instances`, `status.replicas` the running
 /// tasks.
