@@ -237,6 +237,13 @@ impl Store for MeteredStore {
         result
     }
 
+    async fn snapshot(&self, out: &std::path::Path) -> Result<Revision> {
+        let started = Instant::now();
+        let result = self.inner.snapshot(out).await;
+        self.metrics.time_store("snapshot", started);
+        result
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let started = Instant::now();
         let result = self.inner.txn(txn).await;

@@ -14,7 +14,7 @@ use agora_schemas::StatusReason;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -77,7 +77,7 @@ impl SecureConfig {
         std::fs::create_dir_all(&self.data_dir).map_err(fail(format!("creating {}", self.data_dir.display())))?;
         let token = match &self.token_file {
             Some(file) => agora_client::read_token(file)
-                .map_err(|e| ServerError::Credentials(format!("the apiserver's --token-file: {e}")))?,
+                .map_err(|e| ServerError::Credentials(format!("the apiserver's --token-file: {}", bare(e))))?,
             None => generated_token(&self.data_dir.join("token"))?,
         };
         let tls_error = |e: agora_tls::Error| ServerError::Credentials(e.to_string());
@@ -105,7 +105,7 @@ impl SecureConfig {
 fn generated_token(path: &std::path::Path) -> Result<String, ServerError> {
     if path.exists() {
         return agora_client::read_token(path)
-            .map_err(|e| ServerError::Credentials(format!("the apiserver's generated token: {e}")));
+            .map_err(|e| ServerError::Credentials(format!("the apiserver's generated token: {}", bare(e))));
     }
     let mut bytes = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(ServerError::Random)?, &mut bytes)
@@ -113,6 +113,15 @@ fn generated_token(path: &std::path::Path) -> Result<String, ServerError> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_private(path, token.as_bytes())?;
     Ok(token)
+}
+
+/// A client-library error's message without its "client configuration" heading: here the apiserver is the one
+/// reading its own files.
+fn bare(error: agora_client::Error) -> String {
+    match error {
+        agora_client::Error::Config(message) => message,
+        other => other.to_string(),
+    }
 }
 
 /// Writes `bytes` to `path` by rename, readable by its owner only.
@@ -169,11 +178,18 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// How many events a watch client may fall behind before it is cut off with an ERROR event.
     pub watch_backlog: usize,
+    /// How long a request's body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { keys: KeyLayout::default(), token: None, watch_backlog: crate::api::watch::CLIENT_BACKLOG }
+        Self {
+            keys: KeyLayout::default(),
+            token: None,
+            watch_backlog: crate::api::watch::CLIENT_BACKLOG,
+            body_read_timeout: BODY_READ_TIMEOUT,
+        }
     }
 }
 
@@ -198,6 +214,13 @@ impl ApiConfig {
         self.watch_backlog = events;
         self
     }
+
+    /// Cut off a request whose body has not arrived within `timeout`.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
 }
 
 /// What every handler shares; cloned per request, hence behind one `Arc`.
@@ -209,6 +232,7 @@ struct Shared {
     openapi: Arc<OpenApi>,
     token: Option<Arc<str>>,
     metrics: Metrics,
+    body_read_timeout: std::time::Duration,
 }
 
 /// The routes over an open store, with the garbage collector running beside them. Call within a Tokio runtime.
@@ -223,6 +247,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         openapi: Arc::new(OpenApi::default()),
         token: config.token.map(Arc::from),
         metrics: metrics.clone(),
+        body_read_timeout: config.body_read_timeout,
     });
     Router::new()
         .route("/version", get(|| async { discovery::version() }))
@@ -238,6 +263,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
         .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
         .route("/apis/agora/v1/{*rest}", axum::routing::any(resources))
+        .route("/store/snapshot", get(snapshot))
         .route("/openapi/v3", get(|State(state): State<AppState>| async move { state.openapi.index() }))
         .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
@@ -246,6 +272,39 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .layer(middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `GET /store/snapshot`: a consistent snapshot of the whole store, taken while it serves (one at a time), as a
+/// file to keep: the embedded store's data file, or etcd's own snapshot. `agora store snapshot` saves it.
+async fn snapshot(State(state): State<AppState>) -> Response {
+    static ONE_AT_A_TIME: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let Ok(_permit) = ONE_AT_A_TIME.try_acquire() else {
+        return ApiError::new(StatusReason::TooManyRequests, "a snapshot is being taken; try again when it is done")
+            .into_response();
+    };
+    let taken = async {
+        let file = tempfile::NamedTempFile::new()
+            .map_err(|e| ApiError::new(StatusReason::InternalError, format!("a file for the snapshot: {e}")))?;
+        let revision = state.store.snapshot(file.path()).await?;
+        // The open handle outlives the name: the file goes when the answer has been sent.
+        let handle = tokio::fs::File::open(file.path())
+            .await
+            .map_err(|e| ApiError::new(StatusReason::InternalError, format!("reading the snapshot: {e}")))?;
+        let length = handle.metadata().await.map(|m| m.len()).unwrap_or(0);
+        Ok::<_, ApiError>((revision, length, handle))
+    };
+    match taken.await {
+        Ok((revision, length, handle)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_LENGTH, length.to_string()),
+                (header::HeaderName::from_static("x-agora-snapshot-revision"), revision.to_string()),
+            ],
+            Body::from_stream(tokio_util::io::ReaderStream::new(handle)),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -285,7 +344,8 @@ async fn resources(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+    let limit = state.body_read_timeout;
+    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) if is_too_large(&e) => {
             return ApiError::new(
@@ -298,7 +358,7 @@ async fn resources(
         Err(_) => {
             let mut status = agora_schemas::Status::failure(
                 StatusReason::Timeout,
-                format!("the request body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()),
+                format!("the request body did not arrive within {} s", limit.as_secs_f64()),
             );
             status.code = 408;
             return ApiError(Box::new(status)).into_response();

@@ -84,7 +84,7 @@ async fn crud_lifecycle(server: &Server) {
         422,
         "Invalid",
     );
-    assert!(message.contains("spec.cpus: must be greater than 0"), "{message}");
+    assert!(message.contains("spec.cpus: must be between 0.001 and 100000 (got -1)"), "{message}");
     let (_, status_patch) = server
         .patch(&format!("{APPS}/web/status"), "application/merge-patch+json", json!({"status": {"tasksHealthy": 2}}))
         .await;

@@ -3,6 +3,9 @@
 //! apply / strategic patch, `/status`, `/scale`, `accept`, delete) never make the server panic or answer 5xx; every
 //! failure is a `Status` whose code is the HTTP code.
 //!
+//! Bodies include amplifiers: JSON patches that copy a large value over and over, YAML nested thousands of levels
+//! deep, and YAML alias bombs. Whatever they do, the stored object stays within the object limit.
+//!
 //! The router is called in process (no sockets), over one embedded store per run. `PROPTEST_CASES` sets the number
 //! of cases (default 256).
 
@@ -131,8 +134,41 @@ fn mutated_app() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A JSON patch that adds a large value and copies it around: each copy can double the document.
+fn amplifying_patch() -> impl Strategy<Value = Vec<u8>> {
+    let op = prop_oneof![
+        4 => (0..40usize).prop_map(|i| json!({"op": "copy", "from": "/spec/env", "path": format!("/spec/env/k{i}")})),
+        1 => (0..40usize).prop_map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/metadata/labels/l{i}")})),
+        1 => (0..40usize).prop_map(|i| json!({"op": "move", "from": format!("/spec/env/k{i}"), "path": "/spec/env/m"})),
+        1 => Just(json!({"op": "test", "path": "/spec/env", "value": {}})),
+        1 => Just(json!({"op": "remove", "path": "/spec/env"})),
+    ];
+    (100..200_000usize, proptest::collection::vec(op, 0..40)).prop_map(|(size, ops)| {
+        let mut patch = vec![json!({"op": "add", "path": "/spec/env", "value": {"a": "x".repeat(size)}})];
+        patch.extend(ops);
+        serde_json::to_vec(&patch).unwrap()
+    })
+}
+
+/// YAML nested deep in flow or block style, or an alias bomb.
+fn amplifying_yaml() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (0..200_000usize).prop_map(|n| format!("a: {}{}", "[".repeat(n), "]".repeat(n)).into_bytes()),
+        (0..3000usize).prop_map(|n| (0..n).map(|i| format!("{}a:\n", " ".repeat(i))).collect::<String>().into_bytes()),
+        (1..40usize).prop_map(|levels| {
+            let mut yaml = String::from("apiVersion: agora/v1\nkind: App\nmetadata: {name: x}\nspec:\n  cmd: x\n  env:\n    a0: &a0 \"xxxxxxxxxx\"\n");
+            for i in 1..levels {
+                yaml.push_str(&format!("    a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}]\n", p = i - 1));
+            }
+            yaml.into_bytes()
+        }),
+    ]
+}
+
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
+        2 => amplifying_patch(),
+        1 => amplifying_yaml(),
         3 => mutated_app().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         2 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         1 => proptest::collection::vec(any::<u8>(), 0..64),
@@ -171,6 +207,8 @@ fn query() -> impl Strategy<Value = String> {
         Just("resourceVersion"),
         Just("propagationPolicy"),
         Just("dryRun"),
+        Just("resourceVersionMatch"),
+        Just("watch"),
     ];
     let value = prop_oneof![
         Just("true".to_owned()),
@@ -226,5 +264,7 @@ fn no_request_makes_the_server_fail() {
             prop_assert_eq!(&status["kind"], "Status", "{}", status);
             prop_assert_eq!(status["code"].as_u64(), Some(u64::from(code.as_u16())), "{}", status);
         }
+        let (_, stored) = call("GET", "namespaces/default/apps/x", "", Vec::new());
+        prop_assert!(stored.len() <= agora_apiserver::api::MAX_OBJECT_BYTES + 64, "the app grew to {} bytes", stored.len());
     });
 }

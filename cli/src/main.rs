@@ -108,8 +108,42 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
     },
+    /// Back up and restore the store (see the README's "Backups and recovery").
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print the client version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Save a consistent snapshot of the whole store while the apiserver runs (or of a stopped embedded store).
+    ///
+    /// With --data-dir: the embedded store in DIR, read directly when no apiserver holds it, otherwise through the
+    /// apiserver that does (found by DIR/kubeconfig). Without: through the cluster the kubeconfig names; on etcd the
+    /// file is etcd's own snapshot, for `etcdctl snapshot restore`.
+    Snapshot {
+        /// Where to write the snapshot (written whole, then renamed into place).
+        out: PathBuf,
+        /// The apiserver's data dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Make a new data dir from a snapshot of the embedded store; then start the apiserver with --data-dir DIR.
+    ///
+    /// The store comes back at the snapshot's revision; the new directory gets new credentials on first start
+    /// (copy pki/ and token from the old directory to keep the kubeconfigs you handed out valid).
+    Restore {
+        /// The snapshot (from `agora store snapshot`).
+        snapshot: PathBuf,
+        /// The new data dir (must not hold a store).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +212,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(agora_agent::shim::run(&task_dir, &state_dir)).unwrap_or(1));
         }
         Command::Validate { files, output } => validate(&files, output),
+        Command::Store { command } => store(command),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
             Ok(true)
@@ -407,6 +442,48 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+fn store(command: StoreCommand) -> Result<bool> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match command {
+        StoreCommand::Snapshot { out, data_dir, cluster } => runtime.block_on(async {
+            let mut through = None;
+            if let Some(dir) = &data_dir {
+                use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, Store};
+                match EmbeddedStore::open(EmbeddedConfig::new(dir)).await {
+                    Ok(store) => {
+                        let revision = store.snapshot(&out).await?;
+                        store.close().await?;
+                        println!("snapshot of revision {revision} written to {}", out.display());
+                        return Ok(true);
+                    }
+                    // Held by a running apiserver: ask it.
+                    Err(e) if e.to_string().contains("already open") => {
+                        through = Some(agora_client::Config::from_kubeconfig(&agora_client::kubeconfig_in(dir), None)?);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let config = match through {
+                Some(config) => config,
+                None => cluster.config()?,
+            };
+            let client = agora_client::Client::new(config.user_agent("agora-store"))?;
+            let revision = client.snapshot_to(&out).await?;
+            println!("snapshot of revision {revision} written to {} (through {})", out.display(), client.server());
+            Ok(true)
+        }),
+        StoreCommand::Restore { snapshot, data_dir } => runtime.block_on(async {
+            let revision = agora_apiserver::store::restore(&snapshot, &data_dir).await?;
+            println!(
+                "restored revision {revision} into {}; start the apiserver with --data-dir {}",
+                data_dir.display(),
+                data_dir.display()
+            );
+            Ok(true)
+        }),
+    }
 }
 
 fn init_logging() {

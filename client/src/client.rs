@@ -137,6 +137,35 @@ impl Client {
         Self::new(Config::infer()?)
     }
 
+    /// Saves a snapshot of the whole store (`GET /store/snapshot`) to `out`, by rename once it is complete; returns
+    /// the revision it holds.
+    ///
+    /// # Errors
+    /// The server's refusal, a transport failure, or a file that cannot be written.
+    pub async fn snapshot_to(&self, out: &std::path::Path) -> Result<i64> {
+        use futures::StreamExt;
+        use std::io::Write;
+        let operation = Operation { verb: "snapshot", object: "the store".into() };
+        let request = Request::new(Method::GET, "/store/snapshot".into(), operation.clone()).timeout(None);
+        let response = self.send(request).await?;
+        let revision = response
+            .headers()
+            .get("x-agora-snapshot-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let written = |e: std::io::Error| Error::Config(format!("writing the snapshot to {}: {e}", out.display()));
+        let partial = out.with_extension("partial");
+        let mut file = std::fs::File::create(&partial).map_err(written)?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|source| self.transport_error(&operation, source))?;
+            file.write_all(&chunk).map_err(written)?;
+        }
+        file.sync_all().and_then(|()| std::fs::rename(&partial, out)).map_err(written)?;
+        Ok(revision)
+    }
+
     /// The apiserver's base URL.
     #[must_use]
     pub fn server(&self) -> &str {

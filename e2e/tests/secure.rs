@@ -46,3 +46,76 @@ fn without_authentication_the_apiserver_serves_loopback_only() {
     assert!(!output.status.success(), "a token with the insecure mode makes no sense and is refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"), "{output:?}");
 }
+
+#[test]
+fn the_apiservers_own_credential_errors_name_the_apiserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(agora_binary())
+        .args(["apiserver", "--listen", "127.0.0.1:0", "--token-file", "/nonexistent/token", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the apiserver's --token-file: cannot read the token file /nonexistent/token"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_running_apiserver_restores_into_a_new_data_dir_and_an_emptied_file_is_refused() {
+    let mut server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let apps: Api<App> = Api::namespaced(server.client(), "default");
+    for name in ["one", "two", "three"] {
+        let app: App = serde_json::from_value(serde_json::json!({"apiVersion": "agora/v1", "kind": "App",
+            "metadata": {"name": name}, "spec": {"cmd": "sleep 1"}}))
+        .unwrap();
+        apps.create(&agora_client::PostParams::default(), &app).await.unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let snapshot = work.path().join("snap");
+    // The running apiserver holds the file: the command asks it, through the data dir's kubeconfig.
+    let taken = Command::new(agora_binary())
+        .args(["store", "snapshot"])
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .unwrap();
+    assert!(taken.status.success(), "{}", String::from_utf8_lossy(&taken.stderr));
+    assert!(String::from_utf8_lossy(&taken.stdout).contains("(through https://127.0.0.1:"), "{taken:?}");
+    let restored = work.path().join("restored");
+    let restore = Command::new(agora_binary())
+        .args(["store", "restore"])
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    // The restored store serves the three apps.
+    let port = agora_e2e::free_port();
+    let mut child = Command::new(agora_binary())
+        .args(["apiserver", "--insecure-allow-unauthenticated", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&restored)
+        .spawn()
+        .unwrap();
+    let client = agora_client::Client::new(agora_client::Config::new(format!("http://127.0.0.1:{port}"))).unwrap();
+    let names = agora_e2e::eventually(std::time::Duration::from_secs(20), "the restored apiserver serves", || async {
+        let list = Api::<App>::namespaced(client.clone(), "default").list(&ListParams::default()).await.ok()?;
+        Some(list.items.iter().filter_map(|a| a.metadata.name.clone()).collect::<Vec<_>>())
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(names, ["one", "three", "two"]);
+    // An emptied data file: the apiserver refuses to start, naming it and the way back.
+    server.kill();
+    std::fs::File::create(server.data_dir().join("agora.redb")).unwrap();
+    let output = Command::new(agora_binary())
+        .args(["apiserver", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("agora.redb is empty (0 bytes)") && stderr.contains("agora store restore"), "{stderr}");
+}

@@ -71,7 +71,11 @@ impl FieldErrors {
 
 /// `value` as people write it: `0.5`, `64`, or `1e30` and `1e-300` for magnitudes nobody writes out.
 fn number(value: f64) -> String {
-    if value != 0.0 && value.is_finite() && !(1e-6..1e15).contains(&value.abs()) { format!("{value:e}") } else { value.to_string() }
+    if value != 0.0 && value.is_finite() && !(1e-6..1e15).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
 }
 
 /// The fewest cores a task may ask for.

@@ -67,7 +67,7 @@ fn wrong_type_names_the_path_and_the_expected_type() {
     let source = "apiVersion: agora/v1\nkind: App\nmetadata: {name: web}\nspec:\n  cmd: x\n  portDefinitions:\n    - port: 70000\n";
     assert_eq!(
         error("web.yaml", source),
-        "web.yaml:7:13: spec.portDefinitions[0].port: expected an integer from 0 to 65535, got integer 70000"
+        "web.yaml:7:13: spec.portDefinitions[0].port: 70000 is out of range (at most 65535)"
     );
     let source = "apiVersion: agora/v1\nkind: App\nmetadata: {name: web}\nspec:\n  cmd: x\n  env: [A, B]\n";
     assert_eq!(error("web.yaml", source), "web.yaml:6:8: spec.env: expected a mapping, got sequence");

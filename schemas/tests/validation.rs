@@ -103,7 +103,10 @@ fn cpus_mem_and_disk_are_within_what_a_machine_can_have() {
             "spec.disk: must be between 0 and 1073741824 (got -1)",
         ]
     );
-    assert_eq!(job("  parents: [a]\n  command: x\n  cpus: 0\n"), ["spec.cpus: must be between 0.001 and 100000 (got 0)"]);
+    assert_eq!(
+        job("  parents: [a]\n  command: x\n  cpus: 0\n"),
+        ["spec.cpus: must be between 0.001 and 100000 (got 0)"]
+    );
     // Implausible magnitudes, which once passed as "positive".
     assert_eq!(
         app("  cmd: x\n  cpus: 1e-300\n  mem: 1e30\n"),
@@ -431,6 +434,6 @@ fn integers_too_large_for_their_field_say_so() {
         "apiVersion: agora/v1\nkind: App\nmetadata: {name: web}\nspec: {cmd: x, instances: 1000000000000}\n",
         "t.yaml",
     );
-    let error = docs.err().expect("refused").to_string();
+    let error = docs.expect_err("refused").to_string();
     assert!(error.contains("spec.instances: 1000000000000 is out of range (at most 2147483647)"), "{error}");
 }

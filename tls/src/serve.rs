@@ -1,6 +1,7 @@
-//! The accept loop of Agora's servers: each connection TLS (when there is a configuration) and then HTTP/1.1 or
-//! HTTP/2, with bounds a slow or hostile client cannot stretch: the TLS handshake and a request's headers must
-//! arrive within their timeouts, and a connection beyond the cap is closed at once instead of queued.
+//! The accept loop of Agora's servers: each connection TLS (when there is a configuration) and then HTTP/2 or
+//! HTTP/1.1 as ALPN chose (plain HTTP is HTTP/1.1), with bounds a slow or hostile client cannot stretch: the TLS
+//! handshake and each request's headers must arrive within their timeouts (so must the next request on a kept-alive
+//! HTTP/1.1 connection, which bounds idle ones), and a connection beyond the cap is closed at once instead of queued.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,10 +68,15 @@ pub async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    // One builder per protocol: with TLS, ALPN has already chosen (so no wait for a preface that may never come);
+    // plain HTTP is HTTP/1.1 only, whose header timeout runs from the connection's first moment.
+    let builder = |only: fn(auto::Builder<TokioExecutor>) -> auto::Builder<TokioExecutor>| {
+        let mut builder = only(auto::Builder::new(TokioExecutor::new()));
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+        Arc::new(builder)
+    };
+    let (http1, http2) = (builder(auto::Builder::http1_only), builder(auto::Builder::http2_only));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -90,25 +96,22 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, acceptor, builder, watcher) = (app.clone(), acceptor.clone(), builder.clone(), graceful.watcher());
+        let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
+        let (http1, http2) = (http1.clone(), http2.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = TowerToHyperService::new(app);
             let served = match acceptor {
                 Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        watcher
-                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
-                            .await
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let builder = if h2 { http2 } else { http1 };
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
                     }
                     Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-                None => {
-                    watcher
-                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
-                        .await
-                }
+                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), service).into_owned()).await,
             };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

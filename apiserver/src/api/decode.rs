@@ -21,6 +21,7 @@ pub const MAX_DEPTH: usize = 100;
 pub const INLINE_BYTES: usize = 64 * 1024;
 /// How many heavy operations (large bodies, JSON patches) run at once; more wait their turn.
 const HEAVY_AT_ONCE: usize = 4;
+static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HEAVY_AT_ONCE);
 
 /// A decoded body and the duplicate keys it held (paths such as `metadata.name`).
 #[derive(Debug)]
@@ -38,7 +39,8 @@ pub struct Decoded {
 pub fn json(bytes: &[u8]) -> Result<Decoded, String> {
     let duplicates = RefCell::new(Vec::new());
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = ValueSeed { at: None, duplicates: &duplicates }.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    let value =
+        ValueSeed { at: None, duplicates: &duplicates }.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
     deserializer.end().map_err(|e| e.to_string())?;
     Ok(Decoded { value, duplicates: duplicates.into_inner() })
 }
@@ -61,7 +63,14 @@ fn check_yaml_depth(text: &str) -> Result<(), String> {
     use saphyr_parser::{Event, Parser};
     let mut depth = 0usize;
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| e.to_string())?;
+        let (event, span) = event.map_err(|e| {
+            // The scanner's own limit on flow nesting can come first.
+            if e.to_string().contains("recursion limit") {
+                format!("nested deeper than {MAX_DEPTH} levels ({e})")
+            } else {
+                e.to_string()
+            }
+        })?;
         match event {
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 depth += 1;
@@ -85,9 +94,25 @@ fn check_yaml_depth(text: &str) -> Result<(), String> {
 /// # Errors
 /// `work`'s own error, or a message when the pool could not run it.
 pub async fn heavy<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HEAVY_AT_ONCE);
     let _permit = PERMITS.acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(work).await.map_err(|e| format!("the work failed: {e}"))
+}
+
+/// Runs `work` where it cannot hold up other requests when it is `heavy` (at most [`HEAVY_AT_ONCE`] at a time):
+/// on a multi-threaded runtime the worker hands its other tasks over first (`block_in_place`); on a single-threaded
+/// one (tests) it runs inline. Light work always runs inline.
+///
+/// # Errors
+/// `work`'s own.
+pub async fn in_place<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    if !heavy {
+        return work();
+    }
+    let _permit = PERMITS.acquire().await;
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// One step of a path (a key, or an array index), linked to its parent: a path is only spelled out when it is
@@ -156,7 +181,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
         serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| {
-            let at = self.at.map_or_else(|| "the body".to_owned(), |s| path_of(Some(s), "").trim_end_matches('.').to_owned());
+            let at = self
+                .at
+                .map_or_else(|| "the body".to_owned(), |s| path_of(Some(s), "").trim_end_matches('.').to_owned());
             E::custom(format!("{at}: {v} is not a number JSON can hold (.nan and .inf are refused)"))
         })
     }

@@ -11,10 +11,10 @@
 
 mod accept;
 pub mod decode;
-pub mod patch;
 pub mod error;
 mod logs;
 pub mod managed;
+pub mod patch;
 pub mod selectors;
 pub mod watch;
 
@@ -424,8 +424,7 @@ async fn parse_value(body: &Bytes, what: &str, format: Format, admission: &Admis
         let bytes = body.clone();
         decode::heavy(move || run(bytes)).await.map_err(|e| ApiError::new(StatusReason::InternalError, e))?
     };
-    let decoded =
-        decoded.map_err(|e| ApiError::bad_request(format!("{what} is not valid {}: {e}", format.name())))?;
+    let decoded = decoded.map_err(|e| ApiError::bad_request(format!("{what} is not valid {}: {e}", format.name())))?;
     admission.duplicates(what, &decoded.duplicates)?;
     Ok(decoded.value)
 }
@@ -550,28 +549,22 @@ fn admit(kind: &KindInfo, name: &str, object: Value) -> ApiResult<Value> {
     })
 }
 
-/// How an update turns the stored object into the desired one: where it runs cheap, or on the blocking pool when
-/// it can cost far more than the request (JSON patches, large bodies).
+/// How an update turns the stored object into the desired one, and whether that (with the admission after it) can
+/// cost far more than an ordinary request (JSON patches, large bodies): then it runs off the async workers.
 struct Change {
-    apply: std::sync::Arc<dyn Fn(&Value) -> ApiResult<Value> + Send + Sync>,
+    apply: Box<ChangeFn>,
     heavy: bool,
 }
 
+type ChangeFn = dyn Fn(&Value) -> ApiResult<Value> + Send + Sync;
+
 impl Change {
     fn inline(apply: impl Fn(&Value) -> ApiResult<Value> + Send + Sync + 'static) -> Self {
-        Self { apply: std::sync::Arc::new(apply), heavy: false }
+        Self { apply: Box::new(apply), heavy: false }
     }
 
     fn heavy(apply: impl Fn(&Value) -> ApiResult<Value> + Send + Sync + 'static) -> Self {
-        Self { apply: std::sync::Arc::new(apply), heavy: true }
-    }
-
-    async fn run(&self, current: &Value) -> ApiResult<Value> {
-        if !self.heavy {
-            return (self.apply)(current);
-        }
-        let (apply, current) = (self.apply.clone(), current.clone());
-        decode::heavy(move || apply(&current)).await.map_err(|e| ApiError::new(StatusReason::InternalError, e))?
+        Self { apply: Box::new(apply), heavy: true }
     }
 }
 
@@ -1009,6 +1002,7 @@ impl ResourceApi {
                 map.remove("status");
             }
         }
+        let heavy = patch::encoded_len(&object, decode::INLINE_BYTES).is_none();
         for _ in 0..WRITE_ATTEMPTS {
             let mut candidate = object.clone();
             let name = match (meta_str(&candidate, "name"), &generate) {
@@ -1020,14 +1014,18 @@ impl ResourceApi {
                 }
                 (None, None) => String::new(),
             };
-            let mut admitted = admission.admit(kind, &name, candidate)?;
-            let managed = managed::record(kind, &name, None, requested.as_ref(), &admitted, manage)?;
-            set_managed_fields(&mut admitted, managed);
+            // Admission of a large object is heavy: off the async workers, as its decoding was.
+            let (admitted, bytes) = decode::in_place(heavy, || {
+                let mut admitted = admission.admit(kind, &name, candidate)?;
+                let managed = managed::record(kind, &name, None, requested.as_ref(), &admitted, manage)?;
+                set_managed_fields(&mut admitted, managed);
+                let bytes = encode_checked(kind, &name, &admitted)?;
+                Ok::<_, ApiError>((admitted, bytes))
+            })
+            .await?;
             let key = self.key(target, &name);
-            let response = self
-                .store
-                .txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, encode_checked(kind, &name, &admitted)?)]))
-                .await?;
+            let response =
+                self.store.txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, bytes)])).await?;
             if response.succeeded {
                 let mut created = admitted;
                 set_meta(&mut created, "resourceVersion", json!(response.revision.to_string()));
@@ -1124,14 +1122,7 @@ impl ResourceApi {
             Ok(patched)
         };
         let change = if heavy { Change::heavy(change) } else { Change::inline(change) };
-        self.update(
-            target,
-            precondition,
-            change,
-            admission,
-            manage,
-        )
-        .await
+        self.update(target, precondition, change, admission, manage).await
     }
 
     /// PUT or PATCH of `/scale`: the change is made to the `Scale` view and lands in `spec.instances`.
@@ -1226,10 +1217,14 @@ impl ResourceApi {
         let precondition = meta_str(&applied, "resourceVersion").map(str::to_owned);
         // A uid in an applied configuration is a precondition, as in Kubernetes.
         let uid = meta_str(&applied, "uid").map(str::to_owned);
-        let view = managed::managed_view(&applied, kind, scope);
-        let fields = managed::FieldSet::of(&view);
-        let manage = Manage::Apply { manager: manager.to_owned(), scope, fields: fields.clone(), force };
         let heavy = body.len() > decode::INLINE_BYTES;
+        let (view, fields) = decode::in_place(heavy, || {
+            let view = managed::managed_view(&applied, kind, scope);
+            let fields = managed::FieldSet::of(&view);
+            (view, fields)
+        })
+        .await;
+        let manage = Manage::Apply { manager: manager.to_owned(), scope, fields: fields.clone(), force };
         let (view, fields, owner) = (std::sync::Arc::new(view), std::sync::Arc::new(fields), manager.to_owned());
         for _ in 0..WRITE_ATTEMPTS {
             let (view, fields, owner, uid) = (view.clone(), fields.clone(), owner.clone(), uid.clone());
@@ -1261,6 +1256,122 @@ impl ResourceApi {
         Err(ApiError::conflict(kind, name, "the object kept being created and deleted; try again"))
     }
 
+    /// The synchronous heart of an update: the change, its checks, admission, managed fields, the bytes to store.
+    /// `None` when nothing would change. Runs where [`decode::in_place`] puts it.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one update")]
+    fn prepare(
+        &self,
+        target: &Target,
+        precondition: Option<&str>,
+        kv: &KeyValue,
+        current: &Value,
+        change: &Change,
+        admission: &Admission,
+        manage: &Manage,
+    ) -> ApiResult<Option<(Value, String, Op)>> {
+        let kind = target.kind;
+        let name = target.name();
+        let status_only = manage.scope() == Scope::Status;
+        let mut desired = (change.apply)(current)?;
+        check_type(kind, &mut desired)?;
+        // A JSON patch may set the resourceVersion: it is a precondition, as with a PUT.
+        if precondition.is_none() {
+            if let Some(rv) = meta_str(&desired, "resourceVersion").filter(|rv| *rv != kv.mod_revision.to_string()) {
+                return Err(ApiError::conflict(
+                    kind,
+                    name,
+                    &format!(
+                        "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+        }
+        for (field, stored) in [("name", Some(name)), ("namespace", target.namespace.as_deref())] {
+            if let Some(asked) = meta_str(&desired, field).filter(|asked| Some(*asked) != stored) {
+                return Err(ApiError::invalid(
+                    kind,
+                    name,
+                    &[FieldError {
+                        path: format!("metadata.{field}"),
+                        kind: FieldErrorKind::Invalid,
+                        message: format!(
+                            "is immutable: the object's {field} is {:?}, not {asked:?} (another name is another \
+                             object: create it)",
+                            stored.unwrap_or_default()
+                        ),
+                    }],
+                ));
+            }
+        }
+        let requested = desired.pointer("/metadata/managedFields").cloned();
+        if let Some(uid) = meta_str(&desired, "uid").filter(|uid| Some(*uid) != meta_str(current, "uid")) {
+            return Err(ApiError::conflict(kind, name, &format!("the uid in the request ({uid}) is not the object's")));
+        }
+        let mut next = if status_only {
+            let mut next = current.clone();
+            match desired.get("status") {
+                Some(status) => next["status"] = status.clone(),
+                None => {
+                    if let Some(map) = next.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            }
+            next
+        } else {
+            let mut next = desired;
+            let kept_status = current.get("status").cloned();
+            if let Some(map) = next.as_object_mut() {
+                match kept_status {
+                    Some(status) if kind.subresources.contains(&"status") => {
+                        map.insert("status".to_owned(), status);
+                    }
+                    _ if kind.subresources.contains(&"status") => {
+                        map.remove("status");
+                    }
+                    _ => {}
+                }
+            }
+            next
+        };
+        // The server's fields come from the stored object, whatever the client sent.
+        for field in SERVER_FIELDS {
+            match current.get("metadata").and_then(|m| m.get(field)) {
+                Some(value) => set_meta(&mut next, field, value.clone()),
+                None => {
+                    meta_mut(&mut next).remove(field);
+                }
+            }
+        }
+        set_meta(&mut next, "name", json!(name));
+        if let Some(ns) = &target.namespace {
+            set_meta(&mut next, "namespace", json!(ns));
+        }
+        let mut admitted = admission.admit(kind, name, next)?;
+        if admitted.get("spec") != current.get("spec") {
+            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            set_meta(&mut admitted, "generation", json!(generation));
+        }
+        let managed = managed::record(kind, name, Some(current), requested.as_ref(), &admitted, manage)?;
+        set_managed_fields(&mut admitted, managed);
+        meta_mut(&mut admitted).remove("resourceVersion");
+        let mut unchanged = current.clone();
+        meta_mut(&mut unchanged).remove("resourceVersion");
+        if admitted == unchanged {
+            return Ok(None);
+        }
+        let key = self.key(target, name);
+        let deleting = current.pointer("/metadata/deletionTimestamp").is_some()
+            && admitted.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        let op = if deleting {
+            Op::Delete(key.clone())
+        } else {
+            Op::Put(key.clone(), encode_checked(kind, name, &admitted)?)
+        };
+        Ok(Some((admitted, key, op)))
+    }
+
     /// Read, change, compare-and-swap; retried when another writer got there first, unless the client pinned a
     /// resourceVersion (then it is a 409).
     async fn update(
@@ -1273,114 +1384,16 @@ impl ResourceApi {
     ) -> ApiResult<Value> {
         let kind = target.kind;
         let name = target.name();
-        let status_only = manage.scope() == Scope::Status;
         for _ in 0..WRITE_ATTEMPTS {
             let (kv, current) = self.current(target).await?;
             if precondition.as_ref().is_some_and(|rv| *rv != kv.mod_revision.to_string()) {
                 return Err(ApiError::stale(kind, name));
             }
-            let mut desired = change.run(&current).await?;
-            check_type(kind, &mut desired)?;
-            // A JSON patch may set the resourceVersion: it is a precondition, as with a PUT.
-            if precondition.is_none() {
-                if let Some(rv) = meta_str(&desired, "resourceVersion").filter(|rv| *rv != kv.mod_revision.to_string())
-                {
-                    return Err(ApiError::conflict(
-                        kind,
-                        name,
-                        &format!(
-                            "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
-                            kv.mod_revision
-                        ),
-                    ));
-                }
-            }
-            for (field, stored) in [("name", Some(name)), ("namespace", target.namespace.as_deref())] {
-                if let Some(asked) = meta_str(&desired, field).filter(|asked| Some(*asked) != stored) {
-                    return Err(ApiError::invalid(
-                        kind,
-                        name,
-                        &[FieldError {
-                            path: format!("metadata.{field}"),
-                            kind: FieldErrorKind::Invalid,
-                            message: format!(
-                                "is immutable: the object's {field} is {:?}, not {asked:?} (another name is another \
-                                 object: create it)",
-                                stored.unwrap_or_default()
-                            ),
-                        }],
-                    ));
-                }
-            }
-            let requested = desired.pointer("/metadata/managedFields").cloned();
-            if let Some(uid) = meta_str(&desired, "uid").filter(|uid| Some(*uid) != meta_str(&current, "uid")) {
-                return Err(ApiError::conflict(
-                    kind,
-                    name,
-                    &format!("the uid in the request ({uid}) is not the object's"),
-                ));
-            }
-            let mut next = if status_only {
-                let mut next = current.clone();
-                match desired.get("status") {
-                    Some(status) => next["status"] = status.clone(),
-                    None => {
-                        if let Some(map) = next.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
-                next
-            } else {
-                let mut next = desired;
-                let kept_status = current.get("status").cloned();
-                if let Some(map) = next.as_object_mut() {
-                    match kept_status {
-                        Some(status) if kind.subresources.contains(&"status") => {
-                            map.insert("status".to_owned(), status);
-                        }
-                        _ if kind.subresources.contains(&"status") => {
-                            map.remove("status");
-                        }
-                        _ => {}
-                    }
-                }
-                next
-            };
-            // The server's fields come from the stored object, whatever the client sent.
-            for field in SERVER_FIELDS {
-                match current.get("metadata").and_then(|m| m.get(field)) {
-                    Some(value) => set_meta(&mut next, field, value.clone()),
-                    None => {
-                        meta_mut(&mut next).remove(field);
-                    }
-                }
-            }
-            set_meta(&mut next, "name", json!(name));
-            if let Some(ns) = &target.namespace {
-                set_meta(&mut next, "namespace", json!(ns));
-            }
-            let mut admitted = admission.admit(kind, name, next)?;
-            if admitted.get("spec") != current.get("spec") {
-                let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
-                set_meta(&mut admitted, "generation", json!(generation));
-            }
-            let managed = managed::record(kind, name, Some(&current), requested.as_ref(), &admitted, manage)?;
-            set_managed_fields(&mut admitted, managed);
-            meta_mut(&mut admitted).remove("resourceVersion");
-            let mut unchanged = current.clone();
-            meta_mut(&mut unchanged).remove("resourceVersion");
-            if admitted == unchanged {
-                return Ok(current);
-            }
-            let key = self.key(target, name);
-            let deleting = current.pointer("/metadata/deletionTimestamp").is_some()
-                && admitted.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            let op = if deleting {
-                Op::Delete(key.clone())
-            } else {
-                Op::Put(key.clone(), encode_checked(kind, name, &admitted)?)
-            };
+            let prepared = decode::in_place(change.heavy, || {
+                self.prepare(target, precondition.as_deref(), &kv, &current, &change, admission, manage)
+            })
+            .await?;
+            let Some((mut admitted, key, op)) = prepared else { return Ok(current) };
             let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
             if response.succeeded {
                 set_meta(&mut admitted, "resourceVersion", json!(response.revision.to_string()));
@@ -1499,7 +1512,6 @@ fn set_managed_fields(object: &mut Value, managed: Value) {
         set_meta(object, "managedFields", managed);
     }
 }
-
 
 /// The `autoscaling/v1` `Scale` view of an App: `spec.replicas` is `spec.instances`, `status.replicas` the running
 /// tasks.

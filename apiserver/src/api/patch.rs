@@ -64,7 +64,8 @@ pub fn apply(document: &mut Value, ops: &[PatchOperation], limit: usize) -> Resu
         // A key or index and its punctuation come with every added value.
         let added = growth.map(|g| g + op.path().as_str().len() + 4).filter(|g| *g <= left);
         size += added.ok_or(Error::TooLarge { op: i, limit })?;
-        json_patch::patch(document, std::slice::from_ref(op)).map_err(|e| Error::Invalid(format!("operation {i}: {e}")))?;
+        json_patch::patch(document, std::slice::from_ref(op))
+            .map_err(|e| Error::Invalid(format!("operation {i}: {e}")))?;
     }
     Ok(())
 }
@@ -81,7 +82,8 @@ mod tests {
     /// The hostile patch: a value, then `copies` operations each doubling it.
     fn copy_bomb(copies: usize) -> Value {
         let mut patch = vec![json!({"op": "add", "path": "/spec/env", "value": {"a": "x".repeat(1000)}})];
-        patch.extend((0..copies).map(|i| json!({"op": "copy", "from": "/spec/env", "path": format!("/spec/env/k{i}")})));
+        patch
+            .extend((0..copies).map(|i| json!({"op": "copy", "from": "/spec/env", "path": format!("/spec/env/k{i}")})));
         Value::Array(patch)
     }
 

@@ -293,6 +293,20 @@ impl Store for EtcdStore {
             .ok_or_else(|| StoreError::Backend("etcd answered without a header".to_owned()))
     }
 
+    async fn snapshot(&self, out: &std::path::Path) -> Result<Revision> {
+        use std::io::Write;
+        let revision = self.current_revision().await?;
+        let failed = |e: etcd_client::Error| StoreError::Backend(format!("etcd's snapshot: {e}"));
+        let written = |e: std::io::Error| StoreError::Backend(format!("writing {}: {e}", out.display()));
+        let mut stream = self.client.clone().snapshot().await.map_err(failed)?;
+        let mut file = std::fs::File::create(out).map_err(written)?;
+        while let Some(part) = stream.message().await.map_err(failed)? {
+            file.write_all(part.blob()).map_err(written)?;
+        }
+        file.sync_all().map_err(written)?;
+        Ok(revision)
+    }
+
     async fn current_revision(&self) -> Result<Revision> {
         let response =
             self.retry(|mut c| async move { c.get("\0", Some(GetOptions::new().with_count_only())).await }).await?;

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStats, EmbeddedStore};
+pub use embedded::{EmbeddedConfig, EmbeddedStats, EmbeddedStore, restore};
 pub use etcd::EtcdStore;
 
 /// A store revision: a counter that grows by one with every write transaction that changes something. Every key
@@ -283,6 +283,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current compaction point (0 when nothing was compacted).
     async fn compacted_revision(&self) -> Result<Revision>;
+
+    /// Writes a consistent snapshot of the whole store to `out` while it serves: for the embedded store a data file
+    /// `agora store restore` makes a data directory of; for etcd, etcd's own snapshot (`etcdctl snapshot restore`).
+    /// Returns the revision it holds (at least).
+    async fn snapshot(&self, out: &std::path::Path) -> Result<Revision>;
 
     /// Sets `key` unconditionally; returns the revision of the write.
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {

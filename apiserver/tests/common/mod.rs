@@ -19,10 +19,20 @@ pub struct Server {
 
 impl Server {
     pub async fn on(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>, config: ApiConfig) -> Self {
+        Self::on_with(store, keep, config, agora_tls::Limits::default()).await
+    }
+
+    /// A server with these connection limits, served by the apiserver's own accept loop.
+    pub async fn on_with(
+        store: SharedStore,
+        keep: Box<dyn std::any::Any + Send + Sync>,
+        config: ApiConfig,
+        limits: agora_tls::Limits,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = router(store, config);
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(agora_tls::serve(listener, app, None, limits, std::future::pending()));
         Self { base, http: Client::new(), _keep: keep }
     }
 

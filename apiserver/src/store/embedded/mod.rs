@@ -39,6 +39,144 @@ use super::{
 
 /// The file inside the data directory.
 pub const DATA_FILE: &str = "agora.redb";
+/// Written beside [`DATA_FILE`] when a store is created: a directory that has it has held a cluster, so a missing
+/// or empty data file there is lost data, never a new cluster.
+pub const MARKER_FILE: &str = "agora-store.json";
+
+/// What to do about a data file that cannot be used.
+const RECOVERY: &str = "restore the last snapshot into a new directory (`agora store restore SNAPSHOT --data-dir \
+                        NEW_DIR`, then start the apiserver with --data-dir NEW_DIR), or, to start an empty cluster, \
+                        use --data-dir with a new directory (see the README's \"Backups and recovery\")";
+
+/// redb's file signature.
+const REDB_MAGIC: &[u8] = b"redb\x1A\x0A\xA9\x0D\x0A";
+
+/// Checks the data file of `dir` before redb touches it (redb would make an empty or missing file a new, empty
+/// store); returns whether the store is new (no file and no marker: a fresh directory).
+fn check_data_file(dir: &std::path::Path) -> Result<bool> {
+    let (file, marker) = (dir.join(DATA_FILE), dir.join(MARKER_FILE));
+    let created = || {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("createdAt").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "at an unknown time".to_owned())
+    };
+    let refuse = |what: String| Err(StoreError::Backend(format!("{what}: {RECOVERY}")));
+    match std::fs::metadata(&file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if marker.exists() {
+                return refuse(format!(
+                    "{} is missing, but {} held an Agora store (created {}): its data is gone",
+                    file.display(),
+                    dir.display(),
+                    created()
+                ));
+            }
+            Ok(true)
+        }
+        Err(e) => Err(StoreError::Backend(format!("reading {}: {e}", file.display()))),
+        Ok(meta) if meta.len() == 0 => refuse(format!(
+            "{} is empty (0 bytes): the store's data is gone (it was {}); the apiserver will not start an empty \
+             cluster in its place",
+            file.display(),
+            if marker.exists() { format!("created {}", created()) } else { "made before this check".to_owned() }
+        )),
+        Ok(_) => {
+            let mut head = [0u8; 9];
+            let read = std::fs::File::open(&file).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+            if read.is_err() || head != REDB_MAGIC {
+                return refuse(format!(
+                    "{} does not begin with a store's header (it is truncated, overwritten or another file)",
+                    file.display()
+                ));
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Copies every record and counter, as one read transaction sees them, into a new redb file at `out`: a data file
+/// as of one revision, which the writer goes on appending to meanwhile without disturbing it.
+fn snapshot_blocking(db: &Database, out: &std::path::Path) -> Result<Revision> {
+    let read = db.begin_read().map_err(backend)?;
+    let (revisions, meta) = (read.open_table(REVISIONS).map_err(backend)?, read.open_table(META).map_err(backend)?);
+    let _ = std::fs::remove_file(out);
+    let copy = Database::builder()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(out)
+        .map_err(|e| StoreError::Backend(format!("creating {}: {e}", out.display())))?;
+    let write = copy.begin_write().map_err(backend)?;
+    let revision = {
+        let mut to = write.open_table(REVISIONS).map_err(backend)?;
+        for entry in revisions.range::<u64>(..).map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            to.insert(key.value(), value.value()).map_err(backend)?;
+        }
+        let mut to = write.open_table(META).map_err(backend)?;
+        for entry in meta.range::<&str>(..).map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            to.insert(key.value(), value.value()).map_err(backend)?;
+        }
+        meta.get(META_REVISION).map_err(backend)?.map_or(0, |v| v.value())
+    };
+    write.commit().map_err(backend)?;
+    Ok(to_revision(revision))
+}
+
+/// Makes `dir` (new, or empty) a data directory holding the snapshot at `snapshot`: checks it is a store's data
+/// file, copies it in and marks the directory. Returns the revision the snapshot holds.
+///
+/// # Errors
+/// A directory that already holds a store, or a file that is not a snapshot (nothing is left behind then).
+pub async fn restore(snapshot: &std::path::Path, dir: &std::path::Path) -> Result<Revision> {
+    let file = dir.join(DATA_FILE);
+    if file.exists() || dir.join(MARKER_FILE).exists() {
+        return Err(StoreError::Backend(format!(
+            "{} already holds a store: restore into a new directory, then point --data-dir at it",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+    let mut head = [0u8; 9];
+    let header = std::fs::File::open(snapshot).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    if header.is_err() || head != REDB_MAGIC {
+        return Err(StoreError::Backend(format!("{} is not an Agora store snapshot", snapshot.display())));
+    }
+    let temp = dir.join(format!("{DATA_FILE}.restoring"));
+    std::fs::copy(snapshot, &temp)
+        .and_then(|_| std::fs::File::open(&temp)?.sync_all())
+        .and_then(|()| std::fs::rename(&temp, &file))
+        .map_err(|e| StoreError::Backend(format!("copying {} into {}: {e}", snapshot.display(), dir.display())))?;
+    // Opening it proves it whole: the records are read back into the key index.
+    let opened = EmbeddedStore::open(EmbeddedConfig::new(dir)).await;
+    match opened {
+        Ok(store) => {
+            let revision = store.current_revision().await?;
+            store.close().await?;
+            Ok(revision)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(dir.join(MARKER_FILE));
+            Err(StoreError::Backend(format!("{} is not a usable snapshot: {e}", snapshot.display())))
+        }
+    }
+}
+
+/// Records that `dir` holds a store (see [`MARKER_FILE`]).
+fn write_marker(dir: &std::path::Path) -> Result<()> {
+    let marker = dir.join(MARKER_FILE);
+    let body = serde_json::json!({
+        "store": "embedded",
+        "file": DATA_FILE,
+        "createdAt": jiff::Timestamp::now().to_string(),
+    });
+    let temp = marker.with_extension("tmp");
+    std::fs::write(&temp, body.to_string())
+        .and_then(|()| std::fs::rename(&temp, &marker))
+        .map_err(|e| StoreError::Backend(format!("writing {}: {e}", marker.display())))
+}
 
 /// redb's page cache.
 const PAGE_CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -177,12 +315,23 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", config.dir.display())))?;
         let path = config.file();
+        let fresh = check_data_file(&config.dir)?;
         // redb's page cache defaults to 1 GiB and would hold every record written; values are read back rarely (the
         // watch cache and the operating system's page cache serve most reads), so a small cache keeps memory flat.
-        let db = Database::builder()
-            .set_cache_size(PAGE_CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        let db = Database::builder().set_cache_size(PAGE_CACHE_BYTES).create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+                "{} is already open in another process (an apiserver on this data dir?)",
+                path.display()
+            )),
+            e => StoreError::Backend(format!(
+                "opening {}: {e}. The file is damaged or not an Agora store: {RECOVERY}",
+                path.display()
+            )),
+        })?;
+        // A store made before the marker existed gets one now.
+        if fresh || !config.dir.join(MARKER_FILE).exists() {
+            write_marker(&config.dir)?;
+        }
         let db = Arc::new(db);
         // Create the tables and read the counters.
         let (revision, compacted, progress) = {
@@ -197,7 +346,12 @@ impl EmbeddedStore {
             write.commit().map_err(backend)?;
             counters
         };
-        let (index, time_index) = Self::load(&db, progress)?;
+        let (index, time_index) = Self::load(&db, progress).map_err(|e| {
+            StoreError::Backend(format!(
+                "reading the records of {}: {e}. The file is damaged: {RECOVERY}",
+                path.display()
+            ))
+        })?;
         let (revision_tx, revision_rx) = watch::channel(to_revision(revision));
         let shared = Arc::new(Shared {
             revision: revision_rx,
@@ -321,6 +475,11 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    async fn snapshot(&self, out: &std::path::Path) -> Result<Revision> {
+        let (db, out) = (self.db.clone(), out.to_path_buf());
+        tokio::task::spawn_blocking(move || snapshot_blocking(&db, &out)).await.map_err(backend)?
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
         let (mut kvs, ..) = self
