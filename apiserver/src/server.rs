@@ -356,12 +356,8 @@ async fn resources(
         }
         Ok(Err(e)) => return ApiError::bad_request(format!("reading the request body: {e}")).into_response(),
         Err(_) => {
-            let mut status = agora_schemas::Status::failure(
-                StatusReason::Timeout,
-                format!("the request body did not arrive within {} s", limit.as_secs_f64()),
-            );
-            status.code = 408;
-            return ApiError(Box::new(status)).into_response();
+            let message = format!("the request body did not arrive within {} s", limit.as_secs_f64());
+            return refused(408, StatusReason::Timeout, message);
         }
     };
     let path = uri.path();
@@ -392,23 +388,21 @@ fn is_too_large(error: &axum::Error) -> bool {
 async fn bound_request(request: Request, next: Next) -> Response {
     let uri = request.uri().to_string().len();
     if uri > MAX_URI_BYTES {
-        let mut status = agora_schemas::Status::failure(
-            StatusReason::BadRequest,
-            format!("the request target is {uri} bytes; the limit is {MAX_URI_BYTES}"),
-        );
-        status.code = 414;
-        return ApiError(Box::new(status)).into_response();
+        return refused(414, StatusReason::BadRequest, format!("the request target is {uri} bytes; the limit is {MAX_URI_BYTES}"));
     }
     let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if headers > MAX_HEADER_BYTES {
-        let mut status = agora_schemas::Status::failure(
-            StatusReason::BadRequest,
-            format!("the request's headers are {headers} bytes; the limit is {MAX_HEADER_BYTES}"),
-        );
-        status.code = 431;
-        return ApiError(Box::new(status)).into_response();
+        let message = format!("the request's headers are {headers} bytes; the limit is {MAX_HEADER_BYTES}");
+        return refused(431, StatusReason::BadRequest, message);
     }
     next.run(request).await
+}
+
+/// A failure `Status` with an HTTP code its reason does not carry (408, 414, 431).
+fn refused(code: u16, reason: StatusReason, message: String) -> Response {
+    let mut status = agora_schemas::Status::failure(reason, message);
+    status.code = code;
+    ApiError(Box::new(status)).into_response()
 }
 
 /// The most of an unauthenticated request's body read before it is refused.

@@ -11,19 +11,12 @@ use std::time::Duration;
 use agora_client::{Api, LogParams, PostParams};
 use agora_e2e::{ApiserverProcess, eventually};
 use agora_schemas::{Task, TaskState};
-use common::{WorkDir, start_agent, task, terminal};
+use common::{WorkDir, running, start_agent, task, terminal};
 use serde_json::json;
 
 /// Every cgroup of task `uid` on this (cgroup v1) host is gone.
 fn cgroups_removed(uid: &str) -> bool {
     std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().all(|c| !c.path().join("agora").join(uid).exists())
-}
-
-async fn running(tasks: &Api<Task>, name: &str) -> Task {
-    eventually(Duration::from_secs(30), &format!("{name} runs"), || async {
-        tasks.get(name).await.ok().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running))
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

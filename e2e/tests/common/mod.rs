@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agora_client::{Api, Client};
 use agora_e2e::{ApiserverProcess, agora_binary, eventually};
-use agora_schemas::{Agent, Task, TaskStatus};
+use agora_schemas::{Agent, Task, TaskState, TaskStatus};
 use serde_json::json;
 
 pub struct AgentProcess(pub Child);
@@ -65,6 +65,14 @@ pub fn task(name: &str, image: Option<&str>, cmd: &str, extra: serde_json::Value
 pub async fn terminal(tasks: &Api<Task>, name: &str) -> TaskStatus {
     eventually(Duration::from_secs(30), &format!("{name} ends"), || async {
         tasks.get(name).await.ok()?.status.filter(|s| s.state.is_terminal())
+    })
+    .await
+}
+
+/// Waits until task `name` runs, and returns it.
+pub async fn running(tasks: &Api<Task>, name: &str) -> Task {
+    eventually(Duration::from_secs(30), &format!("{name} runs"), || async {
+        tasks.get(name).await.ok().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running))
     })
     .await
 }
