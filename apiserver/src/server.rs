@@ -388,7 +388,11 @@ fn is_too_large(error: &axum::Error) -> bool {
 async fn bound_request(request: Request, next: Next) -> Response {
     let uri = request.uri().to_string().len();
     if uri > MAX_URI_BYTES {
-        return refused(414, StatusReason::BadRequest, format!("the request target is {uri} bytes; the limit is {MAX_URI_BYTES}"));
+        return refused(
+            414,
+            StatusReason::BadRequest,
+            format!("the request target is {uri} bytes; the limit is {MAX_URI_BYTES}"),
+        );
     }
     let headers: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if headers > MAX_HEADER_BYTES {

@@ -6,4 +6,5 @@
 //!
 //! `examples/` holds complete custom controllers; its README indexes them. See DESIGN.md §1.
 
+pub mod allocator;
 pub mod runtime;

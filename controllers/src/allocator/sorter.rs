@@ -37,17 +37,19 @@ impl Amount {
     /// The difference, never below zero.
     #[must_use]
     pub fn minus(self, other: Self) -> Self {
-        Self::new(
-            (self.cpus - other.cpus).max(0.0),
-            (self.mem - other.mem).max(0.0),
-            (self.disk - other.disk).max(0.0),
-        )
+        Self::new((self.cpus - other.cpus).max(0.0), (self.mem - other.mem).max(0.0), (self.disk - other.disk).max(0.0))
     }
 
     /// The smaller of each.
     #[must_use]
     pub fn min(self, other: Self) -> Self {
         Self::new(self.cpus.min(other.cpus), self.mem.min(other.mem), self.disk.min(other.disk))
+    }
+
+    /// Each kind times `factor`.
+    #[must_use]
+    pub fn scaled(self, factor: f64) -> Self {
+        Self::new(self.cpus * factor, self.mem * factor, self.disk * factor)
     }
 
     /// Whether every kind is at least `other`'s.
@@ -222,8 +224,7 @@ mod tests {
     fn fill(sorter: &mut Sorter, tasks: &BTreeMap<Client, Amount>) -> BTreeMap<String, usize> {
         let mut launched: BTreeMap<String, usize> = BTreeMap::new();
         let mut free = sorter.total();
-        loop {
-            let Some(next) = sorter.order().into_iter().find(|c| free.covers(tasks[c])) else { break };
+        while let Some(next) = sorter.order().into_iter().find(|c| free.covers(tasks[c])) {
             free = free.minus(tasks[&next]);
             sorter.allocate(&next, tasks[&next]);
             *launched.entry(next.framework.clone()).or_default() += 1;
@@ -238,7 +239,8 @@ mod tests {
         let (a, b) = (client("*", "a"), client("*", "b"));
         sorter.add(a.clone(), 1.0);
         sorter.add(b.clone(), 1.0);
-        let tasks = BTreeMap::from([(a.clone(), Amount::new(1.0, 4096.0, 0.0)), (b.clone(), Amount::new(3.0, 1024.0, 0.0))]);
+        let tasks =
+            BTreeMap::from([(a.clone(), Amount::new(1.0, 4096.0, 0.0)), (b.clone(), Amount::new(3.0, 1024.0, 0.0))]);
         let launched = fill(&mut sorter, &tasks);
         assert_eq!(launched, BTreeMap::from([("a".to_owned(), 3), ("b".to_owned(), 2)]));
         assert!((sorter.share(&a) - 2.0 / 3.0).abs() < 1e-9 && (sorter.share(&b) - 2.0 / 3.0).abs() < 1e-9);
