@@ -13,3 +13,4 @@
 
 pub mod round;
 pub mod sorter;
+pub mod state;

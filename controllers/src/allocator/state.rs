@@ -1,0 +1,546 @@
+//! From the observed objects to what the allocator should do — pure functions, tested as such:
+//!
+//! - [`observe`]: the [`Snapshot`] a round works on. An agent's and a framework's allocation is what its
+//!   non-terminal Tasks hold plus its Outstanding Offers — and an Accepted offer until every task it created is seen
+//!   (the offer and its tasks are written in one transaction but arrive on two watches: counting neither for a
+//!   moment would offer the same resources twice).
+//! - [`housekeeping`]: liveness and expiry — agents whose lease lapsed (Unreachable, their tasks Unreachable, later
+//!   Gone), agents that renew again (Ready), frameworks that stopped renewing (their offers rescinded; past their
+//!   failover timeout, their tasks killed), offers that expired or whose agent cannot take them, decided offers
+//!   past any filter.
+//! - [`next_wakeup`]: the earliest time any of those decisions can change without an event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use agora_schemas::cluster::OfferPhase;
+use agora_schemas::{Agent, ConditionStatus, Framework, Lease, Offer, Task, TaskState};
+use jiff::{SignedDuration, Timestamp};
+
+use super::round::{AgentView, FrameworkView, RoleView, Snapshot};
+use super::sorter::Amount;
+
+/// How the allocator's timers are set.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How long an offer stands before it is rescinded.
+    pub offer_timeout: Duration,
+    /// How long an agent may be unreachable before its tasks are Gone.
+    pub agent_gone_after: Duration,
+    /// How long a decided offer without a filter is kept (for people to look at) before it is deleted.
+    pub keep_decided: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            offer_timeout: Duration::from_secs(60),
+            agent_gone_after: Duration::from_secs(600),
+            keep_decided: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything observed, as the reflectors hold it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Every Agent.
+    pub agents: Vec<Agent>,
+    /// Every Framework.
+    pub frameworks: Vec<Framework>,
+    /// Every Offer (and those the allocator made that its watch has not shown yet).
+    pub offers: Vec<Offer>,
+    /// Every Task.
+    pub tasks: Vec<Task>,
+    /// The agents' heartbeat leases, by agent name.
+    pub agent_leases: BTreeMap<String, Lease>,
+    /// The frameworks' leases, by framework name.
+    pub framework_leases: BTreeMap<String, Lease>,
+}
+
+fn amount(resources: &agora_schemas::Resources) -> Amount {
+    Amount::new(resources.cpus, resources.mem, resources.disk)
+}
+
+fn name<T: agora_schemas::Resource>(object: &T) -> String {
+    object.metadata().name.clone().unwrap_or_default()
+}
+
+/// When `lease` lapses (never renewed: already).
+#[must_use]
+pub fn lease_expiry(lease: Option<&Lease>) -> Timestamp {
+    lease
+        .and_then(|l| {
+            let renewed = l.spec.renew_time.or(l.spec.acquire_time)?;
+            Some(renewed + SignedDuration::from_secs(i64::from(l.spec.lease_duration_seconds.unwrap_or(15))))
+        })
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn phase(offer: &Offer) -> OfferPhase {
+    offer.status.as_ref().map_or(OfferPhase::Outstanding, |s| s.phase)
+}
+
+/// What a task or offer holds, by agent and by (framework, role).
+struct Holdings {
+    by_agent: BTreeMap<String, (BTreeMap<String, Amount>, BTreeSet<u16>)>,
+    by_framework: BTreeMap<String, BTreeMap<String, Amount>>,
+}
+
+impl Holdings {
+    fn add(&mut self, agent: &str, framework: &str, role: &str, held: Amount, ports: impl IntoIterator<Item = u16>) {
+        let (roles, used) = self.by_agent.entry(agent.to_owned()).or_default();
+        let entry = roles.entry(role.to_owned()).or_default();
+        *entry = entry.plus(held);
+        used.extend(ports);
+        let entry = self.by_framework.entry(framework.to_owned()).or_default().entry(role.to_owned()).or_default();
+        *entry = entry.plus(held);
+    }
+}
+
+/// The snapshot a round works on, at `now`.
+#[must_use]
+pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Timestamp) -> Snapshot {
+    let mut holdings = Holdings { by_agent: BTreeMap::new(), by_framework: BTreeMap::new() };
+    // How many tasks of each offer's acceptance have arrived.
+    let mut arrived: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in &observed.tasks {
+        if let Some(offer) = &task.spec.offer {
+            *arrived.entry(offer.as_str()).or_default() += 1;
+        }
+    }
+    for task in &observed.tasks {
+        if task.status.as_ref().is_some_and(|s| s.state.is_terminal()) {
+            continue;
+        }
+        let spec = &task.spec;
+        let held = Amount::new(spec.cpus, spec.mem, spec.disk);
+        holdings.add(&spec.agent, &spec.framework, &spec.role(), held, spec.ports.iter().map(|p| p.port));
+    }
+    for offer in &observed.offers {
+        let counted = match phase(offer) {
+            OfferPhase::Outstanding => true,
+            // Until its tasks arrive on their own watch.
+            OfferPhase::Accepted => {
+                let created = offer.status.as_ref().map_or(0, |s| s.tasks.len());
+                arrived.get(name(offer).as_str()).copied().unwrap_or(0) < created
+            }
+            OfferPhase::Declined | OfferPhase::Rescinded => false,
+        };
+        if counted {
+            let spec = &offer.spec;
+            let ports = spec.resources.ports.iter().flat_map(|r| r.0..=r.1);
+            let role = spec.role.clone().unwrap_or_else(|| "*".to_owned());
+            holdings.add(&spec.agent, &spec.framework, &role, amount(&spec.resources), ports);
+        }
+    }
+    let agents = observed
+        .agents
+        .iter()
+        .map(|agent| {
+            let agent_name = name(agent);
+            let (used, used_ports) = holdings.by_agent.remove(&agent_name).unwrap_or_default();
+            let fresh = lease_expiry(observed.agent_leases.get(&agent_name)) > now;
+            AgentView {
+                total: amount(&agent.spec.resources),
+                ports: agent.spec.resources.ports.clone(),
+                reservations: agent
+                    .spec
+                    .reservations
+                    .iter()
+                    .map(|(role, r)| (role.clone(), (amount(r), r.ports.clone())))
+                    .collect(),
+                used,
+                used_ports,
+                offerable: fresh && !agent.spec.unschedulable() && agent.metadata.deletion_timestamp.is_none(),
+                name: agent_name,
+            }
+        })
+        .collect();
+    let frameworks = observed
+        .frameworks
+        .iter()
+        .map(|framework| {
+            let framework_name = name(framework);
+            let filters = observed
+                .offers
+                .iter()
+                .filter(|o| o.spec.framework == framework_name && phase(o) == OfferPhase::Declined)
+                .filter_map(|o| Some((o.spec.agent.clone(), o.status.as_ref()?.refuse_until?)))
+                .fold(BTreeMap::new(), |mut filters: BTreeMap<String, Timestamp>, (agent, until)| {
+                    let entry = filters.entry(agent).or_insert(until);
+                    *entry = (*entry).max(until);
+                    filters
+                });
+            FrameworkView {
+                roles: framework.spec.roles(),
+                weight: framework.spec.weight(),
+                suppressed: framework.spec.suppressed(),
+                connected: lease_expiry(observed.framework_leases.get(&framework_name)) > now
+                    && framework.metadata.deletion_timestamp.is_none(),
+                filters,
+                allocated: holdings.by_framework.remove(&framework_name).unwrap_or_default(),
+                name: framework_name,
+            }
+        })
+        .collect();
+    Snapshot { agents, frameworks, roles: roles.clone() }
+}
+
+/// What housekeeping does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Rescind an Outstanding offer (guarded by its resourceVersion, so an acceptance that got there first wins).
+    Rescind {
+        /// The offer.
+        offer: String,
+        /// Its resourceVersion when decided.
+        resource_version: String,
+        /// `Expired`, `AgentUnreachable`, `AgentUnschedulable`, `FrameworkDisconnected`, `AgentGone`.
+        reason: &'static str,
+        /// In words.
+        message: String,
+    },
+    /// Delete a decided offer that carries no live filter.
+    DeleteOffer {
+        /// The offer.
+        offer: String,
+    },
+    /// Set an agent's Ready condition.
+    AgentReady {
+        /// The agent.
+        agent: String,
+        /// Ready or not.
+        ready: bool,
+        /// `Unreachable`, `Heartbeating`.
+        reason: &'static str,
+        /// In words.
+        message: String,
+    },
+    /// Move a task to a state the allocator owns (Unreachable, Gone).
+    TaskState {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        task: String,
+        /// The new state.
+        state: TaskState,
+        /// In words.
+        message: String,
+    },
+    /// Ask a task's agent to kill it.
+    KillTask {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        task: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn ready(agent: &Agent) -> Option<bool> {
+    let condition = agent.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(condition.status == ConditionStatus::True)
+}
+
+fn after(t: Timestamp, d: Duration) -> Timestamp {
+    t + SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+/// What liveness and expiry call for at `now`.
+#[must_use]
+pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let agents: BTreeMap<String, &Agent> = observed.agents.iter().map(|a| (name(a), a)).collect();
+    let frameworks: BTreeMap<String, &Framework> = observed.frameworks.iter().map(|f| (name(f), f)).collect();
+    // Agents: Ready while the lease is fresh; Unreachable when it lapses; Gone (their tasks) long after.
+    let mut unreachable = BTreeSet::new();
+    let mut gone = BTreeSet::new();
+    for (agent_name, agent) in &agents {
+        let expiry = lease_expiry(observed.agent_leases.get(agent_name));
+        let fresh = expiry > now;
+        if !fresh {
+            unreachable.insert(agent_name.clone());
+            if after(expiry, timing.agent_gone_after) <= now {
+                gone.insert(agent_name.clone());
+            }
+        }
+        match (ready(agent), fresh) {
+            (Some(true) | None, false) => actions.push(Action::AgentReady {
+                agent: agent_name.clone(),
+                ready: false,
+                reason: "Unreachable",
+                message: format!("no heartbeat since {expiry} (its lease lapsed)"),
+            }),
+            (Some(false), true) => actions.push(Action::AgentReady {
+                agent: agent_name.clone(),
+                ready: true,
+                reason: "Heartbeating",
+                message: "the agent renews its lease again".to_owned(),
+            }),
+            _ => {}
+        }
+    }
+    // Tasks of unreachable agents become Unreachable, of gone (or deleted) agents Gone; tasks of frameworks past
+    // their failover timeout are killed.
+    for task in &observed.tasks {
+        let Some(state) = task.status.as_ref().map(|s| s.state).or(Some(TaskState::Staging)) else { continue };
+        if state.is_terminal() {
+            continue;
+        }
+        let (namespace, task_name) = (task.metadata.namespace.clone().unwrap_or_default(), name(task));
+        let agent = &task.spec.agent;
+        let agent_deleted = !agents.contains_key(agent);
+        if (gone.contains(agent) || agent_deleted) && state != TaskState::Gone {
+            let why = if agent_deleted { "was deleted" } else { "has been unreachable too long" };
+            actions.push(Action::TaskState {
+                namespace,
+                task: task_name,
+                state: TaskState::Gone,
+                message: format!("its agent {agent} {why}"),
+            });
+            continue;
+        }
+        if unreachable.contains(agent) && !matches!(state, TaskState::Unreachable | TaskState::Gone) {
+            actions.push(Action::TaskState {
+                namespace: namespace.clone(),
+                task: task_name.clone(),
+                state: TaskState::Unreachable,
+                message: format!("its agent {agent} stopped heartbeating"),
+            });
+        }
+        if let Some(framework) = frameworks.get(&task.spec.framework) {
+            let expiry = lease_expiry(observed.framework_leases.get(&task.spec.framework));
+            let timeout = Duration::from_secs(framework.spec.failover_timeout_seconds());
+            if after(expiry, timeout) <= now && task.spec.kill_requested != Some(true) {
+                actions.push(Action::KillTask {
+                    namespace,
+                    task: task_name,
+                    message: format!(
+                        "framework {} has been disconnected longer than its failover timeout ({} s)",
+                        task.spec.framework,
+                        timeout.as_secs()
+                    ),
+                });
+            }
+        }
+    }
+    // Offers.
+    for offer in &observed.offers {
+        let offer_name = name(offer);
+        let Some(resource_version) = offer.metadata.resource_version.clone() else { continue };
+        match phase(offer) {
+            OfferPhase::Outstanding => {
+                let spec = &offer.spec;
+                let framework_connected = frameworks.contains_key(&spec.framework)
+                    && lease_expiry(observed.framework_leases.get(&spec.framework)) > now;
+                let rescind = |reason: &'static str, message: String| Action::Rescind {
+                    offer: offer_name.clone(),
+                    resource_version: resource_version.clone(),
+                    reason,
+                    message,
+                };
+                let agent = agents.get(&spec.agent);
+                if spec.expires_at.is_some_and(|t| t <= now) {
+                    actions.push(rescind("Expired", "the offer was not used before it expired".to_owned()));
+                } else if agent.is_none() {
+                    actions.push(rescind("AgentGone", format!("agent {} is gone", spec.agent)));
+                } else if unreachable.contains(&spec.agent) {
+                    actions.push(rescind("AgentUnreachable", format!("agent {} stopped heartbeating", spec.agent)));
+                } else if agent.is_some_and(|a| a.spec.unschedulable()) {
+                    actions.push(rescind("AgentUnschedulable", format!("agent {} was cordoned", spec.agent)));
+                } else if !framework_connected {
+                    let message = format!("framework {} is not connected (its lease lapsed)", spec.framework);
+                    actions.push(rescind("FrameworkDisconnected", message));
+                }
+            }
+            _ => {
+                let status = offer.status.as_ref();
+                let filter_ends = status.and_then(|s| s.refuse_until);
+                let decided = status.and_then(|s| s.decided_at).unwrap_or(Timestamp::UNIX_EPOCH);
+                let keep_until = filter_ends.unwrap_or(Timestamp::UNIX_EPOCH).max(after(decided, timing.keep_decided));
+                if keep_until <= now {
+                    actions.push(Action::DeleteOffer { offer: offer_name });
+                }
+            }
+        }
+    }
+    actions
+}
+
+/// The earliest moment after `now` at which [`observe`] or [`housekeeping`] would decide differently without any
+/// object changing: a lease lapsing, an offer expiring, a filter ending, a decided offer's keeping time running
+/// out, a failover or gone timeout passing.
+#[must_use]
+pub fn next_wakeup(observed: &Observed, timing: Timing, now: Timestamp) -> Option<Timestamp> {
+    let mut times = Vec::new();
+    for lease in observed.agent_leases.values() {
+        let expiry = lease_expiry(Some(lease));
+        times.extend([expiry, after(expiry, timing.agent_gone_after)]);
+    }
+    for (framework, lease) in &observed.framework_leases {
+        let expiry = lease_expiry(Some(lease));
+        times.push(expiry);
+        if let Some(f) = observed.frameworks.iter().find(|f| name(*f) == *framework) {
+            times.push(after(expiry, Duration::from_secs(f.spec.failover_timeout_seconds())));
+        }
+    }
+    for offer in &observed.offers {
+        let status = offer.status.as_ref();
+        times.extend(offer.spec.expires_at);
+        times.extend(status.and_then(|s| s.refuse_until));
+        if let Some(decided) = status.and_then(|s| s.decided_at) {
+            times.push(after(decided, timing.keep_decided));
+        }
+    }
+    times.into_iter().filter(|t| *t > now).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T0: Timestamp = Timestamp::UNIX_EPOCH;
+
+    fn at(seconds: i64) -> Timestamp {
+        T0 + SignedDuration::from_secs(seconds)
+    }
+
+    fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn agent(name: &str, ready: bool) -> Agent {
+        from_json(json!({"apiVersion": "agora/v1", "kind": "Agent", "metadata": {"name": name},
+            "spec": {"resources": {"cpus": 4.0, "mem": 4096.0, "ports": [[31000, 31009]]}},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+    }
+
+    fn lease(name: &str, renewed: i64) -> Lease {
+        from_json(json!({"apiVersion": "agora/v1", "kind": "Lease", "metadata": {"name": name, "namespace": "x"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 15, "renewTime": at(renewed)}}))
+    }
+
+    fn framework(name: &str) -> Framework {
+        from_json(json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name},
+            "spec": {"failoverTimeoutSeconds": 100}}))
+    }
+
+    fn offer(name: &str, agent: &str, status: serde_json::Value) -> Offer {
+        let mut offer: Offer = from_json(json!({"apiVersion": "agora/v1", "kind": "Offer",
+            "metadata": {"name": name, "resourceVersion": "7"},
+            "spec": {"framework": "f", "agent": agent, "resources": {"cpus": 1.0, "mem": 512.0}, "expiresAt": at(60)}}));
+        if !status.is_null() {
+            offer.status = Some(from_json(status));
+        }
+        offer
+    }
+
+    fn task(name: &str, agent: &str, offer: &str, state: &str) -> Task {
+        from_json(json!({"apiVersion": "agora/v1", "kind": "Task", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"agent": agent, "framework": "f", "offer": offer, "cmd": "x", "cpus": 1.0, "mem": 512.0,
+                     "ports": [{"port": 31003}]},
+            "status": {"state": state}}))
+    }
+
+    fn observed() -> Observed {
+        Observed {
+            agents: vec![agent("a1", true)],
+            frameworks: vec![framework("f")],
+            agent_leases: BTreeMap::from([("a1".to_owned(), lease("a1", 0))]),
+            framework_leases: BTreeMap::from([("f".to_owned(), lease("f", 0))]),
+            ..Observed::default()
+        }
+    }
+
+    fn used(snapshot: &Snapshot) -> Amount {
+        snapshot.agents[0].used.values().fold(Amount::default(), |sum, a| sum.plus(*a))
+    }
+
+    #[test]
+    fn tasks_and_offers_hold_resources_and_an_accepted_offer_until_its_tasks_arrive() {
+        let mut seen = observed();
+        seen.offers = vec![offer("o1", "a1", serde_json::Value::Null)];
+        let snapshot = observe(&seen, &BTreeMap::new(), at(1));
+        assert_eq!(used(&snapshot), Amount::new(1.0, 512.0, 0.0), "an outstanding offer holds its resources");
+        assert_eq!(snapshot.frameworks[0].allocated["*"], Amount::new(1.0, 512.0, 0.0));
+        // Accepted: still held while its task has not arrived on the task watch...
+        seen.offers = vec![offer("o1", "a1", json!({"phase": "Accepted", "tasks": ["t1"]}))];
+        assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(1))), Amount::new(1.0, 512.0, 0.0));
+        // ...and then held by the task alone.
+        seen.tasks = vec![task("t1", "a1", "o1", "Running")];
+        let snapshot = observe(&seen, &BTreeMap::new(), at(1));
+        assert_eq!(used(&snapshot), Amount::new(1.0, 512.0, 0.0));
+        assert!(snapshot.agents[0].used_ports.contains(&31003));
+        // A finished task holds nothing; a declined offer filters its agent for the framework.
+        seen.tasks = vec![task("t1", "a1", "o1", "Finished")];
+        seen.offers.push(offer("o2", "a1", json!({"phase": "Declined", "refuseUntil": at(5)})));
+        let snapshot = observe(&seen, &BTreeMap::new(), at(1));
+        assert_eq!(used(&snapshot), Amount::default());
+        assert_eq!(snapshot.frameworks[0].filters["a1"], at(5));
+        assert!(snapshot.agents[0].offerable && snapshot.frameworks[0].connected);
+        assert!(!observe(&seen, &BTreeMap::new(), at(20)).agents[0].offerable, "a lapsed lease is not offered");
+    }
+
+    #[test]
+    fn a_lapsed_agent_is_unreachable_with_its_tasks_and_offers_then_gone_and_ready_when_it_renews() {
+        let mut seen = observed();
+        seen.offers = vec![offer("o1", "a1", serde_json::Value::Null)];
+        seen.tasks = vec![task("t1", "a1", "o0", "Running")];
+        assert!(housekeeping(&seen, Timing::default(), at(10)).is_empty(), "all fresh");
+        let actions = housekeeping(&seen, Timing::default(), at(16));
+        assert!(matches!(&actions[0], Action::AgentReady { ready: false, reason: "Unreachable", .. }), "{actions:?}");
+        assert!(matches!(&actions[1], Action::TaskState { state: TaskState::Unreachable, .. }), "{actions:?}");
+        assert!(matches!(&actions[2], Action::Rescind { reason: "AgentUnreachable", .. }), "{actions:?}");
+        // Long unreachable: its tasks are Gone.
+        let actions = housekeeping(&seen, Timing::default(), at(15 + 600));
+        assert!(actions.iter().any(|a| matches!(a, Action::TaskState { state: TaskState::Gone, .. })), "{actions:?}");
+        // Renewing again: Ready.
+        seen.agents = vec![agent("a1", false)];
+        seen.offers.clear();
+        seen.agent_leases.insert("a1".into(), lease("a1", 100));
+        seen.framework_leases.insert("f".into(), lease("f", 100));
+        let actions = housekeeping(&seen, Timing::default(), at(101));
+        assert!(matches!(&actions[..], [Action::AgentReady { ready: true, .. }]), "{actions:?}");
+    }
+
+    #[test]
+    fn offers_expire_disconnected_frameworks_lose_theirs_and_past_failover_their_tasks() {
+        let mut seen = observed();
+        seen.agent_leases.insert("a1".into(), lease("a1", 1000));
+        seen.offers = vec![offer("o1", "a1", serde_json::Value::Null)];
+        seen.tasks = vec![task("t1", "a1", "o0", "Running")];
+        let actions = housekeeping(&seen, Timing::default(), at(16));
+        assert!(matches!(&actions[..], [Action::Rescind { reason: "FrameworkDisconnected", .. }]), "{actions:?}");
+        seen.framework_leases.insert("f".into(), lease("f", 1000));
+        let actions = housekeeping(&seen, Timing::default(), at(60));
+        assert!(matches!(&actions[..], [Action::Rescind { reason: "Expired", .. }]), "{actions:?}");
+        // The framework's lease lapses at 1015; its failover timeout is 100 s.
+        let actions = housekeeping(&seen, Timing::default(), at(1016 + 100));
+        assert!(actions.iter().any(|a| matches!(a, Action::KillTask { task, .. } if task == "t1")), "{actions:?}");
+    }
+
+    #[test]
+    fn decided_offers_are_deleted_once_no_filter_needs_them() {
+        let mut seen = observed();
+        seen.offers = vec![
+            offer("declined", "a1", json!({"phase": "Declined", "refuseUntil": at(300), "decidedAt": at(1)})),
+            offer("accepted", "a1", json!({"phase": "Accepted", "tasks": ["t"], "decidedAt": at(1)})),
+        ];
+        let deleted = |now| {
+            housekeeping(&seen, Timing::default(), now)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::DeleteOffer { offer } => Some(offer),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(deleted(at(10)).is_empty());
+        assert_eq!(deleted(at(61)), ["accepted"]);
+        assert_eq!(deleted(at(300)), ["declined", "accepted"]);
+        assert_eq!(next_wakeup(&seen, Timing::default(), at(10)), Some(at(15)), "the first lease lapses");
+    }
+}
