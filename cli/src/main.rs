@@ -68,6 +68,9 @@ enum Command {
     /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
     /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds): for scale tests.
     Agent(AgentArgs),
+    /// Run the built-in controllers (today: the allocator), each leader-elected on its own Lease in agora-system, so
+    /// several processes may run and one leads.
+    Controllers(ControllersArgs),
     /// Manage the agent's local OCI image store.
     Image {
         #[command(subcommand)]
@@ -203,6 +206,7 @@ fn main() -> ExitCode {
             apiserver(listen, data_dir, store, store_prefix, security)
         }
         Command::Agent(args) => agent(args),
+        Command::Controllers(args) => controllers(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
         Command::ContainerExec { state_dir, id, output, args } => {
             let code = agora_agent::shim::exec(&state_dir, &id, &output, args);
@@ -297,6 +301,65 @@ impl ClusterArgs {
     fn files(&self) -> Vec<PathBuf> {
         self.kubeconfig.iter().chain(&self.token_file).cloned().collect()
     }
+}
+
+/// `agora controllers`' flags.
+#[derive(clap::Args, Debug)]
+struct ControllersArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Which controllers to run (comma-separated): allocator.
+    #[arg(long, value_delimiter = ',', default_value = "allocator")]
+    only: Vec<String>,
+    /// This process's name in the leader elections (default: hostname-pid).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Seconds an offer stands before it is rescinded.
+    #[arg(long, default_value_t = 60.0)]
+    offer_timeout_seconds: f64,
+    /// Seconds an agent may be unreachable before its tasks are Gone.
+    #[arg(long, default_value_t = 600.0)]
+    agent_gone_after_seconds: f64,
+    /// Seconds a leader's lease lasts without renewal.
+    #[arg(long, default_value_t = 15.0)]
+    lease_seconds: f64,
+}
+
+fn controllers(args: ControllersArgs) -> Result<bool> {
+    use agora_controllers::runtime::leader::{LeaderElector, LeaseConfig};
+    init_logging();
+    for name in &args.only {
+        anyhow::ensure!(name == "allocator", "--only: unknown controller {name:?} (known: allocator)");
+    }
+    let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
+        anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
+        Ok(std::time::Duration::from_secs_f64(value))
+    };
+    let timing = agora_controllers::allocator::state::Timing {
+        offer_timeout: seconds(args.offer_timeout_seconds, "--offer-timeout-seconds")?,
+        agent_gone_after: seconds(args.agent_gone_after_seconds, "--agent-gone-after-seconds")?,
+        ..agora_controllers::allocator::state::Timing::default()
+    };
+    let lease = seconds(args.lease_seconds, "--lease-seconds")?;
+    let lease = LeaseConfig { lease_duration: lease, renew_deadline: lease * 2 / 3, retry_period: lease * 2 / 15 };
+    let client = agora_client::Client::new(args.cluster.config()?.user_agent("agora-controllers"))?;
+    let identity =
+        args.identity.unwrap_or_else(|| format!("{}-{}", agora_agent::resources::hostname(), std::process::id()));
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let leases: agora_client::Api<agora_schemas::Lease> =
+            agora_client::Api::namespaced(client.clone(), "agora-system");
+        let config = agora_controllers::allocator::controller::Config { timing, ..Default::default() };
+        LeaderElector::new(leases, "agora-allocator", &identity)
+            .config(lease)
+            .shutdown_on(shutdown_signal())
+            .run(|| {
+                tracing::info!(%identity, "leading the allocator");
+                agora_controllers::allocator::controller::run(client.clone(), config, std::future::pending())
+            })
+            .await
+    })?;
+    Ok(true)
 }
 
 /// `agora agent`'s flags.

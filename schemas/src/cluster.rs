@@ -215,6 +215,156 @@ pub struct FrameworkStatus {
 }
 
 crate::object! {
+    /// A role's place in Dominant Resource Fairness: its weight and its quota. Roles nest by name (`eng/web` under
+    /// `eng`); the Role object of role `eng/web` is named `eng.web` (a `/` is written `.`, since names are DNS
+    /// subdomains). A role without a Role object has weight 1 and no quota.
+    Role {
+        spec: RoleSpec,
+        status: RoleStatus,
+        plural: "roles",
+        singular: "role",
+        short_names: [],
+        namespaced: false,
+        subresources: ["status"],
+        field_selectors: [],
+        name_rule: Subdomain,
+    }
+}
+
+impl Role {
+    /// The role this object describes (`eng/web` for the object `eng.web`).
+    #[must_use]
+    pub fn role(&self) -> String {
+        role_of_object(self.metadata.name.as_deref().unwrap_or_default())
+    }
+}
+
+/// The role a Role object's name stands for: each `.` is a `/`.
+#[must_use]
+pub fn role_of_object(name: &str) -> String {
+    name.replace('.', "/")
+}
+
+/// The name of the Role object of `role`: each `/` is a `.`.
+#[must_use]
+pub fn role_object_name(role: &str) -> String {
+    role.replace('/', ".")
+}
+
+/// A role's weight and quota.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = RoleSpec::schema_defaults)]
+pub struct RoleSpec {
+    /// Its weight in Dominant Resource Fairness against its sibling roles: a weight of 2 gets twice the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// What it is guaranteed and what it may never exceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+}
+
+crate::defaults!(RoleSpec { weight: f64 = 1.0 });
+
+/// A role's quota, over its whole subtree (`eng` counts `eng/web`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Offered to the role before any role gets its fair share, and held back from others while unmet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guarantee: Option<QuotaResources>,
+    /// Never offered beyond. Must be at least the guarantee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<QuotaResources>,
+}
+
+/// Amounts of a quota: a kind not named is no guarantee of it (0) or no limit on it (unbounded).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuotaResources {
+    /// CPU shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<f64>,
+    /// Disk in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<f64>,
+}
+
+/// The most a quota may name of a kind (a cluster of 100,000 machines at the machine bounds).
+const MAX_QUOTA: f64 = 1e15;
+
+impl QuotaResources {
+    fn kinds(&self) -> [(&'static str, Option<f64>); 3] {
+        [("cpus", self.cpus), ("mem", self.mem), ("disk", self.disk)]
+    }
+
+    fn validate(&self, v: &mut Validator, path: &Path) {
+        for (field, value) in self.kinds() {
+            if let Some(value) = value {
+                v.in_range(&path.field(field), value, 0.0, MAX_QUOTA);
+            }
+        }
+    }
+}
+
+impl RoleSpec {
+    /// Sets every unset field to its default.
+    pub fn apply_defaults(&mut self) {
+        self.fill_defaults();
+    }
+
+    /// The name is a role's; weight positive; quota amounts in range, and no guarantee above its limit.
+    pub fn validate(&self, v: &mut Validator, path: &Path, meta: &ObjectMeta) {
+        if let Some(name) = meta.name.as_deref() {
+            let role = role_of_object(name);
+            validate_role(v, &Path::root("metadata").field("name"), &role);
+        }
+        v.positive(&path.field("weight"), self.weight());
+        let Some(quota) = &self.quota else { return };
+        let at = path.field("quota");
+        if let Some(g) = &quota.guarantee {
+            g.validate(v, &at.field("guarantee"));
+        }
+        if let Some(l) = &quota.limit {
+            l.validate(v, &at.field("limit"));
+        }
+        if let (Some(g), Some(l)) = (&quota.guarantee, &quota.limit) {
+            for ((field, g), (_, l)) in g.kinds().into_iter().zip(l.kinds()) {
+                if let (Some(g), Some(l)) = (g, l)
+                    && g > l
+                {
+                    v.invalid(
+                        &at.field("guarantee").field(field),
+                        format!("the guarantee ({g}) is more than the limit ({l})"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What the allocator observes of a role (its whole subtree).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleStatus {
+    /// Resources held by its frameworks' non-terminal tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<Resources>,
+    /// Resources in its frameworks' outstanding offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<Resources>,
+    /// What it holds (tasks and offers) as its largest share of the cluster, divided by its weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dominant_share: Option<f64>,
+    /// `QuotaGuaranteeMet`, `AtQuotaLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+crate::object! {
     /// Resources of one agent offered to one framework, used once: accepted (creating tasks), declined or rescinded.
     Offer {
         spec: OfferSpec,

@@ -462,9 +462,14 @@ pub fn validate_role(v: &mut Validator, path: &Path, role: &str) {
         || role.starts_with('-')
         || role.starts_with('/')
         || role.ends_with('/')
-        || role.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+        || role.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\' || c == '.')
         || role.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if bad && role != "*" {
-        v.invalid(path, format!("\"{role}\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\""));
+        v.invalid(
+            path,
+            format!(
+                "\"{role}\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\" (no spaces or dots)"
+            ),
+        );
     }
 }

@@ -25,7 +25,8 @@ pub mod validation;
 pub use app::{App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy};
 pub use cluster::{
     Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferAcceptance, OfferPhase,
-    OfferSpec, OfferStatus, TaskTemplate,
+    OfferSpec, OfferStatus, Quota, QuotaResources, Role, RoleSpec, RoleStatus, TaskTemplate, role_object_name,
+    role_of_object,
 };
 pub use common::{
     Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, HealthCheck, HealthCheckProtocol, Limits,
@@ -114,7 +115,7 @@ macro_rules! kinds {
     };
 }
 
-kinds!(App, CronJob, Task, Framework, Offer, Agent, Lease, Event);
+kinds!(App, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event);
 
 /// The registry entry for a kind name (`App`).
 #[must_use]

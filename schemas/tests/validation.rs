@@ -250,7 +250,7 @@ fn backoff_unreachable_role_env_and_dependencies() {
             "spec.backoffFactor: must be at least 1.0 (got 0.5)",
             "spec.unreachableStrategy.inactiveAfterSeconds: must be at least 1",
             "spec.unreachableStrategy.expungeAfterSeconds: must be greater than inactiveAfterSeconds (0), got 0",
-            "spec.role: \" bad\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\"",
+            "spec.role: \" bad\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\" (no spaces or dots)",
             "spec.dependencies[0]: an App cannot depend on itself (\"web\")",
             "spec.dependencies[1]: must name an App: \"db_1\" is not a valid DNS-1123 label: use lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. \"my-app\")",
         ]

@@ -11,6 +11,7 @@
 //! The controller around them (reflectors over Agents, Frameworks, Roles, Offers and Tasks, offer writes, liveness,
 //! housekeeping) comes next.
 
+pub mod controller;
 pub mod round;
 pub mod sorter;
 pub mod state;
