@@ -170,6 +170,10 @@ fn decide(task: &Task, now: Timestamp) -> Step {
             let state = if code == 0 { "Finished" } else { "Failed" };
             Step::Write(json!({ "state": state, "exitCode": code, "finishedAt": now }))
         }
+        // Cut off and back: a hollow agent runs all its tasks, so each is Running again.
+        TaskState::Unreachable => Step::Write(json!({
+            "state": "Running", "reason": "Reachable", "message": "the agent is reachable again and the task kept running",
+        })),
         _ => Step::Wait,
     }
 }
@@ -251,5 +255,6 @@ mod tests {
         kill.spec.kill_requested = Some(true);
         assert_eq!(state_written(&decide(&kill, now)), Some("Killed"));
         assert_eq!(decide(&task(Some(TaskState::Finished), None, None), now), Step::Wait);
+        assert_eq!(state_written(&decide(&task(Some(TaskState::Unreachable), None, None), now)), Some("Running"));
     }
 }

@@ -321,6 +321,22 @@ async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
     let handled = ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).contains(&id);
     match state {
         TaskState::Staging if !handled => launch(task, tasks, ctx).await,
+        // The allocator marked the task Unreachable while this agent was cut off; the agent is back and says how
+        // it really is: still running, or (below) unknown here and so Lost.
+        TaskState::Unreachable if live || (!handled && reattach(task, tasks, ctx)) => {
+            if ctx.live().get(&id).is_some_and(|l| !l.exited) {
+                let back = json!({ "state": "Running", "reason": "Reachable",
+                                   "message": "the agent is reachable again and the task kept running" });
+                write_status(tasks, task, back, true).await?;
+            }
+            Ok(Action::await_change())
+        }
+        TaskState::Unreachable => {
+            let lost = json!({ "state": "Lost", "reason": "UnknownToAgent", "finishedAt": Timestamp::now(),
+                               "message": "the agent is reachable again but does not run this task (it ended while the agent was unreachable, or never started)" });
+            write_status(tasks, task, lost, true).await?;
+            Ok(Action::await_change())
+        }
         _ if live || handled => Ok(Action::await_change()),
         _ if reattach(task, tasks, ctx) => Ok(Action::await_change()),
         _ => {

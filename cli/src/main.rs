@@ -349,13 +349,17 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
     runtime.block_on(async move {
         let leases: agora_client::Api<agora_schemas::Lease> =
             agora_client::Api::namespaced(client.clone(), "agora-system");
-        let config = agora_controllers::allocator::controller::Config { timing, ..Default::default() };
+        let config = agora_controllers::allocator::controller::Config {
+            timing,
+            identity: identity.clone(),
+            ..Default::default()
+        };
         LeaderElector::new(leases, "agora-allocator", &identity)
             .config(lease)
             .shutdown_on(shutdown_signal())
             .run(|| {
                 tracing::info!(%identity, "leading the allocator");
-                agora_controllers::allocator::controller::run(client.clone(), config, std::future::pending())
+                agora_controllers::allocator::controller::run(client.clone(), config.clone(), std::future::pending())
             })
             .await
     })?;

@@ -161,6 +161,10 @@ pub struct FrameworkSpec {
     /// A suppressed framework gets no offers (it needs nothing now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<bool>,
+    /// Revive: offers declined before this time no longer filter their agents for the framework (set it to now,
+    /// with `suppressed: false`, to be offered everything again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revived_at: Option<Timestamp>,
 }
 
 crate::defaults!(FrameworkSpec {

@@ -1,26 +1,35 @@
-//! The allocator's I/O: reflectors over Agents, Frameworks, Offers, Tasks and the two kinds of lease, and a loop
-//! that — when something that can matter changes, or a timer from [`next_wakeup`] fires — runs [`housekeeping`]
-//! and one [`allocate`] round and writes what they decided. A burst of changes coalesces into one round; lease
-//! renewals alone wake nothing (their lapses are timers).
+//! The allocator's I/O: reflectors over Agents, Frameworks, Roles, Offers, Tasks and the two kinds of lease, and a
+//! loop that — when something that can matter changes, or a timer from [`next_wakeup`] fires — runs
+//! [`housekeeping`] and one [`allocate`] round and writes what they decided.
 //!
-//! Offers the allocator created are counted as held until its Offer watch shows them, so a round never offers
-//! resources a previous round offered a moment ago. Rescinds are guarded by the offer's resourceVersion: an
-//! acceptance that got there first wins.
+//! - A burst of changes coalesces into one round. Lease renewals alone wake nothing (their lapses are timers).
+//! - A round visits only the agents whose resources changed (a task ended, an offer was declined, the agent joined)
+//!   unless something that concerns every agent changed (a framework registered, revived or reconnected, a role's
+//!   weight or quota, a timer): the work of one task finishing is one agent's, not the cluster's.
+//! - Offers the allocator created are counted as held until its Offer watch shows them, so a round never offers
+//!   resources a previous round offered a moment ago. Rescinds and task transitions are guarded by the object's
+//!   resourceVersion: an acceptance (or an agent's report) that got there first wins.
+//! - Status figures (Agent `status.allocated`, Framework and Role status) are written only when they change, and at
+//!   most once a second per object.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use agora_client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
 use agora_schemas::cluster::OfferSpec;
-use agora_schemas::{Agent, Framework, Lease, ObjectMeta, Offer, Resources, Task};
+use agora_schemas::{
+    Agent, Framework, Lease, ObjectMeta, ObjectReference, Offer, QuotaResources, Resources, Role, Task, TaskState,
+};
 use futures::StreamExt;
 use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::round::{OfferPlan, allocate};
-use super::state::{Action, Observed, Timing, housekeeping, next_wakeup, observe};
+use super::round::{OfferPlan, RoleView, allocate};
+use super::sorter::Amount;
+use super::state::{Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe, statuses};
+use crate::runtime::events::{Record, Recorder, Reporter};
 use crate::runtime::reflector::{self, Store};
 use crate::runtime::watcher;
 
@@ -30,9 +39,11 @@ pub const FIELD_MANAGER: &str = "agora-allocator";
 pub const FRAMEWORK_LEASE_NAMESPACE: &str = "agora-frameworks";
 /// Where agents renew their heartbeat leases.
 pub const AGENT_LEASE_NAMESPACE: &str = "agora-agents";
+/// The least time between two status writes to one object.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the allocator runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Offer lifetimes, liveness timeouts.
     pub timing: Timing,
@@ -40,17 +51,48 @@ pub struct Config {
     pub coalesce: Duration,
     /// How many writes are in flight at once.
     pub concurrency: usize,
+    /// This replica's name, in the Events it reports.
+    pub identity: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { timing: Timing::default(), coalesce: Duration::from_millis(5), concurrency: 32 }
+        Self { timing: Timing::default(), coalesce: Duration::from_millis(5), concurrency: 32, identity: String::new() }
     }
+}
+
+/// Which agents the next round should visit.
+#[derive(Debug, Default)]
+struct Dirty {
+    all: bool,
+    agents: HashSet<String>,
+}
+
+type Shared = Arc<(Mutex<Dirty>, Notify)>;
+
+fn mark(shared: &Shared, what: Mark) {
+    {
+        let mut dirty = shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match what {
+            Mark::All => dirty.all = true,
+            Mark::Agent(name) => {
+                dirty.agents.insert(name);
+            }
+        }
+    }
+    shared.1.notify_one();
+}
+
+/// What a change calls for: a round over every agent, or over one.
+enum Mark {
+    All,
+    Agent(String),
 }
 
 struct Caches {
     agents: Store<Agent>,
     frameworks: Store<Framework>,
+    roles: Store<Role>,
     offers: Store<Offer>,
     tasks: Store<Task>,
     agent_leases: Store<Lease>,
@@ -65,56 +107,22 @@ impl Drop for Caches {
     }
 }
 
-/// Watches `api` into a cache, waking `changed` on every change that can matter.
+/// Watches `api` into a cache; each change is marked as `what` says.
 fn cache<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     api: Api<K>,
-    changed: Arc<Notify>,
+    shared: &Shared,
     watches: &mut Vec<tokio::task::AbortHandle>,
+    what: fn(&K) -> Mark,
 ) -> Store<K> {
     let (store, writer) = reflector::store();
     let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
+    let shared = shared.clone();
     let handle = tokio::spawn(events.for_each(move |event| {
-        let changed = changed.clone();
-        async move {
-            match event {
-                Ok(watcher::Event::Apply(_) | watcher::Event::InitDone | watcher::Event::Delete(_)) => {
-                    changed.notify_one();
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "allocator watch"),
-            }
-        }
-    }));
-    watches.push(handle.abort_handle());
-    store
-}
-
-/// As [`cache`], for leases: a renewal of a lease that was fresh changes nothing (its lapse is a timer), so only a
-/// new lease, a lapsed one renewed, or one deleted wakes the allocator.
-fn lease_cache(api: Api<Lease>, changed: Arc<Notify>, watches: &mut Vec<tokio::task::AbortHandle>) -> Store<Lease> {
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
-    let mut expiries: BTreeMap<String, Timestamp> = BTreeMap::new();
-    let handle = tokio::spawn(events.for_each(move |event| {
-        let wake = match &event {
-            Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
-                let name = lease.metadata.name.clone().unwrap_or_default();
-                let previous = expiries.insert(name, super::state::lease_expiry(Some(lease)));
-                matches!(event, Ok(watcher::Event::Apply(_))) && previous.is_none_or(|t| t <= Timestamp::now())
-            }
-            Ok(watcher::Event::Delete(lease)) => {
-                expiries.remove(lease.metadata.name.as_deref().unwrap_or_default());
-                true
-            }
-            Ok(watcher::Event::InitDone) => true,
-            Ok(_) => false,
-            Err(e) => {
-                tracing::debug!(error = %e, "allocator watch");
-                false
-            }
-        };
-        if wake {
-            changed.notify_one();
+        match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => mark(&shared, what(&object)),
+            Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "allocator watch"),
         }
         async {}
     }));
@@ -122,33 +130,84 @@ fn lease_cache(api: Api<Lease>, changed: Arc<Notify>, watches: &mut Vec<tokio::t
     store
 }
 
+/// As [`cache`], for leases: a renewal of a lease that was fresh changes nothing (its lapse is a timer), so only a
+/// new lease, a lapsed one renewed, or one deleted is marked — for its agent, or (a framework's) for every agent.
+fn lease_cache(
+    api: Api<Lease>,
+    shared: &Shared,
+    watches: &mut Vec<tokio::task::AbortHandle>,
+    agents: bool,
+) -> Store<Lease> {
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
+    let mut expiries: HashMap<String, Timestamp> = HashMap::new();
+    let shared = shared.clone();
+    let what = move |name: String| if agents { Mark::Agent(name) } else { Mark::All };
+    let handle = tokio::spawn(events.for_each(move |event| {
+        match &event {
+            Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
+                let name = lease.metadata.name.clone().unwrap_or_default();
+                let previous = expiries.insert(name.clone(), lease_expiry(Some(lease)));
+                if matches!(event, Ok(watcher::Event::Apply(_))) && previous.is_none_or(|t| t <= Timestamp::now()) {
+                    mark(&shared, what(name));
+                }
+            }
+            Ok(watcher::Event::Delete(lease)) => {
+                let name = lease.metadata.name.clone().unwrap_or_default();
+                expiries.remove(&name);
+                mark(&shared, what(name));
+            }
+            Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "allocator watch"),
+        }
+        async {}
+    }));
+    watches.push(handle.abort_handle());
+    store
+}
+
+/// A Role object's view for the round: weight, guarantee (kinds not named: 0), limit (kinds not named: unbounded).
+fn role_view(role: &Role) -> RoleView {
+    let quota = role.spec.quota.as_ref();
+    let amounts = |q: Option<&QuotaResources>, unset: f64| {
+        q.map(|q| Amount::new(q.cpus.unwrap_or(unset), q.mem.unwrap_or(unset), q.disk.unwrap_or(unset)))
+    };
+    RoleView {
+        weight: role.spec.weight(),
+        guarantee: amounts(quota.and_then(|q| q.guarantee.as_ref()), 0.0),
+        limit: amounts(quota.and_then(|q| q.limit.as_ref()), f64::INFINITY),
+    }
+}
+
 /// Allocates until `shutdown` completes. Call it only while leading (see `runtime::leader`).
 pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = ()>) {
-    let changed = Arc::new(Notify::new());
+    let shared: Shared = Arc::new((Mutex::new(Dirty::default()), Notify::new()));
     let mut watches = Vec::new();
-    let caches = Caches {
-        agents: cache(Api::all(client.clone()), changed.clone(), &mut watches),
-        frameworks: cache(Api::all(client.clone()), changed.clone(), &mut watches),
-        offers: cache(Api::all(client.clone()), changed.clone(), &mut watches),
-        tasks: cache(Api::all(client.clone()), changed.clone(), &mut watches),
-        agent_leases: lease_cache(
-            Api::namespaced(client.clone(), AGENT_LEASE_NAMESPACE),
-            changed.clone(),
-            &mut watches,
-        ),
+    let agent_of_task: fn(&Task) -> Mark = |t| Mark::Agent(t.spec.agent.clone());
+    let agent_of_offer: fn(&Offer) -> Mark = |o| Mark::Agent(o.spec.agent.clone());
+    let agent_itself: fn(&Agent) -> Mark = |a| Mark::Agent(a.metadata.name.clone().unwrap_or_default());
+    let mut caches = Caches {
+        agents: cache(Api::all(client.clone()), &shared, &mut watches, agent_itself),
+        frameworks: cache(Api::all(client.clone()), &shared, &mut watches, |_| Mark::All),
+        roles: cache(Api::all(client.clone()), &shared, &mut watches, |_| Mark::All),
+        offers: cache(Api::all(client.clone()), &shared, &mut watches, agent_of_offer),
+        tasks: cache(Api::all(client.clone()), &shared, &mut watches, agent_of_task),
+        agent_leases: lease_cache(Api::namespaced(client.clone(), AGENT_LEASE_NAMESPACE), &shared, &mut watches, true),
         framework_leases: lease_cache(
             Api::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE),
-            changed.clone(),
+            &shared,
             &mut watches,
+            false,
         ),
         watches: Vec::new(),
     };
-    let mut caches = caches;
     caches.watches = watches;
     // A new leader acts only on complete caches.
     for ready in [
         caches.agents.wait_until_ready().await,
         caches.frameworks.wait_until_ready().await,
+        caches.roles.wait_until_ready().await,
         caches.offers.wait_until_ready().await,
         caches.tasks.wait_until_ready().await,
         caches.agent_leases.wait_until_ready().await,
@@ -159,25 +218,44 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         }
     }
     tracing::info!("allocator caches synced");
-    let mut pending: BTreeMap<String, Offer> = BTreeMap::new();
+    let recorder = Recorder::new(client.clone(), Reporter::new(FIELD_MANAGER, Some(&config.identity)));
+    let mut writer = StatusWriter::default();
+    let mut pending: BTreeMap<String, Arc<Offer>> = BTreeMap::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    mark(&shared, Mark::All);
     loop {
+        let dirty = std::mem::take(&mut *shared.0.lock().unwrap_or_else(PoisonError::into_inner));
         let observed = observed(&caches, &mut pending);
         let now = Timestamp::now();
-        apply(&client, &config, housekeeping(&observed, config.timing, now)).await;
-        let snapshot = observe(&observed, &BTreeMap::new(), now);
-        let mut order: Vec<usize> = (0..snapshot.agents.len()).collect();
+        let actions = housekeeping(&observed, config.timing, now);
+        explain(&recorder, &observed, &actions).await;
+        apply(&client, &config, actions).await;
+        let roles: BTreeMap<String, RoleView> = caches.roles.state().iter().map(|r| (r.role(), role_view(r))).collect();
+        let snapshot = observe(&observed, &roles, now);
+        let mut order: Vec<usize> = if dirty.all {
+            (0..snapshot.agents.len()).collect()
+        } else {
+            (0..snapshot.agents.len()).filter(|i| dirty.agents.contains(&snapshot.agents[*i].name)).collect()
+        };
         fastrand::shuffle(&mut order);
         let plans = allocate(&snapshot, &order, now);
-        for offer in offer_all(&client, &config, &observed, plans, now).await {
-            pending.insert(offer.metadata.name.clone().unwrap_or_default(), offer);
+        if !plans.is_empty() {
+            tracing::debug!(offers = plans.len(), visited = order.len(), "round");
         }
-        let wakeup = next_wakeup(&observed, config.timing, now)
-            .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default());
-        let timer = tokio::time::sleep(wakeup.unwrap_or(Duration::from_secs(3600)));
+        for offer in offer_all(&client, &config, &observed, plans, now).await {
+            pending.insert(offer.metadata.name.clone().unwrap_or_default(), Arc::new(offer));
+        }
+        let figures = statuses(&observed, &snapshot, now);
+        let deferred = writer.write(&client, &config, &recorder, &caches, &figures).await;
+        let mut wakeup = next_wakeup(&observed, config.timing, now)
+            .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600));
+        if deferred {
+            wakeup = wakeup.min(STATUS_INTERVAL);
+        }
         tokio::select! {
-            () = changed.notified() => {}
-            () = timer => {}
+            () = shared.1.notified() => {}
+            () = tokio::time::sleep(wakeup) => mark(&shared, Mark::All),
             () = &mut shutdown => return,
         }
         // Gather the rest of a burst.
@@ -186,18 +264,21 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
 }
 
 /// The caches' contents, with the offers this allocator created that its watch has not shown yet.
-fn observed(caches: &Caches, pending: &mut BTreeMap<String, Offer>) -> Observed {
+fn observed(caches: &Caches, pending: &mut BTreeMap<String, Arc<Offer>>) -> Observed {
     let name = |lease: &Lease| lease.metadata.name.clone().unwrap_or_default();
-    let mut offers: Vec<Offer> = caches.offers.state().iter().map(|o| (**o).clone()).collect();
-    pending.retain(|name, _| !offers.iter().any(|o| o.metadata.name.as_deref() == Some(name.as_str())));
-    offers.extend(pending.values().cloned());
+    let mut offers = caches.offers.state();
+    if !pending.is_empty() {
+        let seen: HashSet<&str> = offers.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
+        pending.retain(|name, _| !seen.contains(name.as_str()));
+        offers.extend(pending.values().cloned());
+    }
     Observed {
-        agents: caches.agents.state().iter().map(|a| (**a).clone()).collect(),
-        frameworks: caches.frameworks.state().iter().map(|f| (**f).clone()).collect(),
+        agents: caches.agents.state(),
+        frameworks: caches.frameworks.state(),
         offers,
-        tasks: caches.tasks.state().iter().map(|t| (**t).clone()).collect(),
-        agent_leases: caches.agent_leases.state().iter().map(|l| (name(l), (**l).clone())).collect(),
-        framework_leases: caches.framework_leases.state().iter().map(|l| (name(l), (**l).clone())).collect(),
+        tasks: caches.tasks.state(),
+        agent_leases: caches.agent_leases.state().into_iter().map(|l| (name(&l), l)).collect(),
+        framework_leases: caches.framework_leases.state().into_iter().map(|l| (name(&l), l)).collect(),
     }
 }
 
@@ -209,39 +290,40 @@ async fn offer_all(
     plans: Vec<OfferPlan>,
     now: Timestamp,
 ) -> Vec<Offer> {
+    if plans.is_empty() {
+        return Vec::new();
+    }
     let offers: Api<Offer> = Api::all(client.clone());
-    let hostnames: BTreeMap<String, (Option<String>, BTreeMap<String, String>)> = observed
-        .agents
-        .iter()
-        .map(|a| {
-            let hostname = a.status.as_ref().and_then(|s| s.hostname.clone());
-            (a.metadata.name.clone().unwrap_or_default(), (hostname, a.spec.attributes.clone()))
-        })
-        .collect();
+    let agents: HashMap<&str, &Agent> =
+        observed.agents.iter().map(|a| (a.metadata.name.as_deref().unwrap_or_default(), &**a)).collect();
     let expires = now + jiff::SignedDuration::try_from(config.timing.offer_timeout).unwrap_or_default();
+    let params = PostParams::default().manager(FIELD_MANAGER);
     futures::stream::iter(plans)
         .map(|plan| {
-            let offers = offers.clone();
-            let (hostname, attributes) = hostnames.get(&plan.agent).cloned().unwrap_or_default();
+            let agent = agents.get(plan.agent.as_str());
+            let hostname = agent.and_then(|a| a.status.as_ref()).and_then(|s| s.hostname.clone());
+            let attributes = agent.map(|a| a.spec.attributes.clone()).unwrap_or_default();
+            let (offers, params) = (offers.clone(), params.clone());
             async move {
-                let mut prefix: String = format!("{}-{}-", plan.agent, plan.framework).chars().take(40).collect();
-                prefix = prefix.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "-");
-                let metadata = ObjectMeta { generate_name: Some(prefix.to_ascii_lowercase()), ..ObjectMeta::default() };
+                let prefix: String =
+                    format!("{}-{}-", plan.agent, plan.framework)
+                        .chars()
+                        .take(40)
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '-' }
+                        })
+                        .collect();
+                let metadata = ObjectMeta { generate_name: Some(prefix), ..ObjectMeta::default() };
                 let spec = OfferSpec {
                     framework: plan.framework.clone(),
                     agent: plan.agent.clone(),
                     hostname,
                     role: Some(plan.role.clone()),
-                    resources: Resources {
-                        cpus: round3(plan.resources.cpus),
-                        mem: round3(plan.resources.mem),
-                        disk: round3(plan.resources.disk),
-                        ports: plan.ports.clone(),
-                    },
+                    resources: resources(plan.resources, plan.ports.clone()),
                     attributes,
                     expires_at: Some(expires),
                 };
-                match offers.create(&PostParams::default().manager(FIELD_MANAGER), &Offer::new(metadata, spec)).await {
+                match offers.create(&params, &Offer::new(metadata, spec)).await {
                     Ok(offer) => Some(offer),
                     Err(e) => {
                         tracing::warn!(agent = %plan.agent, framework = %plan.framework, error = %e, "offer not made");
@@ -256,9 +338,70 @@ async fn offer_all(
         .await
 }
 
-/// Offers carry amounts to a thousandth (DRF arithmetic leaves long fractions).
-fn round3(value: f64) -> f64 {
-    (value * 1000.0).floor() / 1000.0
+/// Amounts to a thousandth, rounded down (DRF arithmetic leaves long fractions; an offer never exceeds what is free).
+fn resources(amount: Amount, ports: Vec<agora_schemas::PortRange>) -> Resources {
+    let round = |value: f64| (value * 1000.0 + 1e-6).floor() / 1000.0;
+    Resources { cpus: round(amount.cpus), mem: round(amount.mem), disk: round(amount.disk), ports }
+}
+
+/// Reports the decisions people ask about as Events on the objects concerned.
+async fn explain(recorder: &Recorder, observed: &Observed, actions: &[Action]) {
+    let reference = |kind: &str, namespace: Option<&str>, name: &str| ObjectReference {
+        api_version: Some(agora_schemas::API_VERSION.to_owned()),
+        kind: kind.to_owned(),
+        namespace: namespace.map(str::to_owned),
+        name: name.to_owned(),
+        ..ObjectReference::default()
+    };
+    let mut rescinds_per_framework: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let offers: HashMap<&str, &Offer> =
+        observed.offers.iter().map(|o| (o.metadata.name.as_deref().unwrap_or_default(), &**o)).collect();
+    let mut records = Vec::new();
+    for action in actions {
+        match action {
+            Action::AgentReady { agent, ready, message, .. } => {
+                let record = if *ready {
+                    Record::normal("AgentReachable", format!("agent {agent} is back: {message}"))
+                } else {
+                    Record::warning("AgentUnreachable", format!("agent {agent} is unreachable: {message}"))
+                };
+                records.push((reference("Agent", None, agent), record));
+            }
+            Action::TaskState { namespace, task, state: TaskState::Gone, message, .. } => {
+                records.push((reference("Task", Some(namespace), task), Record::warning("TaskGone", message.clone())));
+            }
+            Action::KillTask { namespace, task, message } => {
+                records
+                    .push((reference("Task", Some(namespace), task), Record::warning("FailedOver", message.clone())));
+            }
+            Action::Rescind { offer, reason, .. } => {
+                if let Some(o) = offers.get(offer.as_str()) {
+                    *rescinds_per_framework.entry((o.spec.framework.as_str(), reason)).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    // One event per framework and reason, not one per offer.
+    for ((framework, reason), count) in rescinds_per_framework {
+        let message = format!("{count} offer(s) rescinded: {}", rescind_reason(reason));
+        records.push((reference("Framework", None, framework), Record::normal("OffersRescinded", message)));
+    }
+    for (object, record) in records {
+        if let Err(e) = recorder.publish(&object, record).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+}
+
+fn rescind_reason(reason: &str) -> &'static str {
+    match reason {
+        "Expired" => "not used before they expired",
+        "AgentUnreachable" => "their agent stopped heartbeating",
+        "AgentUnschedulable" => "their agent was cordoned",
+        "AgentGone" => "their agent is gone",
+        _ => "the framework is not connected (its lease lapsed)",
+    }
 }
 
 /// Writes what housekeeping decided.
@@ -284,8 +427,12 @@ async fn apply(client: &Client, config: &Config, actions: Vec<Action>) {
                         let patch = json!({"status": {"conditions": [condition]}});
                         Api::<Agent>::all(client).patch_status(agent, &params, &Patch::Merge(patch)).await.map(drop)
                     }
-                    Action::TaskState { namespace, task, state, message } => {
-                        let patch = json!({"status": {"state": state, "message": message}});
+                    Action::TaskState { namespace, task, resource_version, state, message } => {
+                        let mut status = json!({"state": state, "message": message, "reason": "Allocator"});
+                        if state.is_terminal() {
+                            status["finishedAt"] = json!(now);
+                        }
+                        let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": status});
                         let tasks = Api::<Task>::namespaced(client, namespace);
                         tasks.patch_status(task, &params, &Patch::Merge(patch)).await.map(drop)
                     }
@@ -306,4 +453,151 @@ async fn apply(client: &Client, config: &Config, actions: Vec<Action>) {
             }
         })
         .await;
+}
+
+/// Status writes, each object at most once per [`STATUS_INTERVAL`].
+#[derive(Default)]
+struct StatusWriter {
+    last: HashMap<String, Instant>,
+    /// Roles last reported at their limit.
+    at_limit: HashSet<String>,
+}
+
+fn same_resources(have: Option<&Resources>, want: &Resources) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-3;
+    have.is_some_and(|h| close(h.cpus, want.cpus) && close(h.mem, want.mem) && close(h.disk, want.disk))
+}
+
+impl StatusWriter {
+    /// Whether `key` may be written now (and if so, records it as written).
+    fn may_write(&mut self, key: String) -> bool {
+        let now = Instant::now();
+        match self.last.get(&key) {
+            Some(at) if now.duration_since(*at) < STATUS_INTERVAL => false,
+            _ => {
+                self.last.insert(key, now);
+                true
+            }
+        }
+    }
+
+    /// Writes the figures that changed; returns whether some had to wait for their interval.
+    async fn write(
+        &mut self,
+        client: &Client,
+        config: &Config,
+        recorder: &Recorder,
+        caches: &Caches,
+        figures: &Statuses,
+    ) -> bool {
+        let mut deferred = false;
+        let mut writes: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
+        for agent in caches.agents.state() {
+            let name = agent.metadata.name.clone().unwrap_or_default();
+            let want = resources(figures.agents.get(&name).copied().unwrap_or_default(), Vec::new());
+            if !same_resources(agent.status.as_ref().and_then(|s| s.allocated.as_ref()), &want) {
+                if self.may_write(format!("agents/{name}")) {
+                    writes.push((name, "agents", json!({"status": {"allocated": want}})));
+                } else {
+                    deferred = true;
+                }
+            }
+        }
+        for framework in caches.frameworks.state() {
+            let name = framework.metadata.name.clone().unwrap_or_default();
+            let Some(want) = figures.frameworks.get(&name) else { continue };
+            let allocated = resources(want.allocated, Vec::new());
+            let status = framework.status.clone().unwrap_or_default();
+            let connected = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Connected")
+                .map(|c| if c.status == agora_schemas::ConditionStatus::True { "True" } else { "False" });
+            let want_connected = if want.connected { "True" } else { "False" };
+            let share = (want.dominant_share * 1e4).round() / 1e4;
+            let unchanged = same_resources(status.allocated.as_ref(), &allocated)
+                && status.dominant_share.is_some_and(|s| (s - share).abs() < 1e-4)
+                && status.outstanding_offers == want.outstanding_offers
+                && connected == Some(want_connected);
+            if unchanged {
+                continue;
+            }
+            if !self.may_write(format!("frameworks/{name}")) {
+                deferred = true;
+                continue;
+            }
+            let now = Timestamp::now();
+            let mut patch = json!({"status": {"allocated": allocated, "dominantShare": share,
+                "outstandingOffers": want.outstanding_offers, "lastSeen": want.last_seen}});
+            if connected != Some(want_connected) {
+                let (reason, message) = if want.connected {
+                    ("LeaseRenewed", format!("framework {name} renews its lease in {FRAMEWORK_LEASE_NAMESPACE}"))
+                } else {
+                    ("LeaseLapsed", format!("framework {name} stopped renewing its lease; its offers are rescinded"))
+                };
+                let condition = json!({"type": "Connected", "status": want_connected, "reason": reason,
+                    "message": message, "lastTransitionTime": now});
+                patch["status"]["conditions"] = json!([condition]);
+                if connected.is_some() || !want.connected {
+                    let record = if want.connected {
+                        Record::normal("FrameworkConnected", message)
+                    } else {
+                        Record::warning("FrameworkDisconnected", message)
+                    };
+                    let _ = recorder.publish(&crate::runtime::events::reference(&*framework), record).await;
+                }
+            }
+            writes.push((name, "frameworks", patch));
+        }
+        for role in caches.roles.state() {
+            let name = role.metadata.name.clone().unwrap_or_default();
+            let Some(want) = figures.roles.get(&role.role()) else { continue };
+            let (allocated, offered) = (resources(want.allocated, Vec::new()), resources(want.offered, Vec::new()));
+            let share = (want.dominant_share * 1e4).round() / 1e4;
+            let status = role.status.clone().unwrap_or_default();
+            if want.at_limit && self.at_limit.insert(name.clone()) {
+                let record = Record::normal("AtQuotaLimit", format!("role {} holds its quota limit", role.role()));
+                let _ = recorder.publish(&crate::runtime::events::reference(&*role), record).await;
+            } else if !want.at_limit {
+                self.at_limit.remove(&name);
+            }
+            let unchanged = same_resources(status.allocated.as_ref(), &allocated)
+                && same_resources(status.offered.as_ref(), &offered)
+                && status.dominant_share.is_some_and(|s| (s - share).abs() < 1e-4);
+            if unchanged {
+                continue;
+            }
+            if !self.may_write(format!("roles/{name}")) {
+                deferred = true;
+                continue;
+            }
+            writes.push((
+                name,
+                "roles",
+                json!({"status": {"allocated": allocated, "offered": offered, "dominantShare": share}}),
+            ));
+        }
+        let params = PatchParams::default().manager(FIELD_MANAGER);
+        futures::stream::iter(writes)
+            .for_each_concurrent(config.concurrency, |(name, plural, patch)| {
+                let (client, params) = (client.clone(), params.clone());
+                async move {
+                    let patch = Patch::Merge(patch);
+                    let written = match plural {
+                        "agents" => Api::<Agent>::all(client).patch_status(&name, &params, &patch).await.map(drop),
+                        "frameworks" => {
+                            Api::<Framework>::all(client).patch_status(&name, &params, &patch).await.map(drop)
+                        }
+                        _ => Api::<Role>::all(client).patch_status(&name, &params, &patch).await.map(drop),
+                    };
+                    if let Err(e) = written
+                        && !e.is_not_found()
+                    {
+                        tracing::warn!(object = %format!("{plural}/{name}"), error = %e, "status not written");
+                    }
+                }
+            })
+            .await;
+        deferred
+    }
 }

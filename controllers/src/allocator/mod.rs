@@ -1,15 +1,17 @@
 //! The allocator: Mesos' master as a controller — it offers agents' free resources to frameworks by hierarchical
 //! Dominant Resource Fairness.
 //!
-//! What is built so far is its pure core, separate from watches and writes (the shape of Mesos' `Sorter` and of
-//! Nomad's scheduler, STYLE.md):
+//! Its decisions are pure functions over a snapshot, separate from watches and writes (the shape of Mesos' `Sorter`
+//! and of Nomad's scheduler, STYLE.md):
 //!
-//! - [`sorter`]: hierarchical DRF over clients (a framework in a role), weights and allocations.
+//! - [`sorter`]: hierarchical DRF over clients (a framework in a role), weights and allocations, kept in order
+//!   incrementally.
 //! - [`round`]: one allocation round over a snapshot of agents, frameworks and roles — reservations, quota
 //!   guarantees and limits, filters, suppression, the minimum offer.
+//! - [`state`]: the snapshot made from the observed objects, liveness and expiry (housekeeping), status figures and
+//!   the next timer.
 //!
-//! The controller around them (reflectors over Agents, Frameworks, Roles, Offers and Tasks, offer writes, liveness,
-//! housekeeping) comes next.
+//! [`controller`] is the I/O around them: reflectors, rounds on change, offer and status writes, Events.
 
 pub mod controller;
 pub mod round;

@@ -11,7 +11,7 @@
 //!   role by fair share, with the unmet guarantees of other roles held back from the unreserved pool (headroom).
 //!   Nothing is offered that would take a role past its limit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agora_schemas::PortRange;
 use jiff::Timestamp;
@@ -36,8 +36,10 @@ pub struct AgentView {
     pub reservations: BTreeMap<String, (Amount, Vec<PortRange>)>,
     /// What non-terminal tasks and outstanding offers hold, per role.
     pub used: BTreeMap<String, Amount>,
-    /// Ports held by tasks and outstanding offers.
+    /// Ports held by tasks.
     pub used_ports: BTreeSet<u16>,
+    /// Port ranges held by outstanding offers.
+    pub offered_ports: Vec<PortRange>,
     /// Ready (its lease is fresh) and not cordoned.
     pub offerable: bool,
 }
@@ -64,32 +66,51 @@ impl AgentView {
 
     /// The free ports `role` may be offered: its reserved ranges and the unreserved ones, less the ports in use.
     fn free_ports(&self, role: &str) -> Vec<PortRange> {
-        let reserved_elsewhere: Vec<PortRange> = self
+        let mut blocked: Vec<PortRange> = self
             .reservations
             .iter()
             .filter(|(r, _)| r.as_str() != role)
             .flat_map(|(_, (_, ports))| ports.iter().copied())
+            .chain(self.offered_ports.iter().copied())
             .collect();
+        blocked.sort_unstable();
         let mut free = Vec::new();
         for range in &self.ports {
-            let mut start = None;
-            for port in range.0..=range.1 {
-                let usable = !self.used_ports.contains(&port) && !reserved_elsewhere.iter().any(|r| r.contains(port));
-                match (usable, start) {
-                    (true, None) => start = Some(port),
-                    (false, Some(from)) => {
-                        free.push(PortRange(from, port - 1));
-                        start = None;
-                    }
-                    _ => {}
+            // Walk the range, skipping the blocked ranges and used ports inside it, in order.
+            let mut from = u32::from(range.0);
+            let end = u32::from(range.1);
+            let mut singles = self.used_ports.range(range.0..=range.1).map(|p| PortRange(*p, *p)).peekable();
+            let mut ranges = blocked.iter().copied().filter(|b| b.1 >= range.0 && b.0 <= range.1).peekable();
+            loop {
+                let next = match (ranges.peek(), singles.peek()) {
+                    (Some(r), Some(p)) if r.0 <= p.0 => ranges.next(),
+                    (_, Some(_)) => singles.next(),
+                    (Some(_), None) => ranges.next(),
+                    (None, None) => None,
+                };
+                let Some(block) = next else { break };
+                if u32::from(block.0) > from {
+                    free.push(PortRange(port(from), block.0 - 1));
                 }
+                from = from.max(u32::from(block.1) + 1);
             }
-            if let Some(from) = start {
-                free.push(PortRange(from, range.1));
+            if from <= end {
+                free.push(PortRange(port(from), range.1));
             }
         }
         free
     }
+
+    /// Whether anything on the agent could be offered to some role.
+    fn has_offerable(&self) -> bool {
+        offerable(self.free_unreserved())
+            || self.reservations.keys().any(|role| offerable(self.free_unreserved().plus(self.free_reserved(role))))
+    }
+}
+
+/// A port number known to fit (`from` only exceeds 65535 after the last port, where nothing is pushed).
+fn port(value: u32) -> u16 {
+    u16::try_from(value).unwrap_or(u16::MAX)
 }
 
 /// What the round knows of one framework.
@@ -153,17 +174,16 @@ fn offerable(amount: Amount) -> bool {
 }
 
 /// The offers of one round over `snapshot` at `now`, visiting agents in `order` (indexes into `snapshot.agents`;
-/// the caller shuffles them).
+/// the caller shuffles them, and may pass only the agents whose resources or offerability changed).
 #[must_use]
 pub fn allocate(snapshot: &Snapshot, order: &[usize], now: Timestamp) -> Vec<OfferPlan> {
-    let mut agents = snapshot.agents.clone();
-    let total = agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total));
+    let total = snapshot.agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total));
     let mut sorter = Sorter::new(total);
     for (role, view) in &snapshot.roles {
         sorter.set_role_weight(role, view.weight);
     }
     // Every (role, framework) is a client, holding what its tasks and outstanding offers hold.
-    let frameworks: BTreeMap<&str, &FrameworkView> = snapshot.frameworks.iter().map(|f| (f.name.as_str(), f)).collect();
+    let frameworks: HashMap<&str, &FrameworkView> = snapshot.frameworks.iter().map(|f| (f.name.as_str(), f)).collect();
     for framework in &snapshot.frameworks {
         for role in &framework.roles {
             let client = Client { role: role.clone(), framework: framework.name.clone() };
@@ -171,53 +191,98 @@ pub fn allocate(snapshot: &Snapshot, order: &[usize], now: Timestamp) -> Vec<Off
             sorter.allocate(&client, framework.allocated.get(role).copied().unwrap_or_default());
         }
     }
-    let limit = |role: &str| snapshot.roles.get(role).and_then(|r| r.limit);
-    let guarantee = |role: &str| snapshot.roles.get(role).and_then(|r| r.guarantee);
+    let guaranteed: Vec<(&str, Amount)> =
+        snapshot.roles.iter().filter_map(|(role, view)| Some((role.as_str(), view.guarantee?))).collect();
+    let limited: HashMap<&str, Amount> =
+        snapshot.roles.iter().filter_map(|(role, view)| Some((role.as_str(), view.limit?))).collect();
+    // What `role` may still take under its own limit and every ancestor's.
+    let cap = |sorter: &Sorter, role: &str| -> Option<Amount> {
+        let mut cap: Option<Amount> = None;
+        let mut at = Some(role);
+        while let Some(r) = at {
+            if let Some(limit) = limited.get(r) {
+                let left = limit.minus(sorter.role_allocation(r));
+                cap = Some(cap.map_or(left, |c| c.min(left)));
+            }
+            at = r.rsplit_once('/').map(|(up, _)| up);
+        }
+        cap
+    };
+    let unmet = |sorter: &Sorter, role: &str| -> Amount {
+        guaranteed
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, g)| g.minus(sorter.role_allocation(role)))
+            .unwrap_or_default()
+    };
+    // The agents this round touches, copied so offers can be counted against them as they are made.
+    let mut agents: HashMap<usize, AgentView> = HashMap::new();
     // The unreserved pool free across the cluster, kept current as offers are made.
     let mut unreserved_free =
-        agents.iter().filter(|a| a.offerable).fold(Amount::default(), |sum, a| sum.plus(a.free_unreserved()));
+        snapshot.agents.iter().filter(|a| a.offerable).fold(Amount::default(), |sum, a| sum.plus(a.free_unreserved()));
     let mut plans = Vec::new();
     for stage in [Stage::Guarantees, Stage::FairShare] {
         for &index in order {
-            let Some(agent) = agents.get_mut(index) else { continue };
-            if !agent.offerable {
+            let Some(original) = snapshot.agents.get(index) else { continue };
+            if !original.offerable {
                 continue;
             }
+            let agent = agents.entry(index).or_insert_with(|| original.clone());
             loop {
-                // What other roles' unmet guarantees need is held back from the unreserved pool.
-                let unmet = |role: &str| guarantee(role).unwrap_or_default().minus(sorter.role_allocation(role));
-                let headroom = snapshot.roles.keys().fold(Amount::default(), |sum, role| sum.plus(unmet(role)));
-                let chosen = sorter.order().into_iter().find_map(|client| {
-                    let framework = frameworks.get(client.framework.as_str())?;
+                if !agent.has_offerable() {
+                    break;
+                }
+                // What roles' unmet guarantees need is held back from the unreserved pool.
+                let headroom = guaranteed.iter().fold(Amount::default(), |sum, (r, _)| sum.plus(unmet(&sorter, r)));
+                if matches!(stage, Stage::Guarantees) && headroom.is_empty() {
+                    break;
+                }
+                let mut found = None;
+                let chosen = sorter.first(|client| {
+                    let Some(framework) = frameworks.get(client.framework.as_str()) else { return false };
                     let filtered = framework.filters.get(&agent.name).is_some_and(|until| *until > now);
                     if framework.suppressed || !framework.connected || filtered {
-                        return None;
+                        return false;
                     }
                     let role = client.role.as_str();
+                    let own_unmet = unmet(&sorter, role);
                     let mut unreserved = agent.free_unreserved();
-                    if let Stage::FairShare = stage {
-                        // A role may take from the headroom what its own unmet guarantee put there.
-                        unreserved = unreserved.min(unreserved_free.minus(headroom).plus(unmet(role)));
-                    }
                     let mut reserved = agent.free_reserved(role);
-                    if let Stage::Guarantees = stage {
-                        // Up to the unmet guarantee, and the kinds it does not name in the same proportion.
-                        let fraction = guarantee_fraction(reserved.plus(unreserved), guarantee(role)?, unmet(role))?;
-                        reserved = reserved.scaled(fraction);
-                        unreserved = unreserved.scaled(fraction);
+                    match stage {
+                        Stage::Guarantees => {
+                            // Up to the unmet guarantee, and the kinds it does not name in the same proportion.
+                            let Some((_, guarantee)) = guaranteed.iter().find(|(r, _)| *r == role) else {
+                                return false;
+                            };
+                            let Some(fraction) = guarantee_fraction(reserved.plus(unreserved), *guarantee, own_unmet)
+                            else {
+                                return false;
+                            };
+                            reserved = reserved.scaled(fraction);
+                            unreserved = unreserved.scaled(fraction);
+                        }
+                        // A role may take from the headroom what its own unmet guarantee put there.
+                        Stage::FairShare => {
+                            unreserved = unreserved.min(unreserved_free.minus(headroom).plus(own_unmet));
+                        }
                     }
-                    if let Some(cap) = limit(role).map(|l| l.minus(sorter.role_allocation(role))) {
+                    if let Some(cap) = cap(&sorter, role) {
                         reserved = reserved.min(cap);
                         unreserved = unreserved.min(cap.minus(reserved));
                     }
                     let offer = reserved.plus(unreserved);
-                    offerable(offer).then_some((client, offer, unreserved))
+                    if offerable(offer) {
+                        found = Some((offer, unreserved));
+                        true
+                    } else {
+                        false
+                    }
                 });
-                let Some((client, resources, from_unreserved)) = chosen else { break };
+                let (Some(client), Some((resources, from_unreserved))) = (chosen, found) else {
+                    break;
+                };
                 let ports = agent.free_ports(&client.role);
-                for range in &ports {
-                    agent.used_ports.extend(range.0..=range.1);
-                }
+                agent.offered_ports.extend(ports.iter().copied());
                 let used = agent.used.entry(client.role.clone()).or_default();
                 *used = used.plus(resources);
                 unreserved_free = unreserved_free.minus(from_unreserved);

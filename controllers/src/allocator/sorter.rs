@@ -8,7 +8,7 @@
 //! lowest first; a role's own frameworks are ordered the same way by their own allocation and weight. Ties go to
 //! the name, so the order is deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// An amount of each kind of resource that DRF counts (ports are not shared out by DRF).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -82,12 +82,61 @@ pub struct Client {
     pub framework: String,
 }
 
-/// The sorter's state: the cluster's total, every client's allocation and weight, every role's weight.
+/// A weighted share with a total order (shares are finite; NaN cannot arise from non-negative amounts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Share(f64);
+
+impl Eq for Share {}
+
+impl PartialOrd for Share {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Share {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Members of one level of the tree, lowest weighted share first, ties by name.
+type Ordered = BTreeSet<(Share, String, usize)>;
+
+#[derive(Clone, Debug)]
+struct Entry {
+    client: Client,
+    held: Amount,
+    weight: f64,
+    key: Share,
+    node: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    role: String,
+    parent: Option<usize>,
+    /// What every client in this role's subtree holds.
+    held: Amount,
+    key: Share,
+    /// The role's own clients.
+    own: Ordered,
+    /// The roles directly below it.
+    children: Ordered,
+}
+
+/// The sorter's state: the cluster's total, every client's allocation and weight, every role's weight and its
+/// subtree's allocation, and each level of the role tree kept in order — so a change of one client's allocation
+/// costs a few ordered-set updates (one per level), not a sort.
 #[derive(Clone, Debug, Default)]
 pub struct Sorter {
     total: Amount,
-    clients: BTreeMap<Client, (Amount, f64)>,
-    role_weights: BTreeMap<String, f64>,
+    entries: Vec<Option<Entry>>,
+    index: HashMap<Client, usize>,
+    nodes: Vec<Node>,
+    node_index: HashMap<String, usize>,
+    roots: Ordered,
+    role_weights: HashMap<String, f64>,
 }
 
 /// The parent of role `role` (`eng` for `eng/web`; `None` for a top-level role).
@@ -108,111 +157,205 @@ impl Sorter {
         self.total
     }
 
-    /// Sets the cluster's total (agents came or went).
+    /// Sets the cluster's total (agents came or went): every share changes, so every level is ordered anew.
     pub fn set_total(&mut self, total: Amount) {
         self.total = total;
+        for id in 0..self.entries.len() {
+            self.rekey_entry(id);
+        }
+        for node in 0..self.nodes.len() {
+            self.rekey_node(node);
+        }
+    }
+
+    fn client_share(&self, entry: &Entry) -> Share {
+        Share(entry.held.dominant_share(self.total) / entry.weight.max(1e-9))
+    }
+
+    fn node_share(&self, node: &Node) -> Share {
+        let weight = self.role_weights.get(&node.role).copied().unwrap_or(1.0).max(1e-9);
+        Share(node.held.dominant_share(self.total) / weight)
+    }
+
+    /// The node of `role`, made (with its ancestors) when new.
+    fn node(&mut self, role: &str) -> usize {
+        if let Some(&id) = self.node_index.get(role) {
+            return id;
+        }
+        let up = parent(role).map(|p| self.node(p));
+        let id = self.nodes.len();
+        let node = Node {
+            role: role.to_owned(),
+            parent: up,
+            held: Amount::default(),
+            key: Share(0.0),
+            own: Ordered::new(),
+            children: Ordered::new(),
+        };
+        let key = self.node_share(&node);
+        self.nodes.push(Node { key, ..node });
+        self.level(up).insert((key, role.to_owned(), id));
+        self.node_index.insert(role.to_owned(), id);
+        id
+    }
+
+    fn level(&mut self, parent: Option<usize>) -> &mut Ordered {
+        match parent {
+            Some(p) => &mut self.nodes[p].children,
+            None => &mut self.roots,
+        }
+    }
+
+    /// Puts entry `id` where its current share belongs among its role's clients.
+    fn rekey_entry(&mut self, id: usize) {
+        let Some(entry) = &self.entries[id] else { return };
+        let (old, new, node) = (entry.key, self.client_share(entry), entry.node);
+        let name = entry.client.framework.clone();
+        let own = &mut self.nodes[node].own;
+        own.remove(&(old, name.clone(), id));
+        own.insert((new, name, id));
+        if let Some(entry) = &mut self.entries[id] {
+            entry.key = new;
+        }
+    }
+
+    /// Puts role node `id` where its current share belongs among its siblings.
+    fn rekey_node(&mut self, id: usize) {
+        let (old, new) = (self.nodes[id].key, self.node_share(&self.nodes[id]));
+        let (role, up) = (self.nodes[id].role.clone(), self.nodes[id].parent);
+        let level = self.level(up);
+        level.remove(&(old, role.clone(), id));
+        level.insert((new, role, id));
+        self.nodes[id].key = new;
+    }
+
+    /// Adds `delta` (or takes it away) from `node` and every ancestor's subtree allocation.
+    fn change_subtree(&mut self, node: usize, delta: Amount, add: bool) {
+        let mut at = Some(node);
+        while let Some(id) = at {
+            let held = self.nodes[id].held;
+            self.nodes[id].held = if add { held.plus(delta) } else { held.minus(delta) };
+            self.rekey_node(id);
+            at = self.nodes[id].parent;
+        }
     }
 
     /// Adds (or updates the weight of) a client; its allocation is kept.
     pub fn add(&mut self, client: Client, weight: f64) {
-        self.clients.entry(client).or_insert((Amount::default(), weight)).1 = weight;
+        if let Some(&id) = self.index.get(&client) {
+            if let Some(entry) = &mut self.entries[id] {
+                entry.weight = weight;
+            }
+            self.rekey_entry(id);
+            return;
+        }
+        let node = self.node(&client.role);
+        let id = self.entries.len();
+        let entry = Entry { client: client.clone(), held: Amount::default(), weight, key: Share(0.0), node };
+        let key = self.client_share(&entry);
+        self.nodes[node].own.insert((key, client.framework.clone(), id));
+        self.entries.push(Some(Entry { key, ..entry }));
+        self.index.insert(client, id);
     }
 
     /// Removes a client.
     pub fn remove(&mut self, client: &Client) {
-        self.clients.remove(client);
+        let Some(id) = self.index.remove(client) else { return };
+        if let Some(entry) = self.entries[id].take() {
+            self.nodes[entry.node].own.remove(&(entry.key, entry.client.framework, id));
+            self.change_subtree(entry.node, entry.held, false);
+        }
     }
 
     /// A role's weight (1 unless set).
     pub fn set_role_weight(&mut self, role: &str, weight: f64) {
         self.role_weights.insert(role.to_owned(), weight);
+        if let Some(&id) = self.node_index.get(role) {
+            self.rekey_node(id);
+        }
+    }
+
+    fn change(&mut self, client: &Client, amount: Amount, add: bool) {
+        let Some(&id) = self.index.get(client) else { return };
+        let Some(entry) = &mut self.entries[id] else { return };
+        let before = entry.held;
+        entry.held = if add { before.plus(amount) } else { before.minus(amount) };
+        // What actually changed (taking away never goes below zero).
+        let delta = if add { amount } else { before.minus(entry.held) };
+        let node = entry.node;
+        self.rekey_entry(id);
+        self.change_subtree(node, delta, add);
     }
 
     /// Counts `amount` as held by `client` (offered or used by its tasks).
     pub fn allocate(&mut self, client: &Client, amount: Amount) {
-        if let Some((held, _)) = self.clients.get_mut(client) {
-            *held = held.plus(amount);
-        }
+        self.change(client, amount, true);
     }
 
     /// Counts `amount` as no longer held by `client`.
     pub fn unallocate(&mut self, client: &Client, amount: Amount) {
-        if let Some((held, _)) = self.clients.get_mut(client) {
-            *held = held.minus(amount);
-        }
+        self.change(client, amount, false);
     }
 
     /// What `client` holds.
     #[must_use]
     pub fn allocation(&self, client: &Client) -> Amount {
-        self.clients.get(client).map(|(held, _)| *held).unwrap_or_default()
+        self.index.get(client).and_then(|&id| self.entries[id].as_ref()).map(|e| e.held).unwrap_or_default()
     }
 
     /// What every client of `role` and of the roles below it holds.
     #[must_use]
     pub fn role_allocation(&self, role: &str) -> Amount {
-        self.clients
-            .iter()
-            .filter(|(c, _)| c.role == role || c.role.strip_prefix(role).is_some_and(|rest| rest.starts_with('/')))
-            .fold(Amount::default(), |sum, (_, (held, _))| sum.plus(*held))
+        self.node_index.get(role).map(|&id| self.nodes[id].held).unwrap_or_default()
     }
 
     /// `client`'s dominant share divided by its weight.
     #[must_use]
     pub fn share(&self, client: &Client) -> f64 {
-        self.clients.get(client).map_or(0.0, |(held, weight)| held.dominant_share(self.total) / weight.max(1e-9))
+        self.index.get(client).and_then(|&id| self.entries[id].as_ref()).map_or(0.0, |e| self.client_share(e).0)
     }
 
     /// `role`'s weighted dominant share (its whole subtree's allocation).
     #[must_use]
     pub fn role_share(&self, role: &str) -> f64 {
-        let weight = self.role_weights.get(role).copied().unwrap_or(1.0).max(1e-9);
-        self.role_allocation(role).dominant_share(self.total) / weight
+        self.node_index.get(role).map_or(0.0, |&id| self.node_share(&self.nodes[id]).0)
     }
 
-    /// Every client, in the order offers should go to them: the role tree walked lowest share first at each level,
-    /// then each role's frameworks lowest share first.
+    /// The first client, in the order offers should go to them, for which `wanted` holds: the role tree walked
+    /// lowest share first at each level — a role's own frameworks (lowest share first) before the roles below it,
+    /// as Mesos' hierarchical sorter does. Stops at the first: the usual case costs a walk down the tree.
+    pub fn first(&self, mut wanted: impl FnMut(&Client) -> bool) -> Option<Client> {
+        let mut stack: Vec<usize> = self.roots.iter().rev().map(|(_, _, id)| *id).collect();
+        while let Some(node) = stack.pop() {
+            let node = &self.nodes[node];
+            for (_, _, id) in &node.own {
+                if let Some(entry) = &self.entries[*id]
+                    && wanted(&entry.client)
+                {
+                    return Some(entry.client.clone());
+                }
+            }
+            stack.extend(node.children.iter().rev().map(|(_, _, id)| *id));
+        }
+        None
+    }
+
+    /// Every client, in the order offers should go to them (see [`Sorter::first`]).
     #[must_use]
     pub fn order(&self) -> Vec<Client> {
-        // Every role that has clients, with all its ancestors, as a tree of children by parent.
-        let mut children: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-        let mut known = std::collections::BTreeSet::new();
-        for client in self.clients.keys() {
-            let mut role = client.role.as_str();
-            loop {
-                if !known.insert(role.to_owned()) {
-                    break;
-                }
-                let up = parent(role);
-                children.entry(up.map(str::to_owned)).or_default().push(role.to_owned());
-                match up {
-                    Some(up) => role = up,
-                    None => break,
-                }
-            }
-        }
-        let by_share = |a: &f64, b: &f64| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
-        for roles in children.values_mut() {
-            let shares: BTreeMap<String, f64> = roles.iter().map(|r| (r.clone(), self.role_share(r))).collect();
-            roles.sort_by(|a, b| by_share(&shares[a], &shares[b]).then_with(|| a.cmp(b)));
-        }
-        let mut ordered = Vec::with_capacity(self.clients.len());
-        let mut stack: Vec<String> = children.get(&None).cloned().unwrap_or_default().into_iter().rev().collect();
-        while let Some(role) = stack.pop() {
-            // The role's own frameworks first, then the roles below it (as Mesos' hierarchical sorter does).
-            let mut own: Vec<&Client> = self.clients.keys().filter(|c| c.role == role).collect();
-            own.sort_by(|a, b| by_share(&self.share(a), &self.share(b)).then_with(|| a.framework.cmp(&b.framework)));
-            ordered.extend(own.into_iter().cloned());
-            if let Some(below) = children.get(&Some(role)) {
-                stack.extend(below.iter().rev().cloned());
-            }
-        }
+        let mut ordered = Vec::with_capacity(self.index.len());
+        self.first(|client| {
+            ordered.push(client.clone());
+            false
+        });
         ordered
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn client(role: &str, framework: &str) -> Client {
@@ -287,5 +430,51 @@ mod tests {
         sorter.allocate(&a, Amount::new(2.0, 100.0, 0.0));
         sorter.unallocate(&a, Amount::new(5.0, 0.0, 0.0));
         assert_eq!(sorter.allocation(&a), Amount::new(0.0, 100.0, 0.0), "never below zero");
+    }
+
+    #[test]
+    fn the_kept_order_is_the_order_sorted_from_scratch() {
+        // Allocations, releases and weights in a pseudo-random sequence: after each, the incrementally kept order
+        // equals a fresh sorter's given the same state.
+        let roles = ["*", "a", "a/x", "a/y", "b", "b/z/w"];
+        let mut sorter = Sorter::new(Amount::new(64.0, 65_536.0, 1000.0));
+        let mut seed: u64 = 7;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for step in 0..400 {
+            let c = client(roles[next(6) as usize], &format!("f{}", next(5)));
+            #[allow(clippy::cast_precision_loss)]
+            let amount = Amount::new(next(4) as f64, (next(4) * 1024) as f64, next(100) as f64);
+            match next(4) {
+                0 => sorter.add(c, 1.0 + next(3) as f64),
+                1 => sorter.allocate(&c, amount),
+                2 => sorter.unallocate(&c, amount),
+                _ => sorter.set_role_weight(roles[next(6) as usize], 1.0 + next(3) as f64),
+            }
+            let mut fresh = Sorter::new(sorter.total());
+            for (role, weight) in &sorter.role_weights {
+                fresh.set_role_weight(role, *weight);
+            }
+            for entry in sorter.entries.iter().flatten() {
+                fresh.add(entry.client.clone(), entry.weight);
+                fresh.allocate(&entry.client, entry.held);
+            }
+            assert_eq!(sorter.order(), fresh.order(), "after step {step}");
+            for role in roles {
+                let sum = sorter
+                    .entries
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.client.role == role || e.client.role.starts_with(&format!("{role}/")))
+                    .fold(Amount::default(), |s, e| s.plus(e.held));
+                let kept = sorter.role_allocation(role);
+                assert!(
+                    (kept.cpus - sum.cpus).abs() < 1e-6 && (kept.mem - sum.mem).abs() < 1e-6,
+                    "{role} at step {step}"
+                );
+            }
+        }
     }
 }

@@ -10,11 +10,12 @@
 //!   past any filter.
 //! - [`next_wakeup`]: the earliest time any of those decisions can change without an event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora_schemas::cluster::OfferPhase;
-use agora_schemas::{Agent, ConditionStatus, Framework, Lease, Offer, Task, TaskState};
+use agora_schemas::{Agent, ConditionStatus, Framework, Lease, Offer, PortRange, Task, TaskState};
 use jiff::{SignedDuration, Timestamp};
 
 use super::round::{AgentView, FrameworkView, RoleView, Snapshot};
@@ -45,31 +46,32 @@ impl Default for Timing {
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// Every Agent.
-    pub agents: Vec<Agent>,
+    pub agents: Vec<Arc<Agent>>,
     /// Every Framework.
-    pub frameworks: Vec<Framework>,
+    pub frameworks: Vec<Arc<Framework>>,
     /// Every Offer (and those the allocator made that its watch has not shown yet).
-    pub offers: Vec<Offer>,
+    pub offers: Vec<Arc<Offer>>,
     /// Every Task.
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<Arc<Task>>,
     /// The agents' heartbeat leases, by agent name.
-    pub agent_leases: BTreeMap<String, Lease>,
+    pub agent_leases: HashMap<String, Arc<Lease>>,
     /// The frameworks' leases, by framework name.
-    pub framework_leases: BTreeMap<String, Lease>,
+    pub framework_leases: HashMap<String, Arc<Lease>>,
 }
 
 fn amount(resources: &agora_schemas::Resources) -> Amount {
     Amount::new(resources.cpus, resources.mem, resources.disk)
 }
 
-fn name<T: agora_schemas::Resource>(object: &T) -> String {
+fn name<T: agora_schemas::Resource>(object: &Arc<T>) -> String {
     object.metadata().name.clone().unwrap_or_default()
 }
 
-/// When `lease` lapses (never renewed: already).
+/// When `lease` lapses (never renewed, or released — no holder: already).
 #[must_use]
 pub fn lease_expiry(lease: Option<&Lease>) -> Timestamp {
     lease
+        .filter(|l| l.spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty()))
         .and_then(|l| {
             let renewed = l.spec.renew_time.or(l.spec.acquire_time)?;
             Some(renewed + SignedDuration::from_secs(i64::from(l.spec.lease_duration_seconds.unwrap_or(15))))
@@ -81,29 +83,40 @@ fn phase(offer: &Offer) -> OfferPhase {
     offer.status.as_ref().map_or(OfferPhase::Outstanding, |s| s.phase)
 }
 
-/// What a task or offer holds, by agent and by (framework, role).
+/// What an agent's tasks and offers hold: per role, the tasks' ports, the offers' port ranges.
+type AgentHoldings = (BTreeMap<String, Amount>, BTreeSet<u16>, Vec<PortRange>);
+
+/// What tasks and offers hold, by agent and by (framework, role).
+#[derive(Default)]
 struct Holdings {
-    by_agent: BTreeMap<String, (BTreeMap<String, Amount>, BTreeSet<u16>)>,
-    by_framework: BTreeMap<String, BTreeMap<String, Amount>>,
+    by_agent: HashMap<String, AgentHoldings>,
+    by_framework: HashMap<String, BTreeMap<String, Amount>>,
 }
 
 impl Holdings {
-    fn add(&mut self, agent: &str, framework: &str, role: &str, held: Amount, ports: impl IntoIterator<Item = u16>) {
-        let (roles, used) = self.by_agent.entry(agent.to_owned()).or_default();
-        let entry = roles.entry(role.to_owned()).or_default();
-        *entry = entry.plus(held);
-        used.extend(ports);
+    fn add(&mut self, agent: &str, framework: &str, role: &str, held: Amount) -> &mut AgentHoldings {
         let entry = self.by_framework.entry(framework.to_owned()).or_default().entry(role.to_owned()).or_default();
         *entry = entry.plus(held);
+        let holdings = self.by_agent.entry(agent.to_owned()).or_default();
+        let entry = holdings.0.entry(role.to_owned()).or_default();
+        *entry = entry.plus(held);
+        holdings
     }
 }
 
 /// The snapshot a round works on, at `now`.
 #[must_use]
 pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Timestamp) -> Snapshot {
-    let mut holdings = Holdings { by_agent: BTreeMap::new(), by_framework: BTreeMap::new() };
+    // A framework's revive time: declines before it filter nothing.
+    let revived: HashMap<&str, Timestamp> =
+        observed.frameworks.iter().filter_map(|f| Some((f.metadata.name.as_deref()?, f.spec.revived_at?))).collect();
+    let revived_after = |offer: &Offer| {
+        let decided = offer.status.as_ref().and_then(|s| s.decided_at).unwrap_or(Timestamp::UNIX_EPOCH);
+        revived.get(offer.spec.framework.as_str()).is_some_and(|at| *at >= decided)
+    };
+    let mut holdings = Holdings::default();
     // How many tasks of each offer's acceptance have arrived.
-    let mut arrived: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut arrived: HashMap<&str, usize> = HashMap::new();
     for task in &observed.tasks {
         if let Some(offer) = &task.spec.offer {
             *arrived.entry(offer.as_str()).or_default() += 1;
@@ -115,9 +128,19 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         }
         let spec = &task.spec;
         let held = Amount::new(spec.cpus, spec.mem, spec.disk);
-        holdings.add(&spec.agent, &spec.framework, &spec.role(), held, spec.ports.iter().map(|p| p.port));
+        holdings.add(&spec.agent, &spec.framework, &spec.role(), held).1.extend(spec.ports.iter().map(|p| p.port));
     }
+    // Declined offers' filters, by framework and agent.
+    let mut filters: HashMap<&str, BTreeMap<String, Timestamp>> = HashMap::new();
     for offer in &observed.offers {
+        if phase(offer) == OfferPhase::Declined
+            && let Some(until) = offer.status.as_ref().and_then(|s| s.refuse_until)
+            && !revived_after(offer)
+        {
+            let entry = filters.entry(offer.spec.framework.as_str()).or_default().entry(offer.spec.agent.clone());
+            let at = entry.or_insert(until);
+            *at = (*at).max(until);
+        }
         let counted = match phase(offer) {
             OfferPhase::Outstanding => true,
             // Until its tasks arrive on their own watch.
@@ -129,9 +152,9 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         };
         if counted {
             let spec = &offer.spec;
-            let ports = spec.resources.ports.iter().flat_map(|r| r.0..=r.1);
-            let role = spec.role.clone().unwrap_or_else(|| "*".to_owned());
-            holdings.add(&spec.agent, &spec.framework, &role, amount(&spec.resources), ports);
+            let role = spec.role.as_deref().unwrap_or("*");
+            let held = holdings.add(&spec.agent, &spec.framework, role, amount(&spec.resources));
+            held.2.extend(spec.resources.ports.iter().copied());
         }
     }
     let agents = observed
@@ -139,8 +162,8 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         .iter()
         .map(|agent| {
             let agent_name = name(agent);
-            let (used, used_ports) = holdings.by_agent.remove(&agent_name).unwrap_or_default();
-            let fresh = lease_expiry(observed.agent_leases.get(&agent_name)) > now;
+            let (used, used_ports, offered_ports) = holdings.by_agent.remove(&agent_name).unwrap_or_default();
+            let fresh = lease_expiry(observed.agent_leases.get(&agent_name).map(|l| &**l)) > now;
             AgentView {
                 total: amount(&agent.spec.resources),
                 ports: agent.spec.resources.ports.clone(),
@@ -152,6 +175,7 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
                     .collect(),
                 used,
                 used_ports,
+                offered_ports,
                 offerable: fresh && !agent.spec.unschedulable() && agent.metadata.deletion_timestamp.is_none(),
                 name: agent_name,
             }
@@ -162,21 +186,12 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         .iter()
         .map(|framework| {
             let framework_name = name(framework);
-            let filters = observed
-                .offers
-                .iter()
-                .filter(|o| o.spec.framework == framework_name && phase(o) == OfferPhase::Declined)
-                .filter_map(|o| Some((o.spec.agent.clone(), o.status.as_ref()?.refuse_until?)))
-                .fold(BTreeMap::new(), |mut filters: BTreeMap<String, Timestamp>, (agent, until)| {
-                    let entry = filters.entry(agent).or_insert(until);
-                    *entry = (*entry).max(until);
-                    filters
-                });
+            let filters = filters.remove(framework_name.as_str()).unwrap_or_default();
             FrameworkView {
                 roles: framework.spec.roles(),
                 weight: framework.spec.weight(),
                 suppressed: framework.spec.suppressed(),
-                connected: lease_expiry(observed.framework_leases.get(&framework_name)) > now
+                connected: lease_expiry(observed.framework_leases.get(&framework_name).map(|l| &**l)) > now
                     && framework.metadata.deletion_timestamp.is_none(),
                 filters,
                 allocated: holdings.by_framework.remove(&framework_name).unwrap_or_default(),
@@ -217,12 +232,15 @@ pub enum Action {
         /// In words.
         message: String,
     },
-    /// Move a task to a state the allocator owns (Unreachable, Gone).
+    /// Move a task to a state the allocator owns (Unreachable, Gone), guarded by its resourceVersion (a state the
+    /// agent wrote meanwhile wins).
     TaskState {
         /// Its namespace.
         namespace: String,
         /// Its name.
         task: String,
+        /// Its resourceVersion when decided.
+        resource_version: String,
         /// The new state.
         state: TaskState,
         /// In words.
@@ -252,13 +270,13 @@ fn after(t: Timestamp, d: Duration) -> Timestamp {
 #[must_use]
 pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<Action> {
     let mut actions = Vec::new();
-    let agents: BTreeMap<String, &Agent> = observed.agents.iter().map(|a| (name(a), a)).collect();
-    let frameworks: BTreeMap<String, &Framework> = observed.frameworks.iter().map(|f| (name(f), f)).collect();
+    let agents: HashMap<String, &Agent> = observed.agents.iter().map(|a| (name(a), &**a)).collect();
+    let frameworks: HashMap<String, &Framework> = observed.frameworks.iter().map(|f| (name(f), &**f)).collect();
     // Agents: Ready while the lease is fresh; Unreachable when it lapses; Gone (their tasks) long after.
     let mut unreachable = BTreeSet::new();
     let mut gone = BTreeSet::new();
     for (agent_name, agent) in &agents {
-        let expiry = lease_expiry(observed.agent_leases.get(agent_name));
+        let expiry = lease_expiry(observed.agent_leases.get(agent_name).map(|l| &**l));
         let fresh = expiry > now;
         if !fresh {
             unreachable.insert(agent_name.clone());
@@ -290,6 +308,7 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
             continue;
         }
         let (namespace, task_name) = (task.metadata.namespace.clone().unwrap_or_default(), name(task));
+        let resource_version = task.metadata.resource_version.clone().unwrap_or_default();
         let agent = &task.spec.agent;
         let agent_deleted = !agents.contains_key(agent);
         if (gone.contains(agent) || agent_deleted) && state != TaskState::Gone {
@@ -297,6 +316,7 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
             actions.push(Action::TaskState {
                 namespace,
                 task: task_name,
+                resource_version,
                 state: TaskState::Gone,
                 message: format!("its agent {agent} {why}"),
             });
@@ -306,12 +326,13 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
             actions.push(Action::TaskState {
                 namespace: namespace.clone(),
                 task: task_name.clone(),
+                resource_version,
                 state: TaskState::Unreachable,
                 message: format!("its agent {agent} stopped heartbeating"),
             });
         }
         if let Some(framework) = frameworks.get(&task.spec.framework) {
-            let expiry = lease_expiry(observed.framework_leases.get(&task.spec.framework));
+            let expiry = lease_expiry(observed.framework_leases.get(&task.spec.framework).map(|l| &**l));
             let timeout = Duration::from_secs(framework.spec.failover_timeout_seconds());
             if after(expiry, timeout) <= now && task.spec.kill_requested != Some(true) {
                 actions.push(Action::KillTask {
@@ -334,7 +355,7 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
             OfferPhase::Outstanding => {
                 let spec = &offer.spec;
                 let framework_connected = frameworks.contains_key(&spec.framework)
-                    && lease_expiry(observed.framework_leases.get(&spec.framework)) > now;
+                    && lease_expiry(observed.framework_leases.get(&spec.framework).map(|l| &**l)) > now;
                 let rescind = |reason: &'static str, message: String| Action::Rescind {
                     offer: offer_name.clone(),
                     resource_version: resource_version.clone(),
@@ -367,6 +388,109 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
         }
     }
     actions
+}
+
+/// The status figures the allocator keeps on Agents, Frameworks and Roles.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Statuses {
+    /// Each agent's `status.allocated` (tasks and outstanding offers).
+    pub agents: HashMap<String, Amount>,
+    /// Each framework's figures.
+    pub frameworks: HashMap<String, FrameworkFigures>,
+    /// Each role with a Role object: (held by tasks, in outstanding offers, weighted dominant share).
+    pub roles: HashMap<String, RoleFigures>,
+}
+
+/// A framework's status figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrameworkFigures {
+    /// Tasks and outstanding offers.
+    pub allocated: Amount,
+    /// Dominant share ÷ weight.
+    pub dominant_share: f64,
+    /// How many offers are outstanding.
+    pub outstanding_offers: u32,
+    /// Whether its lease is fresh.
+    pub connected: bool,
+    /// When it last renewed its lease.
+    pub last_seen: Option<Timestamp>,
+}
+
+/// A role's status figures (its whole subtree).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RoleFigures {
+    /// Held by non-terminal tasks.
+    pub allocated: Amount,
+    /// In outstanding offers.
+    pub offered: Amount,
+    /// (allocated + offered) as a dominant share of the cluster, ÷ the role's weight.
+    pub dominant_share: f64,
+    /// Whether any kind is at its limit.
+    pub at_limit: bool,
+}
+
+/// The status figures of everything observed, given the snapshot made of it.
+#[must_use]
+pub fn statuses(observed: &Observed, snapshot: &Snapshot, now: Timestamp) -> Statuses {
+    let total = snapshot.agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total));
+    let mut out = Statuses::default();
+    for agent in &snapshot.agents {
+        out.agents.insert(agent.name.clone(), agent.used.values().fold(Amount::default(), |s, a| s.plus(*a)));
+    }
+    let mut outstanding: HashMap<&str, u32> = HashMap::new();
+    let mut offered_by_role: HashMap<String, Amount> = HashMap::new();
+    for offer in &observed.offers {
+        if phase(offer) == OfferPhase::Outstanding {
+            *outstanding.entry(offer.spec.framework.as_str()).or_default() += 1;
+            let role = offer.spec.role.clone().unwrap_or_else(|| "*".to_owned());
+            let entry = offered_by_role.entry(role).or_default();
+            *entry = entry.plus(amount(&offer.spec.resources));
+        }
+    }
+    for framework in &snapshot.frameworks {
+        let allocated = framework.allocated.values().fold(Amount::default(), |s, a| s.plus(*a));
+        let lease = observed.framework_leases.get(&framework.name);
+        out.frameworks.insert(
+            framework.name.clone(),
+            FrameworkFigures {
+                allocated,
+                dominant_share: allocated.dominant_share(total) / framework.weight.max(1e-9),
+                outstanding_offers: outstanding.get(framework.name.as_str()).copied().unwrap_or(0),
+                connected: lease_expiry(lease.map(|l| &**l)) > now,
+                last_seen: lease.and_then(|l| l.spec.renew_time),
+            },
+        );
+    }
+    // Everything held per role (tasks and offers, from the snapshot) less the offers: what tasks hold.
+    let mut held_by_role: HashMap<String, Amount> = HashMap::new();
+    for framework in &snapshot.frameworks {
+        for (role, held) in &framework.allocated {
+            let entry = held_by_role.entry(role.clone()).or_default();
+            *entry = entry.plus(*held);
+        }
+    }
+    let within = |role: &str, of: &str| role == of || role.strip_prefix(of).is_some_and(|r| r.starts_with('/'));
+    for (role, view) in &snapshot.roles {
+        let sum = |map: &HashMap<String, Amount>| {
+            map.iter().filter(|(r, _)| within(r, role)).fold(Amount::default(), |s, (_, a)| s.plus(*a))
+        };
+        let (held, offered) = (sum(&held_by_role), sum(&offered_by_role));
+        let at_limit = view.limit.is_some_and(|l| {
+            [(held.cpus, l.cpus), (held.mem, l.mem), (held.disk, l.disk)]
+                .iter()
+                .any(|(h, l)| l.is_finite() && *h + 1e-9 >= *l)
+        });
+        out.roles.insert(
+            role.clone(),
+            RoleFigures {
+                allocated: held.minus(offered),
+                offered,
+                dominant_share: held.dominant_share(total) / view.weight.max(1e-9),
+                at_limit,
+            },
+        );
+    }
+    out
 }
 
 /// The earliest moment after `now` at which [`observe`] or [`housekeeping`] would decide differently without any
@@ -412,45 +536,49 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn agent(name: &str, ready: bool) -> Agent {
-        from_json(json!({"apiVersion": "agora/v1", "kind": "Agent", "metadata": {"name": name},
+    fn agent(name: &str, ready: bool) -> Arc<Agent> {
+        Arc::new(from_json(json!({"apiVersion": "agora/v1", "kind": "Agent", "metadata": {"name": name},
             "spec": {"resources": {"cpus": 4.0, "mem": 4096.0, "ports": [[31000, 31009]]}},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}))
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})))
     }
 
-    fn lease(name: &str, renewed: i64) -> Lease {
-        from_json(json!({"apiVersion": "agora/v1", "kind": "Lease", "metadata": {"name": name, "namespace": "x"},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 15, "renewTime": at(renewed)}}))
+    fn lease(name: &str, renewed: i64) -> Arc<Lease> {
+        Arc::new(from_json(
+            json!({"apiVersion": "agora/v1", "kind": "Lease", "metadata": {"name": name, "namespace": "x"},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 15, "renewTime": at(renewed)}}),
+        ))
     }
 
-    fn framework(name: &str) -> Framework {
-        from_json(json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name},
-            "spec": {"failoverTimeoutSeconds": 100}}))
+    fn framework(name: &str) -> Arc<Framework> {
+        Arc::new(from_json(json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name},
+            "spec": {"failoverTimeoutSeconds": 100}})))
     }
 
-    fn offer(name: &str, agent: &str, status: serde_json::Value) -> Offer {
+    fn offer(name: &str, agent: &str, status: serde_json::Value) -> Arc<Offer> {
         let mut offer: Offer = from_json(json!({"apiVersion": "agora/v1", "kind": "Offer",
             "metadata": {"name": name, "resourceVersion": "7"},
             "spec": {"framework": "f", "agent": agent, "resources": {"cpus": 1.0, "mem": 512.0}, "expiresAt": at(60)}}));
         if !status.is_null() {
             offer.status = Some(from_json(status));
         }
-        offer
+        Arc::new(offer)
     }
 
-    fn task(name: &str, agent: &str, offer: &str, state: &str) -> Task {
-        from_json(json!({"apiVersion": "agora/v1", "kind": "Task", "metadata": {"name": name, "namespace": "default"},
+    fn task(name: &str, agent: &str, offer: &str, state: &str) -> Arc<Task> {
+        Arc::new(from_json(
+            json!({"apiVersion": "agora/v1", "kind": "Task", "metadata": {"name": name, "namespace": "default"},
             "spec": {"agent": agent, "framework": "f", "offer": offer, "cmd": "x", "cpus": 1.0, "mem": 512.0,
                      "ports": [{"port": 31003}]},
-            "status": {"state": state}}))
+            "status": {"state": state}}),
+        ))
     }
 
     fn observed() -> Observed {
         Observed {
             agents: vec![agent("a1", true)],
             frameworks: vec![framework("f")],
-            agent_leases: BTreeMap::from([("a1".to_owned(), lease("a1", 0))]),
-            framework_leases: BTreeMap::from([("f".to_owned(), lease("f", 0))]),
+            agent_leases: HashMap::from([("a1".to_owned(), lease("a1", 0))]),
+            framework_leases: HashMap::from([("f".to_owned(), lease("f", 0))]),
             ..Observed::default()
         }
     }

@@ -1,0 +1,361 @@
+//! The framework SDK: everything a framework needs besides its own decisions.
+//!
+//! A framework implements [`Scheduler`] — the whole contract:
+//!
+//! ```text
+//! offers(offers, tasks) -> launches   what to run on which offer; offers left out are declined
+//! wants_offers(tasks)   -> bool       false suppresses the framework, true revives it
+//! done(tasks)           -> bool       true: unregister and return
+//! ```
+//!
+//! and [`Framework::run`] does the rest: it registers the Framework object (server-side apply: roles, weight,
+//! failover timeout, user), elects one leader among replicas on the Lease named after the framework in
+//! `agora-frameworks` — the same lease the allocator reads as "connected" — watches the framework's Outstanding
+//! Offers and its Tasks, accepts and declines (with a refuse filter), suppresses and revives, retries transient
+//! errors, and converges after a restart from the objects alone. [`placement`] has the pure helpers to decide with.
+
+pub mod placement;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_client::{Api, Client, DeleteParams, Patch, PatchParams};
+use agora_schemas::{Framework as FrameworkObject, Lease, Offer, OfferAcceptance, OfferPhase, Task, TaskTemplate};
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::sync::{Mutex, Notify};
+
+use crate::allocator::controller::FRAMEWORK_LEASE_NAMESPACE;
+use crate::runtime::leader::{LeaderElector, LeaseConfig};
+use crate::runtime::reflector::{self, Store};
+use crate::runtime::watcher;
+
+/// What to launch from one offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    /// The offer's name.
+    pub offer: String,
+    /// The tasks (the server binds them to the offer's agent and framework).
+    pub tasks: Vec<TaskTemplate>,
+}
+
+/// A framework's decisions. `tasks` are the framework's Tasks as last seen (terminal ones included).
+pub trait Scheduler: Send + 'static {
+    /// What to launch from these Outstanding offers. Offers not named are declined.
+    fn offers(&mut self, offers: &[Arc<Offer>], tasks: &[Arc<Task>]) -> Vec<Launch>;
+    /// Whether the framework wants offers now.
+    fn wants_offers(&self, tasks: &[Arc<Task>]) -> bool;
+    /// Whether its work is done: the runner then unregisters the framework and returns.
+    fn done(&self, _tasks: &[Arc<Task>]) -> bool {
+        false
+    }
+}
+
+/// Why a framework could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Framework object could not be written.
+    #[error("registering framework {name}: {source}")]
+    Register {
+        /// The framework.
+        name: String,
+        /// What the apiserver said.
+        #[source]
+        source: agora_client::Error,
+    },
+    /// The leader election's timing is wrong.
+    #[error(transparent)]
+    Election(#[from] crate::runtime::leader::Error),
+}
+
+/// A framework and how it takes part in allocation.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Framework {
+    client: Client,
+    name: String,
+    roles: Vec<String>,
+    weight: f64,
+    failover_timeout: Duration,
+    user: Option<String>,
+    identity: String,
+    refuse: Duration,
+    lease: LeaseConfig,
+}
+
+impl Framework {
+    /// The framework `name` (a DNS subdomain), in role `*` with weight 1, a one-week failover timeout and a 5 s
+    /// refuse filter on declines.
+    pub fn new(client: Client, name: &str) -> Self {
+        Self {
+            client,
+            name: name.to_owned(),
+            roles: vec!["*".to_owned()],
+            weight: 1.0,
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            user: None,
+            identity: format!("{}-{}", name, std::process::id()),
+            refuse: Duration::from_secs(5),
+            lease: LeaseConfig::default(),
+        }
+    }
+
+    /// The roles it receives offers in.
+    pub fn roles(mut self, roles: &[&str]) -> Self {
+        self.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
+
+    /// Its DRF weight within its roles.
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// How long its tasks outlive it when it stops renewing its lease.
+    pub fn failover_timeout(mut self, timeout: Duration) -> Self {
+        self.failover_timeout = timeout;
+        self
+    }
+
+    /// The user its tasks run as when they do not say.
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_owned());
+        self
+    }
+
+    /// This replica's name in the leader election.
+    pub fn identity(mut self, identity: &str) -> Self {
+        identity.clone_into(&mut self.identity);
+        self
+    }
+
+    /// How long a declined offer's agent is not offered again.
+    pub fn refuse(mut self, refuse: Duration) -> Self {
+        self.refuse = refuse;
+        self
+    }
+
+    /// The lease timing (how fast a standby replica takes over, and the allocator notices a dead framework).
+    pub fn lease(mut self, lease: LeaseConfig) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Registers the framework, competes for its lease and, while leading, feeds `scheduler` until it is done (the
+    /// Framework object is then deleted) or `shutdown` completes (the lease is released; the framework stays
+    /// registered and its tasks run on, for a successor).
+    ///
+    /// # Errors
+    /// When the Framework object cannot be written or the lease timing is invalid.
+    pub async fn run<S: Scheduler>(
+        self,
+        scheduler: S,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<S, Error> {
+        self.register().await?;
+        let scheduler = Arc::new(Mutex::new(scheduler));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), FRAMEWORK_LEASE_NAMESPACE);
+        LeaderElector::new(leases, &self.name, &self.identity)
+            .config(self.lease)
+            .shutdown_on(shutdown)
+            .run(|| {
+                let (this, scheduler, done) = (self.clone(), scheduler.clone(), done.clone());
+                async move {
+                    this.lead(&scheduler).await;
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+            .await?;
+        if done.load(std::sync::atomic::Ordering::SeqCst) {
+            let frameworks: Api<FrameworkObject> = Api::all(self.client.clone());
+            if let Err(e) = frameworks.delete(&self.name, &DeleteParams::default()).await {
+                tracing::warn!(framework = %self.name, error = %e, "could not unregister");
+            }
+        }
+        let scheduler = Arc::try_unwrap(scheduler).map_err(|_| ()).map(Mutex::into_inner);
+        // The election has ended, so no other holder of the scheduler is left.
+        Ok(scheduler.unwrap_or_else(|()| unreachable!("the scheduler is shared only while leading")))
+    }
+
+    /// The Framework object, written with server-side apply (retried while the apiserver is away).
+    async fn register(&self) -> Result<(), Error> {
+        let frameworks: Api<FrameworkObject> = Api::all(self.client.clone());
+        let mut spec = json!({"roles": self.roles, "weight": self.weight,
+            "failoverTimeoutSeconds": self.failover_timeout.as_secs()});
+        if let Some(user) = &self.user {
+            spec["user"] = json!(user);
+        }
+        let intent = json!({"apiVersion": agora_schemas::API_VERSION, "kind": "Framework",
+            "metadata": {"name": self.name}, "spec": spec});
+        let params = PatchParams::apply(&self.manager()).force();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match frameworks.patch(&self.name, &params, &Patch::Apply(&intent)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_transient() && delay < Duration::from_secs(30) => {
+                    tracing::warn!(framework = %self.name, error = %e, "registering; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(source) => return Err(Error::Register { name: self.name.clone(), source }),
+            }
+        }
+    }
+
+    fn manager(&self) -> String {
+        format!("framework-{}", self.name)
+    }
+
+    /// The leader's loop: returns when the scheduler is done.
+    async fn lead<S: Scheduler>(&self, scheduler: &Mutex<S>) {
+        let changed = Arc::new(Notify::new());
+        let selector = format!("spec.framework={}", self.name);
+        let offers = watch::<Offer>(&self.client, &selector, &changed);
+        let tasks = watch::<Task>(&self.client, &selector, &changed);
+        let frameworks = watch::<FrameworkObject>(&self.client, &format!("metadata.name={}", self.name), &changed);
+        for store in [offers.0.wait_until_ready().await, tasks.0.wait_until_ready().await] {
+            if !store {
+                return;
+            }
+        }
+        frameworks.0.wait_until_ready().await;
+        // Offers answered whose new phase the watch has not shown yet, and tasks accepted but not yet seen.
+        let mut answered: HashSet<String> = HashSet::new();
+        let mut awaited: HashSet<String> = HashSet::new();
+        loop {
+            let all_tasks = tasks.0.state();
+            let seen: HashSet<&str> = all_tasks.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
+            awaited.retain(|t| !seen.contains(t.as_str()));
+            let outstanding: Vec<Arc<Offer>> = offers
+                .0
+                .state()
+                .into_iter()
+                .filter(|o| o.status.as_ref().is_none_or(|s| s.phase == OfferPhase::Outstanding))
+                .collect();
+            let live: HashSet<&str> = outstanding.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
+            answered.retain(|o| live.contains(o.as_str()));
+            let mut scheduler = scheduler.lock().await;
+            if scheduler.done(&all_tasks) {
+                return;
+            }
+            let suppressed = frameworks.0.state().first().map(|f| f.spec.suppressed());
+            let wants = scheduler.wants_offers(&all_tasks);
+            if let Some(suppressed) = suppressed
+                && suppressed == wants
+            {
+                self.set_suppressed(!wants).await;
+            }
+            let fresh: Vec<Arc<Offer>> = outstanding
+                .into_iter()
+                .filter(|o| !answered.contains(o.metadata.name.as_deref().unwrap_or_default()))
+                .collect();
+            // Decide only on tasks already seen: until an acceptance's tasks arrive, new offers wait.
+            let mut retry = false;
+            if !fresh.is_empty() && awaited.is_empty() {
+                let launches = scheduler.offers(&fresh, &all_tasks);
+                drop(scheduler);
+                let (created, failed) = self.answer(&fresh, launches).await;
+                for offer in &fresh {
+                    let name = offer.metadata.name.clone().unwrap_or_default();
+                    if !failed.contains(&name) {
+                        answered.insert(name);
+                    }
+                }
+                awaited.extend(created);
+                retry = !failed.is_empty();
+            } else {
+                drop(scheduler);
+            }
+            let wait = if retry { Duration::from_secs(1) } else { Duration::from_secs(30) };
+            let _ = tokio::time::timeout(wait, changed.notified()).await;
+        }
+    }
+
+    async fn set_suppressed(&self, suppressed: bool) {
+        let frameworks: Api<FrameworkObject> = Api::all(self.client.clone());
+        // REVIVE also clears the framework's filters: declines before revivedAt filter nothing.
+        let patch = if suppressed {
+            json!({"spec": {"suppressed": true}})
+        } else {
+            json!({"spec": {"suppressed": false, "revivedAt": Timestamp::now()}})
+        };
+        let params = PatchParams::default().manager(&self.manager());
+        match frameworks.patch(&self.name, &params, &Patch::Merge(patch)).await {
+            Ok(_) => {
+                tracing::info!(framework = %self.name, suppressed, "offers {}", if suppressed { "suppressed" } else { "revived" })
+            }
+            Err(e) => tracing::warn!(framework = %self.name, error = %e, "suppress/revive failed; retrying"),
+        }
+    }
+
+    /// Accepts the launches and declines the other offers; returns the tasks created and the offers whose answer
+    /// failed for a reason worth retrying.
+    async fn answer(&self, offers: &[Arc<Offer>], launches: Vec<Launch>) -> (Vec<String>, HashSet<String>) {
+        let api: Api<Offer> = Api::all(self.client.clone());
+        let refuse = self.refuse.as_secs_f64();
+        let mut answers: Vec<(String, OfferAcceptance)> = Vec::new();
+        for offer in offers {
+            let name = offer.metadata.name.clone().unwrap_or_default();
+            let tasks = launches.iter().filter(|l| l.offer == name).flat_map(|l| l.tasks.clone()).collect::<Vec<_>>();
+            let refuse_seconds = tasks.is_empty().then_some(refuse);
+            answers.push((name, OfferAcceptance { tasks, refuse_seconds, ..OfferAcceptance::default() }));
+        }
+        let results: Vec<(String, agora_client::Result<Offer>)> = futures::stream::iter(answers)
+            .map(|(name, acceptance)| {
+                let api = api.clone();
+                async move {
+                    let result = api.accept(&name, &acceptance).await;
+                    (name, result)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut created = Vec::new();
+        let mut failed = HashSet::new();
+        for (name, result) in results {
+            match result {
+                Ok(offer) => created.extend(offer.status.map(|s| s.tasks).unwrap_or_default()),
+                // Decided meanwhile (rescinded, expired): the watch will show it.
+                Err(e) if e.is_not_found() || e.is_conflict() && !e.is_already_exists() => {
+                    tracing::debug!(offer = %name, error = %e, "offer already decided");
+                }
+                Err(e) => {
+                    tracing::warn!(framework = %self.name, offer = %name, error = %e, "answering the offer failed");
+                    failed.insert(name);
+                }
+            }
+        }
+        (created, failed)
+    }
+}
+
+/// A cache of the objects matching `fields`, waking `changed` on every change.
+fn watch<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
+    client: &Client,
+    fields: &str,
+    changed: &Arc<Notify>,
+) -> (Store<K>, AbortOnDrop) {
+    let (store, writer) = reflector::store();
+    let api: Api<K> = Api::all(client.clone());
+    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().fields(fields)));
+    let changed = changed.clone();
+    let handle = tokio::spawn(events.for_each(move |_| {
+        changed.notify_one();
+        async {}
+    }));
+    (store, AbortOnDrop(handle.abort_handle()))
+}
+
+/// Stops a watch when the leader's loop ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
