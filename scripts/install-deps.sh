@@ -6,8 +6,9 @@
 #   busybox-static     a tiny root filesystem for container tests
 #   crun               the agent benchmark's peer: `crun run` of the same command, measured in the same run
 #   curl               tests probe the apiserver as a client without credentials (and from inside tasks)
+#   python3            the Python example framework runs in the e2e tests
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

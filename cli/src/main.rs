@@ -320,6 +320,9 @@ struct ControllersArgs {
     /// Seconds an agent may be unreachable before its tasks are Gone.
     #[arg(long, default_value_t = 600.0)]
     agent_gone_after_seconds: f64,
+    /// Seconds a decided offer that carries no filter is kept (to be looked at) before it is deleted.
+    #[arg(long, default_value_t = 60.0)]
+    keep_decided_seconds: f64,
     /// Seconds a leader's lease lasts without renewal.
     #[arg(long, default_value_t = 15.0)]
     lease_seconds: f64,
@@ -338,7 +341,7 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
     let timing = agora_controllers::allocator::state::Timing {
         offer_timeout: seconds(args.offer_timeout_seconds, "--offer-timeout-seconds")?,
         agent_gone_after: seconds(args.agent_gone_after_seconds, "--agent-gone-after-seconds")?,
-        ..agora_controllers::allocator::state::Timing::default()
+        keep_decided: seconds(args.keep_decided_seconds, "--keep-decided-seconds")?,
     };
     let lease = seconds(args.lease_seconds, "--lease-seconds")?;
     let lease = LeaseConfig { lease_duration: lease, renew_deadline: lease * 2 / 3, retry_period: lease * 2 / 15 };

@@ -66,7 +66,8 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     config: LeaseConfig,
-    shutdown: Option<BoxFuture<'static, ()>>,
+    /// In a mutex only so the elector is `Sync` (its `run` future then is `Send`); taken once, at the start.
+    shutdown: std::sync::Mutex<Option<BoxFuture<'static, ()>>>,
     leading: watch::Sender<bool>,
 }
 
@@ -86,7 +87,7 @@ impl LeaderElector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             config: LeaseConfig::default(),
-            shutdown: None,
+            shutdown: std::sync::Mutex::new(None),
             leading: watch::channel(false).0,
         }
     }
@@ -103,7 +104,7 @@ impl LeaderElector {
     /// then releases the lease.
     #[must_use]
     pub fn shutdown_on(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
-        self.shutdown = Some(signal.boxed());
+        self.shutdown = std::sync::Mutex::new(Some(signal.boxed()));
         self
     }
 
@@ -143,7 +144,7 @@ impl LeaderElector {
     /// # Errors
     /// [`Error::Config`] when `renew_deadline` is not shorter than the lease duration, or `retry_period` not shorter
     /// than `renew_deadline`.
-    pub async fn run<F, Fut>(mut self, mut lead: F) -> Result<(), Error>
+    pub async fn run<F, Fut>(self, mut lead: F) -> Result<(), Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ()>,
@@ -155,7 +156,8 @@ impl LeaderElector {
                 config.retry_period, config.renew_deadline, config.lease_duration
             )));
         }
-        let mut shutdown = self.shutdown.take().unwrap_or_else(|| std::future::pending().boxed()).fuse();
+        let taken = self.shutdown.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let mut shutdown = taken.unwrap_or_else(|| std::future::pending().boxed()).fuse();
         let mut observed = Observed { lease: None, changed_at: Instant::now() };
         loop {
             // Candidate: try now, then whenever the lease may have lapsed (or every retry period).
