@@ -28,7 +28,9 @@ use tokio::sync::Notify;
 
 use super::round::{OfferPlan, RoleView, allocate};
 use super::sorter::Amount;
-use super::state::{Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe, statuses};
+use super::state::{
+    Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe_agents, statuses,
+};
 use crate::runtime::events::{Record, Recorder, Reporter};
 use crate::runtime::reflector::{self, Store};
 use crate::runtime::watcher;
@@ -61,10 +63,12 @@ impl Default for Config {
     }
 }
 
-/// Which agents the next round should visit.
+/// Which agents the next round should visit, and whether housekeeping must look (its decisions change with time —
+/// timers mark everything — and with agents, frameworks and leases, not with tasks and offers coming and going).
 #[derive(Debug, Default)]
 struct Dirty {
     all: bool,
+    housekeeping: bool,
     agents: HashSet<String>,
 }
 
@@ -78,15 +82,21 @@ fn mark(shared: &Shared, what: Mark) {
             Mark::Agent(name) => {
                 dirty.agents.insert(name);
             }
+            Mark::AgentItself(name) => {
+                dirty.housekeeping = true;
+                dirty.agents.insert(name);
+            }
         }
     }
     shared.1.notify_one();
 }
 
-/// What a change calls for: a round over every agent, or over one.
+/// What a change calls for: a round over every agent (and housekeeping), over one agent whose resources changed,
+/// or over one agent whose own object or lease changed (and housekeeping).
 enum Mark {
     All,
     Agent(String),
+    AgentItself(String),
 }
 
 struct Caches {
@@ -142,7 +152,7 @@ fn lease_cache(
     let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
     let mut expiries: HashMap<String, Timestamp> = HashMap::new();
     let shared = shared.clone();
-    let what = move |name: String| if agents { Mark::Agent(name) } else { Mark::All };
+    let what = move |name: String| if agents { Mark::AgentItself(name) } else { Mark::All };
     let handle = tokio::spawn(events.for_each(move |event| {
         match &event {
             Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
@@ -186,7 +196,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let mut watches = Vec::new();
     let agent_of_task: fn(&Task) -> Mark = |t| Mark::Agent(t.spec.agent.clone());
     let agent_of_offer: fn(&Offer) -> Mark = |o| Mark::Agent(o.spec.agent.clone());
-    let agent_itself: fn(&Agent) -> Mark = |a| Mark::Agent(a.metadata.name.clone().unwrap_or_default());
+    let agent_itself: fn(&Agent) -> Mark = |a| Mark::AgentItself(a.metadata.name.clone().unwrap_or_default());
     let mut caches = Caches {
         agents: cache(Api::all(client.clone()), &shared, &mut watches, agent_itself),
         frameworks: cache(Api::all(client.clone()), &shared, &mut watches, |_| Mark::All),
@@ -227,16 +237,14 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         let dirty = std::mem::take(&mut *shared.0.lock().unwrap_or_else(PoisonError::into_inner));
         let observed = observed(&caches, &mut pending);
         let now = Timestamp::now();
-        let actions = housekeeping(&observed, config.timing, now);
-        explain(&recorder, &observed, &actions).await;
-        apply(&client, &config, actions).await;
+        if dirty.all || dirty.housekeeping {
+            let actions = housekeeping(&observed, config.timing, now);
+            explain(&recorder, &observed, &actions).await;
+            apply(&client, &config, actions).await;
+        }
         let roles: BTreeMap<String, RoleView> = caches.roles.state().iter().map(|r| (r.role(), role_view(r))).collect();
-        let snapshot = observe(&observed, &roles, now);
-        let mut order: Vec<usize> = if dirty.all {
-            (0..snapshot.agents.len()).collect()
-        } else {
-            (0..snapshot.agents.len()).filter(|i| dirty.agents.contains(&snapshot.agents[*i].name)).collect()
-        };
+        let snapshot = observe_agents(&observed, &roles, now, (!dirty.all).then_some(&dirty.agents));
+        let mut order: Vec<usize> = (0..snapshot.agents.len()).collect();
         fastrand::shuffle(&mut order);
         let plans = allocate(&snapshot, &order, now);
         if !plans.is_empty() {
@@ -492,9 +500,10 @@ impl StatusWriter {
     ) -> bool {
         let mut deferred = false;
         let mut writes: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
-        for agent in caches.agents.state() {
-            let name = agent.metadata.name.clone().unwrap_or_default();
-            let want = resources(figures.agents.get(&name).copied().unwrap_or_default(), Vec::new());
+        for (name, held) in &figures.agents {
+            let Some(agent) = caches.agents.get(&crate::runtime::ObjectRef::new(None, name)) else { continue };
+            let name = name.clone();
+            let want = resources(*held, Vec::new());
             if !same_resources(agent.status.as_ref().and_then(|s| s.allocated.as_ref()), &want) {
                 if self.may_write(format!("agents/{name}")) {
                     writes.push((name, "agents", json!({"status": {"allocated": want}})));

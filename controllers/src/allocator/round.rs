@@ -146,8 +146,11 @@ pub struct RoleView {
 /// Everything a round decides on.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// Every agent.
+    /// The agents the round may visit (every agent, or only those whose resources changed).
     pub agents: Vec<AgentView>,
+    /// What every agent in the cluster has (the denominator of dominant shares), whichever agents are in `agents`;
+    /// when empty, the sum of `agents`.
+    pub total: Amount,
     /// Every framework.
     pub frameworks: Vec<FrameworkView>,
     /// Roles with a Role object (others have weight 1 and no quota).
@@ -177,7 +180,11 @@ fn offerable(amount: Amount) -> bool {
 /// the caller shuffles them, and may pass only the agents whose resources or offerability changed).
 #[must_use]
 pub fn allocate(snapshot: &Snapshot, order: &[usize], now: Timestamp) -> Vec<OfferPlan> {
-    let total = snapshot.agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total));
+    let total = if snapshot.total.is_empty() {
+        snapshot.agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total))
+    } else {
+        snapshot.total
+    };
     let mut sorter = Sorter::new(total);
     for (role, view) in &snapshot.roles {
         sorter.set_role_weight(role, view.weight);
@@ -363,7 +370,7 @@ mod tests {
         let snapshot = Snapshot {
             agents: vec![agent("a1", 4.0, 4096.0), agent("a2", 4.0, 4096.0)],
             frameworks: vec![busy, framework("idle", "*")],
-            roles: BTreeMap::new(),
+            ..Snapshot::default()
         };
         let plans = round(&snapshot);
         // idle (share 0) gets a1 whole; then busy (2/8) has the lower share, and gets a2.
@@ -432,6 +439,7 @@ mod tests {
             agents: vec![agent("a1", 4.0, 4096.0), agent("a2", 4.0, 4096.0)],
             frameworks: vec![framework("goldie", "gold"), rich],
             roles: BTreeMap::from([("gold".to_owned(), gold.clone())]),
+            ..Snapshot::default()
         };
         // Stage 1: gold up to its 6 cpus (4 on a1, 2 on a2); stage 2: the rest of a2 to rich.
         assert_eq!(offered(&round(&snapshot)), [("goldie", "a1", 4.0), ("goldie", "a2", 2.0), ("rich", "a2", 2.0)]);
@@ -447,6 +455,7 @@ mod tests {
             agents: vec![agent("a1", 4.0, 4096.0), agent("a2", 4.0, 4096.0)],
             frameworks: vec![framework("greedy", "capped")],
             roles: BTreeMap::from([("capped".to_owned(), capped)]),
+            ..Snapshot::default()
         };
         assert_eq!(offered(&round(&snapshot)), [("greedy", "a1", 3.0)]);
     }

@@ -10,7 +10,7 @@
 //!   past any filter.
 //! - [`next_wakeup`]: the earliest time any of those decisions can change without an event.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,12 +91,18 @@ type AgentHoldings = (BTreeMap<String, Amount>, BTreeSet<u16>, Vec<PortRange>);
 struct Holdings {
     by_agent: HashMap<String, AgentHoldings>,
     by_framework: HashMap<String, BTreeMap<String, Amount>>,
+    /// Where the holdings of agents not wanted go.
+    ignored: AgentHoldings,
 }
 
 impl Holdings {
-    fn add(&mut self, agent: &str, framework: &str, role: &str, held: Amount) -> &mut AgentHoldings {
+    /// Counts `held` for the framework, and for the agent when `per_agent` (its view is wanted).
+    fn add(&mut self, agent: &str, framework: &str, role: &str, held: Amount, per_agent: bool) -> &mut AgentHoldings {
         let entry = self.by_framework.entry(framework.to_owned()).or_default().entry(role.to_owned()).or_default();
         *entry = entry.plus(held);
+        if !per_agent {
+            return &mut self.ignored;
+        }
         let holdings = self.by_agent.entry(agent.to_owned()).or_default();
         let entry = holdings.0.entry(role.to_owned()).or_default();
         *entry = entry.plus(held);
@@ -104,9 +110,22 @@ impl Holdings {
     }
 }
 
-/// The snapshot a round works on, at `now`.
+/// The snapshot a round works on, at `now`, over every agent.
 #[must_use]
 pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Timestamp) -> Snapshot {
+    observe_agents(observed, roles, now, None)
+}
+
+/// As [`observe`], with views of only the agents in `only` (when given): what a round after one event needs — the
+/// frameworks' allocations and the cluster's total stay complete.
+#[must_use]
+pub fn observe_agents(
+    observed: &Observed,
+    roles: &BTreeMap<String, RoleView>,
+    now: Timestamp,
+    only: Option<&HashSet<String>>,
+) -> Snapshot {
+    let wanted = |agent: &str| only.is_none_or(|set| set.contains(agent));
     // A framework's revive time: declines before it filter nothing.
     let revived: HashMap<&str, Timestamp> =
         observed.frameworks.iter().filter_map(|f| Some((f.metadata.name.as_deref()?, f.spec.revived_at?))).collect();
@@ -128,7 +147,11 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         }
         let spec = &task.spec;
         let held = Amount::new(spec.cpus, spec.mem, spec.disk);
-        holdings.add(&spec.agent, &spec.framework, &spec.role(), held).1.extend(spec.ports.iter().map(|p| p.port));
+        let per_agent = wanted(&spec.agent);
+        let ports = holdings.add(&spec.agent, &spec.framework, &spec.role(), held, per_agent);
+        if per_agent {
+            ports.1.extend(spec.ports.iter().map(|p| p.port));
+        }
     }
     // Declined offers' filters, by framework and agent.
     let mut filters: HashMap<&str, BTreeMap<String, Timestamp>> = HashMap::new();
@@ -153,13 +176,18 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
         if counted {
             let spec = &offer.spec;
             let role = spec.role.as_deref().unwrap_or("*");
-            let held = holdings.add(&spec.agent, &spec.framework, role, amount(&spec.resources));
-            held.2.extend(spec.resources.ports.iter().copied());
+            let per_agent = wanted(&spec.agent);
+            let held = holdings.add(&spec.agent, &spec.framework, role, amount(&spec.resources), per_agent);
+            if per_agent {
+                held.2.extend(spec.resources.ports.iter().copied());
+            }
         }
     }
+    let total = observed.agents.iter().fold(Amount::default(), |sum, a| sum.plus(amount(&a.spec.resources)));
     let agents = observed
         .agents
         .iter()
+        .filter(|agent| wanted(agent.metadata.name.as_deref().unwrap_or_default()))
         .map(|agent| {
             let agent_name = name(agent);
             let (used, used_ports, offered_ports) = holdings.by_agent.remove(&agent_name).unwrap_or_default();
@@ -199,7 +227,7 @@ pub fn observe(observed: &Observed, roles: &BTreeMap<String, RoleView>, now: Tim
             }
         })
         .collect();
-    Snapshot { agents, frameworks, roles: roles.clone() }
+    Snapshot { agents, total, frameworks, roles: roles.clone() }
 }
 
 /// What housekeeping does.
@@ -393,7 +421,7 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
 /// The status figures the allocator keeps on Agents, Frameworks and Roles.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Statuses {
-    /// Each agent's `status.allocated` (tasks and outstanding offers).
+    /// Each agent's `status.allocated` (tasks and outstanding offers), for the agents in the snapshot.
     pub agents: HashMap<String, Amount>,
     /// Each framework's figures.
     pub frameworks: HashMap<String, FrameworkFigures>,
@@ -432,7 +460,7 @@ pub struct RoleFigures {
 /// The status figures of everything observed, given the snapshot made of it.
 #[must_use]
 pub fn statuses(observed: &Observed, snapshot: &Snapshot, now: Timestamp) -> Statuses {
-    let total = snapshot.agents.iter().fold(Amount::default(), |sum, a| sum.plus(a.total));
+    let total = snapshot.total;
     let mut out = Statuses::default();
     for agent in &snapshot.agents {
         out.agents.insert(agent.name.clone(), agent.used.values().fold(Amount::default(), |s, a| s.plus(*a)));
@@ -670,5 +698,40 @@ mod tests {
         assert_eq!(deleted(at(61)), ["accepted"]);
         assert_eq!(deleted(at(300)), ["declined", "accepted"]);
         assert_eq!(next_wakeup(&seen, Timing::default(), at(10)), Some(at(15)), "the first lease lapses");
+    }
+
+    #[test]
+    fn a_revive_clears_the_filters_of_earlier_declines() {
+        let mut seen = observed();
+        seen.offers = vec![offer("o", "a1", json!({"phase": "Declined", "refuseUntil": at(300), "decidedAt": at(5)}))];
+        assert!(observe(&seen, &BTreeMap::new(), at(10)).frameworks[0].filters.contains_key("a1"));
+        let mut revived = (*seen.frameworks[0]).clone();
+        revived.spec.revived_at = Some(at(6));
+        seen.frameworks = vec![Arc::new(revived)];
+        assert!(observe(&seen, &BTreeMap::new(), at(10)).frameworks[0].filters.is_empty());
+    }
+
+    #[test]
+    fn a_partial_snapshot_keeps_the_frameworks_and_the_total_whole() {
+        let mut seen = observed();
+        seen.agents.push(agent("a2", true));
+        seen.tasks = vec![task("t1", "a2", "o0", "Running")];
+        let only = HashSet::from(["a1".to_owned()]);
+        let partial = observe_agents(&seen, &BTreeMap::new(), at(1), Some(&only));
+        assert_eq!(partial.agents.len(), 1);
+        assert_eq!(partial.total, Amount::new(8.0, 8192.0, 0.0), "both agents count in the total");
+        assert_eq!(partial.frameworks[0].allocated["*"], Amount::new(1.0, 512.0, 0.0), "a2's task counts");
+        let figures = statuses(&seen, &observe(&seen, &BTreeMap::new(), at(1)), at(1));
+        assert_eq!(figures.agents["a2"], Amount::new(1.0, 512.0, 0.0));
+        assert!((figures.frameworks["f"].dominant_share - 0.125).abs() < 1e-9);
+        assert!(figures.frameworks["f"].connected);
+    }
+
+    #[test]
+    fn a_released_lease_is_lapsed() {
+        let mut released = (*lease("f", 100)).clone();
+        released.spec.holder_identity = Some(String::new());
+        assert_eq!(lease_expiry(Some(&released)), Timestamp::UNIX_EPOCH);
+        assert_eq!(lease_expiry(Some(&lease("f", 100))), at(115));
     }
 }
