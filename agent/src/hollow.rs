@@ -25,6 +25,8 @@ pub const RUN_SECONDS: &str = "hollow.agora.dev/run-seconds";
 pub const EXIT_CODE: &str = "hollow.agora.dev/exit-code";
 /// Registrations in flight at once at start-up.
 const REGISTER_CONCURRENCY: usize = 32;
+/// Heartbeat renewals in flight at once.
+const HEARTBEATS_IN_FLIGHT: usize = 64;
 
 /// The hollow agents of one process.
 #[derive(Clone, Debug)]
@@ -97,13 +99,29 @@ pub async fn run(
     tracing::info!(count = config.count, prefix = %config.name_prefix, "hollow agents registered");
 
     // Heartbeats spread over the interval, so N agents make N/interval renewals a second, not bursts of N.
+    // At most HEARTBEATS_IN_FLIGHT renewals wait on the apiserver at once: when it is slow, renewals queue here
+    // instead of each opening a connection of its own (thousands of agents would exhaust its connection limit).
     let mut heartbeats = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(HEARTBEATS_IN_FLIGHT));
     for (i, name) in names.iter().enumerate() {
         let offset = config.heartbeat.interval.mul_f64(i as f64 / config.count.max(1) as f64);
-        let (client, name, heartbeat) = (client.clone(), name.clone(), config.heartbeat);
+        let (client, name, heartbeat, in_flight) = (client.clone(), name.clone(), config.heartbeat, in_flight.clone());
         heartbeats.spawn(async move {
             tokio::time::sleep(offset).await;
-            registration::heartbeat(client, name, heartbeat).await;
+            loop {
+                let renewed = {
+                    let _permit = in_flight.acquire().await;
+                    registration::renew(&client, &name, heartbeat).await
+                };
+                let next = match renewed {
+                    Ok(()) => heartbeat.interval,
+                    Err(e) => {
+                        tracing::warn!(agent = %name, error = %e, "heartbeat failed; retrying");
+                        heartbeat.interval.min(Duration::from_secs(1))
+                    }
+                };
+                tokio::time::sleep(next).await;
+            }
         });
     }
 

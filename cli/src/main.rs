@@ -357,12 +357,26 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
             identity: identity.clone(),
             ..Default::default()
         };
+        // One signal stops both the election (a candidate returns; a leader releases its lease) and the work (the
+        // elector waits for a leader's work to end before it releases).
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let signalled = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
         LeaderElector::new(leases, "agora-allocator", &identity)
             .config(lease)
-            .shutdown_on(shutdown_signal())
+            .shutdown_on(signalled(stopped.clone()))
             .run(|| {
                 tracing::info!(%identity, "leading the allocator");
-                agora_controllers::allocator::controller::run(client.clone(), config.clone(), std::future::pending())
+                agora_controllers::allocator::controller::run(
+                    client.clone(),
+                    config.clone(),
+                    signalled(stopped.clone()),
+                )
             })
             .await
     })?;

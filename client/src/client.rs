@@ -222,6 +222,10 @@ impl Client {
 
 /// Decodes `bytes` as `T`, naming the JSON path of what does not fit.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], operation: &Operation, expected: &'static str) -> Result<T> {
+    // The plain decoder first (tracking the path costs on every value); only a failure is decoded again for its path.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

@@ -234,13 +234,18 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let mut shutdown = std::pin::pin!(shutdown);
     mark(&shared, Mark::All);
     loop {
+        // Time spent deciding (not waiting on writes), which paces the next round.
+        let mut busy = Duration::ZERO;
+        let mut timed = Instant::now();
         let dirty = std::mem::take(&mut *shared.0.lock().unwrap_or_else(PoisonError::into_inner));
         let observed = observed(&caches, &mut pending);
         let now = Timestamp::now();
         if dirty.all || dirty.housekeeping {
             let actions = housekeeping(&observed, config.timing, now);
+            busy += timed.elapsed();
             explain(&recorder, &observed, &actions).await;
             apply(&client, &config, actions).await;
+            timed = Instant::now();
         }
         let roles: BTreeMap<String, RoleView> = caches.roles.state().iter().map(|r| (r.role(), role_view(r))).collect();
         let snapshot = observe_agents(&observed, &roles, now, (!dirty.all).then_some(&dirty.agents));
@@ -250,10 +255,11 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         if !plans.is_empty() {
             tracing::debug!(offers = plans.len(), visited = order.len(), "round");
         }
+        let figures = statuses(&observed, &snapshot, now);
+        busy += timed.elapsed();
         for offer in offer_all(&client, &config, &observed, plans, now).await {
             pending.insert(offer.metadata.name.clone().unwrap_or_default(), Arc::new(offer));
         }
-        let figures = statuses(&observed, &snapshot, now);
         let deferred = writer.write(&client, &config, &recorder, &caches, &figures).await;
         let mut wakeup = next_wakeup(&observed, config.timing, now)
             .map(|t| Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default())
@@ -266,8 +272,9 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
             () = tokio::time::sleep(wakeup) => mark(&shared, Mark::All),
             () = &mut shutdown => return,
         }
-        // Gather the rest of a burst.
-        tokio::time::sleep(config.coalesce).await;
+        // Gather the rest of a burst — for at least twice as long as the last round took, so a storm of changes
+        // (thousands of tasks starting) costs at most a third of a core in rounds, however large the cluster.
+        tokio::time::sleep(config.coalesce.max(busy * 2)).await;
     }
 }
 
@@ -471,9 +478,12 @@ struct StatusWriter {
     at_limit: HashSet<String>,
 }
 
+/// Whether `have` already says `want` (nothing written yet says zero: an idle agent needs no write).
 fn same_resources(have: Option<&Resources>, want: &Resources) -> bool {
     let close = |a: f64, b: f64| (a - b).abs() < 1e-3;
-    have.is_some_and(|h| close(h.cpus, want.cpus) && close(h.mem, want.mem) && close(h.disk, want.disk))
+    let zero = Resources::default();
+    let have = have.unwrap_or(&zero);
+    close(have.cpus, want.cpus) && close(have.mem, want.mem) && close(have.disk, want.disk)
 }
 
 impl StatusWriter {

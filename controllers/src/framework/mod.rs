@@ -32,6 +32,9 @@ use crate::runtime::leader::{LeaderElector, LeaseConfig};
 use crate::runtime::reflector::{self, Store};
 use crate::runtime::watcher;
 
+/// Offer answers (accepts and declines) in flight at once.
+const ANSWERS_IN_FLIGHT: usize = 32;
+
 /// What to launch from one offer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
@@ -312,7 +315,7 @@ impl Framework {
                     (name, result)
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(ANSWERS_IN_FLIGHT)
             .collect()
             .await;
         let mut created = Vec::new();

@@ -361,6 +361,15 @@ impl LeaderElector {
     }
 
     fn observe(&self, observed: &mut Observed, lease: Lease) {
+        // A watch running behind (an apiserver under load) must not put back a version older than the one a renewal
+        // just answered with: renewing from it would conflict until leadership is lost. Versions are the store's
+        // revisions; where they are not numbers, every observation counts.
+        let revision = |l: &Lease| l.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+        if let (Some(seen), Some(new)) = (observed.lease.as_ref().and_then(revision), revision(&lease))
+            && new < seen
+        {
+            return;
+        }
         let changed =
             observed.lease.as_ref().map(|l| &l.metadata.resource_version) != Some(&lease.metadata.resource_version);
         if changed {
