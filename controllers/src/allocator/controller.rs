@@ -117,6 +117,27 @@ impl Drop for Caches {
     }
 }
 
+type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
+
+/// Watches `api` into a cache, telling `seen` of every event; the watch stops with the allocator.
+fn reflect<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
+    api: Api<K>,
+    watches: &mut Vec<tokio::task::AbortHandle>,
+    mut seen: impl FnMut(&WatchEvent<K>) + Send + 'static,
+) -> Store<K> {
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
+    let handle = tokio::spawn(events.for_each(move |event| {
+        if let Err(e) = &event {
+            tracing::debug!(error = %e, "allocator watch");
+        }
+        seen(&event);
+        async {}
+    }));
+    watches.push(handle.abort_handle());
+    store
+}
+
 /// Watches `api` into a cache; each change is marked as `what` says.
 fn cache<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     api: Api<K>,
@@ -124,20 +145,12 @@ fn cache<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     watches: &mut Vec<tokio::task::AbortHandle>,
     what: fn(&K) -> Mark,
 ) -> Store<K> {
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
     let shared = shared.clone();
-    let handle = tokio::spawn(events.for_each(move |event| {
-        match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => mark(&shared, what(&object)),
-            Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "allocator watch"),
-        }
-        async {}
-    }));
-    watches.push(handle.abort_handle());
-    store
+    reflect(api, watches, move |event| match event {
+        Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => mark(&shared, what(object)),
+        Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
+        _ => {}
+    })
 }
 
 /// As [`cache`], for leases: a renewal of a lease that was fresh changes nothing (its lapse is a timer), so only a
@@ -148,33 +161,25 @@ fn lease_cache(
     watches: &mut Vec<tokio::task::AbortHandle>,
     agents: bool,
 ) -> Store<Lease> {
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
     let mut expiries: HashMap<String, Timestamp> = HashMap::new();
     let shared = shared.clone();
     let what = move |name: String| if agents { Mark::AgentItself(name) } else { Mark::All };
-    let handle = tokio::spawn(events.for_each(move |event| {
-        match &event {
-            Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
-                let name = lease.metadata.name.clone().unwrap_or_default();
-                let previous = expiries.insert(name.clone(), lease_expiry(Some(lease)));
-                if matches!(event, Ok(watcher::Event::Apply(_))) && previous.is_none_or(|t| t <= Timestamp::now()) {
-                    mark(&shared, what(name));
-                }
-            }
-            Ok(watcher::Event::Delete(lease)) => {
-                let name = lease.metadata.name.clone().unwrap_or_default();
-                expiries.remove(&name);
+    reflect(api, watches, move |event| match event {
+        Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
+            let name = lease.metadata.name.clone().unwrap_or_default();
+            let previous = expiries.insert(name.clone(), lease_expiry(Some(lease)));
+            if matches!(event, Ok(watcher::Event::Apply(_))) && previous.is_none_or(|t| t <= Timestamp::now()) {
                 mark(&shared, what(name));
             }
-            Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "allocator watch"),
         }
-        async {}
-    }));
-    watches.push(handle.abort_handle());
-    store
+        Ok(watcher::Event::Delete(lease)) => {
+            let name = lease.metadata.name.clone().unwrap_or_default();
+            expiries.remove(&name);
+            mark(&shared, what(name));
+        }
+        Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
+        _ => {}
+    })
 }
 
 /// A Role object's view for the round: weight, guarantee (kinds not named: 0), limit (kinds not named: unbounded).
