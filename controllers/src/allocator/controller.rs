@@ -32,7 +32,6 @@ use super::state::{
     Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe_agents, statuses,
 };
 use crate::runtime::events::{Record, Recorder, Reporter};
-use crate::runtime::reflector::{self, Store};
 use crate::runtime::watcher;
 
 /// The field manager of the allocator's writes.
@@ -119,23 +118,79 @@ impl Drop for Caches {
 
 type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
 
+/// The allocator's cache of one kind: objects kept decoded (`Arc`s), since every round reads whole caches — the
+/// runtime's reflector keeps JSON and decodes on each read, which at 40,000 tasks would be most of a round.
+struct Store<K> {
+    objects: Arc<std::sync::RwLock<HashMap<String, Arc<K>>>>,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K> Store<K> {
+    /// Every object.
+    fn state(&self) -> Vec<Arc<K>> {
+        self.objects.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// The object named `name` (`namespace/name` for namespaced kinds).
+    fn get(&self, name: &str) -> Option<Arc<K>> {
+        self.objects.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Waits for the first complete list; false if the watch ended first.
+    async fn wait_until_ready(&self) -> bool {
+        self.ready.clone().wait_for(|r| *r).await.is_ok()
+    }
+}
+
+fn key<K: agora_schemas::Resource>(object: &K) -> String {
+    let meta = object.metadata();
+    match &meta.namespace {
+        Some(namespace) => format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
 /// Watches `api` into a cache, telling `seen` of every event; the watch stops with the allocator.
 fn reflect<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     api: Api<K>,
     watches: &mut Vec<tokio::task::AbortHandle>,
     mut seen: impl FnMut(&WatchEvent<K>) + Send + 'static,
 ) -> Store<K> {
-    let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()));
+    let objects: Arc<std::sync::RwLock<HashMap<String, Arc<K>>>> = Arc::default();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let cache = objects.clone();
+    let mut building: Option<HashMap<String, Arc<K>>> = None;
+    let events = watcher::watcher(api, watcher::Config::default());
     let handle = tokio::spawn(events.for_each(move |event| {
-        if let Err(e) = &event {
-            tracing::debug!(error = %e, "allocator watch");
-        }
         seen(&event);
+        // Then the event's object moves into the cache (its managed fields dropped: nothing here reads them).
+        let keep = |mut object: K| {
+            object.metadata_mut().managed_fields.clear();
+            (key(&object), Arc::new(object))
+        };
+        match event {
+            Ok(watcher::Event::Init) => building = Some(HashMap::new()),
+            Ok(watcher::Event::InitApply(object)) => {
+                let (name, object) = keep(object);
+                building.get_or_insert_with(HashMap::new).insert(name, object);
+            }
+            Ok(watcher::Event::InitDone) => {
+                *cache.write().unwrap_or_else(PoisonError::into_inner) = building.take().unwrap_or_default();
+                ready_tx.send_replace(true);
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                let (name, object) = keep(object);
+                cache.write().unwrap_or_else(PoisonError::into_inner).insert(name, object);
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                cache.write().unwrap_or_else(PoisonError::into_inner).remove(&key(&object));
+            }
+            Err(e) => tracing::debug!(error = %e, "allocator watch"),
+        }
         async {}
     }));
     watches.push(handle.abort_handle());
-    store
+    Store { objects, ready }
 }
 
 /// Watches `api` into a cache; each change is marked as `what` says.
@@ -516,7 +571,7 @@ impl StatusWriter {
         let mut deferred = false;
         let mut writes: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
         for (name, held) in &figures.agents {
-            let Some(agent) = caches.agents.get(&crate::runtime::ObjectRef::new(None, name)) else { continue };
+            let Some(agent) = caches.agents.get(name) else { continue };
             let name = name.clone();
             let want = resources(*held, Vec::new());
             if !same_resources(agent.status.as_ref().and_then(|s| s.allocated.as_ref()), &want) {
