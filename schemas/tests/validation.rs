@@ -437,3 +437,28 @@ fn integers_too_large_for_their_field_say_so() {
     let error = docs.expect_err("refused").to_string();
     assert!(error.contains("spec.instances: 1000000000000 is out of range (at most 2147483647)"), "{error}");
 }
+
+#[test]
+fn roles_have_a_positive_weight_and_a_guarantee_within_the_limit() {
+    let role = |name: &str, spec: &str| {
+        violations(&format!("apiVersion: agora/v1\nkind: Role\nmetadata: {{name: {name}}}\nspec: {spec}\n"))
+    };
+    assert!(role("eng.web", "{weight: 2, quota: {guarantee: {cpus: 4}, limit: {cpus: 8, mem: 1024}}}").is_empty());
+    assert_eq!(
+        role("eng", "{weight: 0, quota: {guarantee: {cpus: 9, mem: -1}, limit: {cpus: 8, disk: 1e16}}}"),
+        [
+            "spec.weight: must be greater than 0 (got 0)",
+            "spec.quota.guarantee.mem: must be between 0 and 1000000000000000 (got -1)",
+            "spec.quota.limit.disk: must be between 0 and 1000000000000000 (got 10000000000000000)",
+            "spec.quota.guarantee.cpus: the guarantee (9) is more than the limit (8)",
+        ]
+    );
+    // Frameworks cannot name a role with a dot: its Role object's name would be ambiguous.
+    let framework = "apiVersion: agora/v1\nkind: Framework\nmetadata: {name: f}\nspec: {roles: [a.b]}\n";
+    assert_eq!(
+        violations(framework),
+        [
+            "spec.roles[0]: \"a.b\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\" (no spaces or dots)"
+        ]
+    );
+}

@@ -303,7 +303,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
         if dirty.all || dirty.housekeeping {
             let actions = housekeeping(&observed, config.timing, now);
             busy += timed.elapsed();
-            explain(&recorder, &observed, &actions).await;
+            explain(&recorder, &observed, &actions, config.concurrency).await;
             apply(&client, &config, actions).await;
             timed = Instant::now();
         }
@@ -420,7 +420,7 @@ fn resources(amount: Amount, ports: Vec<agora_schemas::PortRange>) -> Resources 
 }
 
 /// Reports the decisions people ask about as Events on the objects concerned.
-async fn explain(recorder: &Recorder, observed: &Observed, actions: &[Action]) {
+async fn explain(recorder: &Recorder, observed: &Observed, actions: &[Action], concurrency: usize) {
     let reference = |kind: &str, namespace: Option<&str>, name: &str| ObjectReference {
         api_version: Some(agora_schemas::API_VERSION.to_owned()),
         kind: kind.to_owned(),
@@ -462,11 +462,14 @@ async fn explain(recorder: &Recorder, observed: &Observed, actions: &[Action]) {
         let message = format!("{count} offer(s) rescinded: {}", rescind_reason(reason));
         records.push((reference("Framework", None, framework), Record::normal("OffersRescinded", message)));
     }
-    for (object, record) in records {
-        if let Err(e) = recorder.publish(&object, record).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
-    }
+    // Concurrently: a rack going dark is thousands of agents, each with its Event.
+    futures::stream::iter(records)
+        .for_each_concurrent(concurrency, |(object, record)| async move {
+            if let Err(e) = recorder.publish(&object, record).await {
+                tracing::debug!(error = %e, "event not recorded");
+            }
+        })
+        .await;
 }
 
 fn rescind_reason(reason: &str) -> &'static str {
@@ -568,6 +571,9 @@ impl StatusWriter {
         caches: &Caches,
         figures: &Statuses,
     ) -> bool {
+        // Forget writes older than the interval (once per pass), so objects long gone are not remembered forever.
+        let now = Instant::now();
+        self.last.retain(|_, at| now.duration_since(*at) < STATUS_INTERVAL);
         let mut deferred = false;
         let mut writes: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
         for (name, held) in &figures.agents {
