@@ -23,6 +23,8 @@ use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
 pub const RUN_SECONDS: &str = "hollow.agora.dev/run-seconds";
 /// Annotation on a Task: the exit code a hollow agent reports when it finishes (default 0).
 pub const EXIT_CODE: &str = "hollow.agora.dev/exit-code";
+/// The env variable that makes a hollow task's health checks fail (`HOLLOW_HEALTHY=false`); they pass otherwise.
+pub const HEALTHY_ENV: &str = "HOLLOW_HEALTHY";
 /// Registrations in flight at once at start-up.
 const REGISTER_CONCURRENCY: usize = 32;
 /// Heartbeat renewals in flight at once.
@@ -67,9 +69,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let names: Vec<String> = (0..config.count).map(|i| format!("{}{i}", config.name_prefix)).collect();
-    let hostname = crate::resources::hostname();
     let registered = futures::stream::iter(names.iter().cloned().map(|name| {
-        let (client, hostname) = (client.clone(), hostname.clone());
+        // Each simulated machine has a hostname of its own (its name), as `hostname` constraints expect.
+        let (client, hostname) = (client.clone(), name.clone());
         let registration = Registration {
             name,
             resources: config.resources.clone(),
@@ -169,10 +171,23 @@ fn decide(task: &Task, now: Timestamp) -> Step {
         return Step::Write(json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": now }));
     }
     match state {
-        TaskState::Staging | TaskState::Starting => Step::Write(json!({
-            "state": "Running", "startedAt": now, "host": crate::resources::hostname(),
-            "message": "hollow agent: nothing runs",
-        })),
+        TaskState::Staging | TaskState::Starting => {
+            let mut status = json!({
+                "state": "Running", "startedAt": now, "host": task.spec.agent,
+                "message": "hollow agent: nothing runs",
+            });
+            // Health checks pass at once, unless the task's env says HOLLOW_HEALTHY=false: then they have failed
+            // as often as the strictest check tolerates.
+            if !task.spec.health_checks.is_empty() {
+                let healthy = task.spec.env.get(HEALTHY_ENV).is_none_or(|v| v != "false");
+                let limit = task.spec.health_checks.iter().map(|c| c.max_consecutive_failures()).min().unwrap_or(3);
+                status["healthy"] = json!(healthy);
+                status["healthCheckFailures"] = json!(if healthy { 0 } else { limit });
+                status["lastHealthCheck"] = json!({"time": now, "passed": healthy,
+                    "output": if healthy { "hollow: passed" } else { "hollow: HOLLOW_HEALTHY=false" }});
+            }
+            Step::Write(status)
+        }
         TaskState::Running => {
             let annotations = &task.metadata.annotations;
             let Some(seconds) = annotations.get(RUN_SECONDS).and_then(|s| s.parse::<f64>().ok()) else {

@@ -2,11 +2,12 @@
 //!
 //! The controller runtime every Agora controller is built on ([`runtime`]: watcher, reflector, `Controller`,
 //! finalizers, leader election, event recorder), the [`allocator`] (Mesos' master: agents, offers, Dominant
-//! Resource Fairness), the [`framework`] SDK frameworks are written with, and — as later issues add them — marathon
-//! (Apps) and chronos (CronJobs).
+//! Resource Fairness), the [`framework`] SDK frameworks are written with, [`marathon`] (Apps) and — as a later issue
+//! adds it — chronos (CronJobs).
 //!
 //! `examples/` holds complete custom controllers; its README indexes them. See DESIGN.md §1.
 
 pub mod allocator;
 pub mod framework;
+pub mod marathon;
 pub mod runtime;

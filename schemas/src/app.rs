@@ -193,6 +193,71 @@ impl AppSpec {
     }
 }
 
+impl AppSpec {
+    /// The version of this spec: a hash of everything its tasks are built from (all but `instances`), with
+    /// defaults applied, so scaling is not a new version and an omitted default is the same version as its value.
+    #[must_use]
+    pub fn version(&self) -> String {
+        let mut template = self.clone();
+        template.apply_defaults();
+        template.instances = None;
+        // Serializing plain data (maps with string keys) cannot fail.
+        let bytes = serde_json::to_vec(&template).unwrap_or_default();
+        // FNV-1a, 64 bits: stable across builds and platforms, unlike the standard library's hasher.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        format!("{:010x}", hash >> 24)
+    }
+}
+
+crate::object! {
+    /// One version of an App's task template (its spec but `instances`), kept by marathon — the latest 10 per app —
+    /// for history and rollback, like Marathon's `/v2/apps/{id}/versions`. Named `<app>-<version>`, owned by the App.
+    AppVersion {
+        spec: AppVersionSpec,
+        plural: "appversions",
+        singular: "appversion",
+        short_names: ["appver"],
+        namespaced: true,
+        subresources: [],
+        field_selectors: [],
+        name_rule: Subdomain,
+    }
+}
+
+/// What an [`AppVersion`] records.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppVersionSpec {
+    /// The App.
+    pub app: String,
+    /// The version ([`AppSpec::version`] of the template).
+    pub version: String,
+    /// The App's spec at this version (without `instances`).
+    pub template: AppSpec,
+}
+
+impl AppVersionSpec {
+    /// Applies the template's defaults.
+    pub fn apply_defaults(&mut self) {
+        self.template.apply_defaults();
+        self.template.instances = None;
+    }
+
+    /// Checks the template as an App's spec.
+    pub fn validate(&self, v: &mut Validator, path: &Path, meta: &ObjectMeta) {
+        if let Err(why) = check_dns_label(&self.app) {
+            v.invalid(&path.field("app"), format!("must name an App: {why}"));
+        }
+        let app_meta = ObjectMeta { name: Some(self.app.clone()), ..meta.clone() };
+        self.template.validate(v, &path.field("template"), &app_meta);
+    }
+}
+
+/// The label on an App's tasks and versions naming the App.
+pub const APP_LABEL: &str = "agora.dev/app";
+/// The label on an App's tasks naming the version they were built from.
+pub const APP_VERSION_LABEL: &str = "agora.dev/app-version";
+
 /// How a new version replaces the old (Marathon's rolling restart).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -280,9 +345,47 @@ pub struct AppStatus {
     /// Why recent offers were not used, counted per reason (`InsufficientCpus`, `UnfulfilledConstraint`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub offer_rejections: BTreeMap<String, u64>,
-    /// `Available`, `Progressing` (a deployment is under way), `Degraded`.
+    /// The version the app runs (or is being deployed to): a hash of everything its tasks are built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Failures of this version since it last ran healthy, feeding the launch delay.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// The rolling upgrade under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
+    /// `Available` (at least the upgrade strategy's minimum is healthy), `Progressing` (a deployment is under way),
+    /// `Degraded` (fewer healthy than wanted), `Scheduled` (no instance waits for an offer; when false, why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A rolling upgrade of an [`App`] from its old versions to `to`.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deployment {
+    /// The versions being replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+    /// The version being rolled out.
+    pub to: String,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// `StartingNewTasks`, `ReplacingOldTasks`, `WaitingForHealth`, `WaitingForDependencies`.
+    pub step: String,
+    /// Tasks of the old versions still running.
+    #[serde(default)]
+    pub old: i32,
+    /// Tasks of the new version launched and not yet ended.
+    #[serde(default)]
+    pub new: i32,
+    /// Tasks of the new version that are healthy.
+    #[serde(default)]
+    pub healthy: i32,
+    /// Why it is waiting, in words ("waiting for 1 of 3 new tasks to pass HTTP /health (last: 503 ...)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A failed task of an app.

@@ -22,7 +22,10 @@ pub mod status;
 pub mod task;
 pub mod validation;
 
-pub use app::{App, AppSpec, AppStatus, KillSelection, Scale, UnreachableStrategy, UpgradeStrategy};
+pub use app::{
+    APP_LABEL, APP_VERSION_LABEL, App, AppSpec, AppStatus, AppVersion, AppVersionSpec, Deployment, KillSelection, Scale,
+    TaskFailure, UnreachableStrategy, UpgradeStrategy,
+};
 pub use cluster::{
     Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferAcceptance, OfferPhase,
     OfferSpec, OfferStatus, Quota, QuotaResources, Role, RoleSpec, RoleStatus, TaskTemplate, role_object_name,
@@ -115,7 +118,7 @@ macro_rules! kinds {
     };
 }
 
-kinds!(App, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event);
+kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event);
 
 /// The registry entry for a kind name (`App`).
 #[must_use]

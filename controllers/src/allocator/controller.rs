@@ -33,6 +33,7 @@ use super::state::{
 };
 use crate::runtime::events::{Record, Recorder, Reporter};
 use crate::runtime::watcher;
+use crate::runtime::cache::{Cache, Seen};
 
 /// The field manager of the allocator's writes.
 pub const FIELD_MANAGER: &str = "agora-allocator";
@@ -116,81 +117,17 @@ impl Drop for Caches {
     }
 }
 
-type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
-
-/// The allocator's cache of one kind: objects kept decoded (`Arc`s), since every round reads whole caches — the
-/// runtime's reflector keeps JSON and decodes on each read, which at 40,000 tasks would be most of a round.
-struct Store<K> {
-    objects: Arc<std::sync::RwLock<HashMap<String, Arc<K>>>>,
-    ready: tokio::sync::watch::Receiver<bool>,
-}
-
-impl<K> Store<K> {
-    /// Every object.
-    fn state(&self) -> Vec<Arc<K>> {
-        self.objects.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
-    }
-
-    /// The object named `name` (`namespace/name` for namespaced kinds).
-    fn get(&self, name: &str) -> Option<Arc<K>> {
-        self.objects.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
-    }
-
-    /// Waits for the first complete list; false if the watch ended first.
-    async fn wait_until_ready(&self) -> bool {
-        self.ready.clone().wait_for(|r| *r).await.is_ok()
-    }
-}
-
-fn key<K: agora_schemas::Resource>(object: &K) -> String {
-    let meta = object.metadata();
-    match &meta.namespace {
-        Some(namespace) => format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default()),
-        None => meta.name.clone().unwrap_or_default(),
-    }
-}
+type Store<K> = Cache<K>;
 
 /// Watches `api` into a cache, telling `seen` of every event; the watch stops with the allocator.
 fn reflect<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     api: Api<K>,
     watches: &mut Vec<tokio::task::AbortHandle>,
-    mut seen: impl FnMut(&WatchEvent<K>) + Send + 'static,
+    seen: impl FnMut(Seen<'_, K>) + Send + 'static,
 ) -> Store<K> {
-    let objects: Arc<std::sync::RwLock<HashMap<String, Arc<K>>>> = Arc::default();
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let cache = objects.clone();
-    let mut building: Option<HashMap<String, Arc<K>>> = None;
-    let events = watcher::watcher(api, watcher::Config::default());
-    let handle = tokio::spawn(events.for_each(move |event| {
-        seen(&event);
-        // Then the event's object moves into the cache (its managed fields dropped: nothing here reads them).
-        let keep = |mut object: K| {
-            object.metadata_mut().managed_fields.clear();
-            (key(&object), Arc::new(object))
-        };
-        match event {
-            Ok(watcher::Event::Init) => building = Some(HashMap::new()),
-            Ok(watcher::Event::InitApply(object)) => {
-                let (name, object) = keep(object);
-                building.get_or_insert_with(HashMap::new).insert(name, object);
-            }
-            Ok(watcher::Event::InitDone) => {
-                *cache.write().unwrap_or_else(PoisonError::into_inner) = building.take().unwrap_or_default();
-                ready_tx.send_replace(true);
-            }
-            Ok(watcher::Event::Apply(object)) => {
-                let (name, object) = keep(object);
-                cache.write().unwrap_or_else(PoisonError::into_inner).insert(name, object);
-            }
-            Ok(watcher::Event::Delete(object)) => {
-                cache.write().unwrap_or_else(PoisonError::into_inner).remove(&key(&object));
-            }
-            Err(e) => tracing::debug!(error = %e, "allocator watch"),
-        }
-        async {}
-    }));
-    watches.push(handle.abort_handle());
-    Store { objects, ready }
+    let (cache, handle) = crate::runtime::cache::cache(api, watcher::Config::default(), seen);
+    watches.push(handle);
+    cache
 }
 
 /// Watches `api` into a cache; each change is marked as `what` says.
@@ -202,9 +139,10 @@ fn cache<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
 ) -> Store<K> {
     let shared = shared.clone();
     reflect(api, watches, move |event| match event {
-        Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => mark(&shared, what(object)),
-        Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
-        _ => {}
+        Seen::Applied(object) => mark(&shared, what(object)),
+        Seen::Deleted(object) => mark(&shared, what(object)),
+        Seen::Listed => mark(&shared, Mark::All),
+        Seen::Listing(_) => {}
     })
 }
 
@@ -220,20 +158,19 @@ fn lease_cache(
     let shared = shared.clone();
     let what = move |name: String| if agents { Mark::AgentItself(name) } else { Mark::All };
     reflect(api, watches, move |event| match event {
-        Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {
+        Seen::Applied(lease) | Seen::Listing(lease) => {
             let name = lease.metadata.name.clone().unwrap_or_default();
             let previous = expiries.insert(name.clone(), lease_expiry(Some(lease)));
-            if matches!(event, Ok(watcher::Event::Apply(_))) && previous.is_none_or(|t| t <= Timestamp::now()) {
+            if matches!(event, Seen::Applied(_)) && previous.is_none_or(|t| t <= Timestamp::now()) {
                 mark(&shared, what(name));
             }
         }
-        Ok(watcher::Event::Delete(lease)) => {
+        Seen::Deleted(lease) => {
             let name = lease.metadata.name.clone().unwrap_or_default();
             expiries.remove(&name);
             mark(&shared, what(name));
         }
-        Ok(watcher::Event::InitDone) => mark(&shared, Mark::All),
-        _ => {}
+        Seen::Listed => mark(&shared, Mark::All),
     })
 }
 

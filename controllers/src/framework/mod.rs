@@ -28,8 +28,8 @@ use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
 use crate::allocator::controller::FRAMEWORK_LEASE_NAMESPACE;
+use crate::runtime::cache::{Cache, Seen, cache};
 use crate::runtime::leader::{LeaderElector, LeaseConfig};
-use crate::runtime::reflector::{self, Store};
 use crate::runtime::watcher;
 
 /// Offer answers (accepts and declines) in flight at once.
@@ -54,6 +54,28 @@ pub trait Scheduler: Send + 'static {
     fn done(&self, _tasks: &[Arc<Task>]) -> bool {
         false
     }
+}
+
+/// What a leader's companion (see [`Framework::run_with`]) works with: the framework's Tasks, already listed, and
+/// every change to them as it arrives.
+pub struct Leading {
+    /// The framework's Tasks (the cache the runner decides on).
+    pub tasks: Cache<Task>,
+    /// Each change to them, after the cache has applied it.
+    pub changes: tokio::sync::mpsc::UnboundedReceiver<TaskChange>,
+    /// Notify to have the runner ask the scheduler again (what it wants changed without a task or offer change).
+    pub wake: Arc<Notify>,
+}
+
+/// A change to one of the framework's Tasks, or a relist after which any of them may have changed.
+#[derive(Clone, Debug)]
+pub enum TaskChange {
+    /// The task was created or changed; this is its new state.
+    Applied(Arc<Task>),
+    /// The task was deleted; this is its last state.
+    Deleted(Arc<Task>),
+    /// The watch listed again: anything may have changed.
+    Relisted,
 }
 
 /// Why a framework could not run.
@@ -158,6 +180,27 @@ impl Framework {
         scheduler: S,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<S, Error> {
+        self.run_with(scheduler, |_| async {}, shutdown).await
+    }
+
+    /// As [`run`](Self::run), and while leading, after the caches are listed, also runs `companion` — the part of a
+    /// framework that acts on its tasks outside offers (kills, status, cleanup): it starts with each leadership and
+    /// is stopped when the leadership ends, so only the leader ever acts.
+    ///
+    /// # Errors
+    /// When the Framework object cannot be written or the lease timing is invalid.
+    pub async fn run_with<S, C, F>(
+        self,
+        scheduler: S,
+        companion: C,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<S, Error>
+    where
+        S: Scheduler,
+        C: Fn(Leading) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let companion = Arc::new(companion);
         self.register().await?;
         let scheduler = Arc::new(Mutex::new(scheduler));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -166,9 +209,10 @@ impl Framework {
             .config(self.lease)
             .shutdown_on(shutdown)
             .run(|| {
-                let (this, scheduler, done) = (self.clone(), scheduler.clone(), done.clone());
+                let (this, scheduler, done, companion) =
+                    (self.clone(), scheduler.clone(), done.clone(), companion.clone());
                 async move {
-                    this.lead(&scheduler).await;
+                    this.lead(&scheduler, &*companion).await;
                     done.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
             })
@@ -214,11 +258,17 @@ impl Framework {
     }
 
     /// The leader's loop: returns when the scheduler is done.
-    async fn lead<S: Scheduler>(&self, scheduler: &Mutex<S>) {
+    async fn lead<S, C, F>(&self, scheduler: &Mutex<S>, companion: &C)
+    where
+        S: Scheduler,
+        C: Fn(Leading) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let changed = Arc::new(Notify::new());
         let selector = format!("spec.framework={}", self.name);
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let offers = watch::<Offer>(&self.client, &selector, &changed);
-        let tasks = watch::<Task>(&self.client, &selector, &changed);
+        let tasks = watch_tasks(&self.client, &selector, &changed, changes_tx);
         let frameworks = watch::<FrameworkObject>(&self.client, &format!("metadata.name={}", self.name), &changed);
         for store in [offers.0.wait_until_ready().await, tasks.0.wait_until_ready().await] {
             if !store {
@@ -226,13 +276,17 @@ impl Framework {
             }
         }
         frameworks.0.wait_until_ready().await;
+        let leading = Leading { tasks: tasks.0.clone(), changes, wake: changed.clone() };
+        let _companion = AbortOnDrop(tokio::spawn(companion(leading)).abort_handle());
         // Offers answered whose new phase the watch has not shown yet, and tasks accepted but not yet seen.
         let mut answered: HashSet<String> = HashSet::new();
         let mut awaited: HashSet<String> = HashSet::new();
         loop {
             let all_tasks = tasks.0.state();
-            let seen: HashSet<&str> = all_tasks.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
-            awaited.retain(|t| !seen.contains(t.as_str()));
+            if !awaited.is_empty() {
+                let seen: HashSet<&str> = all_tasks.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
+                awaited.retain(|t| !seen.contains(t.as_str()));
+            }
             let outstanding: Vec<Arc<Offer>> = offers
                 .0
                 .state()
@@ -342,16 +396,37 @@ fn watch<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
     client: &Client,
     fields: &str,
     changed: &Arc<Notify>,
-) -> (Store<K>, AbortOnDrop) {
-    let (store, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
-    let events = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default().fields(fields)));
+) -> (Cache<K>, AbortOnDrop) {
     let changed = changed.clone();
-    let handle = tokio::spawn(events.for_each(move |_| {
+    let (cache, handle) = cache(Api::all(client.clone()), watcher::Config::default().fields(fields), move |_| {
         changed.notify_one();
-        async {}
-    }));
-    (store, AbortOnDrop(handle.abort_handle()))
+    });
+    (cache, AbortOnDrop(handle))
+}
+
+/// As [`watch`], for the framework's Tasks, also telling `changes` of each change.
+fn watch_tasks(
+    client: &Client,
+    fields: &str,
+    changed: &Arc<Notify>,
+    changes: tokio::sync::mpsc::UnboundedSender<TaskChange>,
+) -> (Cache<Task>, AbortOnDrop) {
+    let changed = changed.clone();
+    let (cache, handle) =
+        cache(Api::all(client.clone()), watcher::Config::default().fields(fields), move |seen: Seen<'_, Task>| {
+            let change = match seen {
+                Seen::Applied(task) => Some(TaskChange::Applied(task.clone())),
+                Seen::Deleted(task) => Some(TaskChange::Deleted(Arc::new(task.clone()))),
+                Seen::Listed => Some(TaskChange::Relisted),
+                Seen::Listing(_) => None,
+            };
+            if let Some(change) = change {
+                // The companion may have stopped (its leadership ended); nothing is owed to it then.
+                let _ = changes.send(change);
+            }
+            changed.notify_one();
+        });
+    (cache, AbortOnDrop(handle))
 }
 
 /// Stops a watch when the leader's loop ends.

@@ -23,6 +23,59 @@ pub struct Demand {
     pub constraints: Vec<Constraint>,
 }
 
+/// Why a task does not fit an offer, as a counted reason (Marathon's offer-rejection summary) and a sentence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Fewer cpus than needed.
+    Cpus,
+    /// Less memory than needed.
+    Mem,
+    /// Less disk than needed.
+    Disk,
+    /// Too few ports, or not the ports required.
+    Ports,
+    /// A placement constraint fails.
+    Constraint,
+    /// The offer is in another role.
+    Role,
+}
+
+impl Reason {
+    /// The reason's name in `status.offerRejections`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpus => "InsufficientCpus",
+            Self::Mem => "InsufficientMem",
+            Self::Disk => "InsufficientDisk",
+            Self::Ports => "InsufficientPorts",
+            Self::Constraint => "UnfulfilledConstraint",
+            Self::Role => "UnfulfilledRole",
+        }
+    }
+}
+
+/// A task that does not fit an offer: why, counted and in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Misfit {
+    /// The reason, for counting.
+    pub reason: Reason,
+    /// What is short, for people.
+    pub message: String,
+}
+
+impl Misfit {
+    fn new(reason: Reason, message: String) -> Self {
+        Self { reason, message }
+    }
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// What is left of an offer as tasks are packed into it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Remaining {
@@ -70,21 +123,24 @@ impl Remaining {
     ///
     /// # Errors
     /// What is short: `cpus`, `mem`, `disk`, `ports`, `role`, or the constraint that fails.
-    pub fn fits(&self, demand: &Demand, spread: &Spread) -> Result<Vec<u16>, String> {
+    pub fn fits(&self, demand: &Demand, spread: &Spread) -> Result<Vec<u16>, Misfit> {
         const SLACK: f64 = 1e-9;
         if demand.role.as_ref().is_some_and(|r| *r != self.role) {
-            return Err(format!("the offer is in role {}", self.role));
+            return Err(Misfit::new(Reason::Role, format!("the offer is in role {}", self.role)));
         }
-        for (kind, need, have) in
-            [("cpus", demand.cpus, self.cpus), ("mem", demand.mem, self.mem), ("disk", demand.disk, self.disk)]
-        {
+        for (reason, kind, need, have) in [
+            (Reason::Cpus, "cpus", demand.cpus, self.cpus),
+            (Reason::Mem, "mem", demand.mem, self.mem),
+            (Reason::Disk, "disk", demand.disk, self.disk),
+        ] {
             if need > have + SLACK {
-                return Err(format!("{kind}: needs {need}, {have} left"));
+                return Err(Misfit::new(reason, format!("{kind}: needs {need}, {have} left")));
             }
         }
         for constraint in &demand.constraints {
             if !self.satisfies(constraint, spread) {
-                return Err(format!("constraint {:?} fails on agent {}", constraint.0, self.agent));
+                let message = format!("constraint {} fails on agent {}", constraint.0.join(" "), self.agent);
+                return Err(Misfit::new(Reason::Constraint, message));
             }
         }
         let mut taken: Vec<u16> = Vec::new();
@@ -97,8 +153,10 @@ impl Remaining {
             };
             match port {
                 Some(p) => taken.push(p),
-                None if want == 0 => return Err(format!("ports: needs {}, fewer are left", demand.ports.len())),
-                None => return Err(format!("ports: {want} is not offered")),
+                None if want == 0 => {
+                    return Err(Misfit::new(Reason::Ports, format!("ports: needs {}, fewer are left", demand.ports.len())));
+                }
+                None => return Err(Misfit::new(Reason::Ports, format!("ports: {want} is not offered"))),
             }
         }
         Ok(taken)
@@ -119,8 +177,16 @@ impl Remaining {
             }
             Ok(ConstraintRule::Like(re)) => value.is_some_and(|v| re.is_match(v)),
             Ok(ConstraintRule::Unlike(re)) => value.is_none_or(|v| !re.is_match(v)),
-            // Spreading is a preference, ranked by [`rank`]; it never makes an offer infeasible.
-            Ok(ConstraintRule::GroupBy(_)) => value.is_some(),
+            // Marathon's rule: a value holding none of the tasks yet is always fine; one that holds some only once at
+            // least `n` values are in use and it is among the least used (so tasks spread evenly).
+            Ok(ConstraintRule::GroupBy(n)) => value.is_some_and(|v| {
+                let counts = spread.get(field);
+                let used = || counts.into_iter().flat_map(|m| m.values()).filter(|c| **c > 0);
+                match placed(v) {
+                    0 => true,
+                    here => used().count() >= n.unwrap_or(0) as usize && used().min().is_none_or(|m| *m == here),
+                }
+            }),
             Err(_) => false,
         }
     }
@@ -235,13 +301,13 @@ mod tests {
     fn feasibility_names_what_is_short() {
         let r = Remaining::of(&offer("o", "a1", 1.0, 1024.0, "r1"));
         assert_eq!(r.fits(&demand(0.5, 512.0), &Spread::new()), Ok(vec![]));
-        assert_eq!(r.fits(&demand(2.0, 512.0), &Spread::new()).unwrap_err(), "cpus: needs 2, 1 left");
+        assert_eq!(r.fits(&demand(2.0, 512.0), &Spread::new()).unwrap_err().message, "cpus: needs 2, 1 left");
         let ports = Demand { ports: vec![0, 31002], ..demand(0.1, 32.0) };
         assert_eq!(r.fits(&ports, &Spread::new()), Ok(vec![31000, 31002]));
         let too_many = Demand { ports: vec![0, 0, 0, 0], ..demand(0.1, 32.0) };
-        assert!(r.fits(&too_many, &Spread::new()).unwrap_err().starts_with("ports"));
+        assert_eq!(r.fits(&too_many, &Spread::new()).unwrap_err().reason, Reason::Ports);
         let reserved = Demand { role: Some("eng".into()), ..demand(0.1, 32.0) };
-        assert_eq!(r.fits(&reserved, &Spread::new()).unwrap_err(), "the offer is in role *");
+        assert_eq!(r.fits(&reserved, &Spread::new()).unwrap_err().message, "the offer is in role *");
         let spread = Spread::from([("rack".to_owned(), BTreeMap::from([("r1".to_owned(), 1)]))]);
         let unique = Demand { constraints: vec![constraint(&["rack", "UNIQUE"])], ..demand(0.1, 32.0) };
         assert!(r.fits(&unique, &spread).is_err() && r.fits(&unique, &Spread::new()).is_ok());

@@ -2,7 +2,8 @@
 //! frameworks users write — is made of. Modelled on kube-rs' `kube-runtime`.
 //!
 //! - [`watcher`]: list then watch one kind, forever, through restarts, 410s and errors.
-//! - [`reflector`]: an in-memory [`Store`](reflector::Store) kept current by a watcher.
+//! - [`reflector`]: an in-memory [`Store`](reflector::Store) kept current by a watcher, as compact JSON;
+//!   [`cache`]: the same, decoded, for controllers that read whole caches often.
 //! - [`Controller`]: a work queue of objects to reconcile, fed by watches of the kind itself, the kinds it
 //!   [`owns`](Controller::owns) and any it [`watches`](Controller::watches); it never reconciles one object twice at
 //!   once, backs off per object on errors, and shuts down gracefully.
@@ -14,6 +15,7 @@
 //! meaning.
 
 pub mod backoff;
+pub mod cache;
 pub mod controller;
 pub mod events;
 pub mod finalizer;

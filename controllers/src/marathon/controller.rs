@@ -1,0 +1,808 @@
+//! Marathon's I/O: a framework on the SDK. The [`Scheduler`] half answers offers — for each app that wants
+//! launches it re-plans against the tasks the SDK holds (so a launch is never decided on a stale count) and places
+//! them ([`super::offers`]). The companion half runs while leading, after every cache is listed: it re-plans each
+//! app whose App, Tasks or agents changed (or whose timer fired) and carries out the plan — versions recorded,
+//! kills requested (with the reason on the task), status written on change at a bounded rate, finished tasks
+//! forgotten once counted, Events published.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use agora_client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
+use agora_schemas::{
+    APP_LABEL, Agent, App, AppStatus, AppVersion, AppVersionSpec, ConditionStatus, ObjectMeta, ObjectReference, Offer,
+    OwnerReference, Resource, Task,
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::offers::{Need, place, task_template};
+use super::plan::{self, Agents, KILL_REASON_ANNOTATION, OfferSummary, Plan};
+use crate::framework::placement::Spread;
+use crate::framework::{Framework, Launch, Leading, Scheduler, TaskChange};
+use crate::runtime::cache::{Cache, Seen, cache, key};
+use crate::runtime::events::{Record, Recorder, Reporter, reference};
+use crate::runtime::leader::LeaseConfig;
+use crate::runtime::watcher;
+
+/// The framework's name (and its Lease's).
+pub const FRAMEWORK: &str = "marathon";
+/// The field manager of everything marathon writes.
+const MANAGER: &str = "marathon";
+/// Versions kept per app.
+pub const VERSIONS_KEPT: usize = 10;
+/// Writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
+/// A kill requested but not yet seen in the watch is assumed requested for this long.
+const PENDING_KILL: Duration = Duration::from_secs(30);
+
+/// How marathon runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This replica's name in the leader election.
+    pub identity: String,
+    /// The roles it takes offers in (apps name one of them in `spec.role`).
+    pub roles: Vec<String>,
+    /// The lease timing.
+    pub lease: LeaseConfig,
+    /// At most this often per app is its status written.
+    pub status_interval: Duration,
+    /// Health kills per second across all apps (the burst is the same number).
+    pub health_kills_per_second: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            identity: format!("marathon-{}", std::process::id()),
+            roles: vec!["*".to_owned()],
+            lease: LeaseConfig::default(),
+            status_interval: Duration::from_secs(1),
+            health_kills_per_second: 10.0,
+        }
+    }
+}
+
+/// Why marathon stopped.
+pub type Error = crate::framework::Error;
+
+/// What the scheduler half and the companion share.
+#[derive(Default)]
+struct World {
+    /// The companion's caches are listed: decisions may be made.
+    ready: bool,
+    /// Apps by `namespace/name`, their specs with defaults applied and their status the last one decided.
+    apps: HashMap<String, Arc<App>>,
+    /// Apps that want launches, as of their last plan.
+    needy: BTreeSet<String>,
+    /// Hostname and attributes of each agent, for constraints on running tasks.
+    fields: HashMap<String, BTreeMap<String, String>>,
+    /// Unreachable agents and distinct values, for the plans.
+    agents: Agents,
+    /// Whether each app's dependencies run healthy.
+    dependencies: HashMap<String, Result<(), String>>,
+    /// What the latest offers showed, per app.
+    summaries: HashMap<String, OfferSummary>,
+    /// Kills requested (task key → when) the watch has not shown yet.
+    pending_kills: HashMap<String, Instant>,
+    /// Apps the scheduler half launched for, whose status should follow.
+    touched: BTreeSet<String>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The key of the app a task belongs to (`namespace/app`), if it is an app's.
+fn app_of(task: &Task) -> Option<String> {
+    let app = task.metadata.labels.get(APP_LABEL)?;
+    Some(format!("{}/{app}", task.metadata.namespace.as_deref().unwrap_or("default")))
+}
+
+/// `tasks` as the plan should see them: a kill already requested is assumed until the watch shows it.
+fn with_pending(tasks: Vec<Arc<Task>>, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {
+    if pending.is_empty() {
+        return tasks;
+    }
+    tasks
+        .into_iter()
+        .map(|t| {
+            if t.spec.kill_requested != Some(true) && pending.contains_key(&key(&*t)) {
+                let mut t = (*t).clone();
+                t.spec.kill_requested = Some(true);
+                Arc::new(t)
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
+/// The spread of `tasks` (live, not being killed) over the values of the fields `app`'s constraints name.
+fn spread_of(app: &App, tasks: &[Arc<Task>], fields: &HashMap<String, BTreeMap<String, String>>) -> Spread {
+    let mut spread = Spread::new();
+    for constraint in &app.spec.constraints {
+        let counts = spread.entry(constraint.field().to_owned()).or_default();
+        for task in tasks {
+            let live = task.status.as_ref().is_none_or(|s| !s.state.is_terminal()) && task.spec.kill_requested != Some(true);
+            if let Some(value) = fields.get(&task.spec.agent).and_then(|f| f.get(constraint.field()))
+                && live
+            {
+                *counts.entry(value.clone()).or_default() += 1;
+            }
+        }
+    }
+    spread
+}
+
+/// The scheduler half.
+struct Marathon {
+    shared: Shared,
+    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
+    wake: Arc<Notify>,
+}
+
+impl Scheduler for Marathon {
+    fn offers(&mut self, offers: &[Arc<Offer>], tasks: &[Arc<Task>]) -> Vec<Launch> {
+        let mut world = lock(&self.shared);
+        if !world.ready || world.needy.is_empty() {
+            return Vec::new();
+        }
+        let mut by_app: HashMap<&str, Vec<Arc<Task>>> = world.needy.iter().map(|k| (k.as_str(), Vec::new())).collect();
+        for task in tasks {
+            if let Some(app) = app_of(task)
+                && let Some(list) = by_app.get_mut(app.as_str())
+            {
+                list.push(task.clone());
+            }
+        }
+        let now = Timestamp::now();
+        let mut keys = Vec::new();
+        let mut apps = Vec::new();
+        let mut needs_meta = Vec::new();
+        for key in &world.needy {
+            let Some(app) = world.apps.get(key) else { continue };
+            let app_tasks = with_pending(by_app.remove(key.as_str()).unwrap_or_default(), &world.pending_kills);
+            let ctx = plan::Context {
+                now,
+                agents: &world.agents,
+                dependencies: world.dependencies.get(key).cloned().unwrap_or(Ok(())),
+                health_kill_budget: 0,
+                offers: world.summaries.get(key),
+            };
+            let planned = plan::plan(app, &app_tasks, &ctx);
+            if planned.launch > 0 {
+                let spread = spread_of(app, &app_tasks, &world.fields);
+                needs_meta.push((planned.version, planned.launch, spread));
+                keys.push(key.clone());
+                apps.push(app.clone());
+            }
+        }
+        let needs: Vec<Need<'_>> = apps
+            .iter()
+            .zip(needs_meta)
+            .map(|(app, (version, count, spread))| Need { app, version, count, spread })
+            .collect();
+        let (placed, summaries) = place(offers, &needs);
+        let mut launches: Vec<Launch> = Vec::new();
+        let mut per_app: BTreeMap<usize, (usize, BTreeSet<String>)> = BTreeMap::new();
+        let agent_of: HashMap<&str, &str> =
+            offers.iter().map(|o| (o.metadata.name.as_deref().unwrap_or_default(), o.spec.agent.as_str())).collect();
+        for p in placed {
+            let need = &needs[p.need];
+            let task = task_template(need.app, &need.version, &p.ports);
+            match launches.iter_mut().find(|l| l.offer == p.offer) {
+                Some(launch) => launch.tasks.push(task),
+                None => launches.push(Launch { offer: p.offer.clone(), tasks: vec![task] }),
+            }
+            let entry = per_app.entry(p.need).or_default();
+            entry.0 += 1;
+            entry.1.insert(agent_of.get(p.offer.as_str()).copied().unwrap_or_default().to_owned());
+        }
+        for (index, (count, agents)) in &per_app {
+            let need = &needs[*index];
+            let mut on: Vec<&str> = agents.iter().map(String::as_str).take(5).collect();
+            if agents.len() > 5 {
+                on.push("…");
+            }
+            let record = Record::normal(
+                "Launched",
+                format!("launching {count} task(s) of version {} on {}", need.version, on.join(", ")),
+            );
+            let _ = self.events.send((reference(need.app), record));
+        }
+        for (key, summary) in keys.iter().zip(summaries) {
+            world.summaries.insert(key.clone(), summary);
+            world.touched.insert(key.clone());
+        }
+        drop(world);
+        self.wake.notify_one();
+        launches
+    }
+
+    fn wants_offers(&self, _tasks: &[Arc<Task>]) -> bool {
+        let world = lock(&self.shared);
+        world.ready && !world.needy.is_empty()
+    }
+}
+
+/// Runs marathon until `shutdown`: registers the framework, competes for its lease, and while leading keeps every
+/// App's tasks as its spec says.
+///
+/// # Errors
+/// When the framework cannot register or the lease timing is invalid.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let shared: Shared = Arc::default();
+    let (events, published) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Recorder::new(client.clone(), Reporter::new(FRAMEWORK, Some(&config.identity)));
+    let publisher = tokio::spawn(publish(recorder, published));
+    let wake = Arc::new(Notify::new());
+    let scheduler = Marathon { shared: shared.clone(), events: events.clone(), wake: wake.clone() };
+    let roles: Vec<&str> = config.roles.iter().map(String::as_str).collect();
+    let framework = Framework::new(client.clone(), FRAMEWORK)
+        .roles(&roles)
+        .identity(&config.identity)
+        .lease(config.lease)
+        .refuse(Duration::from_secs(5));
+    let result = framework
+        .run_with(
+            scheduler,
+            move |leading| {
+                companion(client.clone(), config.clone(), shared.clone(), events.clone(), wake.clone(), leading)
+            },
+            shutdown,
+        )
+        .await;
+    publisher.abort();
+    result.map(|_| ())
+}
+
+/// Publishes Events, several at once.
+async fn publish(recorder: Recorder, events: tokio::sync::mpsc::UnboundedReceiver<(ObjectReference, Record)>) {
+    tokio_stream_of(events)
+        .for_each_concurrent(16, |(object, record)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(e) = recorder.publish(&object, record).await {
+                    tracing::debug!(error = %e, "event not published");
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// What the companion marks for another look.
+#[derive(Default)]
+struct Dirty {
+    apps: BTreeSet<String>,
+    agents: bool,
+}
+
+/// The companion's state besides the shared world.
+struct Companion {
+    client: Client,
+    config: Config,
+    shared: Shared,
+    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
+    wake: Arc<Notify>,
+    tasks: Cache<Task>,
+    apps: Cache<App>,
+    agents: Cache<Agent>,
+    versions: Cache<AppVersion>,
+    /// Task keys per app.
+    index: HashMap<String, HashSet<String>>,
+    /// When each app's status was last written, and what was written.
+    written: HashMap<String, (Instant, AppStatus)>,
+    /// When to look at apps again.
+    timers: BTreeMap<Instant, BTreeSet<String>>,
+    /// Health-kill tokens.
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The leader's companion: plans and acts until its leadership ends (the SDK then drops it).
+async fn companion(
+    client: Client,
+    config: Config,
+    shared: Shared,
+    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
+    changed: Arc<Notify>,
+    mut leading: Leading,
+) {
+    let wake = leading.wake.clone();
+    let dirty: Arc<Mutex<Dirty>> = Arc::default();
+    let mark = |what: fn(&mut Dirty, String)| {
+        let (dirty, changed) = (dirty.clone(), changed.clone());
+        move |name: String| {
+            what(&mut dirty.lock().unwrap_or_else(PoisonError::into_inner), name);
+            changed.notify_one();
+        }
+    };
+    let app_changed = mark(|d, k| {
+        d.apps.insert(k);
+    });
+    let (apps, apps_watch) = cache(Api::<App>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
+        Seen::Applied(app) => app_changed(key(&**app)),
+        Seen::Deleted(app) => app_changed(key(app)),
+        Seen::Listed => app_changed(String::new()),
+        Seen::Listing(_) => {}
+    });
+    let agent_changed = mark(|d, _| d.agents = true);
+    let mut readiness: HashMap<String, bool> = HashMap::new();
+    let (agents, agents_watch) =
+        cache(Api::<Agent>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
+            // Only a change of readiness (or a new or gone agent) changes a plan.
+            Seen::Applied(agent) | Seen::Listing(agent) => {
+                let name = agent.metadata.name.clone().unwrap_or_default();
+                if readiness.insert(name.clone(), ready(agent)) != Some(ready(agent)) {
+                    agent_changed(name);
+                }
+            }
+            Seen::Deleted(agent) => {
+                readiness.remove(agent.metadata.name.as_deref().unwrap_or_default());
+                agent_changed(String::new());
+            }
+            Seen::Listed => agent_changed(String::new()),
+        });
+    let (versions, versions_watch) =
+        cache(Api::<AppVersion>::all(client.clone()), watcher::Config::default(), |_| {});
+    let _watches = [apps_watch, agents_watch, versions_watch].map(AbortOnDrop);
+    for ready in [apps.wait_until_ready().await, agents.wait_until_ready().await, versions.wait_until_ready().await]
+    {
+        if !ready {
+            return;
+        }
+    }
+    let tokens = config.health_kills_per_second;
+    let mut this = Companion {
+        client,
+        config,
+        shared,
+        events,
+        wake,
+        tasks: leading.tasks.clone(),
+        apps,
+        agents,
+        versions,
+        index: HashMap::new(),
+        written: HashMap::new(),
+        timers: BTreeMap::new(),
+        tokens,
+        refilled: Instant::now(),
+    };
+    this.reindex();
+    this.refresh_agents();
+    {
+        let mut world = lock(&this.shared);
+        *world = World::default();
+    }
+    this.load_apps(None);
+    lock(&this.shared).ready = true;
+    let mut all = true;
+    let mut first: Option<TaskChange> = None;
+    tracing::info!(apps = this.apps.len(), tasks = this.tasks.len(), "marathon leading");
+    loop {
+        let mut apps_dirty = BTreeSet::new();
+        // Task changes, as the SDK's cache applied them.
+        while let Some(change) = first.take().or_else(|| leading.changes.try_recv().ok()) {
+            match change {
+                TaskChange::Applied(task) => {
+                    if task.spec.kill_requested == Some(true) {
+                        lock(&this.shared).pending_kills.remove(&key(&*task));
+                    }
+                    if let Some(app) = app_of(&task) {
+                        this.index.entry(app.clone()).or_default().insert(key(&*task));
+                        apps_dirty.insert(app);
+                    }
+                }
+                TaskChange::Deleted(task) => {
+                    if let Some(app) = app_of(&task) {
+                        if let Some(keys) = this.index.get_mut(&app) {
+                            keys.remove(&key(&*task));
+                        }
+                        apps_dirty.insert(app);
+                    }
+                }
+                TaskChange::Relisted => {
+                    this.reindex();
+                    all = true;
+                }
+            }
+        }
+        let marked = std::mem::take(&mut *dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        if marked.agents {
+            this.refresh_agents();
+            all = true;
+        }
+        if marked.apps.contains("") {
+            all = true;
+        }
+        let changed_apps: Vec<String> = marked.apps.into_iter().filter(|k| !k.is_empty()).collect();
+        this.load_apps(if all { None } else { Some(&changed_apps) });
+        apps_dirty.extend(changed_apps);
+        apps_dirty.extend(std::mem::take(&mut lock(&this.shared).touched));
+        let now = Instant::now();
+        let due: Vec<Instant> = this.timers.range(..=now).map(|(t, _)| *t).collect();
+        for t in due {
+            apps_dirty.extend(this.timers.remove(&t).unwrap_or_default());
+        }
+        if all {
+            apps_dirty.extend(lock(&this.shared).apps.keys().cloned());
+            all = false;
+        }
+        if !apps_dirty.is_empty() {
+            this.reconcile(apps_dirty).await;
+        }
+        let next = this.timers.keys().next().copied();
+        let wait = next.map_or(Duration::from_secs(30), |t| t.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            change = leading.changes.recv() => match change {
+                Some(change) => first = Some(change),
+                // The SDK's watch ended: the leadership is ending too.
+                None => return,
+            },
+        }
+    }
+}
+
+fn ready(agent: &Agent) -> bool {
+    let conditions = agent.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    !conditions.iter().any(|c| c.type_ == "Ready" && c.status == ConditionStatus::False)
+}
+
+impl Companion {
+    fn reindex(&mut self) {
+        self.index.clear();
+        for task in self.tasks.state() {
+            if let Some(app) = app_of(&task) {
+                self.index.entry(app).or_default().insert(key(&*task));
+            }
+        }
+    }
+
+    fn refresh_agents(&mut self) {
+        let mut fields = HashMap::new();
+        let mut agents = Agents::default();
+        let mut values: HashMap<String, HashSet<String>> = HashMap::new();
+        for agent in self.agents.state() {
+            let name = agent.metadata.name.clone().unwrap_or_default();
+            let mut f = agent.spec.attributes.clone();
+            let hostname = agent.status.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.clone());
+            f.insert("hostname".to_owned(), hostname);
+            let conditions = agent.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+            if let Some(c) = conditions.iter().find(|c| c.type_ == "Ready" && c.status == ConditionStatus::False) {
+                agents.unreachable_since.insert(name.clone(), c.last_transition_time.unwrap_or_else(Timestamp::now));
+            } else if agent.spec.unschedulable != Some(true) {
+                for (k, v) in &f {
+                    values.entry(k.clone()).or_default().insert(v.clone());
+                }
+            }
+            fields.insert(name, f);
+        }
+        agents.distinct = values.into_iter().map(|(k, v)| (k, v.len())).collect();
+        let mut world = lock(&self.shared);
+        world.fields = fields;
+        world.agents = agents;
+    }
+
+    /// Copies apps from the cache into the world (`only` these keys, or all): specs defaulted, status the last
+    /// one decided when this leader decided one.
+    fn load_apps(&mut self, only: Option<&[String]>) {
+        let fresh: Vec<(String, Option<Arc<App>>)> = match only {
+            None => self.apps.state().into_iter().map(|a| (key(&*a), Some(a))).collect(),
+            Some(keys) => keys.iter().map(|k| (k.clone(), self.apps.get(k))).collect(),
+        };
+        let mut world = lock(&self.shared);
+        if only.is_none() {
+            world.apps.clear();
+        }
+        for (k, app) in fresh {
+            match app {
+                Some(app) => {
+                    let mut app = (*app).clone();
+                    app.spec.apply_defaults();
+                    if let Some((_, status)) = self.written.get(&k) {
+                        app.status = Some(status.clone());
+                    }
+                    world.apps.insert(k, Arc::new(app));
+                }
+                None => {
+                    world.apps.remove(&k);
+                    world.needy.remove(&k);
+                    world.summaries.remove(&k);
+                    self.written.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn dependencies(world: &World, app: &App) -> Result<(), String> {
+        let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+        for dep in &app.spec.dependencies {
+            let Some(other) = world.apps.get(&format!("{namespace}/{dep}")) else {
+                return Err(format!("waiting for app {dep}, which does not exist"));
+            };
+            let status = other.status.clone().unwrap_or_default();
+            let wanted = other.spec.instances();
+            if status.tasks_healthy < wanted || status.deployment.is_some() {
+                return Err(format!(
+                    "waiting for app {dep} to run healthy ({} of {wanted} healthy{})",
+                    status.tasks_healthy,
+                    if status.deployment.is_some() { ", deploying" } else { "" }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn app_tasks(&self, app: &str, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {
+        let tasks = self.index.get(app).into_iter().flatten().filter_map(|k| self.tasks.get(k)).collect();
+        with_pending(tasks, pending)
+    }
+
+    async fn reconcile(&mut self, keys: BTreeSet<String>) {
+        let now = Timestamp::now();
+        let elapsed = self.refilled.elapsed().as_secs_f64();
+        self.refilled = Instant::now();
+        let rate = self.config.health_kills_per_second;
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        let mut work: Vec<(Arc<App>, Plan)> = Vec::new();
+        let mut dependents_changed = false;
+        {
+            let mut world = lock(&self.shared);
+            world.pending_kills.retain(|_, at| at.elapsed() < PENDING_KILL);
+            let pending = world.pending_kills.clone();
+            for k in &keys {
+                let Some(app) = world.apps.get(k).cloned() else { continue };
+                if app.metadata.deletion_timestamp.is_some() {
+                    world.needy.remove(k);
+                    continue;
+                }
+                let dependencies = Self::dependencies(&world, &app);
+                let tasks = self.app_tasks(k, &pending);
+                let ctx = plan::Context {
+                    now,
+                    agents: &world.agents,
+                    dependencies: dependencies.clone(),
+                    health_kill_budget: self.tokens.floor() as usize,
+                    offers: world.summaries.get(k),
+                };
+                let planned = plan::plan(&app, &tasks, &ctx);
+                let health_kills = planned.kills.iter().filter(|k| k.reason == plan::KillReason::Unhealthy).count();
+                self.tokens -= health_kills as f64;
+                world.dependencies.insert(k.clone(), dependencies);
+                if planned.launch > 0 {
+                    world.needy.insert(k.clone());
+                } else {
+                    world.needy.remove(k);
+                }
+                for kill in &planned.kills {
+                    let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+                    world.pending_kills.insert(format!("{namespace}/{}", kill.task), Instant::now());
+                }
+                let before = app.status.clone().unwrap_or_default();
+                if (before.tasks_healthy, before.deployment.is_some())
+                    != (planned.status.tasks_healthy, planned.status.deployment.is_some())
+                {
+                    dependents_changed = true;
+                }
+                // The status decided becomes the one the next plan compares with (Events fire once).
+                let mut decided = (*app).clone();
+                decided.status = Some(planned.status.clone());
+                world.apps.insert(k.clone(), Arc::new(decided));
+                work.push((app, planned));
+            }
+        }
+        if dependents_changed {
+            let world = lock(&self.shared);
+            let dependents: Vec<String> = world
+                .apps
+                .iter()
+                .filter(|(k, a)| !a.spec.dependencies.is_empty() && !keys.contains(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            drop(world);
+            let soon = Instant::now();
+            self.timers.entry(soon).or_default().extend(dependents);
+        }
+        self.wake.notify_one();
+        for (app, planned) in &work {
+            let k = key(&**app);
+            for record in &planned.events {
+                let _ = self.events.send((reference(&**app), record.clone()));
+            }
+            if let Some(at) = planned.wake {
+                let instant = Instant::now() + now.duration_until(at).unsigned_abs() + Duration::from_millis(5);
+                self.timers.entry(instant).or_default().insert(k);
+            }
+        }
+        let ops: Vec<_> = work.into_iter().map(|(app, planned)| self.act(app, planned)).collect();
+        let retries: Vec<Option<(String, Instant)>> =
+            futures::stream::iter(ops).buffer_unordered(WRITES_IN_FLIGHT).collect().await;
+        for (k, at) in retries.into_iter().flatten() {
+            self.timers.entry(at).or_default().insert(k);
+        }
+    }
+
+    /// Carries out one app's plan; returns when to look again if its status could not be written yet.
+    fn act(&mut self, app: Arc<App>, planned: Plan) -> impl Future<Output = Option<(String, Instant)>> + use<> {
+        let k = key(&*app);
+        let namespace = app.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let name = app.metadata.name.clone().unwrap_or_default();
+        let interval = self.config.status_interval;
+        // The status: written when it changed, at most once per interval.
+        let stored = self.apps.get(&k).and_then(|a| a.status.clone());
+        let last = self.written.get(&k).map(|(at, s)| (*at, s.clone()));
+        let changed = stored.as_ref() != Some(&planned.status) && last.as_ref().is_none_or(|(_, s)| *s != planned.status);
+        let due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
+        let write_status = changed && due;
+        let retry_at = (changed && !due).then(|| last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval));
+        if write_status {
+            self.written.insert(k.clone(), (Instant::now(), planned.status.clone()));
+        }
+        let status_settled = !changed;
+        // The version, recorded once; the oldest beyond the kept ones forgotten (never one still running).
+        let version_name = format!("{name}-{}", planned.version);
+        let version_key = format!("{namespace}/{version_name}");
+        let record_version = self.versions.get(&version_key).is_none() && app.metadata.uid.is_some();
+        let mut versions: Vec<Arc<AppVersion>> = self
+            .versions
+            .state()
+            .into_iter()
+            .filter(|v| v.metadata.namespace.as_deref() == Some(&namespace) && v.spec.app == name)
+            .collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(v.metadata.creation_timestamp));
+        let live: HashSet<String> = self
+            .app_tasks(&k, &HashMap::new())
+            .iter()
+            .filter(|t| t.status.as_ref().is_none_or(|s| !s.state.is_terminal()))
+            .filter_map(|t| t.metadata.labels.get(agora_schemas::APP_VERSION_LABEL).cloned())
+            .collect();
+        let keep = VERSIONS_KEPT.saturating_sub(usize::from(record_version));
+        let forget: Vec<String> = versions
+            .iter()
+            .skip(keep)
+            .filter(|v| v.spec.version != planned.version && !live.contains(&v.spec.version))
+            .filter_map(|v| v.metadata.name.clone())
+            .collect();
+        let client = self.client.clone();
+        async move {
+            let apps: Api<App> = Api::namespaced(client.clone(), &namespace);
+            let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
+            let version_api: Api<AppVersion> = Api::namespaced(client.clone(), &namespace);
+            if record_version {
+                let mut template = app.spec.clone();
+                template.instances = None;
+                let mut meta = ObjectMeta::named(Some(&namespace), &version_name);
+                meta.labels.insert(APP_LABEL.to_owned(), name.clone());
+                meta.owner_references = vec![OwnerReference {
+                    api_version: agora_schemas::API_VERSION.to_owned(),
+                    kind: App::KIND.to_owned(),
+                    name: name.clone(),
+                    uid: app.metadata.uid.clone().unwrap_or_default(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }];
+                let object = AppVersion::new(
+                    meta,
+                    AppVersionSpec { app: name.clone(), version: planned.version.clone(), template },
+                );
+                match version_api.create(&PostParams::default().manager(MANAGER), &object).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_already_exists() => {}
+                    Err(e) => tracing::warn!(app = %k, error = %e, "recording the version failed"),
+                }
+            }
+            for old in forget {
+                if let Err(e) = version_api.delete(&old, &DeleteParams::default()).await
+                    && !e.is_not_found()
+                {
+                    tracing::debug!(version = %old, error = %e, "forgetting a version failed");
+                }
+            }
+            for kill in &planned.kills {
+                let patch = json!({
+                    "metadata": {"annotations": {KILL_REASON_ANNOTATION: kill.reason.as_str()}},
+                    "spec": {"killRequested": true},
+                });
+                match tasks.patch(&kill.task, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(task = %kill.task, error = %e, "kill request failed"),
+                }
+            }
+            let mut status_ok = status_settled;
+            if write_status {
+                let patch = json!({ "status": status_patch(&planned.status, stored.as_ref()) });
+                match apps.patch_status(&name, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
+                    Ok(_) => status_ok = true,
+                    Err(e) if e.is_not_found() => return None,
+                    Err(e) => {
+                        tracing::warn!(app = %k, error = %e, "status not written; retrying");
+                        return Some((k, Instant::now() + Duration::from_secs(1)));
+                    }
+                }
+            }
+            // Finished tasks are forgotten only once the status that counted them is stored.
+            if status_ok {
+                for task in &planned.delete {
+                    if let Err(e) = tasks.delete(task, &DeleteParams::default()).await
+                        && !e.is_not_found()
+                    {
+                        tracing::debug!(task = %task, error = %e, "deleting a finished task failed");
+                    }
+                }
+            }
+            retry_at.map(|at| (k, at))
+        }
+    }
+}
+
+/// The status as a merge patch over `stored`: fields now unset are removed explicitly (a merge patch keeps what it
+/// omits), and so are rejection reasons no longer counted (a map is merged key by key).
+fn status_patch(status: &AppStatus, stored: Option<&AppStatus>) -> Value {
+    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        for field in ["delayedUntil", "lastTaskFailure", "offerRejections", "deployment", "conditions", "version"] {
+            map.entry(field).or_insert(Value::Null);
+        }
+        let gone: Vec<&String> = stored
+            .into_iter()
+            .flat_map(|s| s.offer_rejections.keys())
+            .filter(|k| !status.offer_rejections.contains_key(*k))
+            .collect();
+        if !gone.is_empty() {
+            let rejections = map.entry("offerRejections").or_insert(Value::Null);
+            if !rejections.is_object() {
+                *rejections = json!({});
+            }
+            for reason in gone {
+                rejections[reason.as_str()] = Value::Null;
+            }
+        }
+    }
+    value
+}
+
+/// Stops a watch when the companion ends.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_patch_removes_what_is_no_longer_set() {
+        let patch = status_patch(&AppStatus::default(), None);
+        assert_eq!(patch["deployment"], Value::Null);
+        assert_eq!(patch["delayedUntil"], Value::Null);
+        assert_eq!(patch["instances"], json!(0));
+        let stored = AppStatus { offer_rejections: BTreeMap::from([("InsufficientCpus".to_owned(), 3)]), ..AppStatus::default() };
+        let now = AppStatus { offer_rejections: BTreeMap::from([("InsufficientMem".to_owned(), 1)]), ..AppStatus::default() };
+        let patch = status_patch(&now, Some(&stored));
+        assert_eq!(patch["offerRejections"], json!({"InsufficientMem": 1, "InsufficientCpus": null}));
+    }
+}
