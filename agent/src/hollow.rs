@@ -25,6 +25,9 @@ pub const RUN_SECONDS: &str = "hollow.agora.dev/run-seconds";
 pub const EXIT_CODE: &str = "hollow.agora.dev/exit-code";
 /// The env variable that makes a hollow task's health checks fail (`HOLLOW_HEALTHY=false`); they pass otherwise.
 pub const HEALTHY_ENV: &str = "HOLLOW_HEALTHY";
+/// The env variable that delays a hollow task's first passing health check by this many seconds after it starts
+/// (health unknown until then).
+pub const HEALTHY_AFTER_ENV: &str = "HOLLOW_HEALTHY_AFTER";
 /// Registrations in flight at once at start-up.
 const REGISTER_CONCURRENCY: usize = 32;
 /// Heartbeat renewals in flight at once.
@@ -178,7 +181,7 @@ fn decide(task: &Task, now: Timestamp) -> Step {
             });
             // Health checks pass at once, unless the task's env says HOLLOW_HEALTHY=false: then they have failed
             // as often as the strictest check tolerates.
-            if !task.spec.health_checks.is_empty() {
+            if !task.spec.health_checks.is_empty() && !task.spec.env.contains_key(HEALTHY_AFTER_ENV) {
                 let healthy = task.spec.env.get(HEALTHY_ENV).is_none_or(|v| v != "false");
                 let limit = task.spec.health_checks.iter().map(|c| c.max_consecutive_failures()).min().unwrap_or(3);
                 status["healthy"] = json!(healthy);
@@ -189,6 +192,19 @@ fn decide(task: &Task, now: Timestamp) -> Step {
             Step::Write(status)
         }
         TaskState::Running => {
+            let status = task.status.as_ref();
+            if let Some(after) = task.spec.env.get(HEALTHY_AFTER_ENV).and_then(|s| s.parse::<f64>().ok())
+                && !task.spec.health_checks.is_empty()
+                && status.and_then(|s| s.healthy).is_none()
+            {
+                let started = status.and_then(|s| s.started_at).unwrap_or(now);
+                let healthy_at = started + jiff::SignedDuration::from_secs_f64(after.max(0.0));
+                if healthy_at > now {
+                    return Step::After(now.duration_until(healthy_at).unsigned_abs());
+                }
+                return Step::Write(json!({"healthy": true, "healthCheckFailures": 0,
+                    "lastHealthCheck": {"time": now, "passed": true, "output": "hollow: passed"}}));
+            }
             let annotations = &task.metadata.annotations;
             let Some(seconds) = annotations.get(RUN_SECONDS).and_then(|s| s.parse::<f64>().ok()) else {
                 return Step::Wait;

@@ -68,8 +68,8 @@ enum Command {
     /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
     /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds): for scale tests.
     Agent(AgentArgs),
-    /// Run the built-in controllers (today: the allocator), each leader-elected on its own Lease in agora-system, so
-    /// several processes may run and one leads.
+    /// Run the built-in controllers (the allocator and marathon), each leader-elected — the allocator on its Lease in
+    /// agora-system, marathon on its framework lease — so several processes may run and one of each leads.
     Controllers(ControllersArgs),
     /// Manage the agent's local OCI image store.
     Image {
@@ -308,8 +308,8 @@ impl ClusterArgs {
 struct ControllersArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Which controllers to run (comma-separated): allocator.
-    #[arg(long, value_delimiter = ',', default_value = "allocator")]
+    /// Which controllers to run (comma-separated): allocator, marathon.
+    #[arg(long, value_delimiter = ',', default_value = "allocator,marathon")]
     only: Vec<String>,
     /// This process's name in the leader elections (default: hostname-pid).
     #[arg(long)]
@@ -331,9 +331,16 @@ struct ControllersArgs {
 fn controllers(args: ControllersArgs) -> Result<bool> {
     use agora_controllers::runtime::leader::{LeaderElector, LeaseConfig};
     init_logging();
+    const KNOWN: [&str; 2] = ["allocator", "marathon"];
     for name in &args.only {
-        anyhow::ensure!(name == "allocator", "--only: unknown controller {name:?} (known: allocator)");
+        anyhow::ensure!(
+            KNOWN.contains(&name.as_str()),
+            "--only: unknown controller {name:?} (known: {})",
+            KNOWN.join(", ")
+        );
     }
+    let run_allocator = args.only.iter().any(|n| n == "allocator");
+    let run_marathon = args.only.iter().any(|n| n == "marathon");
     let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
         anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
         Ok(std::time::Duration::from_secs_f64(value))
@@ -367,18 +374,39 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
         let signalled = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        LeaderElector::new(leases, "agora-allocator", &identity)
-            .config(lease)
-            .shutdown_on(signalled(stopped.clone()))
-            .run(|| {
-                tracing::info!(%identity, "leading the allocator");
-                agora_controllers::allocator::controller::run(
-                    client.clone(),
-                    config.clone(),
-                    signalled(stopped.clone()),
-                )
-            })
-            .await
+        let allocator = async {
+            if !run_allocator {
+                return Ok(());
+            }
+            LeaderElector::new(leases, "agora-allocator", &identity)
+                .config(lease)
+                .shutdown_on(signalled(stopped.clone()))
+                .run(|| {
+                    tracing::info!(%identity, "leading the allocator");
+                    agora_controllers::allocator::controller::run(
+                        client.clone(),
+                        config.clone(),
+                        signalled(stopped.clone()),
+                    )
+                })
+                .await
+                .context("the allocator")
+        };
+        let marathon = async {
+            if !run_marathon {
+                return Ok(());
+            }
+            let config = agora_controllers::marathon::controller::Config {
+                identity: identity.clone(),
+                lease,
+                ..Default::default()
+            };
+            agora_controllers::marathon::controller::run(client.clone(), config, signalled(stopped.clone()))
+                .await
+                .context("marathon")
+        };
+        let (allocator, marathon) = tokio::join!(allocator, marathon);
+        allocator.and(marathon)
     })?;
     Ok(true)
 }

@@ -62,9 +62,9 @@ fn hollow(server: &ApiserverProcess, count: usize, prefix: &str, resources: &str
     spawn(server, &args)
 }
 
-/// `agora controllers` with 3 s leader leases and `flags`.
+/// `agora controllers --only allocator` with 3 s leader leases and `flags`.
 fn controllers(server: &ApiserverProcess, identity: &str, flags: &[&str]) -> Proc {
-    let mut args = vec!["controllers", "--identity", identity, "--lease-seconds", "3"];
+    let mut args = vec!["controllers", "--only", "allocator", "--identity", identity, "--lease-seconds", "3"];
     args.extend_from_slice(flags);
     spawn(server, &args)
 }

@@ -203,7 +203,9 @@ fn kubectl_suite(store: Option<String>) {
 
     // Discovery and OpenAPI: api-resources, explain.
     let resources = kubectl.ok(&["api-resources", "--api-group=agora"]);
-    for line in ["apps", "appversions", "cronjobs", "agents", "frameworks", "offers", "roles", "tasks", "leases", "events"] {
+    for line in
+        ["apps", "appversions", "cronjobs", "agents", "frameworks", "offers", "roles", "tasks", "leases", "events"]
+    {
         assert!(resources.contains(line), "{resources}");
     }
     let explained = kubectl.ok(&["explain", "app.spec"]);

@@ -204,7 +204,8 @@ impl AppSpec {
         // Serializing plain data (maps with string keys) cannot fail.
         let bytes = serde_json::to_vec(&template).unwrap_or_default();
         // FNV-1a, 64 bits: stable across builds and platforms, unlike the standard library's hasher.
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        let hash =
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
         format!("{:010x}", hash >> 24)
     }
 }

@@ -23,8 +23,8 @@ pub mod task;
 pub mod validation;
 
 pub use app::{
-    APP_LABEL, APP_VERSION_LABEL, App, AppSpec, AppStatus, AppVersion, AppVersionSpec, Deployment, KillSelection, Scale,
-    TaskFailure, UnreachableStrategy, UpgradeStrategy,
+    APP_LABEL, APP_VERSION_LABEL, App, AppSpec, AppStatus, AppVersion, AppVersionSpec, Deployment, KillSelection,
+    Scale, TaskFailure, UnreachableStrategy, UpgradeStrategy,
 };
 pub use cluster::{
     Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferAcceptance, OfferPhase,

@@ -31,9 +31,9 @@ use super::sorter::Amount;
 use super::state::{
     Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe_agents, statuses,
 };
+use crate::runtime::cache::{Cache, Seen};
 use crate::runtime::events::{Record, Recorder, Reporter};
 use crate::runtime::watcher;
-use crate::runtime::cache::{Cache, Seen};
 
 /// The field manager of the allocator's writes.
 pub const FIELD_MANAGER: &str = "agora-allocator";

@@ -154,7 +154,10 @@ impl Remaining {
             match port {
                 Some(p) => taken.push(p),
                 None if want == 0 => {
-                    return Err(Misfit::new(Reason::Ports, format!("ports: needs {}, fewer are left", demand.ports.len())));
+                    return Err(Misfit::new(
+                        Reason::Ports,
+                        format!("ports: needs {}, fewer are left", demand.ports.len()),
+                    ));
                 }
                 None => return Err(Misfit::new(Reason::Ports, format!("ports: {want} is not offered"))),
             }

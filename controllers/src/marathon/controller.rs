@@ -129,7 +129,8 @@ fn spread_of(app: &App, tasks: &[Arc<Task>], fields: &HashMap<String, BTreeMap<S
     for constraint in &app.spec.constraints {
         let counts = spread.entry(constraint.field().to_owned()).or_default();
         for task in tasks {
-            let live = task.status.as_ref().is_none_or(|s| !s.state.is_terminal()) && task.spec.kill_requested != Some(true);
+            let live =
+                task.status.as_ref().is_none_or(|s| !s.state.is_terminal()) && task.spec.kill_requested != Some(true);
             if let Some(value) = fields.get(&task.spec.agent).and_then(|f| f.get(constraint.field()))
                 && live
             {
@@ -336,12 +337,13 @@ async fn companion(
     let app_changed = mark(|d, k| {
         d.apps.insert(k);
     });
-    let (apps, apps_watch) = cache(Api::<App>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
-        Seen::Applied(app) => app_changed(key(&**app)),
-        Seen::Deleted(app) => app_changed(key(app)),
-        Seen::Listed => app_changed(String::new()),
-        Seen::Listing(_) => {}
-    });
+    let (apps, apps_watch) =
+        cache(Api::<App>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
+            Seen::Applied(app) => app_changed(key(&**app)),
+            Seen::Deleted(app) => app_changed(key(app)),
+            Seen::Listed => app_changed(String::new()),
+            Seen::Listing(_) => {}
+        });
     let agent_changed = mark(|d, _| d.agents = true);
     let mut readiness: HashMap<String, bool> = HashMap::new();
     let (agents, agents_watch) =
@@ -359,11 +361,9 @@ async fn companion(
             }
             Seen::Listed => agent_changed(String::new()),
         });
-    let (versions, versions_watch) =
-        cache(Api::<AppVersion>::all(client.clone()), watcher::Config::default(), |_| {});
+    let (versions, versions_watch) = cache(Api::<AppVersion>::all(client.clone()), watcher::Config::default(), |_| {});
     let _watches = [apps_watch, agents_watch, versions_watch].map(AbortOnDrop);
-    for ready in [apps.wait_until_ready().await, agents.wait_until_ready().await, versions.wait_until_ready().await]
-    {
+    for ready in [apps.wait_until_ready().await, agents.wait_until_ready().await, versions.wait_until_ready().await] {
         if !ready {
             return;
         }
@@ -650,7 +650,8 @@ impl Companion {
         // The status: written when it changed, at most once per interval.
         let stored = self.apps.get(&k).and_then(|a| a.status.clone());
         let last = self.written.get(&k).map(|(at, s)| (*at, s.clone()));
-        let changed = stored.as_ref() != Some(&planned.status) && last.as_ref().is_none_or(|(_, s)| *s != planned.status);
+        let changed =
+            stored.as_ref() != Some(&planned.status) && last.as_ref().is_none_or(|(_, s)| *s != planned.status);
         let due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
         let write_status = changed && due;
         let retry_at = (changed && !due).then(|| last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval));
@@ -800,8 +801,12 @@ mod tests {
         assert_eq!(patch["deployment"], Value::Null);
         assert_eq!(patch["delayedUntil"], Value::Null);
         assert_eq!(patch["instances"], json!(0));
-        let stored = AppStatus { offer_rejections: BTreeMap::from([("InsufficientCpus".to_owned(), 3)]), ..AppStatus::default() };
-        let now = AppStatus { offer_rejections: BTreeMap::from([("InsufficientMem".to_owned(), 1)]), ..AppStatus::default() };
+        let stored = AppStatus {
+            offer_rejections: BTreeMap::from([("InsufficientCpus".to_owned(), 3)]),
+            ..AppStatus::default()
+        };
+        let now =
+            AppStatus { offer_rejections: BTreeMap::from([("InsufficientMem".to_owned(), 1)]), ..AppStatus::default() };
         let patch = status_patch(&now, Some(&stored));
         assert_eq!(patch["offerRejections"], json!({"InsufficientMem": 1, "InsufficientCpus": null}));
     }

@@ -405,7 +405,8 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
     let running = active.iter().filter(|v| v.state == TaskState::Running).count();
     let healthy = active.iter().filter(|v| v.healthy()).count();
     let deployment = deploying.then(|| {
-        let mut from: Vec<String> = old.iter().chain(dying.iter().filter(|v| v.version != version)).map(|v| v.version.to_owned()).collect();
+        let mut from: Vec<String> =
+            old.iter().chain(dying.iter().filter(|v| v.version != version)).map(|v| v.version.to_owned()).collect();
         from.sort();
         from.dedup();
         let new_live = new.len();
@@ -449,10 +450,22 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
         Some(("Pending".to_owned(), format!("{healthy} of {n} instances healthy")))
     };
     let conditions = [
-        condition("Available", healthy >= min_healthy_now, "MinimumHealthy", format!("{healthy} healthy, at least {min_healthy_now} wanted")),
+        condition(
+            "Available",
+            healthy >= min_healthy_now,
+            "MinimumHealthy",
+            format!("{healthy} healthy, at least {min_healthy_now} wanted"),
+        ),
         match &deployment {
-            Some(d) => condition("Progressing", true, "DeploymentInProgress", format!("rolling out version {version}: {}", d.step)),
-            None => condition("Progressing", false, "DeploymentComplete", format!("all instances run version {version}")),
+            Some(d) => condition(
+                "Progressing",
+                true,
+                "DeploymentInProgress",
+                format!("rolling out version {version}: {}", d.step),
+            ),
+            None => {
+                condition("Progressing", false, "DeploymentComplete", format!("all instances run version {version}"))
+            }
         },
         match &degraded_why {
             Some((reason, why)) => condition("Degraded", true, reason, why.clone()),
@@ -467,7 +480,9 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
     let status = AppStatus {
         observed_generation: app.metadata.generation,
         instances: count(n),
-        tasks_staged: count(active.iter().filter(|v| matches!(v.state, TaskState::Staging | TaskState::Starting)).count()),
+        tasks_staged: count(
+            active.iter().filter(|v| matches!(v.state, TaskState::Staging | TaskState::Starting)).count(),
+        ),
         tasks_running: count(running),
         tasks_healthy: count(healthy),
         tasks_unhealthy: count(active.iter().filter(|v| v.unhealthy()).count()),
@@ -604,7 +619,9 @@ fn offer_explanation(spec: &AppSpec, n: usize, launch: usize, ctx: &Context<'_>)
     let largest = summary.largest.as_ref();
     let why = match largest {
         Some((c, _, agent)) if *c < cpus => format!("no offer can fit {cpus} cpus (largest free {c} on agent {agent})"),
-        Some((_, m, agent)) if *m < mem => format!("no offer can fit {mem} MiB of mem (largest free {m} on agent {agent})"),
+        Some((_, m, agent)) if *m < mem => {
+            format!("no offer can fit {mem} MiB of mem (largest free {m} on agent {agent})")
+        }
         _ => format!(
             "{launch} instance(s) wait for a matching offer ({})",
             summary.last_misfit.as_deref().unwrap_or("no offer fits")
@@ -614,18 +631,15 @@ fn offer_explanation(spec: &AppSpec, n: usize, launch: usize, ctx: &Context<'_>)
 }
 
 /// Events from the change between the last status and the new one, and from the decisions.
-fn events(
-    prev: &AppStatus,
-    status: &AppStatus,
-    failures: &[&View<'_>],
-    kills: &[Kill],
-    version: &str,
-) -> Vec<Record> {
+fn events(prev: &AppStatus, status: &AppStatus, failures: &[&View<'_>], kills: &[Kill], version: &str) -> Vec<Record> {
     let mut out = Vec::new();
     for v in failures {
         let f = failure_of(v);
         let why = f.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-        out.push(Record::warning("TaskFailed", format!("task {} {:?} on agent {}{why}", f.task, f.state, v.task.spec.agent)));
+        out.push(Record::warning(
+            "TaskFailed",
+            format!("task {} {:?} on agent {}{why}", f.task, f.state, v.task.spec.agent),
+        ));
     }
     for k in kills {
         out.push(Record::normal("Killing", format!("{}: {}", k.reason.as_str(), k.message)));
@@ -634,7 +648,10 @@ fn events(
         let until = status.delayed_until.map(|t| t.to_string()).unwrap_or_default();
         out.push(Record::warning(
             "Backoff",
-            format!("launches of version {version} delayed until {until} after {} failure(s)", status.consecutive_failures),
+            format!(
+                "launches of version {version} delayed until {until} after {} failure(s)",
+                status.consecutive_failures
+            ),
         ));
     }
     match (&prev.deployment, &status.deployment) {
