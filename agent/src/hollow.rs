@@ -306,4 +306,26 @@ mod tests {
         assert_eq!(decide(&task(Some(TaskState::Finished), None, None), now), Step::Wait);
         assert_eq!(state_written(&decide(&task(Some(TaskState::Unreachable), None, None), now)), Some("Running"));
     }
+
+    #[test]
+    fn health_checks_pass_unless_the_env_says_otherwise_or_later() {
+        let now = Timestamp::now();
+        let mut checked = task(Some(TaskState::Staging), None, None);
+        checked.spec.health_checks = vec![agora_schemas::HealthCheck::default()];
+        let healthy = |step: Step| match step {
+            Step::Write(status) => (status["healthy"].as_bool(), status["healthCheckFailures"].as_u64()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(healthy(decide(&checked, now)), (Some(true), Some(0)));
+        checked.spec.env.insert(HEALTHY_ENV.into(), "false".into());
+        assert_eq!(healthy(decide(&checked, now)), (Some(false), Some(3)), "failed as often as tolerated");
+        checked.spec.env.clear();
+        checked.spec.env.insert(HEALTHY_AFTER_ENV.into(), "5".into());
+        assert_eq!(healthy(decide(&checked, now)), (None, None), "unknown at first");
+        let mut running = checked.clone();
+        let status = running.status.insert(TaskStatus::new(TaskState::Running));
+        status.started_at = Some(now - jiff::SignedDuration::from_secs(2));
+        assert_eq!(decide(&running, now), Step::After(Duration::from_secs(3)));
+        assert_eq!(healthy(decide(&running, now + jiff::SignedDuration::from_secs(3))), (Some(true), Some(0)));
+    }
 }

@@ -10,7 +10,6 @@
 //! `cargo bench -p agora-cli --bench placement`. Knobs: `AGORA_BENCH_AGENTS` (10000), `AGORA_BENCH_CPUS` (cores per
 //! agent, 4), `AGORA_BENCH_IDLE_SECONDS` (20), `AGORA_BENCH_DIR` (/var/tmp).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,54 +18,10 @@ use agora_client::{Api, Client, Config, ListParams};
 use agora_controllers::framework::{Framework, Launch, Scheduler};
 use agora_controllers::runtime::watcher;
 use agora_schemas::{Agent, ObjectMeta, Offer, Task, TaskSpec, TaskTemplate};
+use common::{Proc, agora, knob, store_writes};
 use futures::StreamExt;
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// CPU seconds the process has used (user + system).
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-        ticks / 100.0 // USER_HZ
-    }
-}
-
-fn agora(args: &[&str]) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(args)
-        .env("AGORA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start agora");
-    Proc(child)
-}
-
-/// The store's writes so far (transactions and puts), from the apiserver's metrics.
-fn store_writes(port: u16) -> f64 {
-    let metrics = agora_e2e::http_get(port, "/metrics").unwrap_or_default();
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_store_request_duration_seconds_count"))
-        .filter(|l| l.contains("operation=\"txn\"") || l.contains("operation=\"put\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
+mod common;
 
 /// Accepts every offer whole with one-core tasks.
 struct Greedy;
@@ -114,23 +69,8 @@ async fn main() {
     let settle = knob("AGORA_BENCH_SETTLE_SECONDS", 30) as u64;
     let parent = std::env::var("AGORA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let dir = tempfile::tempdir_in(parent).expect("bench dir");
-    let port = agora_e2e::free_port();
+    let (apiserver, port) = common::apiserver(dir.path());
     let url = format!("http://127.0.0.1:{port}");
-    let data = dir.path().join("data");
-    let listen = format!("127.0.0.1:{port}");
-    let apiserver = agora(&[
-        "apiserver",
-        "--listen",
-        &listen,
-        "--data-dir",
-        data.to_str().expect("a UTF-8 path"),
-        "--insecure-allow-unauthenticated",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !agora_e2e::http_ok(port, "/readyz") {
-        assert!(Instant::now() < deadline, "the apiserver did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let client = Client::new(Config::new(&url)).expect("client");
 
     let started = Instant::now();
@@ -150,7 +90,7 @@ async fn main() {
         "placement: {agents} hollow agents of {cpus} cores registered in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let allocator = agora(&["controllers", "--server", &url, "--identity", "bench"]);
+    let allocator = agora(&["controllers", "--server", &url, "--identity", "bench", "--only", "allocator"]);
     let start_cpu = allocator.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(settle)).await; // its caches sync and its first rounds run
     println!("  allocator start-up (sync, first rounds): {:.2} CPU s", allocator.cpu_seconds() - start_cpu);

@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
 use crate::allocator::controller::FRAMEWORK_LEASE_NAMESPACE;
-use crate::runtime::cache::{Cache, Seen, cache};
+use crate::runtime::cache::{Cache, Seen, cache, cache_trimmed};
 use crate::runtime::leader::{LeaderElector, LeaseConfig};
 use crate::runtime::watcher;
 
@@ -108,6 +108,7 @@ pub struct Framework {
     identity: String,
     refuse: Duration,
     lease: LeaseConfig,
+    trim: fn(&mut Task),
 }
 
 impl Framework {
@@ -124,6 +125,7 @@ impl Framework {
             identity: format!("{}-{}", name, std::process::id()),
             refuse: Duration::from_secs(5),
             lease: LeaseConfig::default(),
+            trim: |_| {},
         }
     }
 
@@ -169,6 +171,12 @@ impl Framework {
         self
     }
 
+    /// Drops fields of its Tasks the scheduler never reads before they are cached (memory, at 100,000 tasks).
+    pub fn trim_tasks(mut self, trim: fn(&mut Task)) -> Self {
+        self.trim = trim;
+        self
+    }
+
     /// Registers the framework, competes for its lease and, while leading, feeds `scheduler` until it is done (the
     /// Framework object is then deleted) or `shutdown` completes (the lease is released; the framework stays
     /// registered and its tasks run on, for a successor).
@@ -205,15 +213,24 @@ impl Framework {
         let scheduler = Arc::new(Mutex::new(scheduler));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), FRAMEWORK_LEASE_NAMESPACE);
+        // One signal stops both the election and the leader's work (the elector waits for the work to end before it
+        // releases the lease).
+        let stop = futures::FutureExt::shared(Box::pin(shutdown) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
         LeaderElector::new(leases, &self.name, &self.identity)
             .config(self.lease)
-            .shutdown_on(shutdown)
+            .shutdown_on(stop.clone())
             .run(|| {
-                let (this, scheduler, done, companion) =
-                    (self.clone(), scheduler.clone(), done.clone(), companion.clone());
+                let (this, scheduler, done, companion, stop) =
+                    (self.clone(), scheduler.clone(), done.clone(), companion.clone(), stop.clone());
                 async move {
-                    this.lead(&scheduler, &*companion).await;
-                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tokio::select! {
+                        finished = this.lead(&scheduler, &*companion) => {
+                            if finished {
+                                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                        () = stop => {}
+                    }
                 }
             })
             .await?;
@@ -257,8 +274,8 @@ impl Framework {
         format!("framework-{}", self.name)
     }
 
-    /// The leader's loop: returns when the scheduler is done.
-    async fn lead<S, C, F>(&self, scheduler: &Mutex<S>, companion: &C)
+    /// The leader's loop: returns true when the scheduler is done (false when its watches ended first).
+    async fn lead<S, C, F>(&self, scheduler: &Mutex<S>, companion: &C) -> bool
     where
         S: Scheduler,
         C: Fn(Leading) -> F,
@@ -268,11 +285,11 @@ impl Framework {
         let selector = format!("spec.framework={}", self.name);
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let offers = watch::<Offer>(&self.client, &selector, &changed);
-        let tasks = watch_tasks(&self.client, &selector, &changed, changes_tx);
+        let tasks = watch_tasks(&self.client, &selector, &changed, changes_tx, self.trim);
         let frameworks = watch::<FrameworkObject>(&self.client, &format!("metadata.name={}", self.name), &changed);
         for store in [offers.0.wait_until_ready().await, tasks.0.wait_until_ready().await] {
             if !store {
-                return;
+                return false;
             }
         }
         frameworks.0.wait_until_ready().await;
@@ -282,11 +299,13 @@ impl Framework {
         let mut answered: HashSet<String> = HashSet::new();
         let mut awaited: HashSet<String> = HashSet::new();
         loop {
+            // The time spent deciding (not waiting on the apiserver) paces the loop: after an iteration that took t,
+            // the next waits at least t, so a storm of task changes costs at most half a core however large the
+            // cache.
+            let started = std::time::Instant::now();
+            let compute;
             let all_tasks = tasks.0.state();
-            if !awaited.is_empty() {
-                let seen: HashSet<&str> = all_tasks.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
-                awaited.retain(|t| !seen.contains(t.as_str()));
-            }
+            awaited.retain(|key| tasks.0.get(key).is_none());
             let outstanding: Vec<Arc<Offer>> = offers
                 .0
                 .state()
@@ -297,7 +316,7 @@ impl Framework {
             answered.retain(|o| live.contains(o.as_str()));
             let mut scheduler = scheduler.lock().await;
             if scheduler.done(&all_tasks) {
-                return;
+                return true;
             }
             let suppressed = frameworks.0.state().first().map(|f| f.spec.suppressed());
             let wants = scheduler.wants_offers(&all_tasks);
@@ -315,6 +334,7 @@ impl Framework {
             if !fresh.is_empty() && awaited.is_empty() {
                 let launches = scheduler.offers(&fresh, &all_tasks);
                 drop(scheduler);
+                compute = started.elapsed();
                 let (created, failed) = self.answer(&fresh, launches).await;
                 for offer in &fresh {
                     let name = offer.metadata.name.clone().unwrap_or_default();
@@ -326,6 +346,11 @@ impl Framework {
                 retry = !failed.is_empty();
             } else {
                 drop(scheduler);
+                compute = started.elapsed();
+            }
+            drop(all_tasks);
+            if compute > Duration::from_millis(1) {
+                tokio::time::sleep(compute.min(Duration::from_millis(500))).await;
             }
             let wait = if retry { Duration::from_secs(1) } else { Duration::from_secs(30) };
             let _ = tokio::time::timeout(wait, changed.notified()).await;
@@ -349,24 +374,34 @@ impl Framework {
         }
     }
 
-    /// Accepts the launches and declines the other offers; returns the tasks created and the offers whose answer
-    /// failed for a reason worth retrying.
+    /// Accepts the launches and declines the other offers; returns the tasks created (`namespace/name`) and the
+    /// offers whose answer failed for a reason worth retrying.
     async fn answer(&self, offers: &[Arc<Offer>], launches: Vec<Launch>) -> (Vec<String>, HashSet<String>) {
         let api: Api<Offer> = Api::all(self.client.clone());
         let refuse = self.refuse.as_secs_f64();
+        let mut by_offer: std::collections::HashMap<String, Vec<TaskTemplate>> = std::collections::HashMap::new();
+        for launch in launches {
+            by_offer.entry(launch.offer).or_default().extend(launch.tasks);
+        }
         let mut answers: Vec<(String, OfferAcceptance)> = Vec::new();
         for offer in offers {
             let name = offer.metadata.name.clone().unwrap_or_default();
-            let tasks = launches.iter().filter(|l| l.offer == name).flat_map(|l| l.tasks.clone()).collect::<Vec<_>>();
+            let tasks = by_offer.remove(&name).unwrap_or_default();
             let refuse_seconds = tasks.is_empty().then_some(refuse);
             answers.push((name, OfferAcceptance { tasks, refuse_seconds, ..OfferAcceptance::default() }));
         }
-        let results: Vec<(String, agora_client::Result<Offer>)> = futures::stream::iter(answers)
+        let results: Vec<(String, Vec<String>, agora_client::Result<Offer>)> = futures::stream::iter(answers)
             .map(|(name, acceptance)| {
                 let api = api.clone();
+                // The created tasks come back by name, in the order of the templates: their namespaces are these.
+                let namespaces: Vec<String> = acceptance
+                    .tasks
+                    .iter()
+                    .map(|t| t.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()))
+                    .collect();
                 async move {
                     let result = api.accept(&name, &acceptance).await;
-                    (name, result)
+                    (name, namespaces, result)
                 }
             })
             .buffer_unordered(ANSWERS_IN_FLIGHT)
@@ -374,9 +409,12 @@ impl Framework {
             .await;
         let mut created = Vec::new();
         let mut failed = HashSet::new();
-        for (name, result) in results {
+        for (name, namespaces, result) in results {
             match result {
-                Ok(offer) => created.extend(offer.status.map(|s| s.tasks).unwrap_or_default()),
+                Ok(offer) => {
+                    let names = offer.status.map(|s| s.tasks).unwrap_or_default();
+                    created.extend(names.iter().zip(&namespaces).map(|(task, ns)| format!("{ns}/{task}")));
+                }
                 // Decided meanwhile (rescinded, expired): the watch will show it.
                 Err(e) if e.is_not_found() || e.is_conflict() && !e.is_already_exists() => {
                     tracing::debug!(offer = %name, error = %e, "offer already decided");
@@ -410,22 +448,23 @@ fn watch_tasks(
     fields: &str,
     changed: &Arc<Notify>,
     changes: tokio::sync::mpsc::UnboundedSender<TaskChange>,
+    trim: fn(&mut Task),
 ) -> (Cache<Task>, AbortOnDrop) {
     let changed = changed.clone();
-    let (cache, handle) =
-        cache(Api::all(client.clone()), watcher::Config::default().fields(fields), move |seen: Seen<'_, Task>| {
-            let change = match seen {
-                Seen::Applied(task) => Some(TaskChange::Applied(task.clone())),
-                Seen::Deleted(task) => Some(TaskChange::Deleted(Arc::new(task.clone()))),
-                Seen::Listed => Some(TaskChange::Relisted),
-                Seen::Listing(_) => None,
-            };
-            if let Some(change) = change {
-                // The companion may have stopped (its leadership ended); nothing is owed to it then.
-                let _ = changes.send(change);
-            }
-            changed.notify_one();
-        });
+    let config = watcher::Config::default().fields(fields);
+    let (cache, handle) = cache_trimmed(Api::all(client.clone()), config, trim, move |seen: Seen<'_, Task>| {
+        let change = match seen {
+            Seen::Applied(task) => Some(TaskChange::Applied(task.clone())),
+            Seen::Deleted(task) => Some(TaskChange::Deleted(Arc::new(task.clone()))),
+            Seen::Listed => Some(TaskChange::Relisted),
+            Seen::Listing(_) => None,
+        };
+        if let Some(change) = change {
+            // The companion may have stopped (its leadership ended); nothing is owed to it then.
+            let _ = changes.send(change);
+        }
+        changed.notify_one();
+    });
     (cache, AbortOnDrop(handle))
 }
 

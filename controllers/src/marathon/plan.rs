@@ -95,6 +95,8 @@ pub struct OfferSummary {
 pub struct Context<'a> {
     /// The time of the decision.
     pub now: Timestamp,
+    /// The app's version when the caller knows it ([`AppSpec::version`] of its spec, worth computing once).
+    pub version: Option<&'a str>,
     /// The agents.
     pub agents: &'a Agents,
     /// `Err(why)` while a dependency is not running healthy.
@@ -235,7 +237,7 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
     let prev = app.status.clone().unwrap_or_default();
     let now = ctx.now;
     let n = usize::try_from(spec.instances()).unwrap_or(0);
-    let version = spec.version();
+    let version = ctx.version.map_or_else(|| spec.version(), str::to_owned);
     let mut wake: Option<Timestamp> = None;
     let mut soon = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
     let unreachable = spec.unreachable_strategy.clone().unwrap_or_default();

@@ -73,7 +73,7 @@ fn task(app: &App, name: &str, version: &str, state: TaskState, healthy: Option<
 }
 
 fn ctx(agents: &Agents) -> Context<'_> {
-    Context { now: now(), agents, dependencies: Ok(()), health_kill_budget: 100, offers: None }
+    Context { now: now(), version: None, agents, dependencies: Ok(()), health_kill_budget: 100, offers: None }
 }
 
 fn decide(app: &App, tasks: &[Arc<Task>]) -> Plan {
@@ -278,7 +278,7 @@ fn backoff_grows_per_failure_is_capped_and_resets() {
 
     // Killed on request is not a failure; a new version starts from zero.
     let killed = task(&a, "k", &v, TaskState::Killed, None, 2);
-    assert_eq!(decide(&a, &[killed.clone()]).status.consecutive_failures, 0);
+    assert_eq!(decide(&a, std::slice::from_ref(&killed)).status.consecutive_failures, 0);
     assert_eq!(decide(&a, &[killed]).delete, ["k"], "a killed task is forgotten");
     let mut newer = again.clone();
     newer.spec.cmd = Some("true".into());

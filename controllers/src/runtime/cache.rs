@@ -89,6 +89,16 @@ pub fn key<K: Resource>(object: &K) -> String {
 pub fn cache<K: Resource + Clone + Send + Sync + 'static>(
     api: Api<K>,
     config: watcher::Config,
+    seen: impl FnMut(Seen<'_, K>) + Send + 'static,
+) -> (Cache<K>, tokio::task::AbortHandle) {
+    cache_trimmed(api, config, |_| {}, seen)
+}
+
+/// As [`cache`], with `trim` applied to each object before it is kept (to drop fields nothing reads: memory).
+pub fn cache_trimmed<K: Resource + Clone + Send + Sync + 'static>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
     mut seen: impl FnMut(Seen<'_, K>) + Send + 'static,
 ) -> (Cache<K>, tokio::task::AbortHandle) {
     let objects: Arc<RwLock<HashMap<String, Arc<K>>>> = Arc::default();
@@ -99,6 +109,7 @@ pub fn cache<K: Resource + Clone + Send + Sync + 'static>(
     let handle = tokio::spawn(events.for_each(move |event| {
         let keep = |mut object: K| {
             object.metadata_mut().managed_fields.clear();
+            trim(&mut object);
             (key(&object), Arc::new(object))
         };
         match event {
