@@ -1,6 +1,6 @@
 //! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (or `--hollow` simulated ones);
 //! `image` manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them;
-//! `version`. Later issues add `up`, `controllers` and the API client commands.
+//! `controllers` runs the allocator and marathon; `version`. Later issues add `up` and the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,7 +66,9 @@ enum Command {
     /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
     ///
     /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
-    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds): for scale tests.
+    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds; their health
+    /// checks pass, unless the task's env has HOLLOW_HEALTHY=false, or pass only HOLLOW_HEALTHY_AFTER seconds after
+    /// they start): for scale tests.
     Agent(AgentArgs),
     /// Run the built-in controllers (the allocator and marathon), each leader-elected — the allocator on its Lease in
     /// agora-system, marathon on its framework lease — so several processes may run and one of each leads.
