@@ -167,6 +167,8 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
     let apps: Api<App> = Api::namespaced(client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let serve = "exec python3 -m http.server $PORT0 --bind 127.0.0.1";
+    let begun = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("marathon e2e: {what} at {:.1} s", begun.elapsed().as_secs_f64());
 
     // Three instances reach healthy.
     apply(&apps, "web", web_spec(serve, "/")).await;
@@ -179,6 +181,7 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
     assert!(agora_e2e::http_ok(running[0].spec.ports[0].port, "/"), "the task serves on $PORT0");
     assert!(running.iter().all(|t| t.metadata.owner_references[0].name == "web"));
 
+    phase("3 healthy");
     // A task's process killed: it fails, and a replacement brings the app back to 3 healthy.
     let victim = running[0].clone();
     for pid in cgroup_pids(&victim).split_whitespace() {
@@ -192,6 +195,7 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
     .await;
     assert!(!live(&tasks, "web").await.iter().any(|t| t.metadata.name.as_ref() == Some(&victim_name)));
 
+    phase("replaced");
     // A cmd change rolls over with minimumHealthCapacity 1: the healthy count never drops below 3.
     let (fewest, sampler) = sample_healthy(tasks.clone(), "web");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -213,6 +217,7 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
         assert!(reasons.iter().any(|r| r == reason), "no {reason} event in {reasons:?}");
     }
 
+    phase("rolled over");
     // A version whose health check fails is stuck, says why, and the old tasks keep serving.
     apply(&apps, "web", web_spec(serve2, "/nope")).await;
     let stuck = app_until(&apps, "web", "the failing deployment explained", 60, |a| {
@@ -226,6 +231,7 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
     let old_healthy = live(&tasks, "web").await.iter().filter(|t| version_of(t) == v2 && healthy_running(t)).count();
     assert_eq!(old_healthy, 3, "the old version keeps all its instances while the new one fails");
 
+    phase("stuck explained");
     // Rollback: the previous spec again goes back to v2 through the same path; the failing tasks go.
     apply(&apps, "web", web_spec(serve2, "/")).await;
     app_until(&apps, "web", "rolled back", 60, |a| {
@@ -244,6 +250,7 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
         assert!(recorded.contains(v), "version {v} recorded in {recorded:?}");
     }
 
+    phase("rolled back");
     // Scale to 1 (the scale subresource, as kubectl scale): the youngest two go; scaling is not a new version.
     let mut by_age = live(&tasks, "web").await;
     by_age.sort_by_key(|t| t.status.as_ref().and_then(|s| s.started_at));

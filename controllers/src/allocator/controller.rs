@@ -105,6 +105,8 @@ struct Caches {
     roles: Store<Role>,
     offers: Store<Offer>,
     tasks: Store<Task>,
+    /// Each accepted offer's tasks ever seen, by offer.
+    arrivals: Arc<Mutex<HashMap<String, HashSet<String>>>>,
     agent_leases: Store<Lease>,
     framework_leases: Store<Lease>,
     /// The watch tasks, stopped when the allocator stops (or loses its leadership).
@@ -193,13 +195,32 @@ pub async fn run(client: Client, config: Config, shutdown: impl Future<Output = 
     let mut watches = Vec::new();
     let agent_of_task: fn(&Task) -> Mark = |t| Mark::Agent(t.spec.agent.clone());
     let agent_of_offer: fn(&Offer) -> Mark = |o| Mark::Agent(o.spec.agent.clone());
+    let arrivals: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
     let agent_itself: fn(&Agent) -> Mark = |a| Mark::AgentItself(a.metadata.name.clone().unwrap_or_default());
     let mut caches = Caches {
         agents: cache(Api::all(client.clone()), &shared, &mut watches, agent_itself),
         frameworks: cache(Api::all(client.clone()), &shared, &mut watches, |_| Mark::All),
         roles: cache(Api::all(client.clone()), &shared, &mut watches, |_| Mark::All),
         offers: cache(Api::all(client.clone()), &shared, &mut watches, agent_of_offer),
-        tasks: cache(Api::all(client.clone()), &shared, &mut watches, agent_of_task),
+        tasks: {
+            // The tasks each acceptance created, as they are first seen (an offer's tasks may be deleted later).
+            let (shared, arrivals) = (shared.clone(), arrivals.clone());
+            reflect(Api::all(client.clone()), &mut watches, move |seen| {
+                let task = match seen {
+                    Seen::Applied(task) | Seen::Listing(task) => &**task,
+                    Seen::Deleted(task) => task,
+                    Seen::Listed => return mark(&shared, Mark::All),
+                };
+                if let (Some(offer), Some(name)) = (&task.spec.offer, &task.metadata.name)
+                    && !matches!(seen, Seen::Deleted(_))
+                {
+                    let mut arrivals = arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+                    arrivals.entry(offer.clone()).or_default().insert(name.clone());
+                }
+                mark(&shared, agent_of_task(task));
+            })
+        },
+        arrivals,
         agent_leases: lease_cache(Api::namespaced(client.clone(), AGENT_LEASE_NAMESPACE), &shared, &mut watches, true),
         framework_leases: lease_cache(
             Api::namespaced(client.clone(), FRAMEWORK_LEASE_NAMESPACE),
@@ -284,11 +305,19 @@ fn observed(caches: &Caches, pending: &mut BTreeMap<String, Arc<Offer>>) -> Obse
         pending.retain(|name, _| !seen.contains(name.as_str()));
         offers.extend(pending.values().cloned());
     }
+    // Offers gone are forgotten.
+    let arrived_ever = {
+        let mut arrivals = caches.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        let names: HashSet<&str> = offers.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
+        arrivals.retain(|offer, _| names.contains(offer.as_str()));
+        arrivals.iter().map(|(offer, tasks)| (offer.clone(), tasks.len())).collect()
+    };
     Observed {
         agents: caches.agents.state(),
         frameworks: caches.frameworks.state(),
         offers,
         tasks: caches.tasks.state(),
+        arrived_ever,
         agent_leases: caches.agent_leases.state().into_iter().map(|l| (name(&l), l)).collect(),
         framework_leases: caches.framework_leases.state().into_iter().map(|l| (name(&l), l)).collect(),
     }

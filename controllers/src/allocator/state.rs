@@ -53,6 +53,9 @@ pub struct Observed {
     pub offers: Vec<Arc<Offer>>,
     /// Every Task.
     pub tasks: Vec<Arc<Task>>,
+    /// How many of each accepted offer's tasks the task watch has ever shown: a task seen and deleted since (a
+    /// framework forgetting a finished task) no longer keeps its offer's resources held.
+    pub arrived_ever: HashMap<String, usize>,
     /// The agents' heartbeat leases, by agent name.
     pub agent_leases: HashMap<String, Arc<Lease>>,
     /// The frameworks' leases, by framework name.
@@ -176,9 +179,12 @@ pub fn observe_agents(
         let counted = match phase(offer) {
             OfferPhase::Outstanding => true,
             // Until its tasks arrive on their own watch.
+            // Until its tasks arrive on their own watch (seen once is enough: one deleted since holds nothing).
             OfferPhase::Accepted => {
                 let created = offer.status.as_ref().map_or(0, |s| s.tasks.len());
-                arrived.get(name(offer).as_str()).copied().unwrap_or(0) < created
+                let offer_name = name(offer);
+                let now = arrived.get(offer_name.as_str()).copied().unwrap_or(0);
+                now.max(observed.arrived_ever.get(&offer_name).copied().unwrap_or(0)) < created
             }
             OfferPhase::Declined | OfferPhase::Rescinded => false,
         };
@@ -638,6 +644,10 @@ mod tests {
         // Accepted: still held while its task has not arrived on the task watch...
         seen.offers = vec![offer("o1", "a1", json!({"phase": "Accepted", "tasks": ["t1"]}))];
         assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(1))), Amount::new(1.0, 512.0, 0.0));
+        // Its task seen once and deleted since (a framework forgetting a finished task): the offer holds nothing.
+        seen.arrived_ever.insert("o1".into(), 1);
+        assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(1))), Amount::default(), "seen, then deleted");
+        seen.arrived_ever.clear();
         // ...and then held by the task alone.
         seen.tasks = vec![task("t1", "a1", "o1", "Running")];
         let snapshot = observe(&seen, &BTreeMap::new(), at(1));

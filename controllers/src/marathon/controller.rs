@@ -580,21 +580,7 @@ impl Companion {
 
     fn dependencies(world: &World, app: &App) -> Result<(), String> {
         let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
-        for dep in &app.spec.dependencies {
-            let Some(other) = world.apps.get(&format!("{namespace}/{dep}")) else {
-                return Err(format!("waiting for app {dep}, which does not exist"));
-            };
-            let status = other.status.clone().unwrap_or_default();
-            let wanted = other.spec.instances();
-            if status.tasks_healthy < wanted || status.deployment.is_some() {
-                return Err(format!(
-                    "waiting for app {dep} to run healthy ({} of {wanted} healthy{})",
-                    status.tasks_healthy,
-                    if status.deployment.is_some() { ", deploying" } else { "" }
-                ));
-            }
-        }
-        Ok(())
+        plan::dependencies(app, |name| world.apps.get(&format!("{namespace}/{name}")).map(|a| &**a))
     }
 
     fn app_tasks(&self, app: &str, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {

@@ -182,6 +182,52 @@ fn view(task: &Task) -> View<'_> {
     }
 }
 
+/// Whether `app`'s dependencies (apps of its namespace, found with `lookup`) run healthy with no deployment under
+/// way; else why not, in words — including a dependency cycle, which would otherwise wait forever.
+///
+/// # Errors
+/// The first dependency that is missing, not yet healthy, or part of a cycle.
+pub fn dependencies<'a>(app: &'a App, lookup: impl Fn(&str) -> Option<&'a App>) -> Result<(), String> {
+    let own = app.metadata.name.as_deref().unwrap_or_default();
+    // A cycle through this app: walk the dependency graph from its dependencies.
+    let mut stack: Vec<(Vec<&str>, &App)> = Vec::new();
+    for dep in &app.spec.dependencies {
+        if let Some(other) = lookup(dep) {
+            stack.push((vec![own, dep.as_str()], other));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Some((path, current)) = stack.pop() {
+        for next in &current.spec.dependencies {
+            if next == own {
+                return Err(format!("dependency cycle: {} → {own}: none of them can start", path.join(" → ")));
+            }
+            if seen.insert(next.clone())
+                && let Some(other) = lookup(next)
+            {
+                let mut longer = path.clone();
+                longer.push(next);
+                stack.push((longer, other));
+            }
+        }
+    }
+    for dep in &app.spec.dependencies {
+        let Some(other) = lookup(dep) else {
+            return Err(format!("waiting for app {dep}, which does not exist"));
+        };
+        let status = other.status.clone().unwrap_or_default();
+        let wanted = other.spec.instances();
+        if status.tasks_healthy < wanted || status.deployment.is_some() {
+            return Err(format!(
+                "waiting for app {dep} to run healthy ({} of {wanted} healthy{})",
+                status.tasks_healthy,
+                if status.deployment.is_some() { ", deploying" } else { "" }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The upgrade strategy's bounds for `n` instances: (minimum healthy, maximum running).
 #[must_use]
 pub fn capacity(spec: &AppSpec, n: usize, deploying: bool) -> (usize, usize) {
@@ -386,6 +432,9 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
             launch = 0;
         } else if let Some(why) = offer_explanation(spec, n, launch, ctx) {
             scheduled_why = Some(("NoMatchingOffer", why));
+        } else {
+            scheduled_why =
+                Some(("WaitingForOffers", format!("{launch} instance(s) of version {version} wait for an offer")));
         }
     }
 
@@ -565,7 +614,13 @@ fn last_check(task: &Task) -> Option<String> {
 /// "waiting for 1 of 3 new tasks to pass HTTP /health (last: 503 after 20 ms, 2 of 3 failures)".
 fn health_explanation(tasks: &[&View<'_>], n: usize) -> String {
     let pending: Vec<&&View<'_>> = tasks.iter().filter(|v| !v.healthy()).collect();
-    let Some(example) = pending.iter().find(|v| v.state == TaskState::Running).or(pending.first()) else {
+    // The example: the running task furthest along in failing (the most telling last result), else the oldest.
+    let failures_of = |v: &View<'_>| v.task.status.as_ref().map_or(0, |s| s.health_check_failures);
+    let example = pending
+        .iter()
+        .filter(|v| v.state == TaskState::Running)
+        .max_by(|a, b| failures_of(a).cmp(&failures_of(b)).then(b.started.cmp(&a.started)));
+    let Some(example) = example.or(pending.first()) else {
         return format!("{n} instances healthy");
     };
     if example.state != TaskState::Running {

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::offers::{Need, place, task_template};
 use super::plan::{
-    Agents, Context, KILL_REASON_ANNOTATION, KillReason, OfferSummary, Plan, capacity, launch_delay, plan,
+    Agents, Context, KILL_REASON_ANNOTATION, KillReason, OfferSummary, Plan, capacity, dependencies, launch_delay, plan,
 };
 use crate::framework::placement::Spread;
 
@@ -487,4 +487,25 @@ fn placement_counts_rejections_and_tasks_carry_the_app() {
     assert_eq!((t.spec.ports[0].port, t.spec.ports[0].name.as_deref()), (31005, Some("http")));
     assert_eq!(t.spec.env.get("MODE").map(String::as_str), Some("prod"));
     assert_eq!(t.spec.cmd.as_deref(), Some("serve"));
+}
+
+#[test]
+fn dependencies_wait_for_health_and_cycles_are_named() {
+    let named = |name: &str, deps: &[&str], healthy: i32| {
+        let mut a = app(1, "serve");
+        a.metadata.name = Some(name.to_owned());
+        a.spec.dependencies = deps.iter().map(|d| (*d).to_owned()).collect();
+        a.status = Some(AppStatus { tasks_healthy: healthy, ..AppStatus::default() });
+        a
+    };
+    let apps = [named("web", &["api"], 0), named("api", &["db"], 0), named("db", &[], 1)];
+    let lookup = |n: &str| apps.iter().find(|a| a.metadata.name.as_deref() == Some(n));
+    assert_eq!(dependencies(&apps[2], lookup), Ok(()));
+    assert_eq!(dependencies(&apps[1], lookup), Ok(()), "db runs healthy");
+    assert_eq!(dependencies(&apps[0], lookup).unwrap_err(), "waiting for app api to run healthy (0 of 1 healthy)");
+    let missing = named("web", &["cache"], 0);
+    assert_eq!(dependencies(&missing, lookup).unwrap_err(), "waiting for app cache, which does not exist");
+    let cycle = [named("a", &["b"], 1), named("b", &["c"], 1), named("c", &["a"], 1)];
+    let lookup = |n: &str| cycle.iter().find(|a| a.metadata.name.as_deref() == Some(n));
+    assert_eq!(dependencies(&cycle[0], lookup).unwrap_err(), "dependency cycle: a → b → c → a: none of them can start");
 }
