@@ -36,6 +36,8 @@ const MANAGER: &str = "marathon";
 pub const VERSIONS_KEPT: usize = 10;
 /// Writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
+/// How often a status whose only change is its offer-rejection counts is written.
+const REJECTIONS_INTERVAL: Duration = Duration::from_secs(30);
 /// A kill requested but not yet seen in the watch is assumed requested for this long.
 const PENDING_KILL: Duration = Duration::from_secs(30);
 
@@ -724,6 +726,14 @@ impl Companion {
         let grace = (interval * 2).max(Duration::from_secs(2));
         let just_written = last.as_ref().is_some_and(|(at, s)| *s == planned.status && at.elapsed() < grace);
         let changed = stored.as_ref() != Some(&planned.status) && !just_written;
+        // Rejection counts alone grow with every batch of offers an unplaceable app sees: they are written at most
+        // every 30 s, so a stuck app does not rewrite its status each second.
+        let only_counts = stored.as_ref().is_some_and(|s| {
+            let mut a = s.clone();
+            a.offer_rejections.clone_from(&planned.status.offer_rejections);
+            a == planned.status
+        });
+        let interval = if only_counts { interval.max(REJECTIONS_INTERVAL) } else { interval };
         let mut due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
         let mut retry_at = (changed && !due).then(|| last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval));
         // Across apps, at most the budget per second: the rest wait their turn (their latest status then).

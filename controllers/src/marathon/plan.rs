@@ -659,7 +659,8 @@ fn offer_explanation(spec: &AppSpec, n: usize, launch: usize, ctx: &Context<'_>)
         let values = ctx.agents.distinct.get(c.field()).copied().unwrap_or(0);
         match c.parse() {
             Ok(ConstraintRule::Unique) if values < n => {
-                return Some(format!("UNIQUE {}: {values} agents for {n} instances", c.field()));
+                let agents = if values == 1 { "agent" } else { "agents" };
+                return Some(format!("UNIQUE {}: {values} {agents} for {n} instances", c.field()));
             }
             Ok(ConstraintRule::MaxPer(k)) if values * (k as usize) < n => {
                 return Some(format!("MAX_PER {} {k}: {values} values for {n} instances", c.field()));
