@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams};
 use agora_controllers::runtime::watcher;
 use agora_schemas::{Agent, App, Task, TaskState};
-use common::{agora, knob};
+use common::{agora, knob, store_writes};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -116,6 +116,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let api: Api<App> = Api::namespaced(client.clone(), "default");
     let cpu_before = [allocator.cpu_seconds(), marathon.cpu_seconds(), apiserver.cpu_seconds(), hollow.cpu_seconds()];
+    let writes_before = store_writes(port);
     let started = Instant::now();
     apply_all(&api, (0..apps).map(|i| app(&format!("app-{i}"), instances, "1")).collect()).await;
     let applied = started.elapsed().as_secs_f64();
@@ -133,6 +134,11 @@ async fn main() {
     println!(
         "  apply → Running: {done} of {total} tasks Running {seconds:.1} s after the first apply ({applied:.1} s to apply) = {:.0} tasks/s",
         done as f64 / seconds
+    );
+    let writes = store_writes(port) - writes_before;
+    println!(
+        "  store writes until then: {writes:.0} = {:.2} per task (every write: applies, acceptances, task status, App status, versions, Events, offers, heartbeats)",
+        writes / done.max(1) as f64
     );
     let cpu_after = [allocator.cpu_seconds(), marathon.cpu_seconds(), apiserver.cpu_seconds(), hollow.cpu_seconds()];
     let cpu: Vec<String> = ["allocator", "marathon", "apiserver", "hollow agents"]

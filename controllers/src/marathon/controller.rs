@@ -66,7 +66,7 @@ impl Default for Config {
             lease: LeaseConfig::default(),
             status_interval: Duration::from_secs(1),
             health_kills_per_second: 10.0,
-            status_writes_per_second: 500.0,
+            status_writes_per_second: 100.0,
         }
     }
 }

@@ -509,3 +509,37 @@ fn dependencies_wait_for_health_and_cycles_are_named() {
     let lookup = |n: &str| cycle.iter().find(|a| a.metadata.name.as_deref() == Some(n));
     assert_eq!(dependencies(&cycle[0], lookup).unwrap_err(), "dependency cycle: a → b → c → a: none of them can start");
 }
+
+#[test]
+fn a_change_during_a_deployment_retargets_it_and_the_intermediate_version_is_old() {
+    // Rolling from "v1" to v2 (3 instances, the default strategy): one v2 task healthy, one v1 already killed.
+    let v2_app = with_checks(app(3, "v2"));
+    let v2 = v2_app.spec.version();
+    let mut tasks = running(&v2_app, "one", "v1", 2, Some(true));
+    tasks.extend(running(&v2_app, "two", &v2, 1, Some(true)));
+    tasks.extend((0..2).map(|i| task(&v2_app, &format!("wait{i}"), &v2, TaskState::Running, None, 5)));
+    let mid = decide(&v2_app, &tasks);
+    assert_eq!(mid.status.deployment.as_ref().map(|d| d.to.clone()), Some(v2.clone()));
+    // The spec changes again: v3 is the target, v1 and v2 are both old, and nothing healthy goes yet.
+    let mut v3_app = with_checks(app(3, "v3"));
+    v3_app.status = Some(mid.status.clone());
+    let v3 = v3_app.spec.version();
+    let p = decide(&v3_app, &tasks);
+    let d = p.status.deployment.as_ref().unwrap();
+    assert_eq!(d.to, v3);
+    assert_eq!(d.from, {
+        let mut from = vec!["v1".to_owned(), v2.clone()];
+        from.sort();
+        from
+    });
+    assert_eq!(p.launch, 1, "6 at most, 5 running: the 2 killed now still hold their room until they stop");
+    let killed_names = killed(&p);
+    assert_eq!(killed_names, ["wait0", "wait1"], "old tasks that are not healthy go first, freely");
+    assert!(p.events.iter().any(|e| e.reason == "DeploymentRetargeted"), "{:?}", p.events);
+    // Healthy old ones (of either version) go only as v3 tasks become healthy: the minimum of 3 holds.
+    let mut later = tasks.clone();
+    later.retain(|t| !t.metadata.name.as_deref().unwrap().starts_with("wait"));
+    later.extend(running(&v3_app, "three", &v3, 1, Some(true)));
+    let p = decide(&v3_app, &later);
+    assert_eq!(p.kills.len(), 1, "4 healthy, 3 wanted: one old goes");
+}
