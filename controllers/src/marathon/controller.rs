@@ -355,6 +355,9 @@ struct Companion {
     /// Status-write tokens.
     status_tokens: f64,
     status_refilled: Instant,
+    /// Apps whose decided status waits to be written (its turn in the budget, or its per-app interval), and when
+    /// it may be.
+    unwritten: BTreeMap<String, Instant>,
 }
 
 /// The leader's companion: plans and acts until its leadership ends (the SDK then drops it).
@@ -428,6 +431,7 @@ async fn companion(
         refilled: Instant::now(),
         status_tokens,
         status_refilled: Instant::now(),
+        unwritten: BTreeMap::new(),
     };
     this.reindex();
     this.refresh_agents();
@@ -492,8 +496,13 @@ async fn companion(
         if !apps_dirty.is_empty() {
             this.reconcile(apps_dirty).await;
         }
-        let next = this.timers.keys().next().copied();
-        let wait = next.map_or(Duration::from_secs(30), |t| t.saturating_duration_since(Instant::now()));
+        this.flush().await;
+        let next = this.timers.keys().next().copied().into_iter().chain(this.unwritten.values().min().copied()).min();
+        let mut wait = next.map_or(Duration::from_secs(30), |t| t.saturating_duration_since(Instant::now()));
+        if !this.unwritten.is_empty() {
+            // Queued statuses wait for tokens, which come at the budget's rate.
+            wait = wait.max(Duration::from_millis(50));
+        }
         tokio::select! {
             () = changed.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -588,6 +597,60 @@ impl Companion {
     fn app_tasks(&self, app: &str, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {
         let tasks = self.index.get(app).into_iter().flatten().filter_map(|k| self.tasks.get(k)).collect();
         with_pending(tasks, pending)
+    }
+
+    /// Writes queued statuses whose turn has come, as far as the budget allows.
+    async fn flush(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let budget = self.status_budget();
+        let now = Instant::now();
+        let ready: Vec<String> = self.unwritten.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        let mut writes = Vec::new();
+        {
+            let world = lock(&self.shared);
+            for k in ready {
+                if budget.get() == 0 {
+                    break;
+                }
+                self.unwritten.remove(&k);
+                let Some(app) = world.apps.get(&k) else { continue };
+                let Some(status) = app.status.clone() else { continue };
+                let stored = self.apps.get(&k).and_then(|a| a.status.clone());
+                if stored.as_ref() == Some(&status) {
+                    continue;
+                }
+                budget.set(budget.get() - 1);
+                self.written.insert(k.clone(), (Instant::now(), status.clone()));
+                let namespace = app.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+                writes.push((k, namespace, app.metadata.name.clone().unwrap_or_default(), status, stored));
+            }
+        }
+        let client = self.client.clone();
+        let failed: Vec<Option<String>> = futures::stream::iter(writes)
+            .map(|(k, namespace, name, status, stored)| {
+                let apps: Api<App> = Api::namespaced(client.clone(), &namespace);
+                async move {
+                    let patch = json!({ "status": status_patch(&status, stored.as_ref()) });
+                    match apps.patch_status(&name, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await
+                    {
+                        Ok(_) => None,
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => {
+                            tracing::warn!(app = %k, error = %e, "status not written; retrying");
+                            Some(k)
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for k in failed.into_iter().flatten() {
+            self.written.remove(&k);
+            self.unwritten.insert(k, Instant::now() + Duration::from_secs(1));
+        }
     }
 
     /// Status writes allowed now (a token bucket of `status_writes_per_second`).
@@ -734,18 +797,19 @@ impl Companion {
             a == planned.status
         });
         let interval = if only_counts { interval.max(REJECTIONS_INTERVAL) } else { interval };
-        let mut due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
-        let mut retry_at = (changed && !due).then(|| last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval));
-        // Across apps, at most the budget per second: the rest wait their turn (their latest status then).
-        if changed && due {
-            if budget.get() == 0 {
-                due = false;
-                retry_at = Some(Instant::now() + Duration::from_millis(500));
-            } else {
-                budget.set(budget.get() - 1);
-            }
+        let due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
+        // Across apps, at most the budget per second. A status that must wait is queued, not re-planned: the queue
+        // writes each app's latest decided status when its turn comes.
+        let mut write_status = changed && due;
+        if write_status && budget.get() == 0 {
+            write_status = false;
+        } else if write_status {
+            budget.set(budget.get() - 1);
         }
-        let write_status = changed && due;
+        if changed && !write_status {
+            let not_before = last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval).max(Instant::now());
+            self.unwritten.entry(k.clone()).and_modify(|t| *t = (*t).min(not_before)).or_insert(not_before);
+        }
         if write_status {
             self.written.insert(k.clone(), (Instant::now(), planned.status.clone()));
         }
@@ -838,7 +902,7 @@ impl Companion {
                     }
                 }
             }
-            retry_at.map(|at| (k, at))
+            None
         }
     }
 }
