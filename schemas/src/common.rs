@@ -386,9 +386,28 @@ impl Constraint {
             v.parse::<u32>().map_err(|_| format!("{op} takes a non-negative integer, got \"{v}\""))
         };
         let regex = |v: &str| -> Result<Regex, String> {
+            // Placement evaluates constraints per task and offer: compiled patterns are kept (a few hundred per
+            // thread; a clone shares the compiled program).
+            thread_local! {
+                static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Regex>> =
+                    std::cell::RefCell::default();
+            }
+            if let Some(re) = COMPILED.with(|c| c.borrow().get(v).cloned()) {
+                return Ok(re);
+            }
             // Check the pattern as written (so the error is about what the user wrote), then anchor it: Marathon
             // matches the whole attribute value.
-            Regex::new(v).and_then(|_| Regex::new(&format!("^(?:{v})$"))).map_err(|e| {
+            let compiled = Regex::new(v).and_then(|_| Regex::new(&format!("^(?:{v})$")));
+            if let Ok(re) = &compiled {
+                COMPILED.with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.len() >= 256 {
+                        c.clear();
+                    }
+                    c.insert(v.to_owned(), re.clone());
+                });
+            }
+            compiled.map_err(|e| {
                 // regex's syntax errors span several lines (pattern, caret, "error: ..."); keep the last.
                 let text = e.to_string();
                 let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
