@@ -6,6 +6,7 @@
 //! - [`EtcdProcess`]: Debian's `etcd` on a free loopback port with a temporary data directory, killed (and its
 //!   directory removed) when dropped.
 //! - [`EtcdCluster`]: three members on loopback, any of which can be killed mid-test.
+//! - [`Proc`]: any child process (an `agora` part), signalled, measured (CPU, memory) and killed when dropped.
 //!
 //! Only loopback addresses are ever used.
 
@@ -14,6 +15,67 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A child process, killed when dropped (continued first, should a test have stopped it).
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// Starts `binary` with `args`, `AGORA_LOG=warn`, stdout discarded and stderr passed through.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    #[must_use]
+    pub fn quiet<S: AsRef<std::ffi::OsStr>>(binary: &std::path::Path, args: impl IntoIterator<Item = S>) -> Self {
+        let child = Command::new(binary)
+            .args(args)
+            .env("AGORA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        Self(child)
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, `-KILL`, ...).
+    ///
+    /// # Panics
+    /// When `kill` fails.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.0.id().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// CPU seconds the process has used (user + system).
+    #[must_use]
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        ticks / 100.0 // USER_HZ
+    }
+
+    /// The process's resident memory, bytes.
+    #[must_use]
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        kib.unwrap_or(0) * 1024
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The etcd binary (Debian's `etcd-server`).
 pub const ETCD: &str = "etcd";

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,45 +13,15 @@ use agora_client::{Api, Client, ListParams, Patch, PatchParams, PostParams};
 use agora_controllers::framework::{Framework, Launch, Scheduler};
 use agora_controllers::runtime::leader::LeaseConfig;
 use agora_controllers::runtime::watcher;
-use agora_e2e::{ApiserverProcess, agora_binary, built_binary, eventually};
+use agora_e2e::Proc;
+use agora_e2e::{ApiserverProcess, built_binary, eventually};
 use agora_schemas::{
     Agent, ConditionStatus, Event, Framework as FrameworkObject, Lease, LeaseSpec, ObjectMeta, Offer, OfferPhase, Task,
     TaskSpec, TaskState, TaskTemplate,
 };
-use common::{WorkDir, start_agent};
+use common::{WorkDir, spawn, start_agent};
 use futures::StreamExt;
 use serde_json::json;
-
-/// A child process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(server: &ApiserverProcess, args: &[&str]) -> Proc {
-    let child = Command::new(agora_binary())
-        .args(&args[..1])
-        .args(server.cluster_args())
-        .args(&args[1..])
-        .env("AGORA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start agora");
-    Proc(child)
-}
 
 /// `count` hollow agents named `<prefix><i>`, each with `resources`, heartbeating every second (3 s leases).
 fn hollow(server: &ApiserverProcess, count: usize, prefix: &str, resources: &str) -> Proc {

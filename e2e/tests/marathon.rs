@@ -6,48 +6,18 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_client::{Api, ListParams, Patch, PatchParams};
 use agora_controllers::runtime::watcher;
-use agora_e2e::{ApiserverProcess, agora_binary, eventually};
+use agora_e2e::Proc;
+use agora_e2e::{ApiserverProcess, eventually};
 use agora_schemas::{APP_LABEL, APP_VERSION_LABEL, App, AppVersion, Event, Task, TaskState};
-use common::{WorkDir, cgroup_pids, start_agent};
+use common::{WorkDir, cgroup_pids, spawn, start_agent};
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// A child process, killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill {signal}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(server: &ApiserverProcess, args: &[&str]) -> Proc {
-    let child = Command::new(agora_binary())
-        .args(&args[..1])
-        .args(server.cluster_args())
-        .args(&args[1..])
-        .env("AGORA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start agora");
-    Proc(child)
-}
 
 /// `agora controllers --only <which>` with 3 s leases.
 fn controllers(server: &ApiserverProcess, identity: &str, which: &str) -> Proc {

@@ -11,6 +11,14 @@ use agora_e2e::{ApiserverProcess, agora_binary, eventually};
 use agora_schemas::{Agent, Task, TaskState, TaskStatus};
 use serde_json::json;
 
+/// `agora <args[0]> <the server's cluster flags> <args[1..]>`.
+pub fn spawn(server: &ApiserverProcess, args: &[&str]) -> agora_e2e::Proc {
+    let mut all: Vec<std::ffi::OsString> = vec![args[0].into()];
+    all.extend(server.cluster_args());
+    all.extend(args[1..].iter().map(Into::into));
+    agora_e2e::Proc::quiet(&agora_binary(), all)
+}
+
 pub struct AgentProcess(pub Child);
 
 impl Drop for AgentProcess {
