@@ -118,6 +118,16 @@ fn scaling_launches_what_is_missing_and_kills_by_the_kill_selection() {
     one.spec.kill_selection = Some(KillSelection::OldestFirst);
     assert_eq!(killed(&decide(&one, &tasks)), ["staged", "t1"]);
 
+    // A careless (or hostile) instance count plans without overflow; placement is bounded by the offers.
+    let huge = app(i32::MAX, "serve");
+    let p = decide(&huge, &running(&huge, "t", &huge.spec.version(), 3, None));
+    assert_eq!((p.launch, p.status.instances), (i32::MAX as usize - 3, i32::MAX));
+    let (placed, _) = place(
+        &[offer("o", "a1", &[], 4.0)],
+        &[Need { app: &huge, version: "v".into(), count: p.launch, spread: Spread::new() }],
+    );
+    assert_eq!(placed.len(), 4, "as many as the offer holds (1 cpu each), then it stops");
+
     // A kill already requested is not requested again and is not an instance.
     let mut dying = (*tasks[0]).clone();
     dying.spec.kill_requested = Some(true);
