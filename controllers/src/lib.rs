@@ -8,6 +8,7 @@
 //! `examples/` holds complete custom controllers; its README indexes them. See DESIGN.md §1.
 
 pub mod allocator;
+pub mod chronos;
 pub mod framework;
 pub mod marathon;
 pub mod runtime;

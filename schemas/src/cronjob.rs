@@ -104,7 +104,31 @@ pub struct CronJobSpec {
     /// Limits on each task beyond cpus and mem (processes: `pids`, default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Successful runs whose Tasks are kept (older ones are deleted), as Kubernetes' CronJob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_runs_history_limit: Option<u32>,
+    /// Failed runs whose Tasks are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_runs_history_limit: Option<u32>,
 }
+
+/// The most runs of either kind a job may keep (each kept run is a Task and a record in its status).
+pub const MAX_HISTORY_LIMIT: u32 = 50;
+
+/// The label on a run's Task naming its CronJob.
+pub const CRONJOB_LABEL: &str = "agora.dev/cronjob";
+/// The label on a run's Task naming its run: the scheduled instant (`20261201t020000z`) or `manual-<id>`.
+pub const RUN_LABEL: &str = "agora.dev/run";
+/// The label on a run's Task with its attempt (0 for the first, then each retry).
+pub const ATTEMPT_LABEL: &str = "agora.dev/attempt";
+/// The annotation on a run's Task with the instant it runs for (RFC 3339).
+pub const INSTANT_ANNOTATION: &str = "agora.dev/instant";
+/// The annotation on a run's Task with the earliest instant it also covers, when missed instants within epsilon
+/// collapsed into it (RFC 3339).
+pub const COVERS_FROM_ANNOTATION: &str = "agora.dev/covers-from";
+/// The prefix of the annotations `POST cronjobs/{name}/trigger` writes: `trigger.agora.dev/<id>: <requested at>`.
+/// Chronos starts one run per id (its Task is `<job>-manual-<id>-0`) and then removes the annotation.
+pub const TRIGGER_ANNOTATION_PREFIX: &str = "trigger.agora.dev/";
 
 crate::defaults!(CronJobSpec {
     cpus: f64 = 0.1,
@@ -117,6 +141,8 @@ crate::defaults!(CronJobSpec {
     soft_error: bool = false,
     disabled: bool = false,
     role: String = "*".to_owned(),
+    successful_runs_history_limit: u32 = 3,
+    failed_runs_history_limit: u32 = 1,
 });
 
 impl CronJobSpec {
@@ -177,6 +203,14 @@ impl CronJobSpec {
         if let Some(limits) = &self.limits {
             limits.validate(v, &path.field("limits"));
         }
+        for (field, limit) in [
+            ("successfulRunsHistoryLimit", self.successful_runs_history_limit),
+            ("failedRunsHistoryLimit", self.failed_runs_history_limit),
+        ] {
+            if limit.is_some_and(|l| l > MAX_HISTORY_LIMIT) {
+                v.invalid(&path.field(field), format!("must be at most {MAX_HISTORY_LIMIT}"));
+            }
+        }
     }
 }
 
@@ -191,14 +225,16 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// What chronos observes of a [`CronJob`] (Chronos' counters, plus the claimed schedule position).
+/// What chronos observes of a [`CronJob`] (Chronos' counters, what became of every scheduled instant, the recent
+/// runs).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CronJobStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The scheduled instant of the latest run started: a run is claimed by writing this, so each instant runs once.
+    /// The latest scheduled instant decided: run, skipped or missed (for a job with parents, the completion of the
+    /// parents it last ran after). No instant at or before it is run again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Timestamp>,
     /// When the next run is due.
@@ -216,16 +252,138 @@ pub struct CronJobStatus {
     /// Failures since the last success.
     #[serde(default)]
     pub errors_since_last_success: u64,
-    /// Runs skipped (missed by more than epsilon, or overlapping under Forbid).
+    /// Instants not run because they were missed by more than `epsilon` (the controller was down, or no resources).
     #[serde(default)]
-    pub skipped_count: u64,
+    pub missed_runs: u64,
+    /// Instants not run because the previous run was still active (`concurrencyPolicy: Forbid`).
+    #[serde(default)]
+    pub skipped_runs: u64,
     /// When the last successful run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<Timestamp>,
     /// When the last failed run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<Timestamp>,
+    /// The recent finished runs, newest first, as long as their Tasks are kept: a run is counted once, when it
+    /// enters this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunRecord>,
     /// `Scheduled`, `Running`, `Failing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// One finished run of a [`CronJob`].
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunRecord {
+    /// The Task of its last attempt.
+    pub task: String,
+    /// The instant it ran for (none for a manual trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instant: Option<Timestamp>,
+    /// The trigger id, for a manual run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// Its last attempt (0 when it was not retried).
+    #[serde(default)]
+    pub attempt: u32,
+    /// `Succeeded`, `Failed`, `DeadlineExceeded` or `Replaced`.
+    pub result: RunResult,
+    /// When its first attempt's Task was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    /// When its last attempt finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Why it failed, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunResult {
+    /// Its task finished with exit code 0.
+    #[default]
+    Succeeded,
+    /// Its last attempt failed (its retries spent).
+    Failed,
+    /// Killed for running past `activeDeadlineSeconds` (not retried).
+    DeadlineExceeded,
+    /// Killed because the next instant was due (`concurrencyPolicy: Replace`).
+    Replaced,
+}
+
+impl RunResult {
+    /// Whether it counts as a success (for the counters and for dependent jobs).
+    #[must_use]
+    pub fn succeeded(self) -> bool {
+        self == Self::Succeeded
+    }
+
+    /// The word used in status and Events.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::Replaced => "Replaced",
+        }
+    }
+}
+
+/// The dependency cycle through `job`, if there is one: `[job, parent, …, job]`. `parents` gives a job's parents
+/// (`None` for a job that does not exist). Deterministic: parents are followed in the order listed.
+pub fn find_cycle<F>(job: &str, parents: F) -> Option<Vec<String>>
+where
+    F: Fn(&str) -> Option<Vec<String>>,
+{
+    // Depth-first from `job`, remembering the path; a parent equal to `job` closes the cycle. Each job is expanded
+    // once, so this is linear in the jobs and edges of the namespace.
+    let mut expanded = BTreeSet::new();
+    let mut path = vec![(job.to_owned(), parents(job).unwrap_or_default(), 0usize)];
+    while let Some((_, next, at)) = path.last_mut() {
+        let Some(parent) = next.get(*at).cloned() else {
+            path.pop();
+            continue;
+        };
+        *at += 1;
+        if parent == job {
+            let mut cycle: Vec<String> = path.iter().map(|(name, _, _)| name.clone()).collect();
+            cycle.push(parent);
+            return Some(cycle);
+        }
+        if expanded.insert(parent.clone()) {
+            if let Some(grand) = parents(&parent) {
+                path.push((parent, grand, 0));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn cycles_are_found_and_named_from_the_job() {
+        let graph: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+            ("a", vec!["c"]),
+            ("b", vec!["a"]),
+            ("c", vec!["x", "b"]),
+            ("x", vec![]),
+            ("d", vec!["a"]),
+        ]);
+        let parents = |name: &str| graph.get(name).map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(find_cycle("a", parents).unwrap(), ["a", "c", "b", "a"]);
+        assert_eq!(find_cycle("b", parents).unwrap(), ["b", "a", "c", "b"]);
+        assert_eq!(find_cycle("d", parents), None, "d depends on a cycle but is not in one");
+        assert_eq!(find_cycle("x", parents), None);
+        assert_eq!(find_cycle("missing", parents), None);
+    }
 }

@@ -438,6 +438,32 @@ impl Schedule {
         Instants { schedule: self, k: self.first_index_after(after), until }
     }
 
+    /// How many instants lie in `(after, until]`, counted without visiting them (a per-second schedule after a
+    /// year's downtime is one subtraction, not 31 million steps).
+    #[must_use]
+    pub fn count_between(&self, after: Timestamp, until: Timestamp) -> u64 {
+        if until <= after {
+            return 0;
+        }
+        let mut from = self.first_index_after(after);
+        let mut to = self.first_index_after(until);
+        if let Repetitions::Times(n) = self.repetitions {
+            from = from.min(n);
+            to = to.min(n);
+        }
+        to.saturating_sub(from)
+    }
+
+    /// The latest instant at or before `t`, if any has come.
+    #[must_use]
+    pub fn latest_until(&self, t: Timestamp) -> Option<Timestamp> {
+        let mut index = self.first_index_after(t);
+        if let Repetitions::Times(n) = self.repetitions {
+            index = index.min(n);
+        }
+        self.instant(index.checked_sub(1)?)
+    }
+
     /// How many runs are left after `t` (`None` for `R`).
     #[must_use]
     pub fn remaining_after(&self, t: Timestamp) -> Option<u64> {
@@ -595,6 +621,12 @@ mod tests {
         );
         assert_eq!(three.remaining_after(ts("2026-01-01T12:00:00Z")), Some(2));
         assert_eq!(three.next_after(ts("2026-01-03T00:00:00Z")), None, "no run after the last repetition");
+        assert_eq!(three.count_between(ts("2025-01-01T00:00:00Z"), ts("2027-01-01T00:00:00Z")), 3);
+        assert_eq!(three.count_between(ts("2026-01-01T00:00:00Z"), ts("2026-01-02T00:00:00Z")), 1, "half-open");
+        assert_eq!(three.count_between(ts("2026-01-02T00:00:00Z"), ts("2026-01-01T00:00:00Z")), 0);
+        assert_eq!(three.latest_until(ts("2025-12-31T00:00:00Z")), None);
+        assert_eq!(three.latest_until(ts("2026-01-02T00:00:00Z")), Some(ts("2026-01-02T00:00:00Z")));
+        assert_eq!(three.latest_until(ts("2030-01-01T00:00:00Z")), Some(ts("2026-01-03T00:00:00Z")), "the last");
         assert_eq!(schedule("R/2026-01-01T00:00:00Z/P1D", None).remaining_after(ts("2026-01-01T00:00:00Z")), None);
     }
 
@@ -689,6 +721,7 @@ mod tests {
         // A per-second schedule evaluated 50 years on takes a handful of steps, not 1.5 billion.
         let s = schedule("R/2000-01-01T00:00:00Z/PT1S", None);
         assert_eq!(s.next_after(ts("2050-06-01T00:00:00.5Z")), Some(ts("2050-06-01T00:00:01Z")));
+        assert_eq!(s.count_between(ts("2049-01-01T00:00:00Z"), ts("2050-01-01T00:00:00Z")), 365 * 86_400);
         let monthly = schedule("R/1990-01-31T00:00:00Z/P1M", None);
         assert_eq!(monthly.next_after(ts("2090-02-01T00:00:00Z")), Some(ts("2090-02-28T00:00:00Z")));
     }

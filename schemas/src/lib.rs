@@ -36,7 +36,10 @@ pub use common::{
     PortDefinition, PortRange, Protocol, Resources,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
-pub use cronjob::{ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus};
+pub use cronjob::{
+    ATTEMPT_LABEL, COVERS_FROM_ANNOTATION, CRONJOB_LABEL, ConcurrencyPolicy, CronJob, CronJobSpec, CronJobStatus,
+    INSTANT_ANNOTATION, MAX_HISTORY_LIMIT, RUN_LABEL, RunRecord, RunResult, TRIGGER_ANNOTATION_PREFIX, find_cycle,
+};
 pub use manifest::{Document, ManifestError};
 pub use meta::{Condition, ConditionStatus, List, ListMeta, ObjectMeta, ObjectReference, OwnerReference, WatchEvent};
 pub use resource::{API_GROUP, API_GROUP_VERSION, API_VERSION, AdmitError, KindInfo, Resource, admit};

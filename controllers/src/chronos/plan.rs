@@ -1,0 +1,705 @@
+//! What one CronJob does next, as a pure function: from the job, its run Tasks, its parents' completions and the
+//! time, to a [`Plan`] — the runs to launch (named so that creating the Task is the claim), the tasks to kill and
+//! why, the old runs to delete, the triggers claimed, the new status, the Events and the next wake-up.
+//!
+//! Chronos' semantics (reference/semantics.md), and where they hurt users, better:
+//! - every scheduled instant is accounted for: run (once: its Task is named from job, instant and attempt), skipped
+//!   while the previous run is active (`Forbid`, counted in `skippedRuns`), or missed by more than `epsilon`
+//!   (counted in `missedRuns`) — each with an Event, never silently;
+//! - instants missed but still within `epsilon` collapse into one run, for the latest of them (Chronos 3); its Task
+//!   says which instants it covers;
+//! - `Rn` is the first n instants of the schedule: the position is derived from the runs and
+//!   `status.lastScheduleTime`, the spec is never rewritten, and nothing runs after the last repetition;
+//! - a run is counted once, when it finishes for good (its retries spent, or a success): it then enters
+//!   `status.runs`, which is also the record of what ran. Old runs' Tasks are deleted only once counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use agora_schemas::iso8601::{Schedule, parse_duration};
+use agora_schemas::{
+    ATTEMPT_LABEL, ConcurrencyPolicy, Condition, ConditionStatus, CronJob, CronJobStatus, INSTANT_ANNOTATION,
+    RUN_LABEL, RunRecord, RunResult, TRIGGER_ANNOTATION_PREFIX, Task, TaskState,
+};
+use jiff::{SignedDuration, Timestamp};
+
+pub use crate::marathon::plan::KILL_REASON_ANNOTATION;
+use crate::runtime::events::Record;
+
+/// A finished run's record outlives its Task this long (a new leader's Task cache may briefly lag its CronJobs').
+pub const RECORD_GRACE: SignedDuration = SignedDuration::from_mins(1);
+
+/// At most this many on-time instants are looked at in one decision (a sub-second period with a long epsilon).
+const ON_TIME_CAP: usize = 10_000;
+
+/// Why chronos kills a run's task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillReason {
+    /// It ran past `activeDeadlineSeconds`.
+    DeadlineExceeded,
+    /// The next instant is due and the policy is `Replace`.
+    Replaced,
+}
+
+impl KillReason {
+    /// The word recorded on the task (the kill annotation) and in Events.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeadlineExceeded => "DeadlineExceeded",
+            Self::Replaced => "Replaced",
+        }
+    }
+}
+
+/// One kill.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kill {
+    /// The task.
+    pub task: String,
+    /// Why.
+    pub reason: KillReason,
+}
+
+/// One run (or retry) to start: a Task of this name, created by accepting an offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// The Task's name: `<job>-<run>-<attempt>`.
+    pub name: String,
+    /// The run: the instant as [`run_key`], or `manual-<id>`.
+    pub run: String,
+    /// The instant it runs for (the parents' completion, for a dependent job; none for a manual trigger).
+    pub instant: Option<Timestamp>,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// The earliest instant it also covers, when several within epsilon collapsed into it.
+    pub covers_from: Option<Timestamp>,
+    /// The Event to publish once it is launched.
+    pub event: Record,
+}
+
+/// What a job's parents have done, as the caller sees their objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parents {
+    /// A dependency cycle through the job, in words (`a → b → a`).
+    pub cycle: Option<String>,
+    /// Each parent and its latest completion: a success, or a failure after its retries when it has `softError`
+    /// (`Err(why)` when it has none, or does not exist).
+    pub completions: Vec<(String, Result<Timestamp, String>)>,
+}
+
+/// What to do for one CronJob.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Runs to start now.
+    pub launch: Vec<NewRun>,
+    /// Tasks to kill.
+    pub kills: Vec<Kill>,
+    /// Tasks of old runs to delete (runs already counted in the status the plan started from).
+    pub delete: Vec<String>,
+    /// Trigger ids whose run exists: their annotations can go.
+    pub triggers_claimed: Vec<String>,
+    /// The new status.
+    pub status: CronJobStatus,
+    /// What a person would ask about.
+    pub events: Vec<Record>,
+    /// When to decide again even if nothing changes.
+    pub wake: Option<Timestamp>,
+}
+
+/// An instant as it appears in run and task names: `20261201t020000z`, with a fraction when it has one
+/// (`20261201t020000.25z`).
+#[must_use]
+pub fn run_key(t: Timestamp) -> String {
+    let utc = t.to_zoned(jiff::tz::TimeZone::UTC);
+    let mut key = utc.strftime("%Y%m%dt%H%M%S").to_string();
+    let nanos = utc.subsec_nanosecond();
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
+        key.push('.');
+        key.push_str(fraction.trim_end_matches('0'));
+    }
+    key.push('z');
+    key
+}
+
+/// The run of a manual trigger.
+#[must_use]
+pub fn trigger_run(id: &str) -> String {
+    format!("manual-{id}")
+}
+
+/// The Task of attempt `attempt` of `run` of job `job`.
+#[must_use]
+pub fn task_name(job: &str, run: &str, attempt: u32) -> String {
+    format!("{job}-{run}-{attempt}")
+}
+
+/// The trigger ids a job's annotations ask for, with when each was requested.
+#[must_use]
+pub fn triggers(job: &CronJob) -> Vec<(String, Option<Timestamp>)> {
+    job.metadata
+        .annotations
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(TRIGGER_ANNOTATION_PREFIX)?.to_owned(), v.parse().ok())))
+        .filter(|(id, _)| !id.is_empty())
+        .collect()
+}
+
+/// `epsilon` as a duration (calendar units measured from `now`); Chronos' PT60S when unset or unreadable.
+fn epsilon(text: Option<&str>, now: Timestamp) -> SignedDuration {
+    let span = text.and_then(|e| parse_duration(e).ok()).and_then(|d| d.to_span().ok());
+    let from = now.to_zoned(jiff::tz::TimeZone::UTC);
+    span.and_then(|s| from.checked_add(s).ok())
+        .map_or(SignedDuration::from_mins(1), |to| to.timestamp().duration_since(now))
+}
+
+/// A run as the plan sees it: its attempts, newest last.
+struct RunView<'a> {
+    key: &'a str,
+    instant: Option<Timestamp>,
+    attempts: BTreeMap<u32, &'a Task>,
+}
+
+impl RunView<'_> {
+    fn trigger(&self) -> Option<&str> {
+        self.key.strip_prefix("manual-")
+    }
+
+    fn latest(&self) -> (u32, &Task) {
+        let (attempt, task) = self.attempts.last_key_value().map(|(a, t)| (*a, *t)).unwrap_or_else(|| unreachable!());
+        (attempt, task)
+    }
+
+    fn created(&self) -> Option<Timestamp> {
+        self.attempts.values().next().and_then(|t| t.metadata.creation_timestamp)
+    }
+}
+
+fn state(task: &Task) -> TaskState {
+    task.status.as_ref().map_or(TaskState::Staging, |s| s.state)
+}
+
+fn name(task: &Task) -> &str {
+    task.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn secs(d: SignedDuration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 { format!("{s:.0} s") } else { format!("{s:.1} s") }
+}
+
+/// The failure of a task, in words.
+fn failure(task: &Task) -> String {
+    let status = task.status.as_ref();
+    let mut words = format!("{:?}", state(task));
+    if let Some(code) = status.and_then(|s| s.exit_code) {
+        words.push_str(&format!(", exit code {code}"));
+    }
+    if let Some(reason) = status.and_then(|s| s.reason.as_deref()) {
+        words.push_str(&format!(" ({reason})"));
+    }
+    if let Some(message) = status.and_then(|s| s.message.as_deref()).filter(|m| !m.is_empty()) {
+        let short: String = message.chars().take(200).collect();
+        words.push_str(&format!(": {short}"));
+    }
+    words
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let status = if status { ConditionStatus::True } else { ConditionStatus::False };
+    let old = previous.iter().find(|c| c.type_ == type_);
+    // The transition time moves only when the status does.
+    let since = old.filter(|c| c.status == status).and_then(|c| c.last_transition_time).unwrap_or(now);
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        last_transition_time: Some(since),
+        observed_generation: None,
+    }
+}
+
+/// Decides what `job` (its spec with defaults applied, its status the last one decided) does next, given its run
+/// `tasks` (those labelled with it, including runs launched but not yet seen), its `parents`, and `now`.
+#[must_use]
+#[allow(clippy::too_many_lines)]
+pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestamp) -> Plan {
+    let spec = &job.spec;
+    let job_name = job.metadata.name.as_deref().unwrap_or_default();
+    let prev = job.status.clone().unwrap_or_default();
+    let mut status = prev.clone();
+    status.observed_generation = job.metadata.generation;
+    let mut plan = Plan::default();
+    let mut wake: Vec<Timestamp> = Vec::new();
+    let counted: BTreeSet<&str> = prev.runs.iter().map(|r| r.task.as_str()).collect();
+    let retries = spec.retries();
+    let retry_delay = SignedDuration::from_secs(i64::from(spec.retry_delay_seconds()));
+
+    // The runs, from their tasks' labels.
+    let mut runs: BTreeMap<&str, RunView<'_>> = BTreeMap::new();
+    for task in tasks {
+        let labels = &task.metadata.labels;
+        let Some(key) = labels.get(RUN_LABEL) else { continue };
+        let attempt = labels.get(ATTEMPT_LABEL).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let instant = task.metadata.annotations.get(INSTANT_ANNOTATION).and_then(|t| t.parse().ok());
+        let run = runs.entry(key).or_insert_with(|| RunView { key, instant, attempts: BTreeMap::new() });
+        run.instant = run.instant.or(instant);
+        run.attempts.insert(attempt, task);
+    }
+
+    // Each run's latest attempt: running (and past its deadline?), finished for good, or waiting for a retry.
+    let mut live: Vec<&Task> = Vec::new();
+    let mut pending_retries: Vec<(&RunView<'_>, u32, &Task)> = Vec::new();
+    let mut finals: Vec<RunRecord> = Vec::new();
+    for run in runs.values() {
+        let (attempt, task) = run.latest();
+        let task_state = state(task);
+        if !task_state.is_terminal() {
+            live.push(task);
+            if let Some(deadline) = spec.active_deadline_seconds {
+                let started = task.status.as_ref().and_then(|s| s.started_at).or(task.metadata.creation_timestamp);
+                let limit = SignedDuration::from_secs(i64::try_from(deadline).unwrap_or(i64::MAX));
+                if let Some(started) = started {
+                    let ends = started.checked_add(limit).unwrap_or(Timestamp::MAX);
+                    if now >= ends && task.spec.kill_requested != Some(true) {
+                        plan.kills.push(Kill { task: name(task).to_owned(), reason: KillReason::DeadlineExceeded });
+                        plan.events.push(Record::warning(
+                            "DeadlineExceeded",
+                            format!(
+                                "{} ran longer than activeDeadlineSeconds ({deadline} s): killing it; the run fails",
+                                name(task)
+                            ),
+                        ));
+                    } else if now < ends {
+                        wake.push(ends);
+                    }
+                }
+            }
+            continue;
+        }
+        if counted.contains(name(task)) {
+            continue;
+        }
+        let finished = task.status.as_ref().and_then(|s| s.finished_at).unwrap_or(now);
+        let succeeded =
+            task_state == TaskState::Finished && task.status.as_ref().and_then(|s| s.exit_code).unwrap_or(0) == 0;
+        let killed_for = task.metadata.annotations.get(KILL_REASON_ANNOTATION).map(String::as_str);
+        let result = if succeeded {
+            Some(RunResult::Succeeded)
+        } else if killed_for == Some(KillReason::DeadlineExceeded.as_str()) {
+            Some(RunResult::DeadlineExceeded)
+        } else if killed_for == Some(KillReason::Replaced.as_str()) {
+            Some(RunResult::Replaced)
+        } else if attempt < retries {
+            None
+        } else {
+            Some(RunResult::Failed)
+        };
+        let Some(result) = result else {
+            pending_retries.push((run, attempt, task));
+            continue;
+        };
+        finals.push(RunRecord {
+            task: name(task).to_owned(),
+            instant: run.instant,
+            trigger: run.trigger().map(str::to_owned),
+            attempt,
+            result,
+            created_at: run.created(),
+            finished_at: Some(finished),
+            message: (!succeeded).then(|| failure(task)),
+        });
+    }
+
+    // Retries: due now, or later (a run waiting for its retry is still active).
+    let mut due_retries = Vec::new();
+    let mut waiting_retries = Vec::new();
+    for (run, attempt, task) in pending_retries {
+        let finished = task.status.as_ref().and_then(|s| s.finished_at).unwrap_or(now);
+        let due = finished.checked_add(retry_delay).unwrap_or(Timestamp::MAX);
+        if now >= due {
+            due_retries.push((run, attempt, task));
+        } else {
+            wake.push(due);
+            waiting_retries.push((run, attempt, task));
+        }
+    }
+
+    // Manual triggers: one run per id, whatever the schedule, even when disabled.
+    let mut manual = Vec::new();
+    for (id, requested) in triggers(job) {
+        let run = trigger_run(&id);
+        let recorded = prev.runs.iter().any(|r| r.trigger.as_deref() == Some(&id));
+        if runs.contains_key(run.as_str()) || recorded {
+            plan.triggers_claimed.push(id);
+            continue;
+        }
+        let when = requested.map_or_else(String::new, |t| format!(" (requested at {t})"));
+        manual.push(NewRun {
+            name: task_name(job_name, &run, 0),
+            run,
+            instant: None,
+            attempt: 0,
+            covers_from: None,
+            event: Record::normal("Triggered", format!("manual run {id}{when} starting")),
+        });
+    }
+
+    // What is due by the schedule or the parents.
+    let active = !live.is_empty() || !waiting_retries.is_empty() || !due_retries.is_empty();
+    let active_words = || {
+        let mut names: Vec<String> = live.iter().map(|t| name(t).to_owned()).collect();
+        names.extend(
+            waiting_retries.iter().chain(&due_retries).map(|(_, _, t)| format!("{} (its retry pending)", name(t))),
+        );
+        format!("{} still active", names.join(", "))
+    };
+    let newest_instant = runs.values().filter(|r| r.trigger().is_none()).filter_map(|r| r.instant).max();
+    let floor = prev.last_schedule_time.into_iter().chain(newest_instant).max();
+    let mut due: Option<(Timestamp, Option<Timestamp>, usize)> = None;
+    let disabled = spec.disabled();
+    let previous_conditions = prev.conditions.clone();
+    let mut scheduled = condition("Scheduled", true, "Scheduled", String::new(), &previous_conditions, now);
+    status.next_schedule_time = None;
+    if let Some(expr) = &spec.schedule {
+        let created = job.metadata.creation_timestamp.unwrap_or(now);
+        let epsilon = epsilon(spec.epsilon.as_deref(), now);
+        match Schedule::parse(expr, spec.schedule_time_zone.as_deref(), created) {
+            Err(e) => {
+                scheduled = condition("Scheduled", false, "InvalidSchedule", e.to_string(), &previous_conditions, now)
+            }
+            Ok(schedule) => {
+                let tick = SignedDuration::from_nanos(1);
+                let was_disabled = previous_conditions
+                    .iter()
+                    .any(|c| c.type_ == "Scheduled" && c.reason.as_deref() == Some("Disabled"));
+                let regenerated = prev.observed_generation.is_some_and(|g| Some(g) != job.metadata.generation);
+                // Instants before this were decided (or came before the job, or while it was disabled).
+                let mut after = floor.unwrap_or_else(|| created - epsilon - tick);
+                if was_disabled && !disabled {
+                    after = after.max(now);
+                }
+                if regenerated {
+                    after = after.max(now - epsilon - tick);
+                }
+                if disabled {
+                    // Instants pass unrun and uncounted; none is owed when the job is enabled again.
+                    if let Some(last) = schedule.latest_until(now).filter(|t| *t > after).or(floor) {
+                        status.last_schedule_time = Some(last);
+                    }
+                    scheduled = condition(
+                        "Scheduled",
+                        false,
+                        "Disabled",
+                        "spec.disabled is true: no run is scheduled (a manual trigger still runs)".to_owned(),
+                        &previous_conditions,
+                        now,
+                    );
+                } else {
+                    let cut = now - epsilon;
+                    // A new job owes the instants within epsilon of its creation, but the ones before it that are
+                    // late by now were never its to miss.
+                    let missed_after = if floor.is_none() { after.max(created - tick) } else { after };
+                    let missed = schedule.count_between(missed_after, cut - tick);
+                    if missed > 0 {
+                        let last_missed = schedule.latest_until(cut - tick);
+                        let first_missed = schedule.next_after(missed_after);
+                        status.missed_runs += missed;
+                        let range = match (first_missed, missed) {
+                            (Some(first), 1) => format!("the instant {first} was"),
+                            (Some(first), n) => format!("{n} instants from {first} were"),
+                            (None, n) => format!("{n} instants were"),
+                        };
+                        plan.events.push(Record::warning(
+                            "Missed",
+                            format!(
+                                "{range} missed by more than epsilon ({}) and will not run (no leader, or no offer, at the time)",
+                                spec.epsilon()
+                            ),
+                        ));
+                        // A missed instant is decided; the later of it and what was decided before holds.
+                        status.last_schedule_time = status.last_schedule_time.max(last_missed);
+                        if let Some(last_missed) = last_missed {
+                            after = after.max(last_missed);
+                        }
+                    }
+                    after = after.max(cut - tick);
+                    let on_time: Vec<Timestamp> = schedule.between(after, now).take(ON_TIME_CAP).collect();
+                    if let Some(latest) = on_time.last().copied() {
+                        let covers = (on_time.len() > 1).then(|| on_time[0]);
+                        due = Some((latest, covers, on_time.len()));
+                    }
+                    status.next_schedule_time = schedule.next_after(now.max(after));
+                    match status.next_schedule_time {
+                        Some(next) => {
+                            wake.push(next);
+                            scheduled = condition(
+                                "Scheduled",
+                                true,
+                                "Scheduled",
+                                format!("next run at {next}"),
+                                &previous_conditions,
+                                now,
+                            );
+                        }
+                        None if due.is_none() => {
+                            scheduled = condition(
+                                "Scheduled",
+                                false,
+                                "Complete",
+                                format!("{expr}: every repetition has come"),
+                                &previous_conditions,
+                                now,
+                            );
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    } else if let Some(cycle) = &parents.cycle {
+        scheduled = condition(
+            "Scheduled",
+            false,
+            "DependencyCycle",
+            format!("its parents form a cycle: {cycle}"),
+            &previous_conditions,
+            now,
+        );
+    } else {
+        let after = floor.unwrap_or(Timestamp::MIN);
+        let mut waiting = Vec::new();
+        let mut latest = Timestamp::MIN;
+        for (parent, completion) in &parents.completions {
+            match completion {
+                Ok(t) if *t > after => latest = latest.max(*t),
+                Ok(_) => waiting.push(format!("{parent} has not completed since the last run")),
+                Err(why) => waiting.push(format!("{parent}: {why}")),
+            }
+        }
+        if disabled {
+            scheduled = condition(
+                "Scheduled",
+                false,
+                "Disabled",
+                "spec.disabled is true: no run is scheduled (a manual trigger still runs)".to_owned(),
+                &previous_conditions,
+                now,
+            );
+            if waiting.is_empty() && latest > Timestamp::MIN {
+                status.last_schedule_time = Some(latest);
+            }
+        } else if waiting.is_empty() && latest > Timestamp::MIN {
+            due = Some((latest, None, 1));
+        } else {
+            scheduled =
+                condition("Scheduled", true, "WaitingForParents", waiting.join("; "), &previous_conditions, now);
+        }
+    }
+
+    if let Some((instant, covers_from, count)) = due {
+        let what = if count > 1 {
+            format!("{count} instants from {} to {instant} (collapsed into one run)", covers_from.unwrap_or(instant))
+        } else if spec.schedule.is_some() {
+            format!("the instant {instant}")
+        } else {
+            format!("the completion of its parents at {instant}")
+        };
+        let policy = spec.concurrency_policy();
+        if active && policy == ConcurrencyPolicy::Forbid {
+            status.skipped_runs += count as u64;
+            status.last_schedule_time = Some(instant);
+            plan.events.push(Record::warning(
+                "Skipped",
+                format!("{what} skipped: concurrencyPolicy is Forbid and {}", active_words()),
+            ));
+        } else if active && policy == ConcurrencyPolicy::Replace && !live.is_empty() {
+            // The running ones are killed first; the new run starts once they are gone (the instant stays due).
+            for task in &live {
+                if task.spec.kill_requested != Some(true) {
+                    plan.kills.push(Kill { task: name(task).to_owned(), reason: KillReason::Replaced });
+                    plan.events.push(Record::normal(
+                        "Replacing",
+                        format!("{what} is due and concurrencyPolicy is Replace: killing {}", name(task)),
+                    ));
+                }
+            }
+            due_retries.clear();
+        } else {
+            if policy == ConcurrencyPolicy::Replace {
+                // Retries not yet started are replaced too: recorded, so they never start.
+                for (run, attempt, task) in waiting_retries.drain(..).chain(due_retries.drain(..)) {
+                    finals.push(RunRecord {
+                        task: name(task).to_owned(),
+                        instant: run.instant,
+                        trigger: run.trigger().map(str::to_owned),
+                        attempt,
+                        result: RunResult::Replaced,
+                        created_at: run.created(),
+                        finished_at: task.status.as_ref().and_then(|s| s.finished_at),
+                        message: Some(format!("its retry was replaced by the run of {instant}")),
+                    });
+                }
+            }
+            let run = run_key(instant);
+            if !runs.contains_key(run.as_str()) {
+                status.last_schedule_time = Some(instant);
+                plan.launch.push(NewRun {
+                    name: task_name(job_name, &run, 0),
+                    run,
+                    instant: Some(instant),
+                    attempt: 0,
+                    covers_from,
+                    event: Record::normal("Started", format!("starting the run of {what}")),
+                });
+            }
+        }
+    }
+    for (run, attempt, task) in due_retries {
+        let next = attempt + 1;
+        let what = run.instant.map_or_else(|| format!("run {}", run.key), |t| format!("the run of {t}"));
+        plan.launch.push(NewRun {
+            name: task_name(job_name, run.key, next),
+            run: run.key.to_owned(),
+            instant: run.instant,
+            attempt: next,
+            covers_from: None,
+            event: Record::warning(
+                "Retrying",
+                format!(
+                    "retrying {what}: attempt {next} of {retries} retries ({} failed: {})",
+                    name(task),
+                    failure(task)
+                ),
+            ),
+        });
+    }
+    plan.launch.extend(manual);
+
+    // Finished runs: counted once, newest last so the counters end where the newest left them.
+    finals.sort_by_key(|r| r.finished_at);
+    for record in &finals {
+        let what = record.instant.map_or_else(
+            || format!("manual run {}", record.trigger.as_deref().unwrap_or_default()),
+            |t| format!("the run of {t}"),
+        );
+        let took = match (record.created_at, record.finished_at) {
+            (Some(a), Some(b)) if b >= a => format!(", {} after it was created", secs(b.duration_since(a))),
+            _ => String::new(),
+        };
+        let attempts = if record.attempt > 0 { format!(" (attempt {})", record.attempt) } else { String::new() };
+        match record.result {
+            RunResult::Succeeded => {
+                status.success_count += 1;
+                status.errors_since_last_success = 0;
+                status.last_success = record.finished_at;
+                plan.events
+                    .push(Record::normal("Succeeded", format!("{what} succeeded{attempts}{took} ({})", record.task)));
+            }
+            RunResult::Replaced => {
+                plan.events
+                    .push(Record::normal("Replaced", format!("{what} was replaced by a newer run ({})", record.task)));
+            }
+            RunResult::Failed | RunResult::DeadlineExceeded => {
+                status.error_count += 1;
+                status.errors_since_last_success += 1;
+                status.last_error = record.finished_at;
+                let spent = if record.result == RunResult::Failed {
+                    format!(" after {} attempt(s)", record.attempt + 1)
+                } else {
+                    " (deadline exceeded, not retried)".to_owned()
+                };
+                plan.events.push(Record::warning(
+                    "Failed",
+                    format!("{what} failed{spent}: {}", record.message.as_deref().unwrap_or("no reason given")),
+                ));
+            }
+        }
+    }
+
+    // History: the newest successful and failed runs are kept; older ones are deleted once counted, and their
+    // records forgotten once their tasks are gone.
+    let mut records: Vec<RunRecord> = finals.into_iter().rev().chain(prev.runs.iter().cloned()).collect();
+    records.sort_by(|a, b| b.finished_at.cmp(&a.finished_at));
+    let existing: BTreeSet<&str> = tasks.iter().map(|t| name(t)).collect();
+    let claimed: BTreeSet<&str> = plan.triggers_claimed.iter().map(String::as_str).collect();
+    let (mut successes, mut failures) = (0u32, 0u32);
+    let (keep_successes, keep_failures) = (spec.successful_runs_history_limit(), spec.failed_runs_history_limit());
+    for record in &records {
+        let kept = if record.result.succeeded() {
+            successes += 1;
+            successes <= keep_successes
+        } else {
+            failures += 1;
+            failures <= keep_failures
+        };
+        let waiting_trigger = record
+            .trigger
+            .as_deref()
+            .is_some_and(|id| !claimed.contains(id) && triggers(job).iter().any(|(t, _)| t == id));
+        if !kept && counted.contains(record.task.as_str()) && !waiting_trigger {
+            // Every attempt of the run goes.
+            let run = runs.values().find(|r| r.attempts.values().any(|t| name(t) == record.task));
+            for task in run.into_iter().flat_map(|r| r.attempts.values()) {
+                plan.delete.push(name(task).to_owned());
+            }
+        }
+    }
+    records.retain(|r| existing.contains(r.task.as_str()) || r.finished_at.is_some_and(|f| f > now - RECORD_GRACE));
+    status.runs = records;
+    // Records of deleted tasks are forgotten after the grace: look again then.
+    wake.extend(
+        status
+            .runs
+            .iter()
+            .filter(|r| !existing.contains(r.task.as_str()))
+            .filter_map(|r| r.finished_at)
+            .map(|f| f + RECORD_GRACE),
+    );
+
+    // Active runs and conditions.
+    let mut active_names: Vec<String> = live.iter().map(|t| name(t).to_owned()).collect();
+    active_names.extend(plan.launch.iter().map(|l| l.name.clone()));
+    active_names.sort();
+    active_names.dedup();
+    status.active = active_names;
+    let running = condition(
+        "Running",
+        !status.active.is_empty(),
+        if status.active.is_empty() { "Idle" } else { "Running" },
+        if status.active.is_empty() {
+            "no run is active".to_owned()
+        } else {
+            format!("{} active", status.active.join(", "))
+        },
+        &previous_conditions,
+        now,
+    );
+    let failing = condition(
+        "Failing",
+        status.errors_since_last_success > 0,
+        if status.errors_since_last_success > 0 { "RunsFailed" } else { "Healthy" },
+        match (status.errors_since_last_success, status.runs.iter().find(|r| !r.result.succeeded())) {
+            (0, _) => "the last run succeeded, or none has failed".to_owned(),
+            (n, Some(last)) => {
+                format!("{n} failed run(s) since the last success; the last: {}", last.message.as_deref().unwrap_or(""))
+            }
+            (n, None) => format!("{n} failed run(s) since the last success"),
+        },
+        &previous_conditions,
+        now,
+    );
+    status.conditions = vec![scheduled, running, failing];
+    plan.wake = wake.into_iter().filter(|t| *t > now).min();
+    plan.status = status;
+    plan
+}
