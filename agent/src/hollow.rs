@@ -3,8 +3,9 @@
 //!
 //! Each hollow agent registers its Agent object and heartbeats its Lease exactly as a real agent does. Their Tasks
 //! are driven by one controller over one watch of all Tasks (not one watch per agent): a Staging task is Running at
-//! once; it finishes after the seconds in its annotation [`RUN_SECONDS`] (never, without it) with the exit code in
-//! [`EXIT_CODE`] (0 → Finished, else Failed); a task with `spec.killRequested` is Killed.
+//! once; it finishes after the seconds in its annotation [`RUN_SECONDS`] or env [`RUN_SECONDS_ENV`] (never, without
+//! either) with the exit code in [`EXIT_CODE`] or [`EXIT_CODE_ENV`] (0 → Finished, else Failed); a task with
+//! `spec.killRequested` is Killed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ pub const HEALTHY_ENV: &str = "HOLLOW_HEALTHY";
 /// The env variable that delays a hollow task's first passing health check by this many seconds after it starts
 /// (health unknown until then).
 pub const HEALTHY_AFTER_ENV: &str = "HOLLOW_HEALTHY_AFTER";
+/// The env variable that, like the [`RUN_SECONDS`] annotation, says how long a hollow task runs (so a framework
+/// that copies its job's env, as chronos does, can make its hollow tasks finish).
+pub const RUN_SECONDS_ENV: &str = "HOLLOW_RUN_SECONDS";
+/// The env variable that, like the [`EXIT_CODE`] annotation, gives a hollow task's exit code.
+pub const EXIT_CODE_ENV: &str = "HOLLOW_EXIT_CODE";
 /// Registrations in flight at once at start-up.
 const REGISTER_CONCURRENCY: usize = 32;
 /// Heartbeat renewals in flight at once.
@@ -206,7 +212,9 @@ fn decide(task: &Task, now: Timestamp) -> Step {
                     "lastHealthCheck": {"time": now, "passed": true, "output": "hollow: passed"}}));
             }
             let annotations = &task.metadata.annotations;
-            let Some(seconds) = annotations.get(RUN_SECONDS).and_then(|s| s.parse::<f64>().ok()) else {
+            let env = &task.spec.env;
+            let setting = |annotation: &str, var: &str| annotations.get(annotation).or_else(|| env.get(var));
+            let Some(seconds) = setting(RUN_SECONDS, RUN_SECONDS_ENV).and_then(|s| s.parse::<f64>().ok()) else {
                 return Step::Wait;
             };
             let started = task.status.as_ref().and_then(|s| s.started_at).unwrap_or(now);
@@ -215,7 +223,7 @@ fn decide(task: &Task, now: Timestamp) -> Step {
                 let left = now.duration_until(ends).unsigned_abs();
                 return Step::After(left);
             }
-            let code = annotations.get(EXIT_CODE).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            let code = setting(EXIT_CODE, EXIT_CODE_ENV).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
             let state = if code == 0 { "Finished" } else { "Failed" };
             Step::Write(json!({ "state": state, "exitCode": code, "finishedAt": now }))
         }
@@ -299,6 +307,16 @@ mod tests {
         let mut ok = task(Some(TaskState::Running), Some("0"), None);
         ok.status.as_mut().unwrap().started_at = Some(now);
         assert_eq!(state_written(&decide(&ok, now)), Some("Finished"));
+        // The same from the task's env, as a framework that copies its job's env sets it.
+        let mut by_env = task(Some(TaskState::Running), None, None);
+        by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1".into());
+        by_env.spec.env.insert(EXIT_CODE_ENV.into(), "2".into());
+        by_env.status.as_mut().unwrap().started_at = Some(now);
+        assert_eq!(decide(&by_env, now), Step::After(Duration::from_secs(1)));
+        match decide(&by_env, later) {
+            Step::Write(status) => assert_eq!(status["exitCode"].as_i64(), Some(2)),
+            other => panic!("{other:?}"),
+        }
 
         let mut kill = task(Some(TaskState::Running), None, None);
         kill.spec.kill_requested = Some(true);

@@ -1,6 +1,6 @@
 //! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (or `--hollow` simulated ones);
 //! `image` manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them;
-//! `controllers` runs the allocator and marathon; `version`. Later issues add `up` and the API client commands.
+//! `controllers` runs the allocator, marathon and chronos; `version`. Later issues add `up` and the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,12 +66,14 @@ enum Command {
     /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
     ///
     /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
-    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds; their health
+    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds or the env
+    /// HOLLOW_RUN_SECONDS, with the exit code in hollow.agora.dev/exit-code or HOLLOW_EXIT_CODE; their health
     /// checks pass, unless the task's env has HOLLOW_HEALTHY=false, or pass only HOLLOW_HEALTHY_AFTER seconds after
     /// they start): for scale tests.
     Agent(AgentArgs),
-    /// Run the built-in controllers (the allocator and marathon), each leader-elected — the allocator on its Lease in
-    /// agora-system, marathon on its framework lease — so several processes may run and one of each leads.
+    /// Run the built-in controllers (the allocator, marathon and chronos), each leader-elected — the allocator on its
+    /// Lease in agora-system, marathon and chronos on their framework leases — so several processes may run and one
+    /// of each leads.
     Controllers(ControllersArgs),
     /// Manage the agent's local OCI image store.
     Image {
@@ -112,6 +114,36 @@ enum Command {
         /// Print the defaulted objects instead of a summary.
         #[arg(short = 'o', long = "output")]
         output: Option<Output>,
+    },
+    /// Start one run of a CronJob now, whatever its schedule and even when it is disabled (`agora trigger cronjob
+    /// NAME`). Each trigger id runs once; the run's Task is NAME-manual-ID-0.
+    Trigger {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// What to trigger: `cronjob` (or `cronjobs`, `cj`).
+        #[arg(value_parser = ["cronjob", "cronjobs", "cj"])]
+        kind: String,
+        /// The job.
+        name: String,
+        /// Its namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The trigger's id (lowercase letters, digits, '-'; at most 20): the same id twice runs once. Made up when
+        /// not given.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Print the dependency graph of a namespace's CronJobs as Graphviz DOT (`agora graph cronjobs | dot -Tsvg`),
+    /// each job colored by its last result.
+    Graph {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// What to draw: `cronjobs` (or `cronjob`, `cj`).
+        #[arg(value_parser = ["cronjob", "cronjobs", "cj"])]
+        kind: String,
+        /// The namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
     /// Back up and restore the store (see the README's "Backups and recovery").
     Store {
@@ -219,6 +251,8 @@ fn main() -> ExitCode {
         }
         Command::Validate { files, output } => validate(&files, output),
         Command::Store { command } => store(command),
+        Command::Trigger { cluster, name, namespace, id, .. } => trigger(&cluster, &name, &namespace, id.as_deref()),
+        Command::Graph { cluster, namespace, .. } => graph(&cluster, &namespace),
         Command::Version => {
             println!("agora {}", env!("CARGO_PKG_VERSION"));
             Ok(true)
@@ -245,6 +279,40 @@ fn error_chain(e: &anyhow::Error) -> String {
         }
     }
     message
+}
+
+/// `agora trigger cronjob NAME`.
+fn trigger(cluster: &ClusterArgs, name: &str, namespace: &str, id: Option<&str>) -> Result<bool> {
+    let client = agora_client::Client::new(cluster.config()?.user_agent("agora"))?;
+    // An id from the time: readable, and unique enough for a person's triggers.
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let id = id.map_or_else(|| format!("{millis:x}"), str::to_owned);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let jobs: agora_client::Api<agora_schemas::CronJob> = agora_client::Api::namespaced(client, namespace);
+        jobs.trigger(name, Some(&id)).await
+    })?;
+    println!("cronjob/{name} triggered: run manual-{id} (task {name}-manual-{id}-0)");
+    Ok(true)
+}
+
+/// `agora graph cronjobs`.
+fn graph(cluster: &ClusterArgs, namespace: &str) -> Result<bool> {
+    let client = agora_client::Client::new(cluster.config()?.user_agent("agora"))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let jobs = runtime.block_on(async {
+        let jobs: agora_client::Api<agora_schemas::CronJob> = agora_client::Api::namespaced(client, namespace);
+        jobs.list(&agora_client::ListParams::default())
+            .await
+            .with_context(|| format!("listing cronjobs in {namespace}"))
+    })?;
+    let mut items = jobs.items;
+    for job in &mut items {
+        job.spec.apply_defaults();
+    }
+    let refs: Vec<&agora_schemas::CronJob> = items.iter().collect();
+    print!("{}", agora_controllers::chronos::graph::dot(namespace, &refs));
+    Ok(true)
 }
 
 fn apiserver(
@@ -310,8 +378,8 @@ impl ClusterArgs {
 struct ControllersArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Which controllers to run (comma-separated): allocator, marathon.
-    #[arg(long, value_delimiter = ',', default_value = "allocator,marathon")]
+    /// Which controllers to run (comma-separated): allocator, marathon, chronos.
+    #[arg(long, value_delimiter = ',', default_value = "allocator,marathon,chronos")]
     only: Vec<String>,
     /// This process's name in the leader elections (default: hostname-pid).
     #[arg(long)]
@@ -333,7 +401,7 @@ struct ControllersArgs {
 fn controllers(args: ControllersArgs) -> Result<bool> {
     use agora_controllers::runtime::leader::{LeaderElector, LeaseConfig};
     init_logging();
-    const KNOWN: [&str; 2] = ["allocator", "marathon"];
+    const KNOWN: [&str; 3] = ["allocator", "marathon", "chronos"];
     for name in &args.only {
         anyhow::ensure!(
             KNOWN.contains(&name.as_str()),
@@ -343,6 +411,7 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
     }
     let run_allocator = args.only.iter().any(|n| n == "allocator");
     let run_marathon = args.only.iter().any(|n| n == "marathon");
+    let run_chronos = args.only.iter().any(|n| n == "chronos");
     let seconds = |value: f64, flag: &str| -> Result<std::time::Duration> {
         anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
         Ok(std::time::Duration::from_secs_f64(value))
@@ -407,8 +476,21 @@ fn controllers(args: ControllersArgs) -> Result<bool> {
                 .await
                 .context("marathon")
         };
-        let (allocator, marathon) = tokio::join!(allocator, marathon);
-        allocator.and(marathon)
+        let chronos = async {
+            if !run_chronos {
+                return Ok(());
+            }
+            let config = agora_controllers::chronos::controller::Config {
+                identity: identity.clone(),
+                lease,
+                ..Default::default()
+            };
+            agora_controllers::chronos::controller::run(client.clone(), config, signalled(stopped.clone()))
+                .await
+                .context("chronos")
+        };
+        let (allocator, marathon, chronos) = tokio::join!(allocator, marathon, chronos);
+        allocator.and(marathon).and(chronos)
     })?;
     Ok(true)
 }

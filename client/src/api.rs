@@ -438,6 +438,19 @@ impl Api<Offer> {
     }
 }
 
+impl Api<agora_schemas::CronJob> {
+    /// Starts one run of the job `name` now, whatever its schedule and even when it is disabled: the server records
+    /// the trigger `id` (one is made when `None`) and chronos runs it once, as the Task `<name>-manual-<id>-0`.
+    /// Returns the job with the trigger recorded.
+    ///
+    /// # Errors
+    /// 404 for no such job; 409 AlreadyExists when the id has run already; 422 for a malformed id; any failure.
+    pub async fn trigger(&self, name: &str, id: Option<&str>) -> Result<agora_schemas::CronJob> {
+        let body = self.encode("trigger", name, &serde_json::json!({ "id": id }))?;
+        self.object_call(Method::POST, "trigger", name, Some("trigger"), &[], Some(("application/json", body))).await
+    }
+}
+
 /// `path?key=value&...`, values URL-encoded.
 fn with_query(mut path: String, query: &[(&'static str, String)]) -> String {
     if !query.is_empty() {

@@ -10,6 +10,7 @@
 //! watch cache in [`watch`].
 
 mod accept;
+mod cronjobs;
 pub mod decode;
 pub mod error;
 mod logs;
@@ -658,7 +659,9 @@ impl ResourceApi {
     ) -> ApiResult<Response> {
         let target = Target::parse(rest, path)?;
         if let Some(sub) = target.subresource.as_deref() {
-            if !matches!(sub, "status" | "scale" | "accept" | "log") || !target.kind.subresources.contains(&sub) {
+            if !matches!(sub, "status" | "scale" | "accept" | "log" | "trigger")
+                || !target.kind.subresources.contains(&sub)
+            {
                 return Err(ApiError::no_such_path(path));
             }
         }
@@ -713,6 +716,9 @@ impl ResourceApi {
             }
             (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
             (true, Some("accept"), &Method::POST) => self.accept(&target, body).await.map(ok),
+            (true, Some("trigger"), &Method::POST) => {
+                self.trigger(&target, body, admission, &update(Scope::Main)).await.map(ok)
+            }
             (true, Some("log"), &Method::GET) => self.log(&target, &query).await,
             (true, Some("scale"), &Method::GET) => self.get(&target).await.map(|object| ok(scale_of(&object))),
             (true, Some("scale"), &Method::PUT | &Method::PATCH) => self
@@ -1023,6 +1029,7 @@ impl ResourceApi {
                 Ok::<_, ApiError>((admitted, bytes))
             })
             .await?;
+            self.check_parents(target, &name, &admitted).await?;
             let key = self.key(target, &name);
             let response =
                 self.store.txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, bytes)])).await?;
@@ -1394,6 +1401,9 @@ impl ResourceApi {
             })
             .await?;
             let Some((mut admitted, key, op)) = prepared else { return Ok(current) };
+            if matches!(op, Op::Put(..)) && admitted.get("spec") != current.get("spec") {
+                self.check_parents(target, name, &admitted).await?;
+            }
             let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
             if response.succeeded {
                 set_meta(&mut admitted, "resourceVersion", json!(response.revision.to_string()));

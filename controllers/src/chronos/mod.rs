@@ -11,7 +11,7 @@
 //! restart or a retried request can never start an instant twice. `status.lastScheduleTime` carries the position
 //! across the deletion of old runs: their Tasks are deleted only once the status that counted them is stored.
 
-// pub mod controller;
+pub mod controller;
 pub mod graph;
 pub mod plan;
 

@@ -365,6 +365,9 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
     };
     let newest_instant = runs.values().filter(|r| r.trigger().is_none()).filter_map(|r| r.instant).max();
     let floor = prev.last_schedule_time.into_iter().chain(newest_instant).max();
+    // The position only moves past an instant once it is decided: its run's Task exists (or is being created), or
+    // it was skipped or missed. A run planned but not launched yet stays due.
+    status.last_schedule_time = floor;
     let mut due: Option<(Timestamp, Option<Timestamp>, usize)> = None;
     let disabled = spec.disabled();
     let previous_conditions = prev.conditions.clone();
@@ -552,7 +555,6 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
             }
             let run = run_key(instant);
             if !runs.contains_key(run.as_str()) {
-                status.last_schedule_time = Some(instant);
                 plan.launch.push(NewRun {
                     name: task_name(job_name, &run, 0),
                     run,

@@ -89,16 +89,20 @@ fn an_instant_runs_once_and_then_the_next_is_awaited() {
     let p = at(&j, &[], "2026-01-01T00:00:00.010Z");
     assert_eq!(launched(&p), ["tick-20260101t000000z-0"]);
     assert_eq!(p.launch[0].instant, Some(ts("2026-01-01T00:00:00Z")));
-    assert_eq!(p.status.last_schedule_time, Some(ts("2026-01-01T00:00:00Z")));
+    assert_eq!(p.status.last_schedule_time, None, "the position moves once the run's Task exists");
     assert_eq!(p.status.next_schedule_time, Some(ts("2026-01-01T00:01:00Z")));
     assert_eq!(p.wake, Some(ts("2026-01-01T00:01:00Z")));
     assert_eq!(p.status.active, ["tick-20260101t000000z-0"]);
-    // Decided again before the task is seen: the status says the instant is taken; nothing runs twice.
-    let again = at(&decided(j.clone(), &p), &[], "2026-01-01T00:00:00.500Z");
-    assert!(again.launch.is_empty(), "{:?}", again.launch);
-    // A new leader that sees only the task (its status write lost) does not run it again either.
+    // Not launched yet (no offer): still due, as long as it is within epsilon.
+    let again = at(&decided(j.clone(), &p), &[], "2026-01-01T00:00:30Z");
+    assert_eq!(launched(&again), ["tick-20260101t000000z-0"]);
+    // Once its Task exists (or is being created) it is never due again, even to a new leader whose status is old.
     let running = task("tick", "2026-01-01T00:00:00Z", 0, TaskState::Running, None);
+    let seen = at(&decided(j.clone(), &again), &[running.clone()], "2026-01-01T00:00:30.5Z");
+    assert!(seen.launch.is_empty(), "{:?}", seen.launch);
+    assert_eq!(seen.status.last_schedule_time, Some(ts("2026-01-01T00:00:00Z")));
     assert!(at(&j, &[running.clone()], "2026-01-01T00:00:30Z").launch.is_empty());
+    let p = seen;
     // The next instant, while the first still runs: Forbid skips it, and says so.
     let p = at(&decided(j.clone(), &p), &[running], "2026-01-01T00:01:00.005Z");
     assert!(p.launch.is_empty());
@@ -121,7 +125,7 @@ fn allow_runs_side_by_side_and_replace_kills_first() {
     assert!(p.launch.is_empty(), "the new run waits for the old to be gone");
     assert_eq!(p.kills.len(), 1);
     assert_eq!((p.kills[0].task.as_str(), p.kills[0].reason), ("j-20260101t000000z-0", KillReason::Replaced));
-    assert_eq!(p.status.last_schedule_time, None, "the instant stays due until it runs");
+    assert_eq!(p.status.last_schedule_time, Some(ts("2026-01-01T00:00:00Z")), "00:01 stays due until it runs");
     // Killed: the replaced run is recorded (not an error) and the new one starts.
     let mut killed = (*task("j", "2026-01-01T00:00:00Z", 0, TaskState::Killed, Some("2026-01-01T00:01:01Z"))).clone();
     killed.metadata.annotations.insert(KILL_REASON_ANNOTATION.into(), "Replaced".into());
@@ -202,12 +206,13 @@ fn missed_instants_are_counted_and_those_within_epsilon_collapse() {
     let j = job("m", spec);
     let p = at(&j, &[], "2026-01-01T00:00:00Z");
     let j = decided(j, &p);
+    let first = [task("m", "2026-01-01T00:00:00Z", 0, TaskState::Finished, Some("2026-01-01T00:00:01Z"))];
     // Down from 00:00:30 to 00:10:30: instants 00:01..00:07 are more than 3 minutes late; 00:08..00:10 are not.
-    let p = at(&j, &[], "2026-01-01T00:10:30Z");
+    let p = at(&j, &first, "2026-01-01T00:10:30Z");
     assert_eq!(p.status.missed_runs, 7);
     assert_eq!(launched(&p), ["m-20260101t001000z-0"]);
     assert_eq!(p.launch[0].covers_from, Some(ts("2026-01-01T00:08:00Z")), "one run for three instants");
-    assert_eq!(reasons(&p), ["Missed", "Started"]);
+    assert_eq!(reasons(&p), ["Missed", "Succeeded", "Started"]);
     assert!(
         p.events[0].message.contains("7 instants from 2026-01-01T00:01:00Z were missed"),
         "{}",
@@ -215,7 +220,8 @@ fn missed_instants_are_counted_and_those_within_epsilon_collapse() {
     );
     assert!(p.launch[0].event.message.contains("3 instants from 2026-01-01T00:08:00Z to 2026-01-01T00:10:00Z"));
     // Counted once.
-    let p = at(&decided(j, &p), &[], "2026-01-01T00:10:31Z");
+    let ten = task("m", "2026-01-01T00:10:00Z", 0, TaskState::Running, None);
+    let p = at(&decided(j, &p), &[first[0].clone(), ten], "2026-01-01T00:10:31Z");
     assert_eq!(p.status.missed_runs, 7);
     assert!(p.launch.is_empty());
 }
@@ -346,13 +352,14 @@ fn parents_run_a_child_once_per_completion_set() {
     assert_eq!(launched(&p), ["c-20260101t000007z-0"], "named after the completion of the set");
     // Once: the same completions do not run it again; a new completion of only one parent does not either.
     let c = decided(child.clone(), &p);
-    assert!(plan(&c, &[], &parents_now(&a, &b), ts("2026-01-01T00:00:11Z")).launch.is_empty());
+    let run = [task("c", "2026-01-01T00:00:07Z", 0, TaskState::Finished, Some("2026-01-01T00:00:09Z"))];
+    assert!(plan(&c, &run, &parents_now(&a, &b), ts("2026-01-01T00:00:11Z")).launch.is_empty());
     a.status = Some(CronJobStatus { last_success: Some(ts("2026-01-01T00:01:05Z")), ..CronJobStatus::default() });
-    let p = plan(&c, &[], &parents_now(&a, &b), ts("2026-01-01T00:01:10Z"));
+    let p = plan(&c, &run, &parents_now(&a, &b), ts("2026-01-01T00:01:10Z"));
     assert!(p.launch.is_empty());
     assert!(condition(&p, "Scheduled").message.as_deref().unwrap().contains("b has not completed since the last run"));
     b.status = Some(CronJobStatus { last_success: Some(ts("2026-01-01T00:01:06Z")), ..CronJobStatus::default() });
-    let p = plan(&c, &[], &parents_now(&a, &b), ts("2026-01-01T00:01:10Z"));
+    let p = plan(&c, &run, &parents_now(&a, &b), ts("2026-01-01T00:01:10Z"));
     assert_eq!(launched(&p), ["c-20260101t000106z-0"]);
 }
 

@@ -6,6 +6,8 @@
 //! offers(offers, tasks) -> launches   what to run on which offer; offers left out are declined
 //! wants_offers(tasks)   -> bool       false suppresses the framework, true revives it
 //! done(tasks)           -> bool       true: unregister and return
+//! hold(offer)           -> bool       true: leave an unused offer unanswered, to use it soon (default false)
+//! failed(launch, error)               an acceptance failed; its offer is presented again (default: nothing)
 //! ```
 //!
 //! and [`Framework::run`] does the rest: it registers the Framework object (server-side apply: roles, weight,
@@ -28,6 +30,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
 use crate::allocator::controller::FRAMEWORK_LEASE_NAMESPACE;
+use crate::runtime::AbortOnDrop;
 use crate::runtime::cache::{Cache, Seen, cache, cache_trimmed};
 use crate::runtime::leader::{LeaderElector, LeaseConfig};
 use crate::runtime::watcher;
@@ -54,6 +57,15 @@ pub trait Scheduler: Send + 'static {
     fn done(&self, _tasks: &[Arc<Task>]) -> bool {
         false
     }
+    /// Whether to keep an offer it did not launch on, neither accepted nor declined, so it is at hand when work is
+    /// due (a held offer is presented again on every later decision, until it is used, rescinded or expires). A
+    /// declined offer's agent is filtered for the refuse time; a held one is not.
+    fn hold(&mut self, _offer: &Offer) -> bool {
+        false
+    }
+    /// An acceptance failed (the offer was rescinded, a task's name exists already, the apiserver was away); the
+    /// offer, if still outstanding, is presented again.
+    fn failed(&mut self, _launch: &Launch, _error: &agora_client::Error) {}
 }
 
 /// What a leader's companion (see [`Framework::run_with`]) works with: the framework's Tasks, already listed, and
@@ -275,7 +287,7 @@ impl Framework {
     }
 
     /// The leader's loop: returns true when the scheduler is done (false when its watches ended first).
-    async fn lead<S, C, F>(&self, scheduler: &Mutex<S>, companion: &C) -> bool
+    async fn lead<S, C, F>(&self, shared_scheduler: &Mutex<S>, companion: &C) -> bool
     where
         S: Scheduler,
         C: Fn(Leading) -> F,
@@ -314,7 +326,7 @@ impl Framework {
                 .collect();
             let live: HashSet<&str> = outstanding.iter().filter_map(|o| o.metadata.name.as_deref()).collect();
             answered.retain(|o| live.contains(o.as_str()));
-            let mut scheduler = scheduler.lock().await;
+            let mut scheduler = shared_scheduler.lock().await;
             if scheduler.done(&all_tasks) {
                 return true;
             }
@@ -333,17 +345,36 @@ impl Framework {
             let mut retry = false;
             if !fresh.is_empty() && awaited.is_empty() {
                 let launches = scheduler.offers(&fresh, &all_tasks);
+                // Offers neither launched on nor held are declined.
+                let used: HashSet<&str> = launches.iter().map(|l| l.offer.as_str()).collect();
+                let answering: Vec<Arc<Offer>> = fresh
+                    .iter()
+                    .filter(|o| {
+                        let name = o.metadata.name.as_deref().unwrap_or_default();
+                        used.contains(name) || !scheduler.hold(o)
+                    })
+                    .cloned()
+                    .collect();
+                drop(used);
                 drop(scheduler);
                 compute = started.elapsed();
-                let (created, failed) = self.answer(&fresh, launches).await;
-                for offer in &fresh {
+                let (created, failed) = self.answer(&answering, launches).await;
+                for offer in &answering {
                     let name = offer.metadata.name.clone().unwrap_or_default();
-                    if !failed.contains(&name) {
+                    if !failed.iter().any(|(o, _)| *o == name) {
                         answered.insert(name);
                     }
                 }
                 awaited.extend(created);
-                retry = !failed.is_empty();
+                retry = failed.iter().any(|(o, _)| !o.is_empty());
+                if !failed.is_empty() {
+                    let mut scheduler = shared_scheduler.lock().await;
+                    for (_, failure) in &failed {
+                        if let Some((launch, error)) = failure {
+                            scheduler.failed(launch, error);
+                        }
+                    }
+                }
             } else {
                 drop(scheduler);
                 compute = started.elapsed();
@@ -375,8 +406,8 @@ impl Framework {
     }
 
     /// Accepts the launches and declines the other offers; returns the tasks created (`namespace/name`) and the
-    /// offers whose answer failed for a reason worth retrying.
-    async fn answer(&self, offers: &[Arc<Offer>], launches: Vec<Launch>) -> (Vec<String>, HashSet<String>) {
+    /// offers whose answer failed for a reason worth retrying (with the launch and the error, for an acceptance).
+    async fn answer(&self, offers: &[Arc<Offer>], launches: Vec<Launch>) -> (Vec<String>, Vec<(String, Failure)>) {
         let api: Api<Offer> = Api::all(self.client.clone());
         let refuse = self.refuse.as_secs_f64();
         let mut by_offer: std::collections::HashMap<String, Vec<TaskTemplate>> = std::collections::HashMap::new();
@@ -390,6 +421,8 @@ impl Framework {
             let refuse_seconds = tasks.is_empty().then_some(refuse);
             answers.push((name, OfferAcceptance { tasks, refuse_seconds, ..OfferAcceptance::default() }));
         }
+        let templates: std::collections::HashMap<String, Vec<TaskTemplate>> =
+            answers.iter().filter(|(_, a)| !a.tasks.is_empty()).map(|(n, a)| (n.clone(), a.tasks.clone())).collect();
         let results: Vec<(String, Vec<String>, agora_client::Result<Offer>)> = futures::stream::iter(answers)
             .map(|(name, acceptance)| {
                 let api = api.clone();
@@ -408,7 +441,7 @@ impl Framework {
             .collect()
             .await;
         let mut created = Vec::new();
-        let mut failed = HashSet::new();
+        let mut failed = Vec::new();
         for (name, namespaces, result) in results {
             match result {
                 Ok(offer) => {
@@ -418,16 +451,31 @@ impl Framework {
                 // Decided meanwhile (rescinded, expired): the watch will show it.
                 Err(e) if e.is_not_found() || e.is_conflict() && !e.is_already_exists() => {
                     tracing::debug!(offer = %name, error = %e, "offer already decided");
+                    let tasks = templates.get(&name).cloned();
+                    if let Some(tasks) = tasks {
+                        // Nothing to retry on this offer, but the scheduler should know its launch did not happen.
+                        failed.push((String::new(), Some((Launch { offer: name, tasks }, e))));
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(framework = %self.name, offer = %name, error = %e, "answering the offer failed");
-                    failed.insert(name);
+                    if e.is_already_exists() {
+                        // A task of this name was created before (by a predecessor, or a lost response): claimed.
+                        tracing::info!(framework = %self.name, offer = %name, error = %e, "a task exists already");
+                    } else {
+                        tracing::warn!(framework = %self.name, offer = %name, error = %e, "answering the offer failed");
+                    }
+                    let launch =
+                        templates.get(&name).map(|tasks| (Launch { offer: name.clone(), tasks: tasks.clone() }, e));
+                    failed.push((name, launch));
                 }
             }
         }
         (created, failed)
     }
 }
+
+/// An answer that failed: the launch it carried (none for a decline) and why.
+type Failure = Option<(Launch, agora_client::Error)>;
 
 /// A cache of the objects matching `fields`, waking `changed` on every change.
 fn watch<K: agora_schemas::Resource + Clone + Send + Sync + 'static>(
@@ -466,13 +514,4 @@ fn watch_tasks(
         changed.notify_one();
     });
     (cache, AbortOnDrop(handle))
-}
-
-/// Stops a watch when the leader's loop ends.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

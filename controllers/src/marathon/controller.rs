@@ -23,6 +23,7 @@ use super::offers::{Need, place, task_template};
 use super::plan::{self, Agents, KILL_REASON_ANNOTATION, OfferSummary, Plan};
 use crate::framework::placement::Spread;
 use crate::framework::{Framework, Launch, Leading, Scheduler, TaskChange};
+use crate::runtime::AbortOnDrop;
 use crate::runtime::cache::{Cache, Seen, cache, key};
 use crate::runtime::events::{Record, Recorder, Reporter, reference};
 use crate::runtime::leader::LeaseConfig;
@@ -282,7 +283,7 @@ pub async fn run(
     let shared: Shared = Arc::default();
     let (events, published) = tokio::sync::mpsc::unbounded_channel();
     let recorder = Recorder::new(client.clone(), Reporter::new(FRAMEWORK, Some(&config.identity)));
-    let publisher = tokio::spawn(publish(recorder, published));
+    let publisher = tokio::spawn(crate::runtime::events::publish_all(recorder, published));
     let wake = Arc::new(Notify::new());
     let scheduler = Marathon { shared: shared.clone(), events: events.clone(), wake: wake.clone() };
     let roles: Vec<&str> = config.roles.iter().map(String::as_str).collect();
@@ -303,26 +304,6 @@ pub async fn run(
         .await;
     publisher.abort();
     result.map(|_| ())
-}
-
-/// Publishes Events, several at once.
-async fn publish(recorder: Recorder, events: tokio::sync::mpsc::UnboundedReceiver<(ObjectReference, Record)>) {
-    tokio_stream_of(events)
-        .for_each_concurrent(16, |(object, record)| {
-            let recorder = recorder.clone();
-            async move {
-                if let Err(e) = recorder.publish(&object, record).await {
-                    tracing::debug!(error = %e, "event not published");
-                }
-            }
-        })
-        .await;
-}
-
-fn tokio_stream_of<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// What the companion marks for another look.
@@ -931,15 +912,6 @@ fn status_patch(status: &AppStatus, stored: Option<&AppStatus>) -> Value {
         }
     }
     value
-}
-
-/// Stops a watch when the companion ends.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -223,3 +223,22 @@ mod tests {
         assert_eq!(truncate("short", 10), "short");
     }
 }
+
+/// Publishes every `(object, record)` sent on `events`, several at once, until the senders are gone (an Event that
+/// cannot be written is logged and dropped: never worth stalling a controller for).
+pub async fn publish_all(
+    recorder: Recorder,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<(ObjectReference, Record)>,
+) {
+    use futures::StreamExt;
+    futures::stream::poll_fn(move |cx| events.poll_recv(cx))
+        .for_each_concurrent(16, |(object, record)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(e) = recorder.publish(&object, record).await {
+                    tracing::debug!(error = %e, "event not published");
+                }
+            }
+        })
+        .await;
+}

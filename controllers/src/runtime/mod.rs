@@ -63,6 +63,16 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// Aborts a spawned task when dropped: a watch or helper that must not outlive the work that started it.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Completes on SIGINT or SIGTERM (never, if the signals cannot be watched).
 pub async fn shutdown_signal() {
     let interrupt = async {

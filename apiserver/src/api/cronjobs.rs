@@ -1,0 +1,183 @@
+//! What the apiserver knows of CronJobs beyond one object: `POST cronjobs/{name}/trigger` (a manual run, claimed
+//! by chronos exactly once per trigger id), and the admission check that a job's `parents` close no cycle in its
+//! namespace (a 422 naming the cycle).
+
+use agora_schemas::{FieldError, FieldErrorKind, StatusReason, TRIGGER_ANNOTATION_PREFIX, find_cycle};
+use axum::body::Bytes;
+use serde_json::{Value, json};
+
+use super::managed::Manage;
+use super::{Admission, ApiError, ApiResult, Change, ResourceApi, Target, decode, meta_str, now, random_suffix};
+use crate::store::RangeRequest;
+
+/// The longest trigger id (it becomes part of a Task's name and of an annotation's key).
+const MAX_TRIGGER_ID: usize = 20;
+
+/// What a trigger request may carry.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerRequest {
+    /// The trigger's id (lowercase letters, digits and `-`); the server makes one when it is absent. Sending the
+    /// same id twice starts one run.
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_TRIGGER_ID {
+        return Err(format!("must be 1 to {MAX_TRIGGER_ID} characters, not {}", id.len()));
+    }
+    if !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(format!("{id:?} may hold only lowercase letters, digits and '-'"));
+    }
+    if id.starts_with('-') || id.ends_with('-') {
+        return Err(format!("{id:?} must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+impl ResourceApi {
+    /// `POST cronjobs/{name}/trigger`: records the request on the job (`trigger.agora.dev/<id>: <now>`), which
+    /// chronos turns into one run named `<job>-manual-<id>-0` — whatever the schedule, even when the job is disabled —
+    /// and then removes. Answers the job as stored.
+    pub(super) async fn trigger(
+        &self,
+        target: &Target,
+        body: Bytes,
+        admission: &Admission,
+        manage: &Manage,
+    ) -> ApiResult<Value> {
+        let kind = target.kind;
+        let name = target.name().to_owned();
+        let request: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            TriggerRequest::default()
+        } else {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(|e| {
+                let path = agora_schemas::manifest::display_path(e.path());
+                let message = agora_schemas::manifest::humanize_serde_message(&e.inner().to_string());
+                ApiError::invalid(kind, &name, &[FieldError { path, kind: FieldErrorKind::Invalid, message }])
+            })?
+        };
+        let id = match request.id {
+            Some(id) => {
+                check_id(&id).map_err(|message| {
+                    ApiError::invalid(
+                        kind,
+                        &name,
+                        &[FieldError { path: "id".into(), kind: FieldErrorKind::Invalid, message }],
+                    )
+                })?;
+                id
+            }
+            None => random_suffix(),
+        };
+        // An id whose run exists (or is recorded) was used: a second run would not be "exactly once per id".
+        let task = format!("{name}-manual-{id}-0");
+        let namespace = target.namespace.as_deref();
+        if self.store.get(&self.keys.object_key("tasks", namespace, &task)).await?.is_some() {
+            return Err(ApiError::new(
+                StatusReason::AlreadyExists,
+                format!("trigger id {id:?} of cronjob {name} has run already (task {task}); use another id"),
+            ));
+        }
+        let (_, current) = self.current(target).await?;
+        let recorded = current
+            .pointer("/status/runs")
+            .and_then(Value::as_array)
+            .is_some_and(|runs| runs.iter().any(|r| r.get("trigger").and_then(Value::as_str) == Some(&id)));
+        if recorded {
+            return Err(ApiError::new(
+                StatusReason::AlreadyExists,
+                format!("trigger id {id:?} of cronjob {name} has run already; use another id"),
+            ));
+        }
+        let annotation = format!("{TRIGGER_ANNOTATION_PREFIX}{id}");
+        let requested = now().to_string();
+        self.update(
+            target,
+            None,
+            Change::inline(move |current: &Value| {
+                let mut next = current.clone();
+                let meta = next["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("no metadata"))?;
+                let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+                if annotations.get(&annotation).is_none() {
+                    annotations[&annotation] = json!(requested);
+                }
+                Ok(next)
+            }),
+            admission,
+            manage,
+        )
+        .await
+    }
+
+    /// Refuses a CronJob whose `parents` would close a dependency cycle among the jobs of its namespace.
+    pub(super) async fn check_parents(&self, target: &Target, name: &str, admitted: &Value) -> ApiResult<()> {
+        if target.kind.kind != "CronJob" {
+            return Ok(());
+        }
+        let parents = |object: &Value| -> Vec<String> {
+            object
+                .pointer("/spec/parents")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let own = parents(admitted);
+        if own.is_empty() {
+            return Ok(());
+        }
+        let namespace = meta_str(admitted, "namespace").or(target.namespace.as_deref()).unwrap_or("default");
+        let prefix = self.keys.namespace_prefix(target.kind.plural, namespace);
+        let mut graph = std::collections::HashMap::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    start_after: after.take(),
+                    limit: Some(500),
+                    revision: None,
+                })
+                .await?;
+            for kv in &page.kvs {
+                let object = decode(kv)?;
+                if let Some(job) = meta_str(&object, "name") {
+                    graph.insert(job.to_owned(), parents(&object));
+                }
+            }
+            match (page.more, page.kvs.last()) {
+                (true, Some(last)) => after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+        graph.insert(name.to_owned(), own);
+        if let Some(cycle) = find_cycle(name, |job| graph.get(job).cloned()) {
+            return Err(ApiError::invalid(
+                target.kind,
+                name,
+                &[FieldError {
+                    path: "spec.parents".into(),
+                    kind: FieldErrorKind::Invalid,
+                    message: format!("the parents form a dependency cycle: {}", cycle.join(" → ")),
+                }],
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_ids_are_checked() {
+        assert!(check_id("abc-12").is_ok());
+        assert!(check_id("").unwrap_err().contains("1 to 20"));
+        assert!(check_id("a".repeat(21).as_str()).is_err());
+        assert!(check_id("Abc").unwrap_err().contains("lowercase"));
+        assert!(check_id("-a").unwrap_err().contains("start and end"));
+    }
+}
