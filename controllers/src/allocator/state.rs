@@ -42,6 +42,11 @@ impl Default for Timing {
     }
 }
 
+/// How long an accepted offer holds its resources at most while its tasks have not arrived on the task watch: they
+/// are created in the acceptance's own transaction, so tasks still missing by then were deleted since (a framework
+/// forgetting finished runs) — by a predecessor's watch, perhaps, which a new leader never saw.
+pub const ACCEPTED_HOLD: Duration = Duration::from_secs(10);
+
 /// Everything observed, as the reflectors hold it.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -183,8 +188,10 @@ pub fn observe_agents(
             OfferPhase::Accepted => {
                 let created = offer.status.as_ref().map_or(0, |s| s.tasks.len());
                 let offer_name = name(offer);
-                let now = arrived.get(offer_name.as_str()).copied().unwrap_or(0);
-                now.max(observed.arrived_ever.get(&offer_name).copied().unwrap_or(0)) < created
+                let arrived_now = arrived.get(offer_name.as_str()).copied().unwrap_or(0);
+                let decided = offer.status.as_ref().and_then(|s| s.decided_at).unwrap_or(now);
+                arrived_now.max(observed.arrived_ever.get(&offer_name).copied().unwrap_or(0)) < created
+                    && now < after(decided, ACCEPTED_HOLD)
             }
             OfferPhase::Declined | OfferPhase::Rescinded => false,
         };
@@ -563,6 +570,9 @@ pub fn next_wakeup(observed: &Observed, timing: Timing, now: Timestamp) -> Optio
         times.extend(status.and_then(|s| s.refuse_until));
         if let Some(decided) = status.and_then(|s| s.decided_at) {
             times.push(after(decided, timing.keep_decided));
+            if status.is_some_and(|s| s.phase == OfferPhase::Accepted) {
+                times.push(after(decided, ACCEPTED_HOLD));
+            }
         }
     }
     times.into_iter().filter(|t| *t > now).min()
@@ -648,6 +658,10 @@ mod tests {
         seen.arrived_ever.insert("o1".into(), 1);
         assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(1))), Amount::default(), "seen, then deleted");
         seen.arrived_ever.clear();
+        // Never seen by this allocator, 10 s after the acceptance: deleted before it was watching; nothing held.
+        seen.offers = vec![offer("o1", "a1", json!({"phase": "Accepted", "tasks": ["t1"], "decidedAt": at(0)}))];
+        assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(9))), Amount::new(1.0, 512.0, 0.0));
+        assert_eq!(used(&observe(&seen, &BTreeMap::new(), at(10))), Amount::default(), "a predecessor saw it go");
         // ...and then held by the task alone.
         seen.tasks = vec![task("t1", "a1", "o1", "Running")];
         let snapshot = observe(&seen, &BTreeMap::new(), at(1));
@@ -720,7 +734,8 @@ mod tests {
         assert!(deleted(at(10)).is_empty());
         assert_eq!(deleted(at(61)), ["accepted"]);
         assert_eq!(deleted(at(300)), ["declined", "accepted"]);
-        assert_eq!(next_wakeup(&seen, Timing::default(), at(10)), Some(at(15)), "the first lease lapses");
+        assert_eq!(next_wakeup(&seen, Timing::default(), at(10)), Some(at(11)), "the acceptance stops holding");
+        assert_eq!(next_wakeup(&seen, Timing::default(), at(11)), Some(at(15)), "the first lease lapses");
     }
 
     #[test]

@@ -192,7 +192,8 @@ fn trim(task: &mut Task) {
     meta.owner_references.clear();
     meta.finalizers.clear();
     meta.uid = None;
-    meta.annotations.retain(|k, _| k == KILL_REASON_ANNOTATION || k == INSTANT_ANNOTATION);
+    meta.annotations
+        .retain(|k, _| k == KILL_REASON_ANNOTATION || k == INSTANT_ANNOTATION || k == COVERS_FROM_ANNOTATION);
     let spec = &mut task.spec;
     spec.cmd = None;
     spec.args = None;
@@ -240,6 +241,7 @@ impl Scheduler for Chronos {
         }
         let demands: Vec<Demand> = runs.iter().map(|(_, job, _)| demand(job)).collect();
         let placed = place(offers.iter().map(|o| &**o), &demands, &Spread::new());
+        tracing::debug!(due = runs.len(), offers = offers.len(), placed = placed.len(), "placing due runs");
         let mut launches: Vec<Launch> = Vec::new();
         let mut placed_runs = HashSet::new();
         for p in placed {

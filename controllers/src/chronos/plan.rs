@@ -382,6 +382,38 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
             }
             Ok(schedule) => {
                 let tick = SignedDuration::from_nanos(1);
+                // Instants between the recorded position and the newest run that no run covers were decided (missed
+                // or skipped) by a leader whose status write was lost with it: they are counted now, as missed.
+                if let (Some(last), Some(newest)) = (prev.last_schedule_time, newest_instant)
+                    && newest > last
+                {
+                    let covered: u64 = runs
+                        .values()
+                        .filter(|r| r.trigger().is_none() && r.attempts.contains_key(&0))
+                        .filter_map(|r| {
+                            let instant = r.instant.filter(|t| *t > last && *t <= newest)?;
+                            let from = r.attempts[&0]
+                                .metadata
+                                .annotations
+                                .get(agora_schemas::COVERS_FROM_ANNOTATION)
+                                .and_then(|t| t.parse::<Timestamp>().ok())
+                                .unwrap_or(instant)
+                                .max(last + tick);
+                            Some(schedule.count_between(from - tick, instant))
+                        })
+                        .sum();
+                    let unrecorded = schedule.count_between(last, newest).saturating_sub(covered);
+                    if unrecorded > 0 {
+                        status.missed_runs += unrecorded;
+                        plan.events.push(Record::warning(
+                            "Missed",
+                            format!(
+                                "{unrecorded} instant(s) between {last} and {newest} have no run: the previous leader \
+                                 decided them without recording it; counted as missed"
+                            ),
+                        ));
+                    }
+                }
                 let was_disabled = previous_conditions
                     .iter()
                     .any(|c| c.type_ == "Scheduled" && c.reason.as_deref() == Some("Disabled"));

@@ -220,7 +220,9 @@ fn missed_instants_are_counted_and_those_within_epsilon_collapse() {
     );
     assert!(p.launch[0].event.message.contains("3 instants from 2026-01-01T00:08:00Z to 2026-01-01T00:10:00Z"));
     // Counted once.
-    let ten = task("m", "2026-01-01T00:10:00Z", 0, TaskState::Running, None);
+    let mut ten = (*task("m", "2026-01-01T00:10:00Z", 0, TaskState::Running, None)).clone();
+    ten.metadata.annotations.insert(agora_schemas::COVERS_FROM_ANNOTATION.into(), "2026-01-01T00:08:00Z".into());
+    let ten = Arc::new(ten);
     let p = at(&decided(j, &p), &[first[0].clone(), ten], "2026-01-01T00:10:31Z");
     assert_eq!(p.status.missed_runs, 7);
     assert!(p.launch.is_empty());
@@ -397,4 +399,23 @@ fn a_success_resets_the_failures_and_conditions_explain() {
     assert_eq!(condition(&p, "Failing").status, ConditionStatus::False);
     assert_eq!(condition(&p, "Running").status, ConditionStatus::False);
     let _ = SignedDuration::ZERO;
+}
+
+#[test]
+fn instants_a_lost_leader_decided_without_a_record_are_counted_on_failover() {
+    let mut spec = every_minute();
+    spec["epsilon"] = json!("PT3M");
+    let mut j = job("f", spec);
+    // Stored: decided up to 00:01. The leader then missed 00:02-00:03 and ran 00:05 covering 00:04, but died
+    // before its status was written.
+    j.status = Some(CronJobStatus { last_schedule_time: Some(ts("2026-01-01T00:01:00Z")), ..CronJobStatus::default() });
+    let mut run = (*task("f", "2026-01-01T00:05:00Z", 0, TaskState::Running, None)).clone();
+    run.metadata.annotations.insert(agora_schemas::COVERS_FROM_ANNOTATION.into(), "2026-01-01T00:04:00Z".into());
+    let p = at(&j, &[Arc::new(run.clone())], "2026-01-01T00:05:10Z");
+    assert_eq!(p.status.missed_runs, 2, "00:02 and 00:03 have no run");
+    assert_eq!(p.status.last_schedule_time, Some(ts("2026-01-01T00:05:00Z")));
+    assert!(p.launch.is_empty());
+    // Counted once.
+    let p = at(&decided(j, &p), &[Arc::new(run)], "2026-01-01T00:05:20Z");
+    assert_eq!(p.status.missed_runs, 2);
 }

@@ -343,6 +343,10 @@ impl Framework {
                 .collect();
             // Decide only on tasks already seen: until an acceptance's tasks arrive, new offers wait.
             let mut retry = false;
+            if !fresh.is_empty() && !awaited.is_empty() {
+                tracing::debug!(framework = %self.name, offers = fresh.len(), awaited = awaited.len(),
+                    "offers wait until the tasks of the last acceptances are seen");
+            }
             if !fresh.is_empty() && awaited.is_empty() {
                 let launches = scheduler.offers(&fresh, &all_tasks);
                 // Offers neither launched on nor held are declined.
