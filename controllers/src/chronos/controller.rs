@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 use super::graph;
 use super::plan::{self, KILL_REASON_ANNOTATION, NewRun};
-use crate::framework::placement::{Demand, Spread, place};
+use crate::framework::placement::{Demand, Spread, place_spread};
 use crate::framework::{Framework, Launch, Leading, Scheduler, TaskChange};
 use crate::runtime::AbortOnDrop;
 use crate::runtime::cache::{Cache, Seen, cache, key};
@@ -42,6 +42,11 @@ pub const FRAMEWORK: &str = "chronos";
 const MANAGER: &str = "chronos";
 /// How long before an instant the framework is revived and offers are held, so one is at hand when it comes.
 pub const LEAD: Duration = Duration::from_secs(5);
+/// At most this many runs are launched through one offer at a time: a burst of runs due at one instant becomes
+/// several small acceptances the apiserver admits side by side.
+const PER_ACCEPTANCE: usize = 8;
+/// How long after launching runs status writes wait (their acceptances go first).
+const QUIET: Duration = Duration::from_millis(300);
 /// Writes in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
 /// A launch, kill or delete not yet seen in the watch is assumed in progress for this long.
@@ -94,10 +99,11 @@ struct World {
     next_instant: Option<Instant>,
     /// Jobs the scheduler half launched for, whose status should follow.
     touched: BTreeSet<String>,
-    /// What the runs due within [`LEAD`] need (cpus, mem): offers are held up to that much.
-    upcoming: (f64, f64),
-    /// What the offers held since the last decision hold.
-    held: (f64, f64),
+    /// What the runs due within [`LEAD`] need (cpus, mem, runs): offers are held up to that much, and enough of them
+    /// for [`PER_ACCEPTANCE`] runs each.
+    upcoming: (f64, f64, usize),
+    /// What the offers held since the last decision hold (cpus, mem, offers).
+    held: (f64, f64, usize),
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -225,7 +231,7 @@ struct Chronos {
 impl Scheduler for Chronos {
     fn offers(&mut self, offers: &[Arc<Offer>], _tasks: &[Arc<Task>]) -> Vec<Launch> {
         let mut world = lock(&self.shared);
-        world.held = (0.0, 0.0);
+        world.held = (0.0, 0.0, 0);
         if !world.ready || world.due.is_empty() {
             return Vec::new();
         }
@@ -240,7 +246,7 @@ impl Scheduler for Chronos {
             }
         }
         let demands: Vec<Demand> = runs.iter().map(|(_, job, _)| demand(job)).collect();
-        let placed = place(offers.iter().map(|o| &**o), &demands, &Spread::new());
+        let placed = place_spread(offers.iter().map(|o| &**o), &demands, &Spread::new(), PER_ACCEPTANCE);
         tracing::debug!(due = runs.len(), offers = offers.len(), placed = placed.len(), "placing due runs");
         let mut launches: Vec<Launch> = Vec::new();
         let mut placed_runs = HashSet::new();
@@ -277,12 +283,13 @@ impl Scheduler for Chronos {
     fn hold(&mut self, offer: &Offer) -> bool {
         let mut world = lock(&self.shared);
         // Enough offers for the runs due soon are kept at hand; the rest go back to other frameworks.
-        let (cpus, mem) = world.upcoming;
-        let needed = world.held.0 < cpus || world.held.1 < mem;
+        let (cpus, mem, runs) = world.upcoming;
+        let needed = world.held.0 < cpus || world.held.1 < mem || world.held.2 < runs.div_ceil(PER_ACCEPTANCE);
         if world.wants() && needed {
             let resources = &offer.spec.resources;
             world.held.0 += resources.cpus;
             world.held.1 += resources.mem;
+            world.held.2 += 1;
             return true;
         }
         false
@@ -353,7 +360,7 @@ struct Companion {
     index: HashMap<String, HashSet<String>>,
     /// Each job with its spec defaulted and its status the one last decided.
     decided: HashMap<String, Arc<CronJob>>,
-    /// The status last stored per job (written by this leader, or read from the store).
+    /// The status last written per job, while the watch has not shown it yet.
     stored: HashMap<String, CronJobStatus>,
     /// Jobs whose decided status is not stored yet, and when to try again.
     unwritten: BTreeMap<String, Instant>,
@@ -369,6 +376,11 @@ struct Companion {
     /// Each job's next instant (for holding offers ahead of it).
     instants: BTreeSet<(Instant, String)>,
     next_of: HashMap<String, Instant>,
+    /// Wall-clock moments as timer instants.
+    clock: Clock,
+    /// Status writes wait until then (runs were just launched), each at most a second (since when, per job).
+    quiet_until: Instant,
+    deferred_since: HashMap<String, Instant>,
     /// Kills and deletes requested (task key → when) the watch has not shown yet.
     kills: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
@@ -427,6 +439,9 @@ impl Companion {
             next_of: HashMap::new(),
             kills: HashMap::new(),
             deletes: HashMap::new(),
+            clock: Clock::new(),
+            quiet_until: Instant::now(),
+            deferred_since: HashMap::new(),
         };
         *lock(&this.shared) = World::default();
         this.reindex();
@@ -538,19 +553,26 @@ impl Companion {
                 graph_changed = true;
                 continue;
             };
-            let mut job = (*job).clone();
-            job.spec.apply_defaults();
-            let stored = job.status.clone().unwrap_or_default();
-            // Only this leader writes status: what it decided supersedes what the watch shows.
-            let old = self.decided.get(&k);
-            if old.is_none_or(|o| o.spec.parents != job.spec.parents) {
+            // Only this leader writes status: what it decided supersedes what the watch shows — until the watch shows
+            // the same, and the cached object itself is kept (no copy per job). Specs are read through their
+            // defaulting accessors, so the cached object serves as it is.
+            let old = self.decided.get(&k).cloned();
+            if old.as_ref().is_none_or(|o| o.spec.parents != job.spec.parents) {
                 graph_changed = true;
             }
-            if let Some(status) = old.and_then(|o| o.status.clone()) {
-                job.status = Some(status);
+            if self.stored.get(&k).is_some_and(|s| Some(s) == job.status.as_ref()) {
+                self.stored.remove(&k);
             }
-            self.stored.entry(k.clone()).or_insert(stored);
-            self.decided.insert(k, Arc::new(job));
+            match old.and_then(|o| o.status.clone()) {
+                Some(status) if job.status.as_ref() != Some(&status) => {
+                    let mut copy = (*job).clone();
+                    copy.status = Some(status);
+                    self.decided.insert(k, Arc::new(copy));
+                }
+                _ => {
+                    self.decided.insert(k, job);
+                }
+            }
         }
         if graph_changed {
             self.children.clear();
@@ -564,6 +586,12 @@ impl Companion {
             keys.extend(self.decided.iter().filter(|(_, j)| !j.spec.parents.is_empty()).map(|(k, _)| k.clone()));
         }
         keys
+    }
+
+    /// The status the store holds of job `k`, as far as this leader knows: what it wrote last, until the watch shows
+    /// that; else the cached one.
+    fn stored_status(&self, k: &str) -> Option<CronJobStatus> {
+        self.stored.get(k).cloned().or_else(|| self.jobs.get(k).and_then(|j| j.status.clone()))
     }
 
     /// Sets (or clears) the one timer of job `k`.
@@ -584,6 +612,7 @@ impl Companion {
 
     fn forget(&mut self, k: &str) {
         self.set_timer(k, None);
+        self.deferred_since.remove(k);
         self.decided.remove(k);
         self.stored.remove(k);
         self.unwritten.remove(k);
@@ -664,9 +693,11 @@ impl Companion {
                 for kill in &planned.kills {
                     self.kills.insert(format!("{namespace}/{}", kill.task), Instant::now());
                 }
-                let mut decided = (*job).clone();
-                decided.status = Some(planned.status.clone());
-                self.decided.insert(k.clone(), Arc::new(decided));
+                if job.status.as_ref() != Some(&planned.status) {
+                    let mut decided = (*job).clone();
+                    decided.status = Some(planned.status.clone());
+                    self.decided.insert(k.clone(), Arc::new(decided));
+                }
                 work.push((job, planned));
             }
         }
@@ -677,6 +708,7 @@ impl Companion {
         }
         if work.iter().any(|(_, p)| !p.launch.is_empty()) {
             self.sdk.notify_one();
+            self.quiet_until = Instant::now() + QUIET;
         }
         let mut ops = Vec::with_capacity(work.len());
         for (job, planned) in work {
@@ -684,12 +716,13 @@ impl Companion {
             for record in &planned.events {
                 let _ = self.events.send((reference(&*job), record.clone()));
             }
-            self.set_timer(&k, planned.wake.map(|at| instant_of(at, now)));
+            let wake = planned.wake.map(|at| self.clock.instant_of(at));
+            self.set_timer(&k, wake);
             if let Some(t) = self.next_of.remove(&k) {
                 self.instants.remove(&(t, k.clone()));
             }
             if let Some(next) = planned.status.next_schedule_time {
-                let t = instant_of(next, now);
+                let t = self.clock.instant_of(next);
                 self.next_of.insert(k.clone(), t);
                 self.instants.insert((t, k.clone()));
             }
@@ -700,8 +733,15 @@ impl Companion {
         for (k, written) in results {
             match written {
                 Some(status) => {
-                    self.stored.insert(k.clone(), status);
-                    self.unwritten.remove(&k);
+                    let settled = self.decided.get(&k).and_then(|j| j.status.as_ref()) == Some(&status);
+                    if self.jobs.get(&k).and_then(|j| j.status.clone()).as_ref() == Some(&status) {
+                        self.stored.remove(&k);
+                    } else {
+                        self.stored.insert(k.clone(), status);
+                    }
+                    if settled {
+                        self.unwritten.remove(&k);
+                    }
                 }
                 None => {
                     self.unwritten.entry(k).or_insert_with(|| Instant::now() + Duration::from_secs(1));
@@ -719,8 +759,22 @@ impl Companion {
         let k = key(job);
         let namespace = job.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let name = job.metadata.name.clone().unwrap_or_default();
-        let stored = self.stored.get(&k).cloned();
-        let write = stored.as_ref() != Some(&planned.status);
+        let stored = self.stored_status(&k);
+        // Status writes wait while runs are being launched (a plan that launches changes again once its Task is
+        // seen): the acceptances of an instant do not queue behind a burst of status writes at the apiserver.
+        let changed = stored.as_ref() != Some(&planned.status);
+        // ... but never longer than a second (launches that never stop must not starve the status).
+        let waited = self.deferred_since.get(&k).is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+        let quiet = (!planned.launch.is_empty() || Instant::now() < self.quiet_until) && !waited;
+        let write = changed && !quiet;
+        if write {
+            self.deferred_since.remove(&k);
+        }
+        if changed && quiet {
+            self.deferred_since.entry(k.clone()).or_insert_with(Instant::now);
+            let at = self.quiet_until.max(Instant::now() + QUIET);
+            self.unwritten.entry(k.clone()).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+        }
         let deletes: Vec<String> = planned
             .delete
             .iter()
@@ -802,18 +856,20 @@ impl Companion {
     fn update_lead(&mut self) {
         let earliest = self.instants.iter().next().map(|(t, _)| *t);
         let horizon = Instant::now() + LEAD;
-        let mut upcoming = (0.0, 0.0);
+        let mut upcoming = (0.0, 0.0, 0);
         for (_, k) in self.instants.range(..(horizon, String::new())) {
             if let Some(job) = self.decided.get(k) {
                 upcoming.0 += job.spec.cpus();
                 upcoming.1 += job.spec.mem();
+                upcoming.2 += 1;
             }
         }
         let mut world = lock(&self.shared);
         world.next_instant = earliest;
-        for (job, _) in world.due.values() {
-            upcoming.0 += job.spec.cpus();
-            upcoming.1 += job.spec.mem();
+        for (job, due) in world.due.values() {
+            upcoming.0 += job.spec.cpus() * due.len() as f64;
+            upcoming.1 += job.spec.mem() * due.len() as f64;
+            upcoming.2 += due.len();
         }
         world.upcoming = upcoming;
         let wants = world.wants();
@@ -832,11 +888,29 @@ impl Companion {
     }
 }
 
-/// The monotonic instant of `at`, a moment seen at `now` (a millisecond late, so the plan sees it as come).
-fn instant_of(at: Timestamp, now: Timestamp) -> Instant {
-    let ahead = now.duration_until(at);
-    let ahead = if ahead.is_negative() { Duration::ZERO } else { ahead.unsigned_abs() };
-    Instant::now() + ahead + Duration::from_millis(1)
+/// Wall-clock moments as monotonic instants, from one reference pair: every job due at the same moment gets the
+/// very same timer (so they are decided, and launched, as one batch), a millisecond late so the plan sees it come.
+struct Clock {
+    wall: Timestamp,
+    mono: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self { wall: Timestamp::now(), mono: Instant::now() }
+    }
+
+    fn instant_of(&mut self, at: Timestamp) -> Instant {
+        // The wall clock may be stepped: re-anchor when the pair has drifted apart by more than a millisecond.
+        let (wall, mono) = (Timestamp::now(), Instant::now());
+        let expected = self.wall + jiff::SignedDuration::try_from(mono - self.mono).unwrap_or_default();
+        if wall.duration_since(expected).abs() > jiff::SignedDuration::from_millis(1) {
+            *self = Self { wall, mono };
+        }
+        let ahead = self.wall.duration_until(at);
+        let ahead = if ahead.is_negative() { Duration::ZERO } else { ahead.unsigned_abs() };
+        self.mono + ahead + Duration::from_millis(1)
+    }
 }
 
 /// The status as a merge patch: every field present, those now unset as null (a merge patch keeps what it omits).

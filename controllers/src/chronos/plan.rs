@@ -663,7 +663,7 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
     // History: the newest successful and failed runs are kept; older ones are deleted once counted, and their
     // records forgotten once their tasks are gone.
     let mut records: Vec<RunRecord> = finals.into_iter().rev().chain(prev.runs.iter().cloned()).collect();
-    records.sort_by(|a, b| b.finished_at.cmp(&a.finished_at));
+    records.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
     let existing: BTreeSet<&str> = tasks.iter().map(|t| name(t)).collect();
     let claimed: BTreeSet<&str> = plan.triggers_claimed.iter().map(String::as_str).collect();
     let (mut successes, mut failures) = (0u32, 0u32);

@@ -98,10 +98,10 @@ fn an_instant_runs_once_and_then_the_next_is_awaited() {
     assert_eq!(launched(&again), ["tick-20260101t000000z-0"]);
     // Once its Task exists (or is being created) it is never due again, even to a new leader whose status is old.
     let running = task("tick", "2026-01-01T00:00:00Z", 0, TaskState::Running, None);
-    let seen = at(&decided(j.clone(), &again), &[running.clone()], "2026-01-01T00:00:30.5Z");
+    let seen = at(&decided(j.clone(), &again), std::slice::from_ref(&running), "2026-01-01T00:00:30.5Z");
     assert!(seen.launch.is_empty(), "{:?}", seen.launch);
     assert_eq!(seen.status.last_schedule_time, Some(ts("2026-01-01T00:00:00Z")));
-    assert!(at(&j, &[running.clone()], "2026-01-01T00:00:30Z").launch.is_empty());
+    assert!(at(&j, std::slice::from_ref(&running), "2026-01-01T00:00:30Z").launch.is_empty());
     let p = seen;
     // The next instant, while the first still runs: Forbid skips it, and says so.
     let p = at(&decided(j.clone(), &p), &[running], "2026-01-01T00:01:00.005Z");
@@ -116,7 +116,7 @@ fn allow_runs_side_by_side_and_replace_kills_first() {
     let running = task("j", "2026-01-01T00:00:00Z", 0, TaskState::Running, None);
     let mut allow = every_minute();
     allow["concurrencyPolicy"] = json!("Allow");
-    let p = at(&job("j", allow), &[running.clone()], "2026-01-01T00:01:00Z");
+    let p = at(&job("j", allow), std::slice::from_ref(&running), "2026-01-01T00:01:00Z");
     assert_eq!(launched(&p), ["j-20260101t000100z-0"]);
     let mut replace = every_minute();
     replace["concurrencyPolicy"] = json!("Replace");
@@ -142,11 +142,11 @@ fn rn_counts_down_through_failures_and_retries_and_never_runs_after_the_last() {
     let j = job("r2", spec.clone());
     // Instant 0 failed: a retry in 30 s, and the job counts as active meanwhile.
     let failed = task("r2", "2026-01-01T00:00:00Z", 0, TaskState::Failed, Some("2026-01-01T00:00:05Z"));
-    let p = at(&j, &[failed.clone()], "2026-01-01T00:00:10Z");
+    let p = at(&j, std::slice::from_ref(&failed), "2026-01-01T00:00:10Z");
     assert!(p.launch.is_empty());
     assert_eq!(p.wake, Some(ts("2026-01-01T00:00:35Z")));
     assert_eq!(p.status.error_count, 0, "not an error while a retry is left");
-    let p = at(&j, &[failed.clone()], "2026-01-01T00:00:35Z");
+    let p = at(&j, std::slice::from_ref(&failed), "2026-01-01T00:00:35Z");
     assert_eq!(launched(&p), ["r2-20260101t000000z-1"]);
     assert_eq!(p.launch[0].attempt, 1);
     assert_eq!(reasons(&p), ["Retrying"], "announced when launched");
@@ -279,7 +279,7 @@ fn a_run_past_its_deadline_is_killed_and_fails_without_retry() {
     spec["activeDeadlineSeconds"] = json!(20);
     let j = job("slow", spec);
     let running = task("slow", "2026-01-01T00:00:00Z", 0, TaskState::Running, None);
-    let p = at(&j, &[running.clone()], "2026-01-01T00:00:10Z");
+    let p = at(&j, std::slice::from_ref(&running), "2026-01-01T00:00:10Z");
     assert!(p.kills.is_empty());
     assert_eq!(p.wake, Some(ts("2026-01-01T00:00:20Z")));
     let p = at(&j, &[running], "2026-01-01T00:00:20Z");
@@ -388,7 +388,7 @@ fn cycles_block_the_jobs_in_them_and_the_graph_shows_them() {
 fn a_success_resets_the_failures_and_conditions_explain() {
     let j = job("s", json!({"schedule": "R/2026-01-01T00:00:00Z/PT1M", "command": "true", "retries": 0}));
     let failed = task("s", "2026-01-01T00:00:00Z", 0, TaskState::Failed, Some("2026-01-01T00:00:02Z"));
-    let p = at(&j, &[failed.clone()], "2026-01-01T00:00:03Z");
+    let p = at(&j, std::slice::from_ref(&failed), "2026-01-01T00:00:03Z");
     assert_eq!(p.status.errors_since_last_success, 1);
     assert!(p.status.runs[0].message.as_deref().unwrap().contains("exit code 1"));
     let j = decided(j, &p);

@@ -280,6 +280,50 @@ pub fn place<'a>(offers: impl IntoIterator<Item = &'a Offer>, demands: &[Demand]
     placements
 }
 
+/// As [`place`], with at most `per_offer` tasks on any one offer, offers taken in turn: a burst of launches becomes
+/// several small acceptances the apiserver admits side by side, instead of one large one (a framework whose tasks
+/// are due at one instant, as Chronos' are, cares more about that latency than about packing).
+#[must_use]
+pub fn place_spread<'a>(
+    offers: impl IntoIterator<Item = &'a Offer>,
+    demands: &[Demand],
+    spread: &Spread,
+    per_offer: usize,
+) -> Vec<Placement> {
+    let mut remaining: Vec<Remaining> = offers.into_iter().map(Remaining::of).collect();
+    let mut used = vec![0usize; remaining.len()];
+    let mut spread = spread.clone();
+    let mut placements = Vec::new();
+    let mut cursor = 0;
+    for (index, demand) in demands.iter().enumerate() {
+        // Constraints decide the order when there are any; otherwise offers are taken in turn.
+        let order: Vec<usize> = if demand.constraints.is_empty() {
+            (0..remaining.len()).map(|i| (cursor + i) % remaining.len()).collect()
+        } else {
+            rank(&remaining, demand, &spread)
+                .into_iter()
+                .filter_map(|r| remaining.iter().position(|x| x.offer == r.offer))
+                .collect()
+        };
+        let chosen = order
+            .into_iter()
+            .filter(|i| used[*i] < per_offer)
+            .find_map(|i| remaining[i].fits(demand, &spread).ok().map(|ports| (i, ports)));
+        let Some((at, ports)) = chosen else { continue };
+        let target = &mut remaining[at];
+        target.take(demand, &ports);
+        used[at] += 1;
+        cursor = at + 1;
+        for constraint in &demand.constraints {
+            if let Some(value) = target.fields.get(constraint.field()) {
+                *spread.entry(constraint.field().to_owned()).or_default().entry(value.clone()).or_default() += 1;
+            }
+        }
+        placements.push(Placement { demand: index, offer: target.offer.clone(), agent: target.agent.clone(), ports });
+    }
+    placements
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +376,17 @@ mod tests {
         assert_eq!(on, ["a2", "a1"]);
         // What fits nowhere is left out.
         assert!(place(&offers, &[demand(8.0, 512.0)], &Spread::new()).is_empty());
+    }
+
+    #[test]
+    fn a_burst_is_spread_over_offers_a_few_tasks_each() {
+        let offers = [offer("o1", "a1", 4.0, 4096.0, "r1"), offer("o2", "a2", 4.0, 4096.0, "r2")];
+        let placed = place_spread(&offers, &vec![demand(0.1, 32.0); 5], &Spread::new(), 2);
+        let on: Vec<&str> = placed.iter().map(|p| p.offer.as_str()).collect();
+        assert_eq!(on, ["o1", "o2", "o1", "o2"], "at most two per offer; the fifth waits for another offer");
+        // What does not fit is skipped, not forced.
+        let placed = place_spread(&offers, &[demand(5.0, 32.0), demand(1.0, 32.0)], &Spread::new(), 2);
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].demand, 1);
     }
 }

@@ -210,20 +210,6 @@ fn truncate(message: &str, limit: usize) -> String {
     format!("{}…", &message[..end])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_messages_are_cut_on_a_character_boundary() {
-        let message = "é".repeat(3000); // 6000 bytes
-        let cut = truncate(&message, MAX_EVENT_MESSAGE_BYTES);
-        assert!(cut.len() <= MAX_EVENT_MESSAGE_BYTES);
-        assert!(cut.ends_with('…'));
-        assert_eq!(truncate("short", 10), "short");
-    }
-}
-
 /// Publishes every `(object, record)` sent on `events`, several at once, until the senders are gone (an Event that
 /// cannot be written is logged and dropped: never worth stalling a controller for).
 pub async fn publish_all(
@@ -241,4 +227,18 @@ pub async fn publish_all(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let message = "é".repeat(3000); // 6000 bytes
+        let cut = truncate(&message, MAX_EVENT_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_EVENT_MESSAGE_BYTES);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short", 10), "short");
+    }
 }
