@@ -219,11 +219,12 @@ async fn main() {
     }
     println!("  {idle_jobs} daily jobs applied and decided in {:.1} s", applying.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let rss_after = chronos.rss_bytes();
     let cpu = chronos.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
     let idle = (chronos.cpu_seconds() - cpu) / idle_seconds as f64 * 100.0;
     println!("  idle chronos between runs, {idle_jobs} jobs: {idle:.1}% of a core over {idle_seconds} s");
+    // Resident memory after the idle spell: the statuses written, the watch caught up.
+    let rss_after = chronos.rss_bytes();
     println!(
         "  chronos memory: {:.0} MiB before, {:.0} MiB with {idle_jobs} more jobs = {:.2} KiB per job",
         rss_before as f64 / 1048576.0,

@@ -180,7 +180,7 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     )
     .await;
 
-    // A manual trigger runs the disabled job once; the same id again is refused.
+    // A manual trigger runs the disabled job once.
     let trigger = |id: &str| {
         let mut command = std::process::Command::new(agora_binary());
         command.args(["trigger", "cronjob", "manual", "--id", id]).args(server.cluster_args());
