@@ -143,14 +143,14 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     assert!(refused.is_invalid(), "{refused}");
     assert!(refused.to_string().contains("the parents form a dependency cycle: loop-b → loop-a → loop-b"), "{refused}");
 
-    apply(
-        &jobs,
-        "every2s",
-        with(json!({"schedule": "R/PT2S", "command": "echo tick", "successfulRunsHistoryLimit": 50})),
-    )
-    .await;
-    apply(&jobs, "three", with(json!({"schedule": "R3/PT3S", "command": "true", "successfulRunsHistoryLimit": 5})))
-        .await;
+    // Allow: a run slowed down by a loaded machine must not turn the next instant into a skip (Forbid's skips are
+    // tested with "long" below).
+    let allow = |schedule: &str, command: &str, kept: u32| {
+        with(json!({"schedule": schedule, "command": command, "concurrencyPolicy": "Allow",
+            "successfulRunsHistoryLimit": kept}))
+    };
+    apply(&jobs, "every2s", allow("R/PT2S", "echo tick", 50)).await;
+    apply(&jobs, "three", allow("R3/PT3S", "true", 5)).await;
     apply(
         &jobs,
         "extract",
@@ -220,7 +220,7 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     for run in &runs {
         let late = run.seen_at.duration_since(run.instant.unwrap());
         assert!(
-            late < jiff::SignedDuration::from_secs(2),
+            late < jiff::SignedDuration::from_secs(3),
             "{} seen {late:?} after its instant",
             run.last.metadata.name.as_deref().unwrap()
         );
