@@ -38,6 +38,15 @@ async fn job_until(jobs: &Api<CronJob>, name: &str, what: &str, secs: u64, done:
         .await;
 }
 
+/// Waits until a chronos leader holds its framework lease (jobs applied before would start late on a loaded machine).
+async fn chronos_leads(client: &agora_client::Client) {
+    let leases: Api<agora_schemas::Lease> = Api::namespaced(client.clone(), "agora-frameworks");
+    eventually(Duration::from_secs(30), "chronos leads", || async {
+        leases.get_opt("chronos").await.ok().flatten().filter(|l| l.spec.holder_identity.is_some())
+    })
+    .await;
+}
+
 /// A task as a watch first saw it, and when.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -124,6 +133,7 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     let work = WorkDir(tempfile::tempdir().unwrap());
     let (_agent, _dir, client) = start_agent(&server, &work).await;
     let _controllers = spawn(&server, &["controllers", "--identity", "c1", "--lease-seconds", "3"]);
+    chronos_leads(&client).await;
     let jobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
     let (seen, _recorder) = record(tasks.clone());
@@ -150,7 +160,9 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
             "successfulRunsHistoryLimit": kept}))
     };
     apply(&jobs, "every2s", allow("R/PT2S", "echo tick", 50)).await;
-    apply(&jobs, "three", allow("R3/PT3S", "true", 5)).await;
+    // From a moment just ahead, so no instant is late (late ones within epsilon would collapse into one run).
+    let ahead = Timestamp::from_second(Timestamp::now().as_second() + 3).unwrap();
+    apply(&jobs, "three", allow(&format!("R3/{ahead}/PT3S"), "true", 5)).await;
     apply(
         &jobs,
         "extract",
@@ -229,7 +241,18 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
 
     // R3: exactly three runs, then complete.
     let three = runs_of(&seen, "three");
-    assert_eq!(three.len(), 3, "{:?}", three.iter().map(|r| r.last.metadata.name.clone()).collect::<Vec<_>>());
+    let told: Vec<String> = events_for(&server, "three")
+        .await
+        .into_iter()
+        .map(|e| format!("{} {}", e.reason, e.message.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        three.len(),
+        3,
+        "{:?}; {:?}; {told:#?}",
+        three.iter().map(|r| r.last.metadata.name.clone()).collect::<Vec<_>>(),
+        jobs.get("three").await.unwrap().status
+    );
     let three_job = status(&jobs.get("three").await.unwrap());
     assert_eq!(three_job.success_count, 3);
     assert!(three_job.conditions.iter().any(|c| c.reason.as_deref() == Some("Complete")), "{three_job:?}");

@@ -228,8 +228,8 @@ fn condition(
     }
 }
 
-/// Decides what `job` (its spec with defaults applied, its status the last one decided) does next, given its run
-/// `tasks` (those labelled with it, including runs launched but not yet seen), its `parents`, and `now`.
+/// Decides what `job` (its status the last one decided) does next, given its run `tasks` (those labelled with it,
+/// and stand-ins without a `resourceVersion` for runs being launched), its `parents`, and `now`.
 #[must_use]
 #[allow(clippy::too_many_lines)]
 pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestamp) -> Plan {
@@ -364,10 +364,18 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
         format!("{} still active", names.join(", "))
     };
     let newest_instant = runs.values().filter(|r| r.trigger().is_none()).filter_map(|r| r.instant).max();
+    // Runs being launched (the caller's stand-ins, not yet stored: no resourceVersion) keep their instants from being
+    // due again, but do not move the recorded position: an acceptance that fails must leave its instants owed.
+    let stored = |t: &&Task| t.metadata.resource_version.is_some();
+    let confirmed_newest = runs
+        .values()
+        .filter(|r| r.trigger().is_none() && r.attempts.values().any(stored))
+        .filter_map(|r| r.instant)
+        .max();
     let floor = prev.last_schedule_time.into_iter().chain(newest_instant).max();
     // The position only moves past an instant once it is decided: its run's Task exists (or is being created), or
     // it was skipped or missed. A run planned but not launched yet stays due.
-    status.last_schedule_time = floor;
+    status.last_schedule_time = prev.last_schedule_time.into_iter().chain(confirmed_newest).max();
     let mut due: Option<(Timestamp, Option<Timestamp>, usize)> = None;
     let disabled = spec.disabled();
     let previous_conditions = prev.conditions.clone();
@@ -384,12 +392,12 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
                 let tick = SignedDuration::from_nanos(1);
                 // Instants between the recorded position and the newest run that no run covers were decided (missed
                 // or skipped) by a leader whose status write was lost with it: they are counted now, as missed.
-                if let (Some(last), Some(newest)) = (prev.last_schedule_time, newest_instant)
+                if let (Some(last), Some(newest)) = (prev.last_schedule_time, confirmed_newest)
                     && newest > last
                 {
                     let covered: u64 = runs
                         .values()
-                        .filter(|r| r.trigger().is_none() && r.attempts.contains_key(&0))
+                        .filter(|r| r.trigger().is_none() && r.attempts.get(&0).is_some_and(stored))
                         .filter_map(|r| {
                             let instant = r.instant.filter(|t| *t > last && *t <= newest)?;
                             let from = r.attempts[&0]

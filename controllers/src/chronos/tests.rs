@@ -40,6 +40,7 @@ fn task(job: &str, instant: &str, attempt: u32, state: TaskState, finished: Opti
     meta.labels.insert(ATTEMPT_LABEL.into(), attempt.to_string());
     meta.annotations.insert(INSTANT_ANNOTATION.into(), instant.into());
     meta.creation_timestamp = Some(ts(instant));
+    meta.resource_version = Some("1".into());
     let mut status = TaskStatus::new(state);
     status.finished_at = finished.map(ts);
     status.started_at = Some(ts(instant));
@@ -418,4 +419,17 @@ fn instants_a_lost_leader_decided_without_a_record_are_counted_on_failover() {
     // Counted once.
     let p = at(&decided(j, &p), &[Arc::new(run)], "2026-01-01T00:05:20Z");
     assert_eq!(p.status.missed_runs, 2);
+}
+
+#[test]
+fn a_run_being_launched_is_not_due_again_but_does_not_move_the_position() {
+    let j = job("p", every_minute());
+    let mut stand_in = (*task("p", "2026-01-01T00:00:00Z", 0, TaskState::Staging, None)).clone();
+    stand_in.metadata.resource_version = None;
+    let p = at(&j, &[Arc::new(stand_in)], "2026-01-01T00:00:00.5Z");
+    assert!(p.launch.is_empty(), "being launched");
+    assert_eq!(p.status.last_schedule_time, None, "not recorded before its Task is stored");
+    // Its acceptance failed: the instant is still owed.
+    let p = at(&decided(j, &p), &[], "2026-01-01T00:00:01Z");
+    assert_eq!(launched(&p), ["p-20260101t000000z-0"]);
 }
