@@ -53,6 +53,9 @@ impl ResourceApi {
             TriggerRequest::default()
         } else {
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(|e| {
+                if e.inner().is_syntax() || e.inner().is_eof() {
+                    return ApiError::bad_request(format!("the trigger request is not JSON: {}", e.inner()));
+                }
                 let path = agora_schemas::manifest::display_path(e.path());
                 let message = agora_schemas::manifest::humanize_serde_message(&e.inner().to_string());
                 ApiError::invalid(kind, &name, &[FieldError { path, kind: FieldErrorKind::Invalid, message }])
