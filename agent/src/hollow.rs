@@ -171,6 +171,11 @@ enum Step {
     Write(serde_json::Value),
 }
 
+/// `seconds` as a duration: negative or NaN is none, beyond jiff's range its largest (the value is user input).
+fn seconds_of(seconds: f64) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(jiff::SignedDuration::MAX)
+}
+
 fn decide(task: &Task, now: Timestamp) -> Step {
     let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
     if state.is_terminal() {
@@ -204,7 +209,7 @@ fn decide(task: &Task, now: Timestamp) -> Step {
                 && status.and_then(|s| s.healthy).is_none()
             {
                 let started = status.and_then(|s| s.started_at).unwrap_or(now);
-                let healthy_at = started + jiff::SignedDuration::from_secs_f64(after.max(0.0));
+                let healthy_at = started.checked_add(seconds_of(after)).unwrap_or(Timestamp::MAX);
                 if healthy_at > now {
                     return Step::After(now.duration_until(healthy_at).unsigned_abs());
                 }
@@ -218,7 +223,7 @@ fn decide(task: &Task, now: Timestamp) -> Step {
                 return Step::Wait;
             };
             let started = task.status.as_ref().and_then(|s| s.started_at).unwrap_or(now);
-            let ends = started + jiff::SignedDuration::from_secs_f64(seconds.max(0.0));
+            let ends = started.checked_add(seconds_of(seconds)).unwrap_or(Timestamp::MAX);
             if ends > now {
                 let left = now.duration_until(ends).unsigned_abs();
                 return Step::After(left);
@@ -311,6 +316,9 @@ mod tests {
         let mut by_env = task(Some(TaskState::Running), None, None);
         by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1".into());
         by_env.spec.env.insert(EXIT_CODE_ENV.into(), "2".into());
+        let mut forever = by_env.clone();
+        forever.spec.env.insert(RUN_SECONDS_ENV.into(), "1e300".into());
+        assert!(matches!(decide(&forever, now), Step::After(_)), "an absurd run time runs long, without a panic");
         by_env.status.as_mut().unwrap().started_at = Some(now);
         assert_eq!(decide(&by_env, now), Step::After(Duration::from_secs(1)));
         match decide(&by_env, later) {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams};
 use agora_controllers::runtime::watcher;
-use agora_schemas::{Agent, CRONJOB_LABEL, CronJob, INSTANT_ANNOTATION, Task, TaskState};
+use agora_schemas::{CRONJOB_LABEL, CronJob, INSTANT_ANNOTATION, Task, TaskState};
 use common::{agora, knob};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -87,22 +87,7 @@ async fn main() {
     let (_apiserver, port) = common::apiserver(dir.path());
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new(Config::new(&url)).expect("client");
-    let count = agents.to_string();
-    let _hollow = agora(&[
-        "agent",
-        "--server",
-        &url,
-        "--hollow",
-        &count,
-        "--name-prefix",
-        "h-",
-        "--resources",
-        "cpus:8;mem:8192",
-    ]);
-    let agent_api: Api<Agent> = Api::all(client.clone());
-    while agent_api.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0) < agents {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let _hollow = common::hollow_agents(&client, &url, agents, "cpus:8;mem:8192").await;
     let _allocator = agora(&["controllers", "--server", &url, "--identity", "bench", "--only", "allocator"]);
     let chronos = agora(&["controllers", "--server", &url, "--identity", "bench", "--only", "chronos"]);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams};
+use agora_client::{Api, Client, Config, Patch, PatchParams};
 use agora_controllers::runtime::watcher;
-use agora_schemas::{Agent, App, Task, TaskState};
+use agora_schemas::{App, Task, TaskState};
 use common::{agora, knob, store_writes};
 use futures::StreamExt;
 use serde_json::json;
@@ -71,22 +71,7 @@ async fn main() {
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new(Config::new(&url)).expect("client");
 
-    let count = agents.to_string();
-    let hollow = agora(&[
-        "agent",
-        "--server",
-        &url,
-        "--hollow",
-        &count,
-        "--name-prefix",
-        "h-",
-        "--resources",
-        "cpus:4;mem:4096;disk:1000",
-    ]);
-    let agent_api: Api<Agent> = Api::all(client.clone());
-    while agent_api.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0) < agents {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let hollow = common::hollow_agents(&client, &url, agents, "cpus:4;mem:4096;disk:1000").await;
     let allocator = agora(&["controllers", "--server", &url, "--identity", "bench", "--only", "allocator"]);
     let marathon = agora(&["controllers", "--server", &url, "--identity", "bench", "--only", "marathon"]);
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_client::{Api, ListParams, Patch, PatchParams, PostParams};
 use agora_controllers::runtime::watcher;
@@ -386,9 +386,7 @@ async fn a_one_second_job_survives_sigkill_and_a_leader_change_exactly_once() {
     let b = controllers(&server, "r2", &logs);
     tokio::time::sleep(Duration::from_secs(10)).await;
     a.signal("-KILL");
-    let began_waiting = Instant::now();
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(began_waiting.elapsed() >= Duration::from_secs(20));
     let until = Timestamp::now() - jiff::SignedDuration::from_secs(3);
     drop(b);
     let status = status(&jobs.get("second").await.unwrap());

@@ -112,6 +112,9 @@ pub struct CronJobSpec {
     pub failed_runs_history_limit: Option<u32>,
 }
 
+/// The shortest period a schedule may have, seconds.
+pub const MIN_PERIOD_SECONDS: f64 = 1.0;
+
 /// The most runs of either kind a job may keep (each kept run is a Task and a record in its status).
 pub const MAX_HISTORY_LIMIT: u32 = 50;
 
@@ -156,11 +159,15 @@ impl CronJobSpec {
         match (&self.schedule, self.parents.is_empty()) {
             (Some(_), false) => v.invalid(&path.field("schedule"), "set either schedule or parents, not both"),
             (None, true) => v.required(&path.field("schedule"), "one of schedule or parents is required"),
-            (Some(schedule), true) => {
-                if let Err(e) = ScheduleExpr::parse(schedule) {
-                    v.invalid(&path.field("schedule"), e.to_string());
-                }
-            }
+            (Some(schedule), true) => match ScheduleExpr::parse(schedule) {
+                Err(e) => v.invalid(&path.field("schedule"), e.to_string()),
+                // A run is a task on an agent: more than one a second per job is load, not a schedule.
+                Ok(expr) if expr.period.exact_seconds().is_some_and(|s| s < MIN_PERIOD_SECONDS) => v.invalid(
+                    &path.field("schedule"),
+                    format!("the period {} is shorter than {MIN_PERIOD_SECONDS} s", expr.period),
+                ),
+                Ok(_) => {}
+            },
             (None, false) => {
                 if self.schedule_time_zone.is_some() {
                     v.forbidden(&path.field("scheduleTimeZone"), "only a job with a schedule has a time zone");

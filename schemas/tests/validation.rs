@@ -73,6 +73,12 @@ fn schedule_parts_are_checked() {
         job("  parents: [a]\n  command: x\n  epsilon: 60s\n"),
         ["spec.epsilon: period \"60s\": a duration starts with 'P', e.g. \"PT1H\" or \"P1D\""]
     );
+    // A run a millisecond would be load, not a schedule.
+    assert_eq!(
+        job("  schedule: R/2026-01-01T00:00:00Z/PT0.001S\n  command: x\n"),
+        ["spec.schedule: the period PT0.001S is shorter than 1 s"]
+    );
+    assert!(job("  schedule: R/PT1S\n  command: x\n").is_empty());
 }
 
 #[test]

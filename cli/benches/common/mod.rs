@@ -48,3 +48,16 @@ pub fn apiserver(dir: &std::path::Path) -> (Proc, u16) {
     }
     (apiserver, port)
 }
+
+/// `agora agent --hollow count` against `url`, each agent offering `resources`; returns once all have registered.
+pub async fn hollow_agents(client: &agora_client::Client, url: &str, count: usize, resources: &str) -> Proc {
+    let number = count.to_string();
+    let hollow =
+        agora(&["agent", "--server", url, "--hollow", &number, "--name-prefix", "h-", "--resources", resources]);
+    let agents: agora_client::Api<agora_schemas::Agent> = agora_client::Api::all(client.clone());
+    let params = agora_client::ListParams::default();
+    while agents.list(&params).await.map(|l| l.items.len()).unwrap_or(0) < count {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    hollow
+}

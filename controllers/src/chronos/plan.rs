@@ -29,9 +29,6 @@ use crate::runtime::events::Record;
 /// A finished run's record outlives its Task this long (a new leader's Task cache may briefly lag its CronJobs').
 pub const RECORD_GRACE: SignedDuration = SignedDuration::from_mins(1);
 
-/// At most this many on-time instants are looked at in one decision (a sub-second period with a long epsilon).
-const ON_TIME_CAP: usize = 10_000;
-
 /// Why chronos kills a run's task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillReason {
@@ -336,7 +333,8 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
 
     // Manual triggers: one run per id, whatever the schedule, even when disabled.
     let mut manual = Vec::new();
-    for (id, requested) in triggers(job) {
+    let pending_triggers = triggers(job);
+    for (id, requested) in pending_triggers.iter().cloned() {
         let run = trigger_run(&id);
         let recorded = prev.runs.iter().any(|r| r.trigger.as_deref() == Some(&id));
         if runs.contains_key(run.as_str()) || recorded {
@@ -376,10 +374,14 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
     // The position only moves past an instant once it is decided: its run's Task exists (or is being created), or
     // it was skipped or missed. A run planned but not launched yet stays due.
     status.last_schedule_time = prev.last_schedule_time.into_iter().chain(confirmed_newest).max();
-    let mut due: Option<(Timestamp, Option<Timestamp>, usize)> = None;
+    let mut due: Option<(Timestamp, Option<Timestamp>, u64)> = None;
     let disabled = spec.disabled();
     let previous_conditions = prev.conditions.clone();
     let mut scheduled = condition("Scheduled", true, "Scheduled", String::new(), &previous_conditions, now);
+    let disabled_condition = || {
+        let why = "spec.disabled is true: no run is scheduled (a manual trigger still runs)";
+        condition("Scheduled", false, "Disabled", why.to_owned(), &previous_conditions, now)
+    };
     status.next_schedule_time = None;
     if let Some(expr) = &spec.schedule {
         let created = job.metadata.creation_timestamp.unwrap_or(now);
@@ -439,14 +441,7 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
                     if let Some(last) = schedule.latest_until(now).filter(|t| *t > after).or(floor) {
                         status.last_schedule_time = Some(last);
                     }
-                    scheduled = condition(
-                        "Scheduled",
-                        false,
-                        "Disabled",
-                        "spec.disabled is true: no run is scheduled (a manual trigger still runs)".to_owned(),
-                        &previous_conditions,
-                        now,
-                    );
+                    scheduled = disabled_condition();
                 } else {
                     let cut = now - epsilon;
                     // A new job owes the instants within epsilon of its creation, but the ones before it that are
@@ -476,10 +471,12 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
                         }
                     }
                     after = after.max(cut - tick);
-                    let on_time: Vec<Timestamp> = schedule.between(after, now).take(ON_TIME_CAP).collect();
-                    if let Some(latest) = on_time.last().copied() {
-                        let covers = (on_time.len() > 1).then(|| on_time[0]);
-                        due = Some((latest, covers, on_time.len()));
+                    // The instants still within epsilon, by arithmetic (a long epsilon may hold very many).
+                    let count = schedule.count_between(after, now);
+                    if let (Some(latest), Some(first)) = (schedule.latest_until(now), schedule.next_after(after))
+                        && count > 0
+                    {
+                        due = Some((latest, (count > 1).then_some(first), count));
                     }
                     status.next_schedule_time = schedule.next_after(now.max(after));
                     match status.next_schedule_time {
@@ -530,14 +527,7 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
             }
         }
         if disabled {
-            scheduled = condition(
-                "Scheduled",
-                false,
-                "Disabled",
-                "spec.disabled is true: no run is scheduled (a manual trigger still runs)".to_owned(),
-                &previous_conditions,
-                now,
-            );
+            scheduled = disabled_condition();
             if waiting.is_empty() && latest > Timestamp::MIN {
                 status.last_schedule_time = Some(latest);
             }
@@ -559,7 +549,7 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
         };
         let policy = spec.concurrency_policy();
         if active && policy == ConcurrencyPolicy::Forbid {
-            status.skipped_runs += count as u64;
+            status.skipped_runs += count;
             status.last_schedule_time = Some(instant);
             plan.events.push(Record::warning(
                 "Skipped",
@@ -687,7 +677,7 @@ pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestam
         let waiting_trigger = record
             .trigger
             .as_deref()
-            .is_some_and(|id| !claimed.contains(id) && triggers(job).iter().any(|(t, _)| t == id));
+            .is_some_and(|id| !claimed.contains(id) && pending_triggers.iter().any(|(t, _)| t == id));
         if !kept && counted.contains(record.task.as_str()) && !waiting_trigger {
             // Every attempt of the run goes.
             let run = runs.values().find(|r| r.attempts.values().any(|t| name(t) == record.task));

@@ -6,7 +6,7 @@ use agora_schemas::{
     ATTEMPT_LABEL, CRONJOB_LABEL, ConditionStatus, CronJob, CronJobStatus, INSTANT_ANNOTATION, ObjectMeta, RUN_LABEL,
     RunResult, Task, TaskSpec, TaskState, TaskStatus,
 };
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::json;
 
 use super::graph::{dot, parents};
@@ -399,7 +399,6 @@ fn a_success_resets_the_failures_and_conditions_explain() {
     assert_eq!(p.status.last_success, Some(ts("2026-01-01T00:01:02Z")));
     assert_eq!(condition(&p, "Failing").status, ConditionStatus::False);
     assert_eq!(condition(&p, "Running").status, ConditionStatus::False);
-    let _ = SignedDuration::ZERO;
 }
 
 #[test]
