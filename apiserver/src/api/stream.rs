@@ -1,0 +1,190 @@
+//! `?watch=true`: the HTTP side of a watch — the initial objects, the replayed backlog, the live changes from the
+//! shared cache in [`super::watch`], bookmarks and the timeout — as JSON lines or Server-Sent Events.
+
+use agora_schemas::{KindInfo, StatusReason};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::watch::{self, Next};
+use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, decode, flag};
+use crate::store::{RangeRequest, Revision};
+
+/// A watch event as sent: a JSON line, or a Server-Sent Event when `sse`.
+pub(super) fn watch_frame(kind: &str, object: &[u8], sse: bool) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(object.len() + 64);
+    if sse {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+    }
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(if sse { b"}\n\n" } else { b"}\n" });
+    bytes::Bytes::from(out)
+}
+
+/// `event` (`{"type":..,"object":..}`) as sent.
+pub(super) fn watch_line(event: &Value, sse: bool) -> bytes::Bytes {
+    let kind = event["type"].as_str().unwrap_or("MESSAGE");
+    watch_frame(kind, &serde_json::to_vec(&event["object"]).unwrap_or_default(), sse)
+}
+
+/// The live part of a watch: changes from the shared cache as the client reads them, bookmarks, the timeout.
+pub(super) struct WatchStream {
+    subscription: watch::Subscription,
+    filter: Filter,
+    /// The revision the client has been brought to (for bookmarks).
+    latest: Revision,
+    ticker: Option<tokio::time::Interval>,
+    expired: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    kind: &'static KindInfo,
+    sse: bool,
+}
+
+impl WatchStream {
+    /// The events, ending at the timeout or after an ERROR.
+    pub(super) fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send {
+        futures::stream::unfold(Some(self), |state| async move {
+            let mut watch = state?;
+            let chunk = loop {
+                let expired = async {
+                    match watch.expired.as_mut() {
+                        Some(sleep) => sleep.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let tick = async {
+                    match watch.ticker.as_mut() {
+                        Some(ticker) => ticker.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = expired => return None,
+                    _ = tick => break watch_line(&watch::bookmark(watch.kind, watch.latest, false), watch.sse),
+                    next = watch.subscription.next() => match next {
+                        Next::Change(change) => {
+                            watch.latest = change.revision;
+                            let Some(kind) = watch.filter.event_type(&change) else { continue };
+                            break if kind == change.kind && !watch.sse {
+                                change.framed()
+                            } else {
+                                watch_frame(kind, change.encoded(), watch.sse)
+                            };
+                        }
+                        Next::Progress(revision) => watch.latest = watch.latest.max(revision),
+                        Next::End(status) => {
+                            let error = watch_line(&json!({ "type": "ERROR", "object": status }), watch.sse);
+                            return Some((Ok(error), None));
+                        }
+                    },
+                }
+            };
+            Some((Ok(chunk), Some(watch)))
+        })
+    }
+}
+
+impl ResourceApi {
+    /// `?watch=true`: a stream of events, one JSON object per line (or Server-Sent Events for `text/event-stream`).
+    pub(super) async fn watch(&self, target: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+        let kind = target.kind;
+        let filter = Filter::new(target, query)?;
+        let bookmarks = flag(query, "allowWatchBookmarks");
+        let initial_events = flag(query, "sendInitialEvents");
+        let timeout = match query.get("timeoutSeconds").map(|t| t.parse::<u64>()) {
+            None => None,
+            Some(Ok(seconds)) => Some(std::time::Duration::from_secs(seconds)),
+            Some(Err(_)) => return Err(ApiError::bad_request("timeoutSeconds must be a non-negative integer")),
+        };
+        let sse = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/event-stream"));
+        let resume =
+            match query.get("resourceVersion").map(String::as_str) {
+                None | Some("" | "0") => None,
+                Some(rv) => Some(rv.parse::<Revision>().map_err(|_| {
+                    ApiError::bad_request(format!("resourceVersion {rv:?} is not one this server issued"))
+                })?),
+            };
+        if let Some(revision) = resume {
+            self.reach(revision).await?;
+        }
+        // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
+        let initial = resume.is_none() || initial_events;
+        let line = |event: &Value| watch_line(event, sse);
+        let frame = |kind: &str, object: &[u8]| watch_frame(kind, object, sse);
+        // What goes before the live events: an ERROR for a compacted revision, or the initial objects and backlog.
+        let mut first = Vec::new();
+        let mut live = None;
+        let subscription = match self.watches.subscribe(kind, if initial { None } else { resume }).await {
+            Ok(subscription) => Some(subscription),
+            Err(crate::store::StoreError::Compacted { requested, compacted }) => {
+                let status = agora_schemas::Status::failure(
+                    StatusReason::Expired,
+                    format!("too old resource version: {requested} ({compacted})"),
+                );
+                first.push(line(&json!({ "type": "ERROR", "object": status })));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(mut subscription) = subscription {
+            if initial {
+                let listed = self
+                    .store
+                    .range(RangeRequest {
+                        prefix: self.keys.kind_prefix(kind.plural),
+                        start_after: None,
+                        limit: None,
+                        revision: Some(subscription.revision),
+                    })
+                    .await?;
+                for kv in &listed.kvs {
+                    let object = decode(kv)?;
+                    if filter.matches(&object) {
+                        first.push(line(&json!({ "type": "ADDED", "object": object })));
+                    }
+                }
+                if initial_events {
+                    first.push(line(&watch::bookmark(kind, subscription.revision, true)));
+                }
+            }
+            for change in std::mem::take(&mut subscription.backlog) {
+                if let Some(kind) = filter.event_type(&change) {
+                    first.push(frame(kind, change.encoded()));
+                }
+            }
+            // The body polls the subscription itself: no task and channel between the broadcast and the
+            // connection, so an event reaches each client with one wake-up. A client that stops reading stops
+            // polling; the broadcast then cuts it off (an ERROR event) without holding back the others.
+            live = Some(WatchStream {
+                latest: subscription.revision,
+                subscription,
+                filter,
+                ticker: bookmarks.then(|| {
+                    let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
+                    ticker.reset();
+                    ticker
+                }),
+                expired: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+                kind,
+                sse,
+            });
+        }
+        use futures::StreamExt as _;
+        let first = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let live = futures::stream::iter(live).flat_map(WatchStream::into_stream);
+        let mut response = axum::body::Body::from_stream(first.chain(live)).into_response();
+        let content_type = if sse { "text/event-stream" } else { "application/json" };
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+        Ok(response)
+    }
+}
