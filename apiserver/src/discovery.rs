@@ -36,7 +36,7 @@ pub fn version() -> Response {
 }
 
 /// The verbs every kind serves.
-const VERBS: [&str; 7] = ["create", "delete", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// The resources of the group, as `APIResource` entries (objects and their subresources).
 fn resources() -> Vec<Value> {

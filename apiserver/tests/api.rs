@@ -156,7 +156,7 @@ async fn unknown_paths_and_verbs_answer_with_status() {
     status(&server.get("/apis/agora/v1/namespaces/default/apps/web/logs").await, 404, "NotFound");
     status(&server.get("/apis/agora/v1/namespaces/default/leases/l/status").await, 404, "NotFound");
     status(&server.get("/nowhere").await, 404, "NotFound");
-    status(&server.call(Method::DELETE, APPS, "", None).await, 405, "MethodNotAllowed");
+    status(&server.call(Method::PUT, APPS, "application/json", Some(app("web"))).await, 405, "MethodNotAllowed");
     status(
         &server.call(Method::POST, &format!("{APPS}/web"), "application/json", Some(app("web"))).await,
         405,

@@ -4,33 +4,9 @@
 
 mod common;
 
-use common::{APPS, Server, app, status};
+use common::{APPS, Server, app, read_events, status};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// Reads watch events (one JSON object per line) until `n` have arrived or the stream ends.
-async fn read_events(response: reqwest::Response, n: usize) -> Vec<Value> {
-    use futures::StreamExt;
-    let mut stream = response.bytes_stream();
-    let (mut buffer, mut events) = (Vec::new(), Vec::new());
-    while events.len() < n {
-        let chunk = match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
-            Ok(Some(chunk)) => chunk.unwrap(),
-            Ok(None) => break,
-            Err(_) => panic!("no watch event within 10 s; got {events:?}"),
-        };
-        // Lines are split only where a chunk has a newline, so large objects are not rescanned chunk after chunk.
-        let mut rest = &chunk[..];
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-            buffer.extend_from_slice(&rest[..end]);
-            events.push(serde_json::from_slice(&buffer).unwrap());
-            buffer.clear();
-            rest = &rest[end + 1..];
-        }
-        buffer.extend_from_slice(rest);
-    }
-    events
-}
 
 fn summary(events: &[Value]) -> Vec<(String, String)> {
     events

@@ -203,10 +203,11 @@ impl Status {
 
     /// `422 Invalid` carrying every field error.
     #[must_use]
-    pub fn invalid(kind: &str, resource: &str, name: &str, errors: &[FieldError]) -> Self {
+    pub fn invalid(kind: &str, name: &str, errors: &[FieldError]) -> Self {
         let list = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        // As in Kubernetes, `details.kind` is what the message names: the kind here, the resource in NotFound.
         Self::failure(StatusReason::Invalid, format!("{kind}.{} \"{name}\" is invalid: {list}", crate::API_GROUP))
-            .with_object(resource, Some(name))
+            .with_object(kind, Some(name))
             .with_causes(errors)
     }
 

@@ -98,6 +98,8 @@ pub(super) fn check_type(kind: &KindInfo, object: &mut Value) -> ApiResult<()> {
 /// How a write's fields are checked (`fieldValidation`), and the warnings it produced.
 pub(super) struct Admission {
     mode: FieldValidation,
+    /// `dryRun=All`: every step of the write runs but the store's; nothing is written.
+    pub(super) dry_run: bool,
     warnings: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -123,7 +125,7 @@ impl Admission {
                 )));
             }
         };
-        Ok(Self { mode, warnings: std::sync::Mutex::default() })
+        Ok(Self { mode, dry_run: dry_run(query)?, warnings: std::sync::Mutex::default() })
     }
 
     /// Prunes unknown fields unless strict, then decodes strictly, defaults and validates.
@@ -171,6 +173,16 @@ impl Admission {
             }
         }
         response
+    }
+}
+
+/// Whether the request asks for a dry run. `All` is the one value Kubernetes defines; anything else is refused rather
+/// than read as a real write.
+pub(super) fn dry_run(query: &Query) -> ApiResult<bool> {
+    match query.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!("dryRun must be All (the only value served), not {other:?}"))),
     }
 }
 

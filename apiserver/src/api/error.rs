@@ -83,7 +83,7 @@ impl ApiError {
     /// 422 with one cause per field.
     #[must_use]
     pub fn invalid(kind: &KindInfo, name: &str, errors: &[FieldError]) -> Self {
-        Self(Box::new(Status::invalid(kind.kind, kind.plural, name, errors)))
+        Self(Box::new(Status::invalid(kind.kind, name, errors)))
     }
 }
 

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 
-use agora_schemas::KindInfo;
+use agora_schemas::{KindInfo, StatusReason};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::delete::DeleteOptions;
 use super::managed::{self, Manage, Scope};
 use super::{Admission, ApiError, ApiResult, PATCH_TYPES, ResourceApi, json_response, media_type, scale_of};
 
@@ -149,6 +150,18 @@ impl ResourceApi {
                 "force is only allowed for server-side apply (application/apply-patch+yaml)",
             ));
         }
+        if admission.dry_run {
+            if let Some(sub @ ("accept" | "trigger")) = target.subresource.as_deref() {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun is not supported by {}/{sub}: it acts at once (an acceptance claims the offer, a trigger \
+                     queues a run), so a dry run would only pretend",
+                    target.kind.plural
+                )));
+            }
+        }
+        if matches!(method, Method::POST | Method::PUT) {
+            check_content_type(headers)?;
+        }
         let update = |scope| Manage::Update { manager: manager.clone(), scope };
         let ok = |object: Value| admission.decorate(json_response(StatusCode::OK, &object));
         let created = |object: Value| admission.decorate(json_response(StatusCode::CREATED, &object));
@@ -183,7 +196,10 @@ impl ResourceApi {
             (true, Some("status"), &Method::PATCH) => {
                 self.patch(&target, headers, body, admission, &update(Scope::Status)).await.map(ok)
             }
-            (true, None, &Method::DELETE) => self.delete(&target, body).await.map(ok),
+            (true, None, &Method::DELETE) => self.delete(&target, &DeleteOptions::parse(&body, &query)?).await.map(ok),
+            (false, None, &Method::DELETE) => {
+                self.delete_collection(&target, &query, &DeleteOptions::parse(&body, &query)?).await.map(ok)
+            }
             (true, Some("accept"), &Method::POST) => self.accept(&target, body).await.map(ok),
             (true, Some("trigger"), &Method::POST) => {
                 self.trigger(&target, body, admission, &update(Scope::Main)).await.map(ok)
@@ -197,4 +213,23 @@ impl ResourceApi {
             _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
         }
     }
+}
+
+/// The body media types POST and PUT accept.
+const BODY_TYPES: [&str; 1] = ["application/json"];
+
+/// Refuses a POST or PUT body in a media type the server does not read (415, as Kubernetes answers); a request
+/// without a Content-Type is read as JSON.
+fn check_content_type(headers: &HeaderMap) -> ApiResult<()> {
+    let media = media_type(headers);
+    if media.is_empty() || BODY_TYPES.contains(&media.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusReason::UnsupportedMediaType,
+        format!(
+            "the body of the request was in an unknown format ({media:?}) - accepted media types include: {}",
+            BODY_TYPES.join(", ")
+        ),
+    ))
 }

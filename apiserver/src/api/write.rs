@@ -110,12 +110,20 @@ impl ResourceApi {
             .await?;
             self.check_parents(target, &name, &admitted).await?;
             let key = self.key(target, &name);
-            let response =
-                self.store.txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, bytes)])).await?;
-            if response.succeeded {
-                let mut created = admitted;
-                set_meta(&mut created, "resourceVersion", json!(response.revision.to_string()));
-                return Ok(created);
+            if admission.dry_run {
+                // What a create would store, unwritten: a taken name is still AlreadyExists (or, for a generated
+                // name, another try), and the object has no resourceVersion, as in Kubernetes.
+                if self.store.get(&key).await?.is_none() {
+                    return Ok(admitted);
+                }
+            } else {
+                let response =
+                    self.store.txn(Txn::new(vec![Compare::Absent(key.clone())], vec![Op::Put(key, bytes)])).await?;
+                if response.succeeded {
+                    let mut created = admitted;
+                    set_meta(&mut created, "resourceVersion", json!(response.revision.to_string()));
+                    return Ok(created);
+                }
             }
             if meta_str(&object, "name").is_some() {
                 return Err(ApiError::already_exists(kind, &name));
@@ -412,6 +420,11 @@ impl ResourceApi {
             let parents = |o: &Value| o.pointer("/spec/parents").cloned();
             if matches!(op, Op::Put(..)) && parents(&admitted) != parents(&current) {
                 self.check_parents(target, name, &admitted).await?;
+            }
+            if admission.dry_run {
+                // What the update would store, unwritten, at the revision it was decided against.
+                set_meta(&mut admitted, "resourceVersion", json!(kv.mod_revision.to_string()));
+                return Ok(admitted);
             }
             let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
             if response.succeeded {

@@ -82,7 +82,8 @@ impl Server {
 
     /// A server-side apply of `body` (YAML or JSON text) by `manager`.
     pub async fn apply(&self, path: &str, manager: &str, force: bool, body: &str) -> (StatusCode, Value) {
-        let path = format!("{path}?fieldManager={manager}&force={force}");
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{joiner}fieldManager={manager}&force={force}");
         self.call_raw(Method::PATCH, &path, "application/apply-patch+yaml", Some(body.as_bytes().to_vec())).await
     }
 
@@ -121,4 +122,28 @@ pub fn status(answer: &(StatusCode, Value), code: u16, reason: &str) -> String {
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["reason"], reason, "{body}");
     body["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Reads watch events (one JSON object per line) until `n` have arrived or the stream ends.
+pub async fn read_events(response: reqwest::Response, n: usize) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut stream = response.bytes_stream();
+    let (mut buffer, mut events) = (Vec::new(), Vec::new());
+    while events.len() < n {
+        let chunk = match tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            Ok(None) => break,
+            Err(_) => panic!("no watch event within 10 s; got {events:?}"),
+        };
+        // Lines are split only where a chunk has a newline, so large objects are not rescanned chunk after chunk.
+        let mut rest = &chunk[..];
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            buffer.extend_from_slice(&rest[..end]);
+            events.push(serde_json::from_slice(&buffer).unwrap());
+            buffer.clear();
+            rest = &rest[end + 1..];
+        }
+        buffer.extend_from_slice(rest);
+    }
+    events
 }
