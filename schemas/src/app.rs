@@ -15,6 +15,44 @@ use crate::common::{
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{Path, Validator, check_dns_label};
 
+/// How Apps are printed: what a Marathon user looks at first.
+pub const APP_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("Instances", "integer", "Instances wanted.", Cell::Path("/spec/instances")),
+        Column::new("Running", "integer", "Tasks running.", Cell::Path("/status/tasksRunning")),
+        Column::new(
+            "Healthy",
+            "integer",
+            "Running tasks whose health checks pass.",
+            Cell::Path("/status/tasksHealthy"),
+        ),
+        Column::new(
+            "Deployment",
+            "string",
+            "The step of the rolling upgrade under way.",
+            Cell::Path("/status/deployment/step"),
+        ),
+        Column::new("Version", "string", "The version the app runs or is deployed to.", Cell::Path("/status/version")),
+        Column::new("Staged", "integer", "Tasks staged or starting.", Cell::Path("/status/tasksStaged")).wide(),
+        Column::new(
+            "Unhealthy",
+            "integer",
+            "Running tasks whose health checks fail.",
+            Cell::Path("/status/tasksUnhealthy"),
+        )
+        .wide(),
+        Column::new("Role", "string", "The role its resources are offered under.", Cell::Path("/spec/role")).wide(),
+        Column::new(
+            "Last Failure",
+            "string",
+            "Why the last task failed.",
+            Cell::Path("/status/lastTaskFailure/message"),
+        )
+        .wide(),
+    ]
+};
+
 crate::object! {
     /// A long-running application: `spec.instances` copies of a command, kept running by the marathon framework.
     App {
@@ -27,6 +65,7 @@ crate::object! {
         subresources: ["status", "scale"],
         field_selectors: [],
         name_rule: Label,
+        columns: APP_COLUMNS,
     }
 }
 
@@ -210,6 +249,16 @@ impl AppSpec {
     }
 }
 
+/// How AppVersions are printed.
+pub const APP_VERSION_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("App", "string", "The app it is a version of.", Cell::Path("/spec/app")),
+        Column::new("Version", "string", "The version hash.", Cell::Path("/spec/version")),
+        Column::new("Cmd", "string", "The command its tasks run.", Cell::Path("/spec/template/cmd")).wide(),
+    ]
+};
+
 crate::object! {
     /// One version of an App's task template (its spec but `instances`), kept by marathon — the latest 10 per app —
     /// for history and rollback, like Marathon's `/v2/apps/{id}/versions`. Named `<app>-<version>`, owned by the App.
@@ -222,6 +271,7 @@ crate::object! {
         subresources: [],
         field_selectors: [],
         name_rule: Subdomain,
+        columns: APP_VERSION_COLUMNS,
     }
 }
 

@@ -11,6 +11,44 @@ use crate::common::{PortRange, Resources, validate_role};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator, check_qualified_name};
 
+/// How Agents are printed: readiness and how much of each is allocated.
+pub const AGENT_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new(
+            "Ready",
+            "string",
+            "The Ready condition.",
+            Cell::With(|agent, _| crate::columns::condition(agent, "Ready")),
+        ),
+        Column::new(
+            "CPUs",
+            "string",
+            "CPUs allocated of the total.",
+            Cell::With(|agent, _| crate::columns::used_of(agent, "cpus")),
+        ),
+        Column::new(
+            "Mem",
+            "string",
+            "Memory (MiB) allocated of the total.",
+            Cell::With(|agent, _| crate::columns::used_of(agent, "mem")),
+        ),
+        Column::new(
+            "Disk",
+            "string",
+            "Disk (MiB) allocated of the total.",
+            Cell::With(|agent, _| crate::columns::used_of(agent, "disk")),
+        )
+        .wide(),
+        Column::new("Cordoned", "boolean", "Whether new tasks are kept off it.", Cell::Path("/spec/unschedulable"))
+            .wide(),
+        Column::new("Hostname", "string", "The machine's hostname.", Cell::Path("/status/hostname")).wide(),
+        Column::new("Address", "string", "Where the agent serves logs and health.", Cell::Path("/status/address"))
+            .wide(),
+        Column::new("Version", "string", "The agent's version.", Cell::Path("/status/version")).wide(),
+    ]
+};
+
 crate::object! {
     /// A machine that runs tasks: what it has, how it is labelled, and whether it is reachable.
     Agent {
@@ -23,6 +61,7 @@ crate::object! {
         subresources: ["status"],
         field_selectors: [],
         name_rule: Subdomain,
+        columns: AGENT_COLUMNS,
     }
 }
 
@@ -125,6 +164,40 @@ pub struct AgentStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// How Frameworks are printed: their roles, weight, dominant share and whether they are connected.
+pub const FRAMEWORK_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new(
+            "Roles",
+            "string",
+            "The roles it takes offers for.",
+            Cell::With(|f, _| crate::columns::joined(f.pointer("/spec/roles"), None)),
+        ),
+        Column::new("Weight", "number", "Its weight in fair sharing.", Cell::Path("/spec/weight")),
+        Column::new(
+            "Share",
+            "string",
+            "Its dominant share of the cluster.",
+            Cell::With(|f, _| {
+                f.pointer("/status/dominantShare")
+                    .and_then(serde_json::Value::as_f64)
+                    .map_or(serde_json::Value::Null, |s| serde_json::json!(crate::columns::number(s)))
+            }),
+        ),
+        Column::new(
+            "Connected",
+            "string",
+            "The Connected condition.",
+            Cell::With(|f, _| crate::columns::condition(f, "Connected")),
+        ),
+        Column::new("Offers", "integer", "Offers outstanding to it.", Cell::Path("/status/outstandingOffers")).wide(),
+        Column::new("Suppressed", "boolean", "Whether it asked for no offers.", Cell::Path("/spec/suppressed")).wide(),
+        Column::new("Last Seen", "string", "How long ago it was last heard from.", Cell::Age("/status/lastSeen"))
+            .wide(),
+    ]
+};
+
 crate::object! {
     /// A scheduler that receives offers: the built-in marathon and chronos, or your own.
     Framework {
@@ -137,6 +210,7 @@ crate::object! {
         subresources: ["status"],
         field_selectors: [],
         name_rule: Subdomain,
+        columns: FRAMEWORK_COLUMNS,
     }
 }
 
@@ -218,6 +292,38 @@ pub struct FrameworkStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// How Roles are printed.
+pub const ROLE_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("Weight", "number", "Its weight in fair sharing.", Cell::Path("/spec/weight")),
+        Column::new(
+            "Share",
+            "string",
+            "Its dominant share of the cluster.",
+            Cell::With(|r, _| {
+                r.pointer("/status/dominantShare")
+                    .and_then(serde_json::Value::as_f64)
+                    .map_or(serde_json::Value::Null, |s| serde_json::json!(crate::columns::number(s)))
+            }),
+        ),
+        Column::new(
+            "Allocated",
+            "string",
+            "What its frameworks hold.",
+            Cell::With(|r, _| crate::columns::resources(r.pointer("/status/allocated"))),
+        )
+        .wide(),
+        Column::new(
+            "Quota",
+            "string",
+            "Its guaranteed resources.",
+            Cell::With(|r, _| crate::columns::resources(r.pointer("/spec/quota/guarantee"))),
+        )
+        .wide(),
+    ]
+};
+
 crate::object! {
     /// A role's place in Dominant Resource Fairness: its weight and its quota. Roles nest by name (`eng/web` under
     /// `eng`); the Role object of role `eng/web` is named `eng.web` (a `/` is written `.`, since names are DNS
@@ -232,6 +338,7 @@ crate::object! {
         subresources: ["status"],
         field_selectors: [],
         name_rule: Subdomain,
+        columns: ROLE_COLUMNS,
     }
 }
 
@@ -368,6 +475,42 @@ pub struct RoleStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// How Offers are printed: to whom, from where, what, and in what phase.
+pub const OFFER_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("Framework", "string", "The framework offered to.", Cell::Path("/spec/framework")),
+        Column::new("Agent", "string", "The agent offering.", Cell::Path("/spec/agent")),
+        Column::new(
+            "Resources",
+            "string",
+            "What is offered.",
+            Cell::With(|o, _| crate::columns::resources(o.pointer("/spec/resources"))),
+        ),
+        Column::new(
+            "Phase",
+            "string",
+            "Outstanding, Accepted, Declined, Rescinded or Expired.",
+            Cell::Path("/status/phase"),
+        ),
+        Column::new("Role", "string", "The role offered under.", Cell::Path("/spec/role")).wide(),
+        Column::new(
+            "Expires",
+            "string",
+            "When it lapses.",
+            Cell::With(|o, now| crate::columns::until(o, "/spec/expiresAt", now)),
+        )
+        .wide(),
+        Column::new(
+            "Tasks",
+            "string",
+            "The tasks it was accepted with.",
+            Cell::With(|o, _| crate::columns::joined(o.pointer("/status/tasks"), None)),
+        )
+        .wide(),
+    ]
+};
+
 crate::object! {
     /// Resources of one agent offered to one framework, used once: accepted (creating tasks), declined or rescinded.
     Offer {
@@ -380,6 +523,7 @@ crate::object! {
         subresources: ["status", "accept"],
         field_selectors: ["spec.framework", "spec.agent", "status.phase"],
         name_rule: Subdomain,
+        columns: OFFER_COLUMNS,
     }
 }
 

@@ -9,6 +9,17 @@ use crate::Resource;
 use crate::meta::{ObjectMeta, ObjectReference};
 use crate::validation::{NameRule, Path, Validator};
 
+/// How Leases are printed.
+pub const LEASE_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("Holder", "string", "Who holds it.", Cell::Path("/spec/holderIdentity")),
+        Column::new("Renewed", "string", "How long ago it was renewed.", Cell::Age("/spec/renewTime")),
+        Column::new("Duration", "integer", "Seconds it lasts unrenewed.", Cell::Path("/spec/leaseDurationSeconds"))
+            .wide(),
+    ]
+};
+
 crate::object! {
     /// A lock with a time limit: the holder renews it; when it lapses, another may take it.
     Lease {
@@ -20,6 +31,7 @@ crate::object! {
         subresources: [],
         field_selectors: [],
         name_rule: Subdomain,
+        columns: LEASE_COLUMNS,
     }
 }
 
@@ -131,6 +143,33 @@ pub const MAX_EVENT_MESSAGE_BYTES: usize = 4096;
 
 crate::defaults!(Event { type_: EventType = EventType::Normal, count: i32 = 1 });
 
+/// How Events are printed, as `kubectl get events` shows them.
+pub const EVENT_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("Last Seen", "string", "How long ago it last happened.", Cell::Age("/lastTimestamp")),
+        Column::new("Type", "string", "Normal or Warning.", Cell::Path("/type")),
+        Column::new("Reason", "string", "Why, in one word.", Cell::Path("/reason")),
+        Column::new(
+            "Object",
+            "string",
+            "What it is about.",
+            Cell::With(|e, _| {
+                match (
+                    e.pointer("/involvedObject/kind").and_then(serde_json::Value::as_str),
+                    e.pointer("/involvedObject/name").and_then(serde_json::Value::as_str),
+                ) {
+                    (Some(kind), Some(name)) => serde_json::json!(format!("{}/{name}", kind.to_ascii_lowercase())),
+                    _ => serde_json::Value::Null,
+                }
+            }),
+        ),
+        Column::new("Message", "string", "What happened.", Cell::Path("/message")),
+        Column::new("Count", "integer", "How many times.", Cell::Path("/count")).wide(),
+        Column::new("Source", "string", "Who reported it.", Cell::Path("/source/component")).wide(),
+    ]
+};
+
 impl Resource for Event {
     const KIND: &'static str = "Event";
     const PLURAL: &'static str = "events";
@@ -141,6 +180,7 @@ impl Resource for Event {
     const FIELD_SELECTORS: &'static [&'static str] =
         &["involvedObject.kind", "involvedObject.name", "involvedObject.uid", "reason", "type"];
     const NAME_RULE: NameRule = NameRule::Subdomain;
+    const COLUMNS: &'static [crate::columns::Column] = EVENT_COLUMNS;
 
     fn metadata(&self) -> &ObjectMeta {
         &self.metadata

@@ -16,6 +16,72 @@ use crate::iso8601::{ScheduleExpr, parse_duration, time_zone};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator, check_dns_label};
 
+/// How CronJobs are printed: when they run next and how the last run went.
+pub const CRONJOB_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new(
+            "Schedule",
+            "string",
+            "The ISO 8601 schedule, or the parents it runs after.",
+            Cell::With(|job, _| match job.pointer("/spec/schedule").and_then(serde_json::Value::as_str) {
+                Some(schedule) => serde_json::json!(schedule),
+                None => crate::columns::joined(job.pointer("/spec/parents"), None)
+                    .as_str()
+                    .map_or(serde_json::Value::Null, |p| serde_json::json!(format!("after {p}"))),
+            }),
+        ),
+        Column::new(
+            "Next Run",
+            "string",
+            "When the next scheduled run is due.",
+            Cell::With(|job, now| crate::columns::until(job, "/status/nextScheduleTime", now)),
+        ),
+        Column::new(
+            "Last Result",
+            "string",
+            "The result of the newest finished run.",
+            Cell::With(|job, _| {
+                job.pointer("/status/runs")
+                    .and_then(serde_json::Value::as_array)
+                    .and_then(|runs| {
+                        runs.iter().max_by_key(|r| r["finishedAt"].as_str().unwrap_or_default().to_owned())
+                    })
+                    .map_or(serde_json::Value::Null, |run| run["result"].clone())
+            }),
+        ),
+        Column::new(
+            "Active",
+            "integer",
+            "Runs under way.",
+            Cell::With(|job, _| {
+                serde_json::json!(
+                    job.pointer("/status/active").and_then(serde_json::Value::as_array).map_or(0, Vec::len)
+                )
+            }),
+        ),
+        Column::new(
+            "Last Schedule",
+            "string",
+            "How long ago the newest scheduled instant was.",
+            Cell::Age("/status/lastScheduleTime"),
+        )
+        .wide(),
+        Column::new("Successes", "integer", "Runs that succeeded.", Cell::Path("/status/successCount")).wide(),
+        Column::new("Errors", "integer", "Runs that failed.", Cell::Path("/status/errorCount")).wide(),
+        Column::new("Missed", "integer", "Instants missed past their epsilon.", Cell::Path("/status/missedRuns"))
+            .wide(),
+        Column::new(
+            "Skipped",
+            "integer",
+            "Instants skipped by the concurrency policy.",
+            Cell::Path("/status/skippedRuns"),
+        )
+        .wide(),
+        Column::new("Disabled", "boolean", "Whether scheduled runs are off.", Cell::Path("/spec/disabled")).wide(),
+    ]
+};
+
 crate::object! {
     /// A scheduled job: runs `command` on `schedule`, or after all of its `parents` succeeded.
     CronJob {
@@ -28,6 +94,7 @@ crate::object! {
         subresources: ["status", "trigger"],
         field_selectors: [],
         name_rule: Label,
+        columns: CRONJOB_COLUMNS,
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod columns;
 pub mod common;
 pub mod coordination;
 pub mod cronjob;

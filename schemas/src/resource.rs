@@ -40,6 +40,8 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + 
     const FIELD_SELECTORS: &'static [&'static str];
     /// How names of this kind must look.
     const NAME_RULE: NameRule;
+    /// The columns it is printed with, besides `Name` and `Age` ([`crate::columns`]).
+    const COLUMNS: &'static [crate::columns::Column];
 
     /// The object's metadata.
     fn metadata(&self) -> &ObjectMeta;
@@ -88,6 +90,8 @@ pub struct KindInfo {
     pub subresources: &'static [&'static str],
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
     pub field_selectors: &'static [&'static str],
+    /// The columns it is printed with, besides `Name` and `Age`.
+    pub columns: &'static [crate::columns::Column],
     /// Decodes strictly, defaults and validates an object of this kind.
     pub admit: fn(serde_json::Value) -> Result<serde_json::Value, AdmitError>,
     /// The kind's JSON Schema, with nested types placed where the generator's settings say.
@@ -112,6 +116,7 @@ impl KindInfo {
             namespaced: K::NAMESPACED,
             subresources: K::SUBRESOURCES,
             field_selectors: K::FIELD_SELECTORS,
+            columns: K::COLUMNS,
             admit: admit::<K>,
             schema: |generator| generator.subschema_for::<K>(),
         }
@@ -203,7 +208,8 @@ macro_rules! object {
             namespaced: $namespaced:literal,
             subresources: [$($sub:literal),*],
             field_selectors: [$($field:literal),*],
-            name_rule: $rule:ident $(,)?
+            name_rule: $rule:ident,
+            columns: $columns:expr $(,)?
         }
     ) => {
         $(#[$doc])*
@@ -248,6 +254,7 @@ macro_rules! object {
             const SUBRESOURCES: &'static [&'static str] = &[$($sub),*];
             const FIELD_SELECTORS: &'static [&'static str] = &[$($field),*];
             const NAME_RULE: $crate::validation::NameRule = $crate::validation::NameRule::$rule;
+            const COLUMNS: &'static [$crate::columns::Column] = $columns;
 
             fn metadata(&self) -> &$crate::meta::ObjectMeta {
                 &self.metadata

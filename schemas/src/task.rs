@@ -13,6 +13,41 @@ use crate::common::{
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator};
 
+/// How Tasks are printed: where each runs, for what, and on which ports.
+pub const TASK_COLUMNS: &[crate::columns::Column] = {
+    use crate::columns::{Cell, Column};
+    &[
+        Column::new("State", "string", "The task's state.", Cell::Path("/status/state")),
+        Column::new("Agent", "string", "The agent it runs on.", Cell::Path("/spec/agent")),
+        Column::new(
+            "Owner",
+            "string",
+            "The app or cronjob it runs for.",
+            Cell::With(|task, _| {
+                let label = |key: &str| {
+                    task.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(serde_json::Value::as_str)
+                };
+                match (label(crate::app::APP_LABEL), label(crate::cronjob::CRONJOB_LABEL)) {
+                    (Some(app), _) => serde_json::json!(format!("app/{app}")),
+                    (None, Some(job)) => serde_json::json!(format!("cronjob/{job}")),
+                    (None, None) => serde_json::Value::Null,
+                }
+            }),
+        ),
+        Column::new(
+            "Ports",
+            "string",
+            "The host ports it was given.",
+            Cell::With(|task, _| crate::columns::joined(task.pointer("/spec/ports"), Some("port"))),
+        ),
+        Column::new("Host", "string", "The agent's hostname.", Cell::Path("/status/host")).wide(),
+        Column::new("Framework", "string", "The framework that launched it.", Cell::Path("/spec/framework")).wide(),
+        Column::new("Healthy", "boolean", "Whether its health checks pass.", Cell::Path("/status/healthy")).wide(),
+        Column::new("Exit Code", "integer", "How its process exited.", Cell::Path("/status/exitCode")).wide(),
+        Column::new("Reason", "string", "Why it is in its state.", Cell::Path("/status/reason")).wide(),
+    ]
+};
+
 crate::object! {
     /// One process on one agent. Created (bound to its agent) by accepting an offer; never rescheduled — a
     /// replacement is a new Task.
@@ -26,6 +61,7 @@ crate::object! {
         subresources: ["status", "log"],
         field_selectors: ["spec.agent", "spec.framework", "status.state"],
         name_rule: Subdomain,
+        columns: TASK_COLUMNS,
     }
 }
 

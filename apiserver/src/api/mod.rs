@@ -24,6 +24,7 @@ pub mod error;
 mod logs;
 pub mod managed;
 pub mod patch;
+mod print;
 mod read;
 mod route;
 pub mod selectors;

@@ -6,9 +6,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::print::View;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch::{self};
-use super::{ApiError, ApiResult, Query, ResourceApi, Target, decode, meta_str, not_json, with_resource_version};
+use super::{
+    ApiError, ApiResult, Query, ResourceApi, Target, decode, json_response, meta_str, not_json, with_resource_version,
+};
 use crate::store::{RangeRequest, Revision};
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -122,7 +125,7 @@ impl ResourceApi {
         Ok(self.current(target).await?.1)
     }
 
-    pub(super) async fn list(&self, target: &Target, query: &Query) -> ApiResult<Response> {
+    pub(super) async fn list(&self, target: &Target, query: &Query, view: View) -> ApiResult<Response> {
         let kind = target.kind;
         let filter = Filter::new(target, query)?;
         let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
@@ -158,8 +161,10 @@ impl ResourceApi {
         };
         // Items are written as JSON as they are read. Without selectors the stored bytes are copied as they are,
         // with the resourceVersion spliced in: a list of 100,000 objects is then mostly a copy.
-        let raw = filter.selects_all_in_namespace();
+        // Other views are built from the decoded objects.
+        let raw = filter.selects_all_in_namespace() && view == View::Object;
         let mut items = Vec::<u8>::new();
+        let mut objects = Vec::new();
         let mut count = 0usize;
         let mut token = None;
         loop {
@@ -183,6 +188,11 @@ impl ResourceApi {
                     if !filter.matches(&object) {
                         continue;
                     }
+                    if view != View::Object {
+                        objects.push(object);
+                        count += 1;
+                        continue;
+                    }
                     serde_json::to_vec(&object).unwrap_or_default()
                 };
                 if count > 0 {
@@ -204,6 +214,14 @@ impl ResourceApi {
         let mut metadata = json!({ "resourceVersion": revision.unwrap_or_default().to_string() });
         if let Some(token) = token {
             metadata["continue"] = json!(token);
+        }
+        if view != View::Object {
+            let body = view.list(kind, &objects, metadata);
+            let mut response = json_response(StatusCode::OK, &body);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(view.content_type(true)));
+            return Ok(response);
         }
         let mut body = Vec::with_capacity(items.len() + 128);
         body.extend_from_slice(format!("{{\"apiVersion\":\"{API_VERSION}\",\"items\":[").as_bytes());

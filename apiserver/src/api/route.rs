@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::delete::DeleteOptions;
 use super::managed::{self, Manage, Scope};
+use super::print::View;
 use super::{Admission, ApiError, ApiResult, PATCH_TYPES, ResourceApi, json_response, media_type, scale_of};
 
 /// A boolean query parameter ([`check_query`] has refused anything but Go's `strconv.ParseBool` spellings).
@@ -167,12 +168,22 @@ impl ResourceApi {
         let created = |object: Value| admission.decorate(json_response(StatusCode::CREATED, &object));
         let admission = &admission;
         match (target.name.is_some(), target.subresource.as_deref(), &method) {
-            (false, None, &Method::GET) if flag(&query, "watch") => self.watch(&target, &query, headers).await,
-            (false, None, &Method::GET) => self.list(&target, &query).await,
+            (false, None, &Method::GET) if flag(&query, "watch") => {
+                self.watch(&target, &query, headers, View::negotiate(headers, &query)?).await
+            }
+            (false, None, &Method::GET) => self.list(&target, &query, View::negotiate(headers, &query)?).await,
             (false, None, &Method::POST) => {
                 self.create(&target, body, admission, &update(Scope::Main)).await.map(created)
             }
-            (true, None | Some("status"), &Method::GET) => self.get(&target).await.map(ok),
+            (true, None | Some("status"), &Method::GET) => {
+                let view = View::negotiate(headers, &query)?;
+                let object = self.get(&target).await?;
+                let mut response = json_response(StatusCode::OK, &view.one(target.kind, &object, true));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(view.content_type(false)));
+                Ok(response)
+            }
             (true, None, &Method::PUT) => self.replace(&target, body, admission, &update(Scope::Main)).await.map(ok),
             (true, Some("status"), &Method::PUT) => {
                 self.replace(&target, body, admission, &update(Scope::Status)).await.map(ok)

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::print::View;
 use super::watch::{self, Next};
 use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, decode, flag};
 use crate::store::{RangeRequest, Revision};
@@ -42,6 +43,41 @@ pub(super) struct WatchStream {
     expired: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     kind: &'static KindInfo,
     sse: bool,
+    shown: Shown,
+}
+
+/// How a watch's objects are shown: the view asked for, and whether a Table's column definitions have gone out (only
+/// the first Table of a watch carries them).
+pub(super) struct Shown {
+    view: View,
+    defined: bool,
+}
+
+impl Shown {
+    fn new(view: View) -> Self {
+        Self { view, defined: false }
+    }
+
+    /// `{"type": type_, "object": object}` with the object in the view, as sent.
+    fn line(&mut self, kind: &KindInfo, type_: &str, object: &Value, sse: bool) -> bytes::Bytes {
+        let first = !std::mem::replace(&mut self.defined, true);
+        watch_line(&json!({ "type": type_, "object": self.view.one(kind, object, first) }), sse)
+    }
+
+    /// A change as sent: the cache's own framing when the object goes as it is.
+    fn change(&mut self, kind: &KindInfo, type_: &'static str, change: &watch::Change, sse: bool) -> bytes::Bytes {
+        match self.view {
+            View::Object if type_ == change.kind && !sse => change.framed(),
+            View::Object => watch_frame(type_, change.encoded(), sse),
+            _ => self.line(kind, type_, change.object(), sse),
+        }
+    }
+
+    /// A bookmark as sent.
+    fn bookmark(&self, kind: &KindInfo, revision: Revision, initial_events_end: bool, sse: bool) -> bytes::Bytes {
+        let event = watch::bookmark(kind, revision, initial_events_end);
+        watch_line(&json!({ "type": "BOOKMARK", "object": self.view.bookmark(kind, &event["object"]) }), sse)
+    }
 }
 
 impl WatchStream {
@@ -66,16 +102,12 @@ impl WatchStream {
                 };
                 tokio::select! {
                     () = expired => return None,
-                    _ = tick => break watch_line(&watch::bookmark(watch.kind, watch.latest, false), watch.sse),
+                    _ = tick => break watch.shown.bookmark(watch.kind, watch.latest, false, watch.sse),
                     next = watch.subscription.next() => match next {
                         Next::Change(change) => {
                             watch.latest = change.revision;
                             let Some(kind) = watch.filter.event_type(&change) else { continue };
-                            break if kind == change.kind && !watch.sse {
-                                change.framed()
-                            } else {
-                                watch_frame(kind, change.encoded(), watch.sse)
-                            };
+                            break watch.shown.change(watch.kind, kind, &change, watch.sse);
                         }
                         Next::Progress(revision) => watch.latest = watch.latest.max(revision),
                         Next::End(status) => {
@@ -92,7 +124,13 @@ impl WatchStream {
 
 impl ResourceApi {
     /// `?watch=true`: a stream of events, one JSON object per line (or Server-Sent Events for `text/event-stream`).
-    pub(super) async fn watch(&self, target: &Target, query: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+    pub(super) async fn watch(
+        &self,
+        target: &Target,
+        query: &Query,
+        headers: &HeaderMap,
+        view: View,
+    ) -> ApiResult<Response> {
         let kind = target.kind;
         let filter = Filter::new(target, query)?;
         let bookmarks = flag(query, "allowWatchBookmarks");
@@ -119,7 +157,7 @@ impl ResourceApi {
         // Without a revision (or with sendInitialEvents), the client first gets the current objects as ADDED.
         let initial = resume.is_none() || initial_events;
         let line = |event: &Value| watch_line(event, sse);
-        let frame = |kind: &str, object: &[u8]| watch_frame(kind, object, sse);
+        let mut shown = Shown::new(view);
         // What goes before the live events: an ERROR for a compacted revision, or the initial objects and backlog.
         let mut first = Vec::new();
         let mut live = None;
@@ -149,16 +187,16 @@ impl ResourceApi {
                 for kv in &listed.kvs {
                     let object = decode(kv)?;
                     if filter.matches(&object) {
-                        first.push(line(&json!({ "type": "ADDED", "object": object })));
+                        first.push(shown.line(kind, "ADDED", &object, sse));
                     }
                 }
                 if initial_events {
-                    first.push(line(&watch::bookmark(kind, subscription.revision, true)));
+                    first.push(shown.bookmark(kind, subscription.revision, true, sse));
                 }
             }
             for change in std::mem::take(&mut subscription.backlog) {
-                if let Some(kind) = filter.event_type(&change) {
-                    first.push(frame(kind, change.encoded()));
+                if let Some(type_) = filter.event_type(&change) {
+                    first.push(shown.change(kind, type_, &change, sse));
                 }
             }
             // The body polls the subscription itself: no task and channel between the broadcast and the
@@ -176,13 +214,14 @@ impl ResourceApi {
                 expired: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
                 kind,
                 sse,
+                shown,
             });
         }
         use futures::StreamExt as _;
         let first = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
         let live = futures::stream::iter(live).flat_map(WatchStream::into_stream);
         let mut response = axum::body::Body::from_stream(first.chain(live)).into_response();
-        let content_type = if sse { "text/event-stream" } else { "application/json" };
+        let content_type = if sse { "text/event-stream" } else { view.content_type(true) };
         response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
         response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         Ok(response)
