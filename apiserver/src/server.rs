@@ -240,9 +240,12 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     let metrics = Metrics::default();
     let store = metrics.metered(store);
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
+    let api =
+        ResourceApi::new(store.clone(), config.keys, config.watch_backlog).with_agent_token(config.token.as_deref());
+    // Every kind's watch cache starts now, so a watch from any revision this server has answered with finds it.
+    api.start_watch_caches();
     let state = Arc::new(Shared {
-        api: ResourceApi::new(store.clone(), config.keys, config.watch_backlog)
-            .with_agent_token(config.token.as_deref()),
+        api,
         store,
         openapi: Arc::new(OpenApi::default()),
         token: config.token.map(Arc::from),

@@ -4,6 +4,10 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use agora_apiserver::server::ApiConfig;
+use agora_apiserver::store::{EmbeddedConfig, EmbeddedStore, EtcdStore, SharedStore};
 use common::{APPS, Server, app, read_events, status};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -89,20 +93,89 @@ async fn watch_lifecycle_on_etcd() {
     watch_lifecycle(&Server::etcd().await).await;
 }
 
+/// A watch from a revision older than the cache (here: written before this apiserver started) is served from the
+/// store's history, then follows the cache, missing nothing and repeating nothing; a compacted one is a 410.
+async fn resume_from_before_the_cache(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>) {
+    let earlier = Server::on(store.clone(), Box::new(()), ApiConfig::default()).await;
+    let (_, a) = earlier.post(APPS, app("a")).await;
+    let rv_a = a["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    earlier.post(APPS, app("b")).await;
+    let mut canary = app("c");
+    canary["metadata"]["labels"]["tier"] = json!("canary");
+    earlier.post(APPS, canary).await;
+    // Another apiserver on the same store: its caches start after those writes.
+    let server = Server::on(store.clone(), keep, ApiConfig::default()).await;
+    let watch = |selector: &str| {
+        let url = format!("{}{APPS}?watch=true&resourceVersion={rv_a}{selector}", server.base);
+        server.http.get(url).send()
+    };
+    let all = watch("").await.unwrap();
+    let canaries = watch("&labelSelector=tier%3Dcanary").await.unwrap();
+    // Changes after the watches opened, through both servers, quickly (the join races them).
+    for name in ["d", "e", "f"] {
+        server.post(APPS, app(name)).await;
+    }
+    earlier
+        .patch(&format!("{APPS}/c"), "application/merge-patch+json", json!({"metadata": {"labels": {"tier": "web"}}}))
+        .await;
+    server.delete(&format!("{APPS}/a")).await;
+    let events = read_events(all, 7).await;
+    let expected = [
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+        ("ADDED", "d"),
+        ("ADDED", "e"),
+        ("ADDED", "f"),
+        ("MODIFIED", "c"),
+        ("DELETED", "a"),
+    ];
+    assert_eq!(summary(&events), expected.map(|(t, n)| (t.to_owned(), n.to_owned())));
+    let revisions: Vec<i64> =
+        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "in order, once each: {revisions:?}");
+    let events = read_events(canaries, 2).await;
+    assert_eq!(summary(&events), [("ADDED", "c"), ("DELETED", "c")].map(|(t, n)| (t.to_owned(), n.to_owned())));
+    // A later change still arrives (the watch now follows the cache).
+    let after = watch("").await.unwrap();
+    server.post(APPS, app("g")).await;
+    let events = read_events(after, 8).await;
+    assert_eq!(summary(&events[7..]), [("ADDED".to_owned(), "g".to_owned())]);
+
+    // What the store has compacted is gone: 410.
+    let current = *revisions.last().unwrap();
+    store.compact(current).await.unwrap();
+    let old = watch("").await.unwrap();
+    let events = read_events(old, 1).await;
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410)),
+        "{events:?}"
+    );
+    assert_eq!(events[0]["object"]["reason"], "Expired");
+}
+
 #[tokio::test]
-async fn watch_edges_too_old_initial_events_timeout_and_sse() {
+async fn a_watch_resumes_from_before_the_cache_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+    resume_from_before_the_cache(store, Box::new(dir)).await;
+}
+
+#[tokio::test]
+async fn a_watch_resumes_from_before_the_cache_on_etcd() {
+    let etcd = tokio::task::spawn_blocking(agora_e2e::EtcdProcess::start).await.unwrap();
+    let store: SharedStore = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
+    resume_from_before_the_cache(store, Box::new(etcd)).await;
+}
+
+#[tokio::test]
+async fn watch_edges_initial_events_timeout_and_sse() {
     let server = Server::embedded().await;
     server.post(APPS, app("a")).await;
     server.post(APPS, app("b")).await;
-    // The cache starts with the first watch; a revision from before it is too old.
     let first = server.http.get(format!("{}{APPS}?watch=true&timeoutSeconds=1", server.base)).send().await.unwrap();
     let events = read_events(first, 10).await;
     assert_eq!(events.len(), 2, "two synthetic ADDED, then the stream ends at the timeout: {events:?}");
-    let old = server.http.get(format!("{}{APPS}?watch=true&resourceVersion=1", server.base)).send().await.unwrap();
-    let events = read_events(old, 1).await;
-    assert_eq!(events[0]["type"], "ERROR");
-    assert_eq!(events[0]["object"]["code"], 410);
-    assert_eq!(events[0]["object"]["reason"], "Expired");
 
     let initial = server
         .http

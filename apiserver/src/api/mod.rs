@@ -173,6 +173,11 @@ impl ResourceApi {
         Self { store, keys, watches, http: agent_client(None, None).unwrap_or_default(), agent_token: None }
     }
 
+    /// Starts every kind's watch cache in the background (call within a Tokio runtime).
+    pub fn start_watch_caches(&self) {
+        self.watches.start_all();
+    }
+
     /// Presents `token` (the cluster's) to agents when proxying their logs.
     #[must_use]
     pub fn with_agent_token(mut self, token: Option<&str>) -> Self {

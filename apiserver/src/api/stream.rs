@@ -7,9 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::print::View;
-use super::watch::{self, Next};
+use futures::StreamExt as _;
+
+use super::watch::{self, Next, WatchCache};
 use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, decode, flag};
-use crate::store::{RangeRequest, Revision};
+use crate::store::{RangeRequest, Revision, StoreError, WatchEvent};
 
 /// A watch event as sent: a JSON line, or a Server-Sent Event when `sse`.
 pub(super) fn watch_frame(kind: &str, object: &[u8], sse: bool) -> bytes::Bytes {
@@ -35,7 +37,7 @@ pub(super) fn watch_line(event: &Value, sse: bool) -> bytes::Bytes {
 
 /// The live part of a watch: changes from the shared cache as the client reads them, bookmarks, the timeout.
 pub(super) struct WatchStream {
-    subscription: watch::Subscription,
+    feed: Feed,
     filter: Filter,
     /// The revision the client has been brought to (for bookmarks).
     latest: Revision,
@@ -44,6 +46,74 @@ pub(super) struct WatchStream {
     kind: &'static KindInfo,
     sse: bool,
     shown: Shown,
+}
+
+/// Where a watch's changes come from.
+enum Source {
+    /// The shared cache.
+    Cache(watch::Subscription),
+    /// The store's history, for a watch that resumed from before the cache's window, until the window reaches where
+    /// it has got to: then it joins the cache.
+    Store { events: crate::store::WatchStream, prefix: String, cache: WatchCache },
+}
+
+/// A watch's changes: its source, and what to send before the source's next.
+struct Feed {
+    source: Source,
+    /// The cache's backlog when a watch joins it.
+    pending: std::collections::VecDeque<std::sync::Arc<watch::Change>>,
+    kind: &'static KindInfo,
+}
+
+impl Feed {
+    /// The next change, progress or end, the client having been sent everything up to `latest`; a watch served from
+    /// the store joins the cache as soon as it can.
+    async fn next(&mut self, latest: Revision) -> Next {
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                return Next::Change(change);
+            }
+            let (events, prefix, cache) = match &mut self.source {
+                Source::Cache(subscription) => match subscription.next().await {
+                    // Already sent from the store before the watch joined the cache.
+                    Next::Change(change) if change.revision <= latest => continue,
+                    next => return next,
+                },
+                Source::Store { events, prefix, cache } => (events, prefix, cache),
+            };
+            let (revision, change) = match events.next().await {
+                Some(Ok(WatchEvent::Progress { revision })) => (revision, None),
+                Some(Ok(event)) => (event.revision(), watch::change_of(event, prefix).map(std::sync::Arc::new)),
+                Some(Err(StoreError::Compacted { requested, compacted })) => {
+                    return Next::End(Box::new(too_old(requested, compacted)));
+                }
+                Some(Err(e)) => return Next::End(ApiError::from(e).0),
+                None => {
+                    return Next::End(Box::new(agora_schemas::Status::failure(
+                        StatusReason::Expired,
+                        "the store's watch ended; list again and watch from the new resourceVersion",
+                    )));
+                }
+            };
+            // The cache holds every change after `revision`: send its backlog after this change, then follow it.
+            if let Ok(mut subscription) = cache.subscribe(self.kind, Some(revision)).await {
+                self.pending.extend(std::mem::take(&mut subscription.backlog));
+                self.source = Source::Cache(subscription);
+            }
+            return match change {
+                Some(change) => Next::Change(change),
+                None => Next::Progress(revision),
+            };
+        }
+    }
+}
+
+/// The 410 for a revision the store has compacted.
+fn too_old(requested: Revision, compacted: Revision) -> agora_schemas::Status {
+    agora_schemas::Status::failure(
+        StatusReason::Expired,
+        format!("too old resource version: {requested} ({compacted})"),
+    )
 }
 
 /// How a watch's objects are shown: the view asked for, and whether a Table's column definitions have gone out (only
@@ -103,7 +173,7 @@ impl WatchStream {
                 tokio::select! {
                     () = expired => return None,
                     _ = tick => break watch.shown.bookmark(watch.kind, watch.latest, false, watch.sse),
-                    next = watch.subscription.next() => match next {
+                    next = watch.feed.next(watch.latest) => match next {
                         Next::Change(change) => {
                             watch.latest = change.revision;
                             let Some(kind) = watch.filter.event_type(&change) else { continue };
@@ -163,13 +233,22 @@ impl ResourceApi {
         let mut live = None;
         let subscription = match self.watches.subscribe(kind, if initial { None } else { resume }).await {
             Ok(subscription) => Some(subscription),
-            Err(crate::store::StoreError::Compacted { requested, compacted }) => {
-                let status = agora_schemas::Status::failure(
-                    StatusReason::Expired,
-                    format!("too old resource version: {requested} ({compacted})"),
-                );
-                first.push(line(&json!({ "type": "ERROR", "object": status })));
-                None
+            // Older than the cache's window: from the store's history, if it still has it.
+            Err(crate::store::StoreError::Compacted { .. }) => {
+                let from = resume.unwrap_or_default();
+                match self.watches.history(kind, from).await {
+                    Ok(events) => {
+                        let source =
+                            Source::Store { events, prefix: self.watches.prefix(kind), cache: self.watches.clone() };
+                        live = Some(self.live(source, from, filter, bookmarks, timeout, kind, sse, shown));
+                        return Ok(watch_response(first, live, sse, view));
+                    }
+                    Err(crate::store::StoreError::Compacted { requested, compacted }) => {
+                        first.push(line(&json!({ "type": "ERROR", "object": too_old(requested, compacted) })));
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(e) => return Err(e.into()),
         };
@@ -202,28 +281,50 @@ impl ResourceApi {
             // The body polls the subscription itself: no task and channel between the broadcast and the
             // connection, so an event reaches each client with one wake-up. A client that stops reading stops
             // polling; the broadcast then cuts it off (an ERROR event) without holding back the others.
-            live = Some(WatchStream {
-                latest: subscription.revision,
-                subscription,
-                filter,
-                ticker: bookmarks.then(|| {
-                    let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
-                    ticker.reset();
-                    ticker
-                }),
-                expired: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
-                kind,
-                sse,
-                shown,
-            });
+            let backlog_end = subscription.revision;
+            live =
+                Some(self.live(Source::Cache(subscription), backlog_end, filter, bookmarks, timeout, kind, sse, shown));
         }
-        use futures::StreamExt as _;
-        let first = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
-        let live = futures::stream::iter(live).flat_map(WatchStream::into_stream);
-        let mut response = axum::body::Body::from_stream(first.chain(live)).into_response();
-        let content_type = if sse { "text/event-stream" } else { view.content_type(true) };
-        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
-        Ok(response)
+        Ok(watch_response(first, live, sse, view))
     }
+
+    /// The live part of a watch from `source`, the client having been brought to `latest`.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one watch")]
+    fn live(
+        &self,
+        source: Source,
+        latest: Revision,
+        filter: Filter,
+        bookmarks: bool,
+        timeout: Option<std::time::Duration>,
+        kind: &'static KindInfo,
+        sse: bool,
+        shown: Shown,
+    ) -> WatchStream {
+        WatchStream {
+            latest,
+            feed: Feed { source, pending: std::collections::VecDeque::new(), kind },
+            filter,
+            ticker: bookmarks.then(|| {
+                let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
+                ticker.reset();
+                ticker
+            }),
+            expired: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+            kind,
+            sse,
+            shown,
+        }
+    }
+}
+
+/// The response: what goes first (initial objects, backlog, or an ERROR), then the live events.
+fn watch_response(first: Vec<bytes::Bytes>, live: Option<WatchStream>, sse: bool, view: View) -> Response {
+    let first = futures::stream::iter(first.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let live = futures::stream::iter(live).flat_map(WatchStream::into_stream);
+    let mut response = axum::body::Body::from_stream(first.chain(live)).into_response();
+    let content_type = if sse { "text/event-stream" } else { view.content_type(true) };
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    response
 }

@@ -1,7 +1,9 @@
 //! Watches, served from a per-kind cache that every client shares: one store watch per kind, however many clients.
 //!
-//! The cache keeps a window of recent events (to resume a watch from a resourceVersion) and broadcasts new ones. A
-//! client resuming from before the window gets `410 Expired` (it lists again, as with Kubernetes). A client that
+//! The cache keeps a window of recent events (to resume a watch from a resourceVersion) and broadcasts new ones. Every
+//! kind's cache starts with the apiserver. A client resuming from before the window is served from the store's own
+//! history ([`WatchCache::history`]) until it reaches the window, then joins the cache; only a revision the store has
+//! compacted gets `410 Expired` (the client lists again, as with Kubernetes). A client that
 //! cannot keep up with the broadcast is cut off with an `ERROR` event instead of slowing the others or growing memory.
 //! The feeder publishes an event to the window and the broadcast under one lock, so a client that takes the lock to
 //! replay and subscribe misses nothing and sees nothing twice.
@@ -156,6 +158,34 @@ impl WatchCache {
         Self { store, keys, backlog: backlog.max(1), kinds: Arc::default() }
     }
 
+    /// Starts the cache of every kind in the background, so each holds the changes from now on before anyone asks.
+    /// A cache that cannot start yet (the store is down) starts on its first use instead.
+    pub fn start_all(&self) {
+        for kind in agora_schemas::KINDS {
+            let cache = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cache.kind(kind).await {
+                    tracing::warn!(kind = kind.plural, error = %e, "watch cache not started; it starts on first use");
+                }
+            });
+        }
+    }
+
+    /// The store's changes of `kind` after `revision`, with previous values, straight from the store: for a watch
+    /// resuming from before the cache's window, until it can join the cache.
+    ///
+    /// # Errors
+    /// `Compacted` when the store no longer has `revision`.
+    pub async fn history(&self, kind: &KindInfo, revision: Revision) -> Result<crate::store::WatchStream, StoreError> {
+        self.store.watch(&self.keys.kind_prefix(kind.plural), revision + 1).await
+    }
+
+    /// The kind's key prefix.
+    #[must_use]
+    pub fn prefix(&self, kind: &KindInfo) -> String {
+        self.keys.kind_prefix(kind.plural)
+    }
+
     /// Subscribes to changes of `kind` after `revision` (`None`: after the cache's latest).
     ///
     /// # Errors
@@ -295,7 +325,7 @@ async fn feed(
 }
 
 /// The change a store event under the kind's `prefix` makes (keys are `<prefix>[<namespace>/]<name>`).
-fn change_of(event: WatchEvent, prefix: &str) -> Option<Change> {
+pub(super) fn change_of(event: WatchEvent, prefix: &str) -> Option<Change> {
     let (kind, key, value, revision, previous) = match event {
         WatchEvent::Put { kv, prev: None } => ("ADDED", kv.key, kv.value, kv.mod_revision, None),
         WatchEvent::Put { kv, prev: Some(prev) } => {
