@@ -188,27 +188,6 @@ pub fn core_v1() -> Response {
     }))
 }
 
-/// A `Namespace` object of the core group.
-#[must_use]
-pub fn namespace(name: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }, "status": { "phase": "Active" } })
-}
-
-/// `GET /api/v1/namespaces`.
-#[must_use]
-pub fn namespace_list(names: &std::collections::BTreeSet<String>, revision: &str) -> Response {
-    let items: Vec<Value> = names.iter().map(|n| namespace(n)).collect();
-    json(
-        &json!({ "apiVersion": "v1", "kind": "NamespaceList", "metadata": { "resourceVersion": revision }, "items": items }),
-    )
-}
-
-/// `GET /api/v1/namespaces/{name}`.
-#[must_use]
-pub fn namespace_response(name: &str) -> Response {
-    json(&namespace(name))
-}
-
 /// The OpenAPI document of the group, and its hash (for the `serverRelativeURL` kubectl caches by).
 #[derive(Debug, Clone)]
 pub struct OpenApi {

@@ -260,8 +260,11 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/metrics", get(|State(state): State<AppState>| async move { state.metrics.render() }))
         .route("/api", get(|headers: HeaderMap| async move { discovery::core(&headers) }))
         .route("/api/v1", get(|| async { discovery::core_v1() }))
-        .route("/api/v1/namespaces", get(namespaces))
-        .route("/api/v1/namespaces/{name}", get(namespace))
+        .route("/api/v1/namespaces", axum::routing::any(namespaces))
+        .route("/api/v1/namespaces/{name}", axum::routing::any(namespace))
+        .route("/api/v1/events", axum::routing::any(all_events))
+        .route("/api/v1/namespaces/{namespace}/events", axum::routing::any(events))
+        .route("/api/v1/namespaces/{namespace}/events/{name}", axum::routing::any(event))
         .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
         .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
         .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
@@ -317,27 +320,36 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn namespaces(State(state): State<AppState>) -> Response {
-    let listed = async {
-        let revision = state.store.current_revision().await?;
-        Ok::<_, ApiError>((state.api.namespaces().await?, revision))
-    };
-    match listed.await {
-        Ok((names, revision)) => discovery::namespace_list(&names, &revision.to_string()),
-        Err(e) => e.into_response(),
-    }
+async fn namespaces(State(state): State<AppState>, method: Method) -> Response {
+    state.api.core_namespaces(&method, None).await
 }
 
-async fn namespace(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match state.api.namespaces().await {
-        Ok(names) if names.contains(&name) => discovery::namespace_response(&name),
-        Ok(_) => ApiError(Box::new(agora_schemas::Status::failure(
-            StatusReason::NotFound,
-            format!("namespaces \"{name}\" not found"),
-        )))
-        .into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn namespace(State(state): State<AppState>, method: Method, Path(name): Path<String>) -> Response {
+    state.api.core_namespaces(&method, Some(&name)).await
+}
+
+async fn all_events(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    state.api.core_events(&method, None, None, uri.query(), &headers).await
+}
+
+async fn events(
+    State(state): State<AppState>,
+    method: Method,
+    Path(namespace): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.api.core_events(&method, Some(&namespace), None, uri.query(), &headers).await
+}
+
+async fn event(
+    State(state): State<AppState>,
+    method: Method,
+    Path((namespace, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.api.core_events(&method, Some(&namespace), Some(&name), uri.query(), &headers).await
 }
 
 async fn resources(

@@ -745,4 +745,13 @@ async fn namespaces_are_the_ones_in_use() {
     );
     let message = status(&server.get("/api/v1/namespaces/staging").await, 404, "NotFound");
     assert!(message.contains("staging"), "{message}");
+    // A namespace is as old as the objects in it.
+    let (_, a) = server.get("/apis/agora/v1/namespaces/prod/apps/a").await;
+    assert_eq!(prod["metadata"]["creationTimestamp"], a["metadata"]["creationTimestamp"], "{prod}");
+    assert!(list["items"][0]["metadata"]["creationTimestamp"].is_string(), "an empty default has one too: {list}");
+    // They come into being when used: creating or deleting one is a 405 that says so.
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "staging"}});
+    let message = status(&server.post("/api/v1/namespaces", namespace).await, 405, "MethodNotAllowed");
+    assert!(message.contains("comes into being when the first object is created in it"), "{message}");
+    status(&server.delete("/api/v1/namespaces/prod").await, 405, "MethodNotAllowed");
 }

@@ -177,8 +177,14 @@ impl Resource for Event {
     const SHORT_NAMES: &'static [&'static str] = &["ev"];
     const NAMESPACED: bool = true;
     const SUBRESOURCES: &'static [&'static str] = &[];
-    const FIELD_SELECTORS: &'static [&'static str] =
-        &["involvedObject.kind", "involvedObject.name", "involvedObject.uid", "reason", "type"];
+    const FIELD_SELECTORS: &'static [&'static str] = &[
+        "involvedObject.kind",
+        "involvedObject.name",
+        "involvedObject.namespace",
+        "involvedObject.uid",
+        "reason",
+        "type",
+    ];
     const NAME_RULE: NameRule = NameRule::Subdomain;
     const COLUMNS: &'static [crate::columns::Column] = EVENT_COLUMNS;
 

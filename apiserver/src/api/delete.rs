@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::admission::dry_run;
 use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, WRITE_ATTEMPTS, encode, meta_str, now, set_meta};
-use crate::store::{Compare, Op, RangeRequest, Txn};
+use crate::store::{Compare, Op, Txn};
 
 /// A `DeleteOptions` body with the query parameters that may stand in for its fields.
 pub(super) struct DeleteOptions {
@@ -180,22 +180,14 @@ impl ResourceApi {
         }
         let kind = target.kind;
         let filter = Filter::new(target, query)?;
-        let prefix = match &target.namespace {
-            Some(ns) => self.keys.namespace_prefix(kind.plural, ns),
-            None => self.keys.kind_prefix(kind.plural),
-        };
-        let listed = self.store.range(RangeRequest { prefix, start_after: None, limit: None, revision: None }).await?;
+        let (selected, revision) = self.select(target, &filter).await?;
         let mut deleted = Vec::new();
         let mut failed: Vec<(String, ApiError)> = Vec::new();
-        for kv in &listed.kvs {
-            let object = super::decode(kv)?;
-            if !filter.matches(&object) {
-                continue;
-            }
+        for object in &selected {
             let one = Target {
                 kind,
-                namespace: meta_str(&object, "namespace").map(str::to_owned),
-                name: meta_str(&object, "name").map(str::to_owned),
+                namespace: meta_str(object, "namespace").map(str::to_owned),
+                name: meta_str(object, "name").map(str::to_owned),
                 subresource: None,
             };
             match self.delete(&one, options).await {
@@ -209,7 +201,7 @@ impl ResourceApi {
             return Ok(json!({
                 "apiVersion": API_VERSION,
                 "kind": format!("{}List", kind.kind),
-                "metadata": { "resourceVersion": listed.revision.to_string() },
+                "metadata": { "resourceVersion": revision.to_string() },
                 "items": deleted,
             }));
         };

@@ -17,6 +17,7 @@
 mod accept;
 mod admission;
 mod apply;
+mod core;
 mod cronjobs;
 pub mod decode;
 mod delete;
@@ -44,7 +45,7 @@ use self::route::{Query, Target, flag};
 use self::stream::watch_frame;
 use self::watch::WatchCache;
 use self::write::{Change, scale_of};
-use crate::store::{KeyLayout, KeyValue, RangeRequest, Revision, SharedStore};
+use crate::store::{KeyLayout, KeyValue, Revision, SharedStore};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -64,6 +65,8 @@ pub struct ResourceApi {
     http: reqwest::Client,
     /// Presented to agents when proxying their logs.
     agent_token: Option<String>,
+    /// When this server started (an empty `default` namespace's creation time).
+    started: jiff::Timestamp,
 }
 
 /// The current time at whole seconds, as Kubernetes timestamps are written.
@@ -170,7 +173,14 @@ impl ResourceApi {
     #[must_use]
     pub fn new(store: SharedStore, keys: KeyLayout, watch_backlog: usize) -> Self {
         let watches = WatchCache::new(store.clone(), keys.clone(), watch_backlog);
-        Self { store, keys, watches, http: agent_client(None, None).unwrap_or_default(), agent_token: None }
+        Self {
+            store,
+            keys,
+            watches,
+            http: agent_client(None, None).unwrap_or_default(),
+            agent_token: None,
+            started: now(),
+        }
     }
 
     /// Starts every kind's watch cache in the background (call within a Tokio runtime).
@@ -184,31 +194,6 @@ impl ResourceApi {
         self.http = agent_client(token, None).unwrap_or_default();
         self.agent_token = token.map(str::to_owned);
         self
-    }
-
-    /// The namespaces in use: every namespace that holds an object of some kind, and `default`. Agora's namespaces
-    /// exist by being used (no Namespace objects); the store is skip-scanned, one small range per namespace and kind.
-    ///
-    /// # Errors
-    /// The store failed.
-    pub async fn namespaces(&self) -> ApiResult<std::collections::BTreeSet<String>> {
-        let mut names = std::collections::BTreeSet::from(["default".to_owned()]);
-        for kind in agora_schemas::KINDS.iter().filter(|k| k.namespaced) {
-            let prefix = self.keys.kind_prefix(kind.plural);
-            let mut after = None;
-            loop {
-                let request =
-                    RangeRequest { prefix: prefix.clone(), start_after: after, limit: Some(1), revision: None };
-                let page = self.store.range(request).await?;
-                let Some(namespace) = page.kvs.first().and_then(|kv| kv.key[prefix.len()..].split('/').next()) else {
-                    break;
-                };
-                // Past every key of this namespace: names are ASCII, so U+10FFFF sorts after all of them.
-                after = Some(format!("{prefix}{namespace}/\u{10FFFF}"));
-                names.insert(namespace.to_owned());
-            }
-        }
-        Ok(names)
     }
 
     fn key(&self, target: &Target, name: &str) -> String {

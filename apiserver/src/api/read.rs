@@ -121,6 +121,24 @@ impl ResourceApi {
         }
     }
 
+    /// Every object under the target's namespace (or all) that the filter takes, read at one revision, and that
+    /// revision.
+    pub(super) async fn select(&self, target: &Target, filter: &Filter) -> ApiResult<(Vec<Value>, Revision)> {
+        let prefix = match &target.namespace {
+            Some(ns) => self.keys.namespace_prefix(target.kind.plural, ns),
+            None => self.keys.kind_prefix(target.kind.plural),
+        };
+        let listed = self.store.range(RangeRequest { prefix, start_after: None, limit: None, revision: None }).await?;
+        let mut objects = Vec::new();
+        for kv in &listed.kvs {
+            let object = decode(kv)?;
+            if filter.matches(&object) {
+                objects.push(object);
+            }
+        }
+        Ok((objects, listed.revision))
+    }
+
     pub(super) async fn get(&self, target: &Target) -> ApiResult<Value> {
         Ok(self.current(target).await?.1)
     }
