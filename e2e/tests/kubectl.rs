@@ -1,8 +1,9 @@
 //! The real `/usr/bin/kubectl`, given only the kubeconfig the apiserver writes, against `agora apiserver`'s secure
 //! default (HTTPS with its generated CA, a generated bearer token) running as a process, on the embedded store and
 //! on etcd; a client without the token gets 401:
-//! apply, get (`-o yaml`, `-l`, `-A`), `get -w`, patch, scale, delete (also waiting on a finalizer), api-resources,
-//! explain, and an unknown field rejected by name.
+//! apply, get (`-o yaml`, `-l`, `-A`, the server's columns and `-o wide`), `get -w`, patch, scale, delete (also
+//! waiting on a finalizer, and `--all`), `diff` and `--dry-run=server` leaving the store as it was, `describe` with
+//! Events, api-resources, explain, `create namespace` refused, and an unknown field rejected by name.
 //!
 //! Server-side apply: `apply --server-side` after client-side apply (ownership migrated), conflicts and
 //! `--force-conflicts`.
@@ -143,6 +144,77 @@ fn kubectl_suite(store: Option<String>) {
         assert!(all.contains(name), "{all}");
     }
 
+    // Server-side printing: the kind's columns, and more with -o wide.
+    let table = kubectl.ok(&["get", "apps"]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "INSTANCES", "RUNNING", "HEALTHY", "DEPLOYMENT", "VERSION", "AGE"] {
+        assert!(header.contains(column), "{table}");
+    }
+    assert!(!header.contains("STAGED"), "wide columns only with -o wide: {table}");
+    assert!(table.lines().any(|l| l.starts_with("web ") && l.contains(" 3 ")), "{table}");
+    let wide = kubectl.ok(&["get", "apps", "-o", "wide"]);
+    assert!(wide.lines().next().is_some_and(|h| h.contains("STAGED") && h.contains("LAST FAILURE")), "{wide}");
+    let jobs = kubectl.ok(&["get", "cronjobs", "-n", "analytics"]);
+    assert!(jobs.lines().next().is_some_and(|h| h.contains("SCHEDULE") && h.contains("NEXT RUN")), "{jobs}");
+    assert!(jobs.contains("after extract"), "a child job shows its parents: {jobs}");
+
+    // Dry runs write nothing: diff, apply, scale and delete against the server.
+    let stored = || {
+        kubectl.ok(&[
+            "get",
+            "app",
+            "web",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}/{.metadata.generation}/{.spec.instances}",
+        ])
+    };
+    let before = stored();
+    let web = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/web.yaml")).unwrap();
+    let scaled = kubectl.dir.path().join("web-5.yaml");
+    std::fs::write(&scaled, web.replace("instances: 3", "instances: 5")).unwrap();
+    let diff = kubectl.run(&["diff", "-f", scaled.to_str().unwrap()]);
+    assert_eq!(diff.status.code(), Some(1), "kubectl diff finds the change: {}", String::from_utf8_lossy(&diff.stderr));
+    assert!(
+        String::from_utf8_lossy(&diff.stdout).contains("+  instances: 5"),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    let dry = kubectl.ok(&["apply", "--dry-run=server", "-f", scaled.to_str().unwrap()]);
+    assert!(dry.contains("app.agora/web configured (server dry run)"), "{dry}");
+    assert!(kubectl.ok(&["scale", "app", "web", "--replicas=9", "--dry-run=server"]).contains("(server dry run)"));
+    let deleted = kubectl.ok(&["delete", "app", "web", "--dry-run=server"]);
+    assert!(deleted.contains("app.agora \"web\" deleted (server dry run)"), "{deleted}");
+    assert_eq!(stored(), before, "a dry run changed the object");
+
+    // kubectl describe shows the Events about the object.
+    let uid = kubectl.ok(&["get", "app", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let event = kubectl.dir.path().join("event.yaml");
+    std::fs::write(
+        &event,
+        format!(
+            "apiVersion: agora/v1\nkind: Event\nmetadata: {{name: web-scaled, namespace: default}}\n\
+             involvedObject: {{apiVersion: agora/v1, kind: App, namespace: default, name: web, uid: {uid}}}\n\
+             reason: ScalingUp\nmessage: launching 3 tasks\ntype: Normal\nsource: {{component: marathon}}\n\
+             count: 1\nfirstTimestamp: 2026-12-01T00:00:00Z\nlastTimestamp: 2026-12-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    kubectl.ok(&["create", "-f", event.to_str().unwrap()]);
+    let described = kubectl.ok(&["describe", "app", "web"]);
+    assert!(
+        described.contains("Events:") && described.contains("ScalingUp") && described.contains("launching 3 tasks"),
+        "{described}"
+    );
+
+    // Namespaces come into being when used.
+    let out = kubectl.run(&["create", "namespace", "staging"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("namespaces are not objects in Agora"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Namespaces are the ones in use.
     let namespaces = kubectl.ok(&["get", "namespaces"]);
     for name in ["default", "shop", "ops"] {
@@ -210,6 +282,12 @@ fn kubectl_suite(store: Option<String>) {
     }
     let explained = kubectl.ok(&["explain", "app.spec"]);
     assert!(explained.contains("healthChecks") && explained.contains("instances"), "{explained}");
+
+    // delete --all empties a namespace's apps, and only that namespace's.
+    assert!(kubectl.ok(&["delete", "apps", "--all", "-n", "shop"]).contains("app.agora \"cache\" deleted"));
+    let left = kubectl.run(&["get", "apps", "-n", "shop"]);
+    assert!(String::from_utf8_lossy(&left.stderr).contains("No resources found"), "{left:?}");
+    assert!(kubectl.ok(&["get", "cronjobs", "-n", "ops"]).contains("nightly-backup"));
 
     // An unknown field is rejected, naming it.
     let bad = kubectl.dir.path().join("bad.yaml");
