@@ -7,17 +7,28 @@
 #   crun               the agent benchmark's peer: `crun run` of the same command, measured in the same run
 #   curl               tests probe the apiserver as a client without credentials (and from inside tasks)
 #   python3            the Python example framework runs in the e2e tests
+# and the Python `kubernetes` client (pip, pinned), which an e2e test drives Agora with.
 set -euo pipefail
 packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-echo "installing: ${missing[*]}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+KUBERNETES_CLIENT=37.0.2
+if ! python3 -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$KUBERNETES_CLIENT')" 2>/dev/null; then
+  echo "installing: the Python kubernetes client $KUBERNETES_CLIENT"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
+  fi
+  # Debian's own python3 refuses pip installs outside a venv (PEP 668); the client is a test dependency only.
+  python3 -m pip install -q "kubernetes==$KUBERNETES_CLIENT" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "kubernetes==$KUBERNETES_CLIENT"
+fi
