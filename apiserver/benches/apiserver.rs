@@ -4,7 +4,8 @@
 //! - create throughput: 64 concurrent clients POSTing small Apps; and raw etcd puts of the bytes the apiserver stores
 //!   for such an App, with 64 concurrent writers, alternating with the etcd-backed apiserver so the ratio is like for
 //!   like; and raw etcd creates (the apiserver's put-if-absent transaction) in the same rotation. For these, the CPU
-//!   that etcd, the apiserver and this process used is read from `/proc`, per operation;
+//!   that etcd, the apiserver and this process used is read from `/proc`, per operation; and merge patches of 64
+//!   Apps by 64 clients through the etcd-backed apiserver, in the same rotation;
 //! - put → watch-event latency with 100 concurrent watchers (p50/p99 over every watcher × event);
 //! - a list of 100,000 Apps (one request, the whole body read), and the apiserver's resident memory with them stored.
 //!
@@ -186,6 +187,40 @@ async fn creates(base: &str, namespace: &str, duration: Duration) -> f64 {
                 "{}",
                 response.text().await.unwrap_or_default()
             );
+            let _ = response.bytes().await;
+        }
+    })
+    .await;
+    done.per_second()
+}
+
+/// Merge patches of `spec.instances` by 64 clients, each of its own App in `namespace` (made first), for `duration`;
+/// patches per second. Each is a read of the stored object and a compare-and-swap.
+async fn patches(base: &str, namespace: &str, duration: Duration) -> f64 {
+    let client = http();
+    let url = format!("{base}/apis/agora/v1/namespaces/{namespace}/apps");
+    for w in 0..CLIENTS {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(app(namespace, &format!("p-{w}")))
+            .send()
+            .await
+            .expect("create");
+        assert!(response.status().is_success() || response.status() == reqwest::StatusCode::CONFLICT);
+    }
+    let done = common::throughput(CLIENTS, duration, move |w, i| {
+        let (client, url) = (client.clone(), format!("{url}/p-{w}"));
+        async move {
+            let body = format!("{{\"spec\":{{\"instances\":{}}}}}", i % 1000);
+            let response = client
+                .patch(&url)
+                .header("content-type", "application/merge-patch+json")
+                .body(body)
+                .send()
+                .await
+                .expect("patch");
+            assert_eq!(response.status(), reqwest::StatusCode::OK, "{}", response.text().await.unwrap_or_default());
             let _ = response.bytes().await;
         }
     })
@@ -376,8 +411,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let etcd = EtcdProcess::start();
     let mut rows = Vec::new();
-    let (mut split_served, mut split_puts, mut split_txns) =
-        (CpuSplit::default(), CpuSplit::default(), CpuSplit::default());
+    let (mut split_served, mut split_puts, mut split_txns, mut split_patches) =
+        (CpuSplit::default(), CpuSplit::default(), CpuSplit::default(), CpuSplit::default());
     runtime.block_on(async {
         for backend in ["embedded", "etcd"].into_iter().filter(|b| backends.contains(b)) {
             let server = Apiserver::start((backend == "etcd").then_some(&etcd));
@@ -398,8 +433,8 @@ fn main() {
                 let pids = (etcd.pid().expect("etcd runs"), server.child.id());
                 let slice = duration / ETCD_ROUNDS * 2;
                 for round in 0..ETCD_ROUNDS {
-                    // The three take turns, in a rotating order.
-                    for turn in (0..3).map(|t| (t + round) % 3) {
+                    // The four take turns, in a rotating order.
+                    for turn in (0..4).map(|t| (t + round) % 4) {
                         match turn {
                             0 => {
                                 let rate = split_served.measure(pids, creates(&server.base, "load", slice)).await;
@@ -409,8 +444,11 @@ fn main() {
                                 let rate = split_puts.measure(pids, raw_etcd_puts(&raw, stored.clone(), slice)).await;
                                 direct += rate / f64::from(ETCD_ROUNDS);
                             }
-                            _ => {
+                            2 => {
                                 split_txns.measure(pids, raw_etcd_creates(&raw, stored.clone(), slice)).await;
+                            }
+                            _ => {
+                                split_patches.measure(pids, patches(&server.base, "patch", slice)).await;
                             }
                         }
                     }
@@ -451,6 +489,12 @@ fn main() {
         println!("{}", split_served.row("creates through the apiserver"));
         println!("{}", split_puts.row("raw etcd puts"));
         println!("{}", split_txns.row("raw etcd creates (put if absent, the apiserver's transaction)"));
+        println!("{}", split_patches.row("merge patches through the apiserver (64 Apps)"));
+        println!();
+        println!(
+            "creates through the apiserver / raw etcd creates: {:.0}%",
+            100.0 * (split_served.ops / split_served.wall) / (split_txns.ops / split_txns.wall).max(1.0)
+        );
     }
     drop(etcd);
 }

@@ -200,6 +200,14 @@ impl ResourceApi {
         self.keys.object_key(target.kind.plural, target.namespace.as_deref(), name)
     }
 
+    /// The target's object as the watch cache last saw it, where the cache keeps objects (etcd): possibly stale, for
+    /// a read that a compare-and-swap checks.
+    fn cached(&self, target: &Target) -> Option<(KeyValue, Value)> {
+        let kv = self.watches.cached(target.kind, &self.key(target, target.name()))?;
+        let object = decode(&kv).ok()?;
+        Some((kv, object))
+    }
+
     async fn current(&self, target: &Target) -> ApiResult<(KeyValue, Value)> {
         let key = self.key(target, target.name());
         let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(target.kind, target.name()))?;

@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 use crate::store::{KeyLayout, KeyValue, RangeRequest, Revision, SharedStore, StoreError, WatchEvent};
 
 /// The current stored value of every key of a kind, for stores whose watches do not carry previous values cheaply.
-type Objects = HashMap<String, bytes::Bytes>;
+type Objects = HashMap<String, (bytes::Bytes, Revision)>;
 
 /// Events kept per kind for resuming watches.
 const WINDOW: usize = 10_000;
@@ -91,6 +91,9 @@ enum Signal {
 struct KindCache {
     window: RwLock<Window>,
     sender: broadcast::Sender<Signal>,
+    /// The kind's current objects, where the cache keeps them (etcd): the read half of an update is answered from
+    /// here, as Kubernetes' GuaranteedUpdate does, its compare-and-swap catching a stale one.
+    objects: RwLock<Option<Objects>>,
 }
 
 #[derive(Default)]
@@ -186,6 +189,23 @@ impl WatchCache {
         self.keys.kind_prefix(kind.plural)
     }
 
+    /// The stored value and modification revision of `key` (an object of `kind`) as the cache last saw it, when the
+    /// cache keeps the kind's objects (etcd) and has this one: possibly stale, so only for a read followed by a
+    /// compare-and-swap. `None`: read the store.
+    #[must_use]
+    pub fn cached(&self, kind: &KindInfo, key: &str) -> Option<KeyValue> {
+        let cache = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural)?.clone();
+        let objects = cache.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let (value, mod_revision) = objects.as_ref()?.get(key)?;
+        Some(KeyValue {
+            key: key.to_owned(),
+            value: value.clone(),
+            create_revision: 0,
+            mod_revision: *mod_revision,
+            version: 0,
+        })
+    }
+
     /// Subscribes to changes of `kind` after `revision` (`None`: after the cache's latest).
     ///
     /// # Errors
@@ -216,6 +236,7 @@ impl WatchCache {
         let cache = Arc::new(KindCache {
             window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
             sender,
+            objects: RwLock::new(objects),
         });
         let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = kinds.get(kind.plural) {
@@ -223,7 +244,7 @@ impl WatchCache {
         }
         kinds.insert(kind.plural, cache.clone());
         drop(kinds);
-        tokio::spawn(feed(self.store.clone(), prefix, cache.clone(), stream, objects));
+        tokio::spawn(feed(self.store.clone(), prefix, cache.clone(), stream));
         Ok(cache)
     }
 }
@@ -241,13 +262,14 @@ async fn open(
     let listed = store
         .range(RangeRequest { prefix: prefix.to_owned(), start_after: None, limit: None, revision: Some(start) })
         .await?;
-    let objects = listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let objects = listed.kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect();
     Ok((start, store.watch_changes(prefix, start + 1).await?, Some(objects)))
 }
 
 /// `event` with its previous value from `objects` (which it then updates), when the cache keeps the objects.
 fn with_previous(event: WatchEvent, objects: Option<&mut Objects>) -> WatchEvent {
     let Some(objects) = objects else { return event };
+    let value = |(value, _): (bytes::Bytes, Revision)| value;
     // Only the value is read from a previous state (its revisions are not kept).
     let previous = |key: &str, value: bytes::Bytes| KeyValue {
         key: key.to_owned(),
@@ -258,11 +280,13 @@ fn with_previous(event: WatchEvent, objects: Option<&mut Objects>) -> WatchEvent
     };
     match event {
         WatchEvent::Put { kv, .. } => {
-            let prev = objects.insert(kv.key.clone(), kv.value.clone()).map(|value| previous(&kv.key, value));
+            let prev = objects
+                .insert(kv.key.clone(), (kv.value.clone(), kv.mod_revision))
+                .map(|stored| previous(&kv.key, value(stored)));
             WatchEvent::Put { kv, prev }
         }
         WatchEvent::Delete { key, mod_revision, .. } => {
-            let prev = objects.remove(&key).map(|value| previous(&key, value));
+            let prev = objects.remove(&key).map(|stored| previous(&key, value(stored)));
             WatchEvent::Delete { key, mod_revision, prev }
         }
         progress @ WatchEvent::Progress { .. } => progress,
@@ -270,21 +294,21 @@ fn with_previous(event: WatchEvent, objects: Option<&mut Objects>) -> WatchEvent
 }
 
 /// Tails the store for one kind, forever: events into the window and the broadcast.
-async fn feed(
-    store: SharedStore,
-    prefix: String,
-    cache: Arc<KindCache>,
-    mut stream: crate::store::WatchStream,
-    mut objects: Option<Objects>,
-) {
+async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut stream: crate::store::WatchStream) {
     loop {
         while let Some(item) = stream.next().await {
             let signal = match item {
                 Ok(WatchEvent::Progress { revision }) => Signal::Progress(revision),
-                Ok(event) => match change_of(with_previous(event, objects.as_mut()), &prefix) {
-                    Some(change) => Signal::Change(Arc::new(change)),
-                    None => continue,
-                },
+                Ok(event) => {
+                    let event = {
+                        let mut objects = cache.objects.write().unwrap_or_else(PoisonError::into_inner);
+                        with_previous(event, objects.as_mut())
+                    };
+                    match change_of(event, &prefix) {
+                        Some(change) => Signal::Change(Arc::new(change)),
+                        None => continue,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(%prefix, error = %e, "watch cache feeder lost its store watch");
                     break;
@@ -313,7 +337,7 @@ async fn feed(
                 *window = Window { since: start, latest: start, events: VecDeque::new() };
                 let _ = cache.sender.send(Signal::Reset);
                 stream = fresh;
-                objects = listed;
+                *cache.objects.write().unwrap_or_else(PoisonError::into_inner) = listed;
             }
             Err(e) => {
                 tracing::warn!(%prefix, error = %e, "watch cache feeder cannot restart yet");

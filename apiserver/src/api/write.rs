@@ -406,15 +406,33 @@ impl ResourceApi {
     ) -> ApiResult<Value> {
         let kind = target.kind;
         let name = target.name();
+        // The first read is answered from the watch cache where it keeps the objects (etcd), as Kubernetes'
+        // GuaranteedUpdate does; whatever a possibly stale copy decides without a compare-and-swap (a conflict with
+        // the client's resourceVersion, nothing to change, a dry run) is decided again from the store.
+        let mut from_cache = !admission.dry_run;
         for _ in 0..WRITE_ATTEMPTS {
-            let (kv, current) = self.current(target).await?;
+            let cached = if from_cache { self.cached(target) } else { None };
+            let (kv, current, cached) = match cached {
+                Some((kv, current)) => (kv, current, true),
+                None => {
+                    let (kv, current) = self.current(target).await?;
+                    (kv, current, false)
+                }
+            };
+            from_cache = false;
             if precondition.as_ref().is_some_and(|rv| *rv != kv.mod_revision.to_string()) {
+                if cached {
+                    continue;
+                }
                 return Err(ApiError::stale(kind, name));
             }
             let prepared = decode::in_place(change.heavy, || {
                 self.prepare(target, precondition.as_deref(), &kv, &current, &change, admission, manage)
-            })
-            .await?;
+            });
+            let prepared = match prepared.await {
+                Ok(None) | Err(_) if cached => continue,
+                prepared => prepared?,
+            };
             let Some((mut admitted, key, op)) = prepared else { return Ok(current) };
             // Only a change of a job's parents can close a cycle (the check reads the namespace's jobs).
             let parents = |o: &Value| o.pointer("/spec/parents").cloned();
