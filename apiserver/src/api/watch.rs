@@ -77,6 +77,36 @@ impl Change {
     }
 }
 
+/// A kind's current objects as the cache knows them.
+struct Current {
+    /// As the feeder has seen them (the previous values of its events).
+    seen: Objects,
+    /// This server's own writes the feeder has not seen yet, so that an update right after one (a controller
+    /// writing the same object again) does not read the state before it and lose its compare-and-swap.
+    written: Objects,
+}
+
+impl Current {
+    fn new(seen: Objects) -> Self {
+        Self { seen, written: Objects::new() }
+    }
+
+    /// The newer of what was seen and what was written.
+    fn get(&self, key: &str) -> Option<&(bytes::Bytes, Revision)> {
+        match (self.seen.get(key), self.written.get(key)) {
+            (Some(seen), Some(written)) => Some(if written.1 > seen.1 { written } else { seen }),
+            (seen, written) => seen.or(written),
+        }
+    }
+
+    /// The feeder has seen `key` at `revision`: an own write at or before it is no longer needed.
+    fn caught_up(&mut self, key: &str, revision: Revision) {
+        if self.written.get(key).is_some_and(|(_, written)| *written <= revision) {
+            self.written.remove(key);
+        }
+    }
+}
+
 /// What the broadcast carries.
 #[derive(Debug, Clone)]
 enum Signal {
@@ -93,7 +123,7 @@ struct KindCache {
     sender: broadcast::Sender<Signal>,
     /// The kind's current objects, where the cache keeps them (etcd): the read half of an update is answered from
     /// here, as Kubernetes' GuaranteedUpdate does, its compare-and-swap catching a stale one.
-    objects: RwLock<Option<Objects>>,
+    objects: RwLock<Option<Current>>,
 }
 
 #[derive(Default)]
@@ -195,8 +225,8 @@ impl WatchCache {
     #[must_use]
     pub fn cached(&self, kind: &KindInfo, key: &str) -> Option<KeyValue> {
         let cache = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural)?.clone();
-        let objects = cache.objects.read().unwrap_or_else(PoisonError::into_inner);
-        let (value, mod_revision) = objects.as_ref()?.get(key)?;
+        let current = cache.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let (value, mod_revision) = current.as_ref()?.get(key)?;
         Some(KeyValue {
             key: key.to_owned(),
             value: value.clone(),
@@ -204,6 +234,27 @@ impl WatchCache {
             mod_revision: *mod_revision,
             version: 0,
         })
+    }
+
+    /// Records this server's write of `key` (an object of `kind`) at `revision` (`None`: deleted), for [`Self::cached`]
+    /// to answer until the feeder sees it.
+    pub fn wrote(&self, kind: &KindInfo, key: &str, value: Option<bytes::Bytes>, revision: Revision) {
+        let Some(cache) = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural).cloned() else {
+            return;
+        };
+        let mut current = cache.objects.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(current) = current.as_mut() else { return };
+        if current.seen.get(key).is_some_and(|(_, seen)| *seen >= revision) {
+            return; // the feeder is already past it
+        }
+        match value {
+            Some(value) => {
+                current.written.insert(key.to_owned(), (value, revision));
+            }
+            None => {
+                current.written.remove(key);
+            }
+        }
     }
 
     /// Subscribes to changes of `kind` after `revision` (`None`: after the cache's latest).
@@ -236,7 +287,7 @@ impl WatchCache {
         let cache = Arc::new(KindCache {
             window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
             sender,
-            objects: RwLock::new(objects),
+            objects: RwLock::new(objects.map(Current::new)),
         });
         let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = kinds.get(kind.plural) {
@@ -301,8 +352,11 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
                 Ok(WatchEvent::Progress { revision }) => Signal::Progress(revision),
                 Ok(event) => {
                     let event = {
-                        let mut objects = cache.objects.write().unwrap_or_else(PoisonError::into_inner);
-                        with_previous(event, objects.as_mut())
+                        let mut current = cache.objects.write().unwrap_or_else(PoisonError::into_inner);
+                        if let (Some(current), Some(key)) = (current.as_mut(), event.key()) {
+                            current.caught_up(key, event.revision());
+                        }
+                        with_previous(event, current.as_mut().map(|c| &mut c.seen))
                     };
                     match change_of(event, &prefix) {
                         Some(change) => Signal::Change(Arc::new(change)),
@@ -337,7 +391,7 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
                 *window = Window { since: start, latest: start, events: VecDeque::new() };
                 let _ = cache.sender.send(Signal::Reset);
                 stream = fresh;
-                *cache.objects.write().unwrap_or_else(PoisonError::into_inner) = listed;
+                *cache.objects.write().unwrap_or_else(PoisonError::into_inner) = listed.map(Current::new);
             }
             Err(e) => {
                 tracing::warn!(%prefix, error = %e, "watch cache feeder cannot restart yet");

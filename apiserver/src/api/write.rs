@@ -444,8 +444,14 @@ impl ResourceApi {
                 set_meta(&mut admitted, "resourceVersion", json!(kv.mod_revision.to_string()));
                 return Ok(admitted);
             }
-            let response = self.store.txn(Txn::new(vec![Compare::ModRevision(key, kv.mod_revision)], vec![op])).await?;
+            let written = match &op {
+                Op::Put(_, value) => Some(value.clone()),
+                Op::Delete(_) => None,
+            };
+            let response =
+                self.store.txn(Txn::new(vec![Compare::ModRevision(key.clone(), kv.mod_revision)], vec![op])).await?;
             if response.succeeded {
+                self.watches.wrote(kind, &key, written, response.revision);
                 set_meta(&mut admitted, "resourceVersion", json!(response.revision.to_string()));
                 return Ok(admitted);
             }
