@@ -1,7 +1,7 @@
 //! Deletes of one object or of a collection, with preconditions, propagation (finalizers hand an object to the
 //! garbage collector) and dry runs.
 
-use agora_schemas::{API_VERSION, StatusCause, StatusDetails, StatusReason};
+use agora_schemas::{API_VERSION, KindInfo, StatusCause, StatusDetails, StatusReason};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
@@ -197,39 +197,66 @@ impl ResourceApi {
                 Err(e) => failed.push((one.name().to_owned(), e)),
             }
         }
-        let Some((_, first)) = failed.first() else {
+        if failed.is_empty() {
             return Ok(json!({
                 "apiVersion": API_VERSION,
                 "kind": format!("{}List", kind.kind),
                 "metadata": { "resourceVersion": revision.to_string() },
                 "items": deleted,
             }));
-        };
-        let reason = first.0.reason.unwrap_or(StatusReason::InternalError);
-        let names: Vec<&str> = failed.iter().map(|(name, _)| name.as_str()).collect();
-        let mut status = agora_schemas::Status::failure(
-            reason,
-            format!(
-                "deleted {} of the {} {} selected; not deleted: {}",
-                deleted.len(),
-                deleted.len() + failed.len(),
-                kind.plural,
-                names.join(", ")
-            ),
-        );
-        status.details = Some(StatusDetails {
-            group: Some(agora_schemas::API_GROUP.to_owned()),
-            kind: Some(kind.plural.to_owned()),
-            causes: failed
-                .iter()
-                .map(|(name, e)| StatusCause {
-                    reason: e.0.reason.map(|r| format!("{r:?}")),
-                    message: e.0.message.clone(),
-                    field: Some(format!("metadata.name={name}")),
-                })
-                .collect(),
-            ..StatusDetails::default()
-        });
-        Err(ApiError(Box::new(status)))
+        }
+        Err(partial_failure(kind, deleted.len(), &failed))
+    }
+}
+
+/// The answer to a delete-collection that could not delete everything: the reason of the first failure, a message
+/// counting what was and was not deleted and naming the latter, and a cause per object not deleted.
+fn partial_failure(kind: &KindInfo, deleted: usize, failed: &[(String, ApiError)]) -> ApiError {
+    let reason = failed.first().and_then(|(_, e)| e.0.reason).unwrap_or(StatusReason::InternalError);
+    let names: Vec<&str> = failed.iter().map(|(name, _)| name.as_str()).collect();
+    let mut status = agora_schemas::Status::failure(
+        reason,
+        format!(
+            "deleted {deleted} of the {} {} selected; not deleted: {}",
+            deleted + failed.len(),
+            kind.plural,
+            names.join(", ")
+        ),
+    );
+    status.details = Some(StatusDetails {
+        group: Some(agora_schemas::API_GROUP.to_owned()),
+        kind: Some(kind.plural.to_owned()),
+        causes: failed
+            .iter()
+            .map(|(name, e)| StatusCause {
+                reason: e.0.reason.map(|r| format!("{r:?}")),
+                message: e.0.message.clone(),
+                field: Some(format!("metadata.name={name}")),
+            })
+            .collect(),
+        ..StatusDetails::default()
+    });
+    ApiError(Box::new(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_failure_names_what_was_not_deleted() {
+        let kind = agora_schemas::kind_info("App").unwrap();
+        let failed = vec![
+            ("b".to_owned(), ApiError::conflict(kind, "b", "the object kept changing; try again")),
+            ("d".to_owned(), ApiError::new(StatusReason::ServiceUnavailable, "the store is unavailable: gone")),
+        ];
+        let status = partial_failure(kind, 3, &failed).0;
+        assert_eq!((status.code, status.reason), (409, Some(StatusReason::Conflict)));
+        assert_eq!(status.message.as_deref(), Some("deleted 3 of the 5 apps selected; not deleted: b, d"));
+        let causes = status.details.unwrap().causes;
+        assert_eq!(causes.len(), 2);
+        assert_eq!(causes[1].field.as_deref(), Some("metadata.name=d"));
+        assert_eq!(causes[1].reason.as_deref(), Some("ServiceUnavailable"));
+        assert!(causes[0].message.as_deref().unwrap().contains("kept changing"));
     }
 }
