@@ -329,7 +329,7 @@ async fn namespace(State(state): State<AppState>, method: Method, Path(name): Pa
 }
 
 async fn all_events(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    state.api.core_events(&method, None, None, uri.query(), &headers).await
+    state.api.core_events(&method, None, None, uri.query(), &headers).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn events(
@@ -339,7 +339,11 @@ async fn events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.api.core_events(&method, Some(&namespace), None, uri.query(), &headers).await
+    state
+        .api
+        .core_events(&method, Some(&namespace), None, uri.query(), &headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn event(
@@ -349,7 +353,11 @@ async fn event(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.api.core_events(&method, Some(&namespace), Some(&name), uri.query(), &headers).await
+    state
+        .api
+        .core_events(&method, Some(&namespace), Some(&name), uri.query(), &headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn resources(

@@ -179,11 +179,7 @@ pub const FRAMEWORK_COLUMNS: &[crate::columns::Column] = {
             "Share",
             "string",
             "Its dominant share of the cluster.",
-            Cell::With(|f, _| {
-                f.pointer("/status/dominantShare")
-                    .and_then(serde_json::Value::as_f64)
-                    .map_or(serde_json::Value::Null, |s| serde_json::json!(crate::columns::number(s)))
-            }),
+            Cell::With(|f, _| crate::columns::share(f)),
         ),
         Column::new(
             "Connected",
@@ -301,11 +297,7 @@ pub const ROLE_COLUMNS: &[crate::columns::Column] = {
             "Share",
             "string",
             "Its dominant share of the cluster.",
-            Cell::With(|r, _| {
-                r.pointer("/status/dominantShare")
-                    .and_then(serde_json::Value::as_f64)
-                    .map_or(serde_json::Value::Null, |s| serde_json::json!(crate::columns::number(s)))
-            }),
+            Cell::With(|r, _| crate::columns::share(r)),
         ),
         Column::new(
             "Allocated",

@@ -141,6 +141,12 @@ pub fn number(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// A dominant share (`status.dominantShare`) to three decimals, or `null`.
+#[must_use]
+pub fn share(object: &Value) -> Value {
+    object.pointer("/status/dominantShare").and_then(Value::as_f64).map_or(Value::Null, |s| json!(number(s)))
+}
+
 /// `allocated/total` of one resource (`cpus`, `mem`, `disk`) of an agent-like object.
 #[must_use]
 pub fn used_of(object: &Value, resource: &str) -> Value {

@@ -95,21 +95,10 @@ impl ResourceApi {
 
     /// `/api/v1/[namespaces/{ns}/]events[/{name}]`: Agora's Events (stored under `agora/v1`) as core `v1` Events,
     /// listed with the field selectors `kubectl describe` sends, or got by name. Writes go to `agora/v1`.
+    ///
+    /// # Errors
+    /// What the request gets instead, as a `Status`.
     pub async fn core_events(
-        &self,
-        method: &Method,
-        namespace: Option<&str>,
-        name: Option<&str>,
-        query: Option<&str>,
-        headers: &HeaderMap,
-    ) -> Response {
-        match self.serve_core_events(method, namespace, name, query, headers).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
-        }
-    }
-
-    async fn serve_core_events(
         &self,
         method: &Method,
         namespace: Option<&str>,
