@@ -106,3 +106,32 @@ async fn updates_read_from_a_lagging_cache_are_still_right() {
     one.delete(&web).await;
     status(&other.patch(&web, merge, json!({"spec": {"instances": 1}})).await, 404, "NotFound");
 }
+
+/// etcd's count of the range requests it has served (its Prometheus metrics).
+async fn ranges(endpoint: &str) -> u64 {
+    let text = reqwest::get(format!("{endpoint}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_method=\"Range\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn updates_on_etcd_do_not_read_etcd() {
+    let etcd = tokio::task::spawn_blocking(agora_e2e::EtcdProcess::start).await.unwrap();
+    let endpoint = etcd.endpoint();
+    let store: SharedStore = Arc::new(EtcdStore::connect(&[endpoint.clone()]).await.unwrap());
+    let server = Server::on(store, Box::new(etcd), ApiConfig::default()).await;
+    server.post(APPS, app("web")).await;
+    let web = format!("{APPS}/web");
+    let merge = "application/merge-patch+json";
+    // The first may miss (the cache has not seen the create yet); after that every read is the cache's.
+    server.patch(&web, merge, json!({"spec": {"instances": 1}})).await;
+    let before = ranges(&endpoint).await;
+    for instances in 2..22 {
+        let (code, body) = server.patch(&web, merge, json!({"spec": {"instances": instances}})).await;
+        assert_eq!((code, body["spec"]["instances"].as_i64()), (StatusCode::OK, Some(instances)), "{body}");
+    }
+    let read = ranges(&endpoint).await - before;
+    assert!(read <= 1, "20 back-to-back patches read etcd {read} times");
+}
