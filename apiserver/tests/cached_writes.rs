@@ -120,7 +120,7 @@ async fn ranges(endpoint: &str) -> u64 {
 async fn updates_on_etcd_do_not_read_etcd() {
     let etcd = tokio::task::spawn_blocking(agora_e2e::EtcdProcess::start).await.unwrap();
     let endpoint = etcd.endpoint();
-    let store: SharedStore = Arc::new(EtcdStore::connect(&[endpoint.clone()]).await.unwrap());
+    let store: SharedStore = Arc::new(EtcdStore::connect(std::slice::from_ref(&endpoint)).await.unwrap());
     let server = Server::on(store, Box::new(etcd), ApiConfig::default()).await;
     server.post(APPS, app("web")).await;
     let web = format!("{APPS}/web");

@@ -211,8 +211,16 @@ async fn collections_are_deleted_by_selector_on_etcd() {
 }
 
 #[tokio::test]
-async fn a_body_in_an_unknown_media_type_is_a_415() {
-    let server = Server::embedded().await;
+async fn a_body_in_an_unknown_media_type_is_a_415_on_the_embedded_store() {
+    media_types(&Server::embedded().await).await;
+}
+
+#[tokio::test]
+async fn a_body_in_an_unknown_media_type_is_a_415_on_etcd() {
+    media_types(&Server::etcd().await).await;
+}
+
+async fn media_types(server: &Server) {
     let body = serde_json::to_vec(&app("web")).unwrap();
     let message = status(
         &server.call_raw(Method::POST, APPS, "text/plain", Some(body.clone())).await,

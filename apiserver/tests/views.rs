@@ -120,9 +120,7 @@ fn event(name: &str, kind: &str, object: &str, uid: &str, reason: &str) -> Value
     })
 }
 
-#[tokio::test]
-async fn events_are_served_where_kubectl_describe_reads_them() {
-    let server = Server::embedded().await;
+async fn core_events(server: &Server) {
     let events = "/apis/agora/v1/namespaces/default/events";
     for (name, kind, object, uid, reason) in [
         ("e1", "App", "web", "u1", "Scaled"),
@@ -159,4 +157,14 @@ async fn events_are_served_where_kubectl_describe_reads_them() {
         "MethodNotAllowed",
     );
     assert!(message.contains("/apis/agora/v1/namespaces/{ns}/events"), "{message}");
+}
+
+#[tokio::test]
+async fn events_are_served_where_kubectl_describe_reads_them_on_the_embedded_store() {
+    core_events(&Server::embedded().await).await;
+}
+
+#[tokio::test]
+async fn events_are_served_where_kubectl_describe_reads_them_on_etcd() {
+    core_events(&Server::etcd().await).await;
 }
