@@ -154,6 +154,67 @@ async fn resume_from_before_the_cache(store: SharedStore, keep: Box<dyn std::any
     assert_eq!(events[0]["object"]["reason"], "Expired");
 }
 
+const OFFERS: &str = "/apis/agora/v1/offers";
+const TASKS: &str = "/apis/agora/v1/namespaces/default/tasks";
+
+/// Accepts a fresh offer with tasks of these names: one store transaction creating them all at one revision.
+async fn accept(server: &Server, offer: &str, tasks: &[&str]) {
+    let spec = json!({"framework": "f", "agent": "n1", "resources": {"cpus": 8.0, "mem": 4096.0}});
+    let (code, body) = server
+        .post(OFFERS, json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": offer}, "spec": spec}))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|name| json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"cmd": "true", "cpus": 0.1, "mem": 8}}))
+        .collect();
+    let (code, body) = server.post(&format!("{OFFERS}/{offer}/accept"), json!({ "tasks": tasks })).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+}
+
+/// Several objects written in one transaction share a revision: every watcher gets every one of them — resumed from
+/// the cache, live, and served from the store's history before joining the cache.
+async fn one_transaction_of_many(store: SharedStore, keep: Box<dyn std::any::Any + Send + Sync>) {
+    let earlier = Server::on(store.clone(), Box::new(()), ApiConfig::default()).await;
+    let (_, list) = earlier.get(TASKS).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+    accept(&earlier, "o1", &["x1", "x2", "x3"]).await;
+    let watch = |server: &Server, from: &str| {
+        server.http.get(format!("{}{TASKS}?watch=true&resourceVersion={from}", server.base)).send()
+    };
+    let resumed = watch(&earlier, &rv).await.unwrap();
+    let (_, now) = earlier.get(TASKS).await;
+    let live = watch(&earlier, now["metadata"]["resourceVersion"].as_str().unwrap()).await.unwrap();
+    let server = Server::on(store, keep, ApiConfig::default()).await;
+    let from_store = watch(&server, &rv).await.unwrap();
+    accept(&earlier, "o2", &["y1", "y2"]).await;
+    accept(&server, "o3", &["z1", "z2"]).await;
+    let names = |events: Vec<Value>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{} {}", e["type"].as_str().unwrap(), e["object"]["metadata"]["name"].as_str().unwrap()))
+            .collect()
+    };
+    let all = ["x1", "x2", "x3", "y1", "y2", "z1", "z2"].map(|n| format!("ADDED {n}"));
+    assert_eq!(names(read_events(resumed, 7).await), all, "resumed from the cache");
+    assert_eq!(names(read_events(live, 4).await), all[3..], "live");
+    assert_eq!(names(read_events(from_store, 7).await), all, "from the store, then the cache");
+}
+
+#[tokio::test]
+async fn one_transaction_of_many_objects_reaches_every_watcher_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+    one_transaction_of_many(store, Box::new(dir)).await;
+}
+
+#[tokio::test]
+async fn one_transaction_of_many_objects_reaches_every_watcher_on_etcd() {
+    let etcd = tokio::task::spawn_blocking(agora_e2e::EtcdProcess::start).await.unwrap();
+    let store: SharedStore = Arc::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
+    one_transaction_of_many(store, Box::new(etcd)).await;
+}
+
 #[tokio::test]
 async fn a_watch_resumes_from_before_the_cache_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();

@@ -87,12 +87,21 @@ async fn the_watcher_resumes_after_an_apiserver_restart_and_relists_after_a_410(
     until(Duration::from_secs(30), "the change of b after the restart is cached", || instances("b") == Some(2)).await;
     assert_eq!(inits(), 1, "a resumed watch needs no new list; errors: {:?}", errors.lock().unwrap());
 
-    // Restart and write before the watcher is back: the new watch cache starts after those writes, so resuming
-    // from the old revision is a 410 and the watcher lists again — and the cache drops `c`.
+    // Restart, write before the watcher is back, and compact the store past those writes (the apiserver stopped
+    // meanwhile): resuming from the old revision is a 410, and the watcher lists again — and the cache drops `c`.
     block_in_place(|| server.restart());
     apps.delete("c", &DeleteParams::default()).await.unwrap();
     apps.create(&PostParams::default(), &app("d")).await.unwrap();
     set_instances(&apps, "a", 3).await;
+    block_in_place(|| server.kill());
+    let data =
+        agora_apiserver::store::EmbeddedStore::open(agora_apiserver::store::EmbeddedConfig::new(server.data_dir()))
+            .await
+            .unwrap();
+    use agora_apiserver::store::Store as _;
+    data.compact(data.current_revision().await.unwrap()).await.unwrap();
+    data.close().await.unwrap();
+    block_in_place(|| server.start_again());
     until(Duration::from_secs(30), "the cache matches the server after the relist", || {
         let mut names: Vec<String> = store.state().iter().filter_map(|a| a.metadata.name.clone()).collect();
         names.sort();

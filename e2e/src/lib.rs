@@ -558,6 +558,15 @@ impl ApiserverProcess {
         }
     }
 
+    /// Starts it again after [`kill`](Self::kill), on the same port and store.
+    ///
+    /// # Panics
+    /// When it does not become ready.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the apiserver is already running");
+        self.spawn();
+    }
+
     /// Starts it again on the same port and store (after [`kill`](Self::kill), or kills it first).
     ///
     /// # Panics

@@ -54,7 +54,13 @@ enum Source {
     Cache(watch::Subscription),
     /// The store's history, for a watch that resumed from before the cache's window, until the window reaches where
     /// it has got to: then it joins the cache.
-    Store { events: crate::store::WatchStream, prefix: String, cache: WatchCache },
+    Store {
+        events: crate::store::WatchStream,
+        prefix: String,
+        cache: WatchCache,
+        /// The revision of the last change sent.
+        sent: Revision,
+    },
 }
 
 /// A watch's changes: its source, and what to send before the source's next.
@@ -63,27 +69,37 @@ struct Feed {
     /// The cache's backlog when a watch joins it.
     pending: std::collections::VecDeque<std::sync::Arc<watch::Change>>,
     kind: &'static KindInfo,
+    /// Every change up to this revision has reached the client: later ones from the cache only.
+    floor: Revision,
 }
 
 impl Feed {
-    /// The next change, progress or end, the client having been sent everything up to `latest`; a watch served from
-    /// the store joins the cache as soon as it can.
-    async fn next(&mut self, latest: Revision) -> Next {
+    /// The next change, progress or end; a watch served from the store joins the cache as soon as it can.
+    ///
+    /// Revisions are the unit: one transaction can change several objects at one revision, so "everything up to
+    /// revision r has been sent" is known only at a progress, or when an event of a later revision arrives.
+    async fn next(&mut self) -> Next {
         loop {
             if let Some(change) = self.pending.pop_front() {
                 return Next::Change(change);
             }
-            let (events, prefix, cache) = match &mut self.source {
+            let (events, prefix, cache, sent) = match &mut self.source {
                 Source::Cache(subscription) => match subscription.next().await {
-                    // Already sent from the store before the watch joined the cache.
-                    Next::Change(change) if change.revision <= latest => continue,
+                    // The client has everything up to `floor` (sent from the store, or its resourceVersion).
+                    Next::Change(change) if change.revision <= self.floor => continue,
                     next => return next,
                 },
-                Source::Store { events, prefix, cache } => (events, prefix, cache),
+                Source::Store { events, prefix, cache, sent } => (events, prefix, cache, sent),
             };
-            let (revision, change) = match events.next().await {
+            let (complete, change) = match events.next().await {
                 Some(Ok(WatchEvent::Progress { revision })) => (revision, None),
-                Some(Ok(event)) => (event.revision(), watch::change_of(event, prefix).map(std::sync::Arc::new)),
+                Some(Ok(event)) => {
+                    let revision = event.revision();
+                    // Every change up to the last one sent is out once a later revision arrives.
+                    let complete = if revision > *sent { *sent } else { 0 };
+                    *sent = revision;
+                    (complete, watch::change_of(event, prefix).map(std::sync::Arc::new))
+                }
                 Some(Err(StoreError::Compacted { requested, compacted })) => {
                     return Next::End(Box::new(too_old(requested, compacted)));
                 }
@@ -95,14 +111,22 @@ impl Feed {
                     )));
                 }
             };
-            // The cache holds every change after `revision`: send its backlog after this change, then follow it.
-            if let Ok(mut subscription) = cache.subscribe(self.kind, Some(revision)).await {
-                self.pending.extend(std::mem::take(&mut subscription.backlog));
-                self.source = Source::Cache(subscription);
+            // Join the cache once it holds every change after `complete`: its backlog (which has this change, if
+            // any, and the rest of its revision) goes next, then it is followed.
+            if complete > 0 {
+                if let Ok(mut subscription) = cache.subscribe(self.kind, Some(complete)).await {
+                    self.pending.extend(std::mem::take(&mut subscription.backlog));
+                    self.source = Source::Cache(subscription);
+                    self.floor = complete;
+                    return match change {
+                        Some(_) => continue,
+                        None => Next::Progress(complete),
+                    };
+                }
             }
             return match change {
                 Some(change) => Next::Change(change),
-                None => Next::Progress(revision),
+                None => Next::Progress(complete),
             };
         }
     }
@@ -173,7 +197,7 @@ impl WatchStream {
                 tokio::select! {
                     () = expired => return None,
                     _ = tick => break watch.shown.bookmark(watch.kind, watch.latest, false, watch.sse),
-                    next = watch.feed.next(watch.latest) => match next {
+                    next = watch.feed.next() => match next {
                         Next::Change(change) => {
                             watch.latest = change.revision;
                             let Some(kind) = watch.filter.event_type(&change) else { continue };
@@ -238,8 +262,12 @@ impl ResourceApi {
                 let from = resume.unwrap_or_default();
                 match self.watches.history(kind, from).await {
                     Ok(events) => {
-                        let source =
-                            Source::Store { events, prefix: self.watches.prefix(kind), cache: self.watches.clone() };
+                        let source = Source::Store {
+                            events,
+                            prefix: self.watches.prefix(kind),
+                            cache: self.watches.clone(),
+                            sent: from,
+                        };
                         live = Some(self.live(source, from, filter, bookmarks, timeout, kind, sse, shown));
                         return Ok(watch_response(first, live, sse, view));
                     }
@@ -303,7 +331,7 @@ impl ResourceApi {
     ) -> WatchStream {
         WatchStream {
             latest,
-            feed: Feed { source, pending: std::collections::VecDeque::new(), kind },
+            feed: Feed { source, pending: std::collections::VecDeque::new(), kind, floor: latest },
             filter,
             ticker: bookmarks.then(|| {
                 let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
