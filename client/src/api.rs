@@ -280,6 +280,21 @@ impl<K: Resource> Api<K> {
         self.object_call(Method::DELETE, "delete", name, None, &[], Some(("application/json", body))).await
     }
 
+    /// Deletes every object of the collection (this namespace, or all) that the list's selectors take, each as
+    /// [`Api::delete`] would; returns what was deleted (or marked). Pagination fields of `selection` are ignored.
+    ///
+    /// # Errors
+    /// 400 for a bad selector or preconditions (they name one object); when some could not be deleted, the
+    /// server's `Status` naming them; or any failure.
+    pub async fn delete_collection(&self, selection: &ListParams, params: &DeleteParams) -> Result<List<K>> {
+        let operation = Operation { verb: "delete", object: self.describe_collection() };
+        let selectors = ListParams { limit: None, continue_token: None, ..selection.clone() };
+        let path = with_query(self.collection(), &selectors.query());
+        let body = self.encode("delete", "", params)?;
+        let request = Request::new(Method::DELETE, path, operation).body("application/json", body);
+        self.client.call(request, "list").await
+    }
+
     /// The object called `name`, read through its `/status` subresource.
     ///
     /// # Errors

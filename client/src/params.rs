@@ -86,7 +86,7 @@ impl FieldValidation {
     }
 }
 
-/// `fieldManager` and `fieldValidation` of a create, replace or status write.
+/// `fieldManager`, `fieldValidation` and `dryRun` of a create, replace or status write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use]
 pub struct PostParams {
@@ -94,9 +94,17 @@ pub struct PostParams {
     pub field_manager: Option<String>,
     /// How unknown fields are treated.
     pub field_validation: Option<FieldValidation>,
+    /// `dryRun=All`: the server admits the write and answers with what it would store, storing nothing.
+    pub dry_run: bool,
 }
 
 impl PostParams {
+    /// A dry run: everything but the store write.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
     /// Records the change as made by `manager`.
     pub fn manager(mut self, manager: &str) -> Self {
         self.field_manager = Some(manager.to_owned());
@@ -113,11 +121,14 @@ impl PostParams {
         let mut query = Vec::new();
         push(&mut query, "fieldManager", self.field_manager.as_ref());
         push(&mut query, "fieldValidation", self.field_validation.map(|v| v.as_str().to_owned()).as_ref());
+        if self.dry_run {
+            query.push(("dryRun", "All".to_owned()));
+        }
         query
     }
 }
 
-/// `fieldManager`, `force` and `fieldValidation` of a patch.
+/// `fieldManager`, `force`, `fieldValidation` and `dryRun` of a patch.
 ///
 /// ```
 /// use agora_client::PatchParams;
@@ -134,9 +145,17 @@ pub struct PatchParams {
     pub force: bool,
     /// How unknown fields are treated.
     pub field_validation: Option<FieldValidation>,
+    /// `dryRun=All`: the server applies the patch and answers with what it would store, storing nothing.
+    pub dry_run: bool,
 }
 
 impl PatchParams {
+    /// A dry run: everything but the store write.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
     /// Parameters for a server-side apply by `manager`.
     pub fn apply(manager: &str) -> Self {
         Self { field_manager: Some(manager.to_owned()), ..Self::default() }
@@ -167,6 +186,9 @@ impl PatchParams {
         // The server refuses `force` on anything but an apply.
         if applying && self.force {
             query.push(("force", "true".to_owned()));
+        }
+        if self.dry_run {
+            query.push(("dryRun", "All".to_owned()));
         }
         query
     }
@@ -240,6 +262,9 @@ pub struct DeleteParams {
     /// Checks before deleting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preconditions: Option<Preconditions>,
+    /// `["All"]` for a dry run: the server answers with what it would delete (or mark), deleting nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<String>,
 }
 
 impl DeleteParams {
@@ -261,6 +286,12 @@ impl DeleteParams {
     /// Deletes only the object with this uid.
     pub fn uid(mut self, uid: &str) -> Self {
         self.preconditions.get_or_insert_with(Preconditions::default).uid = Some(uid.to_owned());
+        self
+    }
+
+    /// A dry run: everything but the store write.
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = vec!["All".to_owned()];
         self
     }
 

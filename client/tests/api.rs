@@ -306,3 +306,39 @@ async fn log_requests_reach_the_tasks_log_path() {
     assert!(error.is_not_found(), "{error}");
     assert!(error.to_string().starts_with("get log task default/t1: "), "{error}");
 }
+
+#[tokio::test]
+async fn dry_runs_store_nothing_and_collections_delete_by_selector() {
+    let (_server, client) = server().await;
+    let apps: Api<App> = Api::namespaced(client, "default");
+    let dry = apps.create(&PostParams::default().dry_run(), &app("ghost", 2)).await.unwrap();
+    assert_eq!(dry.spec.instances, Some(2));
+    assert!(dry.metadata.resource_version.is_none(), "nothing was stored");
+    assert!(apps.get_opt("ghost").await.unwrap().is_none());
+
+    let mut web = app("web", 1);
+    web.metadata.labels = [("tier".to_owned(), "web".to_owned())].into();
+    apps.create(&PostParams::default(), &web).await.unwrap();
+    apps.create(&PostParams::default(), &app("db", 1)).await.unwrap();
+    let patched = apps
+        .patch("web", &PatchParams::default().dry_run(), &Patch::Merge(json!({"spec": {"instances": 9}})))
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.instances, Some(9));
+    assert_eq!(apps.get("web").await.unwrap().spec.instances, Some(1), "the dry-run patch stored nothing");
+    apps.delete("web", &DeleteParams::default().dry_run()).await.unwrap();
+    assert!(apps.get_opt("web").await.unwrap().is_some(), "the dry-run delete deleted nothing");
+
+    let selection = ListParams::default().labels("tier=web");
+    let rehearsed = apps.delete_collection(&selection, &DeleteParams::default().dry_run()).await.unwrap();
+    assert_eq!(rehearsed.items.len(), 1);
+    assert_eq!(apps.list(&ListParams::default()).await.unwrap().items.len(), 2);
+    let deleted = apps.delete_collection(&selection, &DeleteParams::background()).await.unwrap();
+    let names: Vec<_> = deleted.items.iter().filter_map(|a| a.metadata.name.clone()).collect();
+    assert_eq!(names, ["web"]);
+    let left: Vec<_> =
+        apps.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|a| a.metadata.name).collect();
+    assert_eq!(left, ["db"]);
+    let refused = apps.delete_collection(&ListParams::default(), &DeleteParams::default().uid("x")).await.unwrap_err();
+    assert!(refused.to_string().contains("preconditions"), "{refused}");
+}
