@@ -195,6 +195,9 @@ async fn delete_collection(server: &Server) {
     status(&server.call(Method::DELETE, APPS, "application/json", Some(body)).await, 400, "BadRequest");
     status(&server.delete(&format!("{APPS}?labelSelector=%3D%3D")).await, 400, "BadRequest");
     status(&server.delete(&format!("{APPS}?propagationPolicy=Sideways")).await, 400, "BadRequest");
+    // Not every namespace at once.
+    let message = status(&server.delete("/apis/agora/v1/apps").await, 405, "MethodNotAllowed");
+    assert!(message.contains("/namespaces/{ns}/apps"), "{message}");
     // An empty collection deletes nothing, successfully.
     let (code, deleted) = server.delete(APPS).await;
     assert_eq!((code, names(&deleted)), (StatusCode::OK, Vec::<&str>::new()), "{deleted}");

@@ -173,6 +173,16 @@ impl ResourceApi {
         query: &Query,
         options: &DeleteOptions,
     ) -> ApiResult<Value> {
+        if target.kind.namespaced && target.namespace.is_none() {
+            // As in Kubernetes: one request does not empty every namespace.
+            return Err(ApiError::method_not_allowed(
+                "DELETE",
+                &format!(
+                    "{} of every namespace: delete one namespace's collection (/namespaces/{{ns}}/{})",
+                    target.kind.plural, target.kind.plural
+                ),
+            ));
+        }
         if options.uid.is_some() || options.resource_version.is_some() {
             return Err(ApiError::bad_request(
                 "preconditions name one object: they cannot be used when deleting a collection",
