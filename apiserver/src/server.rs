@@ -469,6 +469,13 @@ pub async fn serve(
         Security::Secure(secure) => Some(secure.credentials(config.listen)?),
     };
     let store = config.store.open().await?;
+    // A fresh embedded store is at revision 0, which clients read as "any": a list answered at resourceVersion 0
+    // cannot be resumed from (kube-rs' watcher would miss what happens between its list and its watch). Its first
+    // revision records when it was made instead, as etcd starts at revision 1. The key is outside every kind's.
+    if store.current_revision().await? == 0 {
+        let key = format!("/{}/.created", config.prefix.trim_matches('/'));
+        store.put(&key, bytes::Bytes::from(crate::api::now().to_string())).await?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Io { address: config.listen, source })?;
