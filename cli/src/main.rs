@@ -1,12 +1,15 @@
 //! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (or `--hollow` simulated ones);
 //! `image` manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them;
-//! `controllers` runs the allocator, marathon and chronos; `version`. Later issues add `up` and the API client commands.
+//! `controllers` runs the allocator, marathon and chronos; `up` runs all of them as one cluster on this machine,
+//! and `kubeconfig` prints its kubeconfig; `version`. Later issues add the API client commands.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod up;
 
 /// mimalloc: the apiserver allocates many small JSON values from many threads, where glibc's allocator spent a third
 /// of the CPU time of a create benchmark and held on to fragmented memory.
@@ -24,6 +27,36 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a whole cluster on this machine: the apiserver (embedded store), the controllers (allocator, marathon,
+    /// chronos) and an agent, supervised by this one command until Ctrl-C or SIGTERM.
+    ///
+    /// On first start it makes DATA_DIR (private) with the store, a CA, a certificate, a token and DATA_DIR/kubeconfig
+    /// for agora and kubectl. Stopping leaves everything in DATA_DIR: `agora up` on it again continues. Each part
+    /// logs to DATA_DIR/logs. For a real cluster run the parts separately (`agora apiserver`, `agora controllers`,
+    /// `agora agent`), against etcd.
+    Up {
+        /// Where the cluster keeps its state (default: ~/.agora).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The apiserver's address.
+        #[arg(long, default_value = "127.0.0.1:5050")]
+        listen: std::net::SocketAddr,
+        /// The agent's address (task logs, health).
+        #[arg(long, default_value = "127.0.0.1:5051")]
+        agent_listen: std::net::SocketAddr,
+        /// What the agent offers, e.g. `cpus:2;mem:2048;disk:10000;ports:[31000-32000]` (default: this machine).
+        #[arg(long, default_value = "")]
+        agent_resources: String,
+        /// Run no agent (the apiserver and the controllers only).
+        #[arg(long)]
+        no_agent: bool,
+    },
+    /// Print the kubeconfig `agora up` (or `agora apiserver`) wrote in DATA_DIR.
+    Kubeconfig {
+        /// The data dir (default: ~/.agora, as `agora up`'s).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run the API server on a store: the embedded one in --data-dir (default), or etcd with --store.
     ///
     /// Secure by default: HTTPS, and every request presents the cluster's bearer token. Without --tls-cert-file the
@@ -239,6 +272,22 @@ fn main() -> ExitCode {
             };
             apiserver(listen, data_dir, store, store_prefix, security)
         }
+        Command::Up { data_dir, listen, agent_listen, agent_resources, no_agent } => up::run(&up::UpConfig {
+            data_dir: data_dir.unwrap_or_else(default_data_dir),
+            listen,
+            agent_listen,
+            agent_resources,
+            no_agent,
+        }),
+        Command::Kubeconfig { data_dir } => {
+            let path = agora_client::kubeconfig_in(&data_dir.unwrap_or_else(default_data_dir));
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {} (has `agora up` run with this data dir?)", path.display()))
+                .map(|text| {
+                    print!("{text}");
+                    true
+                })
+        }
         Command::Agent(args) => agent(args),
         Command::Controllers(args) => controllers(args),
         Command::Image { command, work_dir } => image(command, &work_dir),
@@ -266,6 +315,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `agora up`'s data dir unless told: `~/.agora` (or `.agora` here without a home).
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".agora"), |home| PathBuf::from(home).join(".agora"))
 }
 
 /// `e` and its causes, each said once: many of Agora's errors already name their cause in their own message.
