@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod get;
 mod up;
 
 /// mimalloc: the apiserver allocates many small JSON values from many threads, where glibc's allocator spent a third
@@ -50,6 +51,30 @@ enum Command {
         /// Run no agent (the apiserver and the controllers only).
         #[arg(long)]
         no_agent: bool,
+    },
+    /// Print objects: the kind's columns as the server prints them (the same kubectl shows), or YAML, JSON, names.
+    ///
+    /// KIND is a plural, singular or short name (apps, app, cj, ...). Exit code 0 also when nothing is found (it
+    /// says so on stderr), 2 when the request fails.
+    Get {
+        /// apps, cronjobs, tasks, agents, frameworks, offers, ...
+        kind: String,
+        /// One object.
+        name: Option<String>,
+        /// The namespace (default: the kubeconfig context's, else default).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
+        /// Only objects whose labels match, e.g. `tier=web,!canary`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: get::Format,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Print the kubeconfig `agora up` (or `agora apiserver`) wrote in DATA_DIR.
     Kubeconfig {
@@ -287,6 +312,11 @@ fn main() -> ExitCode {
                     print!("{text}");
                     true
                 })
+        }
+        Command::Get { kind, name, namespace, all_namespaces, selector, output, cluster } => {
+            cluster.config().and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?)).and_then(
+                |client| get::run(&client, &get::Get { kind, name, namespace, all_namespaces, selector, output }),
+            )
         }
         Command::Agent(args) => agent(args),
         Command::Controllers(args) => controllers(args),

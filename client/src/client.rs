@@ -53,11 +53,13 @@ pub(crate) struct Request {
     pub operation: Operation,
     /// `None`: no limit beyond the connect timeout (watches and followed logs end on their own).
     pub timeout: Option<Duration>,
+    /// The `Accept` header.
+    pub accept: &'static str,
 }
 
 impl Request {
     pub fn new(method: Method, path: String, operation: Operation) -> Self {
-        Self { method, path, body: None, operation, timeout: Some(Duration::ZERO) }
+        Self { method, path, body: None, operation, timeout: Some(Duration::ZERO), accept: "application/json" }
     }
 
     pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
@@ -172,12 +174,24 @@ impl Client {
         &self.inner.server
     }
 
+    /// `GET path` (from `/`, with its query) as JSON, asking for `accept` — e.g. a `meta.k8s.io/v1` Table
+    /// ([`TABLE`]), as `agora get` prints them.
+    ///
+    /// # Errors
+    /// The server's `Status` as [`Error::Api`], or any failure.
+    pub async fn get_json(&self, path: &str, accept: &'static str) -> Result<serde_json::Value> {
+        let operation = Operation { verb: "get", object: path.to_owned() };
+        let mut request = Request::new(Method::GET, path.to_owned(), operation);
+        request.accept = accept;
+        self.call(request, "JSON").await
+    }
+
     /// Sends `request`; a successful answer is returned as it is, a failure becomes [`Error::Api`] (with the server's
     /// `Status`) or [`Error::Transport`].
     pub(crate) async fn send(&self, request: Request) -> Result<reqwest::Response> {
-        let Request { method, path, body, operation, timeout } = request;
+        let Request { method, path, body, operation, timeout, accept } = request;
         let mut builder = self.inner.http.request(method, format!("{}{path}", self.inner.server));
-        builder = builder.header(header::ACCEPT, "application/json");
+        builder = builder.header(header::ACCEPT, accept);
         if let Some(token) = &self.inner.token {
             builder = builder.bearer_auth(token);
         }
@@ -219,6 +233,9 @@ impl Client {
         Error::Transport { operation: operation.clone(), server: self.inner.server.clone(), source }
     }
 }
+
+/// The `Accept` header asking for a `meta.k8s.io/v1` Table (the kind's printed columns), then plain JSON.
+pub const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
 /// Decodes `bytes` as `T`, naming the JSON path of what does not fit.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], operation: &Operation, expected: &'static str) -> Result<T> {

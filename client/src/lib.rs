@@ -38,7 +38,7 @@ mod params;
 
 pub use agora_schemas::{List, Resource, Status, WatchEvent};
 pub use api::Api;
-pub use client::Client;
+pub use client::{Client, TABLE};
 pub use config::{
     CA_FILE_ENV, Config, DEFAULT_KUBECONFIG, DEFAULT_SERVER, KUBECONFIG_ENV, SERVER_ENV, TOKEN_FILE_ENV, kubeconfig_in,
     read_token, tls_client_config,

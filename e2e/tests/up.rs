@@ -1,6 +1,7 @@
 //! `agora up` as a user runs it: one command, a temporary data dir, and a cluster that runs an App on this machine's
-//! real agent; the kubeconfig it writes (also printed by `agora kubeconfig`) works for the real kubectl; SIGTERM
-//! stops every part; a second `agora up` on the same data dir continues, the App still there and running again.
+//! real agent; the kubeconfig it writes (also printed by `agora kubeconfig`) works for the real kubectl and for
+//! `agora get`; SIGTERM stops every part; a second `agora up` on the same data dir continues, the App still there and
+//! running again.
 
 mod common;
 
@@ -118,6 +119,21 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
         .unwrap();
     let table = String::from_utf8_lossy(&kubectl.stdout);
     assert!(table.lines().any(|l| l.starts_with("sleeper ")), "{table}{}", String::from_utf8_lossy(&kubectl.stderr));
+
+    // agora get prints the server's columns; -o name and a missing object.
+    let agora = |args: &[&str]| {
+        Command::new(agora_binary()).args(args).arg("--kubeconfig").arg(data.join("kubeconfig")).output().unwrap()
+    };
+    let got = agora(&["get", "apps"]);
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.starts_with("NAME ") && text.contains("INSTANCES") && text.contains("RUNNING"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("sleeper ") && l.split_whitespace().nth(2) == Some("1")), "{text}");
+    assert_eq!(String::from_utf8_lossy(&agora(&["get", "apps", "-o", "name"]).stdout), "app.agora/sleeper\n");
+    let missing = agora(&["get", "app", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("apps.agora \"nope\" not found"), "{missing:?}");
+    let unknown = agora(&["get", "widgets"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"widgets\""), "{unknown:?}");
 
     // SIGTERM stops every part; the apiserver's port is free again.
     let status = tokio::task::block_in_place(|| up.stop());
