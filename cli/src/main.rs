@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apply;
 mod get;
 mod up;
 
@@ -51,6 +52,26 @@ enum Command {
         /// Run no agent (the apiserver and the controllers only).
         #[arg(long)]
         no_agent: bool,
+    },
+    /// Apply manifests (server-side apply, field manager `agora`): each object created, configured or unchanged.
+    ///
+    /// Every document is validated first; if one is wrong, each problem is printed with its file, line and field
+    /// and nothing is applied. Exit code 0 when everything was applied, 1 when something was not, 2 on an error.
+    Apply {
+        /// Manifest files or directories (`-` for standard input), repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The namespace of objects that name none (default: the kubeconfig context's, else default).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Take the fields another manager set instead of failing with a conflict.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Ask the server what would happen (dryRun=All); nothing changes.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Print objects: the kind's columns as the server prints them (the same kubectl shows), or YAML, JSON, names.
     ///
@@ -313,6 +334,10 @@ fn main() -> ExitCode {
                     true
                 })
         }
+        Command::Apply { files, namespace, force_conflicts, dry_run, cluster } => cluster
+            .config()
+            .and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?))
+            .and_then(|client| apply::run(&client, &apply::Apply { files, namespace, force_conflicts, dry_run })),
         Command::Get { kind, name, namespace, all_namespaces, selector, output, cluster } => {
             cluster.config().and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?)).and_then(
                 |client| get::run(&client, &get::Get { kind, name, namespace, all_namespaces, selector, output }),
@@ -353,7 +378,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// `e` and its causes, each said once: many of Agora's errors already name their cause in their own message.
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut message = e.to_string();
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
@@ -823,7 +848,7 @@ fn validate(inputs: &[PathBuf], output: Option<Output>) -> Result<bool> {
     Ok(all_valid)
 }
 
-fn read(file: &Path) -> Result<(String, String)> {
+pub(crate) fn read(file: &Path) -> Result<(String, String)> {
     if file.as_os_str() == "-" {
         let source = std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
         return Ok(("-".to_owned(), source));
@@ -833,7 +858,7 @@ fn read(file: &Path) -> Result<(String, String)> {
 }
 
 /// Files as given, and the manifests below each directory, in name order.
-fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {

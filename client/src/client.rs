@@ -186,6 +186,35 @@ impl Client {
         self.call(request, "JSON").await
     }
 
+    /// Server-side apply of `object` (JSON, any kind) at `path` (the object's path from `/`) as `manager`:
+    /// whether it created the object, and the object as stored (or, with `dry_run`, as it would be).
+    ///
+    /// # Errors
+    /// The server's `Status` as [`Error::Api`] (a 409 with `FieldManagerConflict` causes when another manager owns
+    /// a field and not `force`), or any failure.
+    pub async fn apply_json(
+        &self,
+        path: &str,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+        object: &serde_json::Value,
+    ) -> Result<(bool, serde_json::Value)> {
+        let operation = Operation { verb: "apply", object: path.to_owned() };
+        let mut query = format!("?fieldManager={manager}&force={force}");
+        if dry_run {
+            query.push_str("&dryRun=All");
+        }
+        let body = serde_json::to_vec(object)
+            .map_err(|e| Error::Request { operation: operation.clone(), message: format!("cannot encode: {e}") })?;
+        let request = Request::new(Method::PATCH, format!("{path}{query}"), operation.clone())
+            .body("application/apply-patch+yaml", body);
+        let response = self.send(request).await?;
+        let created = response.status() == StatusCode::CREATED;
+        let bytes = response.bytes().await.map_err(|source| self.transport_error(&operation, source))?;
+        Ok((created, decode(&bytes, &operation, "the applied object")?))
+    }
+
     /// Sends `request`; a successful answer is returned as it is, a failure becomes [`Error::Api`] (with the server's
     /// `Status`) or [`Error::Transport`].
     pub(crate) async fn send(&self, request: Request) -> Result<reqwest::Response> {

@@ -66,7 +66,16 @@ impl Up {
 }
 
 impl Drop for Up {
+    /// A test that failed midway stops `up` as a user would (SIGTERM), so its parts stop too; SIGKILL would orphan
+    /// them, and the agent would restart the tasks the work dir's cleanup kills.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -135,6 +144,34 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     let unknown = agora(&["get", "widgets"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"widgets\""), "{unknown:?}");
 
+    // agora apply: created, unchanged, configured; a dry run; an invalid manifest applies nothing.
+    let manifest = dir.0.path().join("batch.yaml");
+    let batch = "apiVersion: agora/v1\nkind: App\nmetadata:\n  name: batch\nspec:\n  cmd: sleep 1\n  instances: 0\n";
+    std::fs::write(&manifest, batch).unwrap();
+    let file = manifest.to_str().unwrap();
+    let out = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out(&agora(&["apply", "-f", file])), "app.agora/batch created\n");
+    assert_eq!(out(&agora(&["apply", "-f", file])), "app.agora/batch unchanged\n");
+    std::fs::write(&manifest, batch.replace("sleep 1", "sleep 2")).unwrap();
+    assert_eq!(out(&agora(&["apply", "-f", file, "--dry-run"])), "app.agora/batch configured (server dry run)\n");
+    assert_eq!(apps.get("batch").await.unwrap().spec.cmd.as_deref(), Some("sleep 1"), "the dry run changed it");
+    assert_eq!(out(&agora(&["apply", "-f", file])), "app.agora/batch configured\n");
+    let managers = apps.get("batch").await.unwrap().metadata.managed_fields;
+    assert!(managers.iter().any(|m| m.manager == "agora" && m.operation == "Apply"), "{managers:?}");
+    std::fs::write(
+        &manifest,
+        format!("{batch}---\napiVersion: agora/v1\nkind: App\nmetadata: {{name: typo}}\nspec: {{cmd: x, cpu: 1}}\n"),
+    )
+    .unwrap();
+    let refused = agora(&["apply", "-f", file]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("{file}:")) && stderr.contains("spec.cpu") && stderr.contains("nothing was applied"),
+        "{stderr}"
+    );
+    assert!(out(&refused).is_empty(), "nothing applied: {}", out(&refused));
+
     // SIGTERM stops every part; the apiserver's port is free again.
     let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
@@ -144,7 +181,7 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     let mut again = Up::start(&data, port, agent_port);
     tokio::task::block_in_place(|| again.wait_up());
     let apps: Api<App> = Api::namespaced(client(&data), "default");
-    assert_eq!(apps.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    assert_eq!(apps.list(&ListParams::default()).await.unwrap().items.len(), 2);
     running(&apps, "the app runs after the second up").await;
     let status = tokio::task::block_in_place(|| again.stop());
     assert!(status.success(), "{status}");
