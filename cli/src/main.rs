@@ -229,8 +229,16 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-    /// Print the client version.
-    Version,
+    /// Print this client's version and, when a cluster is reachable (its kubeconfig, or --server), the server's.
+    Version {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print a shell completion script: `source <(agora completion bash)`, or into your shell's completion dir.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -357,8 +365,10 @@ fn main() -> ExitCode {
         Command::Store { command } => store(command),
         Command::Trigger { cluster, name, namespace, id, .. } => trigger(&cluster, &name, &namespace, id.as_deref()),
         Command::Graph { cluster, namespace, .. } => graph(&cluster, &namespace),
-        Command::Version => {
-            println!("agora {}", env!("CARGO_PKG_VERSION"));
+        Command::Version { cluster } => version(&cluster),
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "agora", &mut std::io::stdout());
             Ok(true)
         }
     };
@@ -368,6 +378,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `agora version`: the client's, then the server's when one answers (exit 1 when none does).
+fn version(cluster: &ClusterArgs) -> Result<bool> {
+    println!("client: agora {}", env!("CARGO_PKG_VERSION"));
+    let server = cluster.config().and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?));
+    let answer = server.and_then(|client| {
+        let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        let version = runtime.block_on(client.get_json("/version", "application/json"))?;
+        Ok((client.server().to_owned(), version))
+    });
+    match answer {
+        Ok((url, version)) => {
+            let git = version.get("gitVersion").and_then(serde_json::Value::as_str).unwrap_or("unknown");
+            println!("server: {git} at {url}");
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("server: not reached: {}", error_chain(&e));
+            Ok(false)
         }
     }
 }

@@ -144,6 +144,12 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     let unknown = agora(&["get", "widgets"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"widgets\""), "{unknown:?}");
 
+    // agora version names both ends; completions are generated.
+    let version = String::from_utf8_lossy(&agora(&["version"]).stdout).into_owned();
+    assert!(version.starts_with("client: agora ") && version.contains("server: v1.32.0-agora."), "{version}");
+    let completion = Command::new(agora_binary()).args(["completion", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&completion.stdout).contains("_agora()"));
+
     // agora apply: created, unchanged, configured; a dry run; an invalid manifest applies nothing.
     let manifest = dir.0.path().join("batch.yaml");
     let batch = "apiVersion: agora/v1\nkind: App\nmetadata:\n  name: batch\nspec:\n  cmd: sleep 1\n  instances: 0\n";
