@@ -16,38 +16,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, Config, ListParams, Patch, PatchParams};
+use agora_client::{Api, Client, Config, ListParams};
 use agora_controllers::runtime::watcher;
 use agora_schemas::{CRONJOB_LABEL, CronJob, INSTANT_ANNOTATION, Task, TaskState};
-use common::{agora, knob};
+use common::{agora, apply_all, knob};
 use futures::StreamExt;
 use jiff::Timestamp;
 use serde_json::json;
 
 mod common;
-
-/// Applies `jobs` concurrently; returns when all are stored.
-async fn apply_all(api: &Api<CronJob>, jobs: Vec<serde_json::Value>) {
-    let params = PatchParams::apply("bench").force();
-    futures::stream::iter(jobs)
-        .for_each_concurrent(64, |intent| {
-            let (api, params) = (api.clone(), params.clone());
-            async move {
-                let name = intent["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                for attempt in 0..5 {
-                    match api.patch(&name, &params, &Patch::Apply(&intent)).await {
-                        Ok(_) => return,
-                        Err(e) if attempt < 4 => {
-                            eprintln!("apply {name}: {e}; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => panic!("apply {name}: {e}"),
-                    }
-                }
-            }
-        })
-        .await;
-}
 
 fn job(name: &str, schedule: &str) -> serde_json::Value {
     json!({"apiVersion": "agora/v1", "kind": "CronJob", "metadata": {"name": name, "namespace": "default"},

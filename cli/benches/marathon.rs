@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, Config, Patch, PatchParams};
+use agora_client::{Api, Client, Config};
 use agora_controllers::runtime::watcher;
 use agora_schemas::{App, Task, TaskState};
-use common::{agora, knob, store_writes};
+use common::{agora, apply_all, knob, store_writes};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -30,29 +30,6 @@ fn app(name: &str, instances: usize, env: &str) -> serde_json::Value {
     json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"name": name, "namespace": "default"},
            "spec": {"instances": instances, "cmd": "serve", "cpus": 0.1, "mem": 32, "portDefinitions": [],
                     "env": {"GENERATION": env}}})
-}
-
-/// Applies `apps` concurrently; returns when all are stored.
-async fn apply_all(api: &Api<App>, apps: Vec<serde_json::Value>) {
-    let params = PatchParams::apply("bench").force();
-    futures::stream::iter(apps)
-        .for_each_concurrent(64, |intent| {
-            let (api, params) = (api.clone(), params.clone());
-            async move {
-                let name = intent["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                for attempt in 0..5 {
-                    match api.patch(&name, &params, &Patch::Apply(&intent)).await {
-                        Ok(_) => return,
-                        Err(e) if attempt < 4 => {
-                            eprintln!("apply {name}: {e}; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => panic!("apply {name}: {e}"),
-                    }
-                }
-            }
-        })
-        .await;
 }
 
 #[tokio::main]

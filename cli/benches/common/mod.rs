@@ -61,3 +61,31 @@ pub async fn hollow_agents(client: &agora_client::Client, url: &str, count: usiz
     }
     hollow
 }
+
+/// Server-side applies `intents` (objects of kind `K`, as JSON) 64 at a time, each retried a few times; returns when
+/// all are stored.
+pub async fn apply_all<K>(api: &agora_client::Api<K>, intents: Vec<serde_json::Value>)
+where
+    K: agora_client::Resource,
+{
+    use futures::StreamExt as _;
+    let params = agora_client::PatchParams::apply("bench").force();
+    futures::stream::iter(intents)
+        .for_each_concurrent(64, |intent| {
+            let (api, params) = (api.clone(), params.clone());
+            async move {
+                let name = intent["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                for attempt in 0..5 {
+                    match api.patch(&name, &params, &agora_client::Patch::Apply(&intent)).await {
+                        Ok(_) => return,
+                        Err(e) if attempt < 4 => {
+                            eprintln!("apply {name}: {e}; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("apply {name}: {e}"),
+                    }
+                }
+            }
+        })
+        .await;
+}
