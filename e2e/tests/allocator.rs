@@ -23,15 +23,6 @@ use common::{WorkDir, spawn, start_agent};
 use futures::StreamExt;
 use serde_json::json;
 
-/// `count` hollow agents named `<prefix><i>`, each with `resources`, heartbeating every second (3 s leases).
-fn hollow(server: &ApiserverProcess, count: usize, prefix: &str, resources: &str) -> Proc {
-    let count = count.to_string();
-    let args = ["agent", "--hollow", &count, "--name-prefix", prefix, "--resources", resources];
-    let mut args = args.to_vec();
-    args.extend(["--heartbeat-seconds", "1", "--lease-seconds", "3"]);
-    spawn(server, &args)
-}
-
 /// `agora controllers --only allocator` with 3 s leader leases and `flags`.
 fn controllers(server: &ApiserverProcess, identity: &str, flags: &[&str]) -> Proc {
     let mut args = vec!["controllers", "--only", "allocator", "--identity", identity, "--lease-seconds", "3"];
@@ -185,7 +176,7 @@ async fn two_greedy_frameworks_with_weights_1_and_3_share_the_cluster_1_to_3() {
     })
     .await;
     // 8 agents × 4 cores; tasks of one core that end after 2 s, so the cluster turns over and DRF keeps deciding.
-    let _agents = hollow(&server, 8, "w-", "cpus:4;mem:4096;disk:1000");
+    let _agents = common::hollow(&server, 8, "w-", "cpus:4;mem:4096;disk:1000", "");
     let settled = std::sync::atomic::AtomicUsize::new(0);
     eventually(Duration::from_secs(60), "a 1:3 allocation, three times in a row", || async {
         let (l, h) = (running_cpus(&client, "light").await, running_cpus(&client, "heavy").await);
@@ -219,7 +210,7 @@ async fn an_agent_that_stops_heartbeating_is_unreachable_with_its_tasks_and_offe
     let client = server.client();
     let _allocator = controllers(&server, "c1", &[]);
     let renewing = raw_framework(&client, "holder", 3600).await;
-    let agent = hollow(&server, 1, "lone-", "cpus:2;mem:2048;disk:100");
+    let agent = common::hollow(&server, 1, "lone-", "cpus:2;mem:2048;disk:100", "");
     let first = outstanding(&client, "holder", "lone-0", &[]).await;
     let accepted = accept(&client, &first, vec![task_template("sleeper", 0.5, None)]).await;
     assert_eq!(accepted.status.unwrap().tasks, ["sleeper"]);
@@ -263,7 +254,7 @@ async fn a_framework_that_stops_renewing_loses_its_offers_and_after_its_failover
     let client = server.client();
     let _allocator = controllers(&server, "c1", &[]);
     let renewing = raw_framework(&client, "flaky", 4).await;
-    let _agent = hollow(&server, 1, "f-", "cpus:2;mem:2048;disk:100");
+    let _agent = common::hollow(&server, 1, "f-", "cpus:2;mem:2048;disk:100", "");
     let first = outstanding(&client, "flaky", "f-0", &[]).await;
     accept(&client, &first, vec![task_template("orphan", 0.5, None)]).await;
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
@@ -301,7 +292,7 @@ async fn offers_expire_decided_ones_are_removed_and_a_cordoned_agent_is_offered_
     let flags = ["--offer-timeout-seconds", "2", "--keep-decided-seconds", "2"];
     let _allocator = controllers(&server, "c1", &flags);
     let renewing = raw_framework(&client, "idle", 3600).await;
-    let _agents = hollow(&server, 2, "c-", "cpus:1;mem:1024;disk:100");
+    let _agents = common::hollow(&server, 2, "c-", "cpus:1;mem:1024;disk:100", "");
     // Never answered: it expires, and its agent is offered again.
     let first = outstanding(&client, "idle", "c-0", &[]).await;
     let first_name = first.metadata.name.clone().unwrap();
@@ -452,7 +443,7 @@ async fn two_allocator_replicas_never_overcommit_an_agent_when_the_leader_is_kil
     let mut replicas =
         BTreeMap::from([("c1", controllers(&server, "c1", &[])), ("c2", controllers(&server, "c2", &[]))]);
     let frameworks = [greedy(&client, "g1", 1.0, 0.5, 1.0), greedy(&client, "g2", 2.0, 0.5, 1.0)];
-    let _agents = hollow(&server, 10, "s-", "cpus:2;mem:2048;disk:100");
+    let _agents = common::hollow(&server, 10, "s-", "cpus:2;mem:2048;disk:100", "");
     let tasks: Api<Task> = Api::all(client.clone());
     let count = || async { tasks.list(&ListParams::default()).await.map(|l| l.items.len()).unwrap_or(0) };
     eventually(Duration::from_secs(30), "60 tasks placed", || async { (count().await >= 60).then_some(()) }).await;

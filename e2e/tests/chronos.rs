@@ -316,27 +316,6 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     assert!(dot.contains("\"extract\" -> \"transform\";") && dot.contains("\"transform\" -> \"load\";"), "{dot}");
 }
 
-/// `count` hollow agents heartbeating every second (3 s leases).
-fn hollow(server: &ApiserverProcess, count: usize) -> Proc {
-    let count = count.to_string();
-    spawn(
-        server,
-        &[
-            "agent",
-            "--hollow",
-            &count,
-            "--name-prefix",
-            "h",
-            "--resources",
-            "cpus:8;mem:8192",
-            "--heartbeat-seconds",
-            "1",
-            "--lease-seconds",
-            "3",
-        ],
-    )
-}
-
 /// `agora controllers` logging at info into `<dir>/<identity>.log` (for a failing run's story).
 fn controllers(server: &ApiserverProcess, identity: &str, dir: &std::path::Path) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{identity}.log"))).unwrap();
@@ -356,7 +335,7 @@ fn controllers(server: &ApiserverProcess, identity: &str, dir: &std::path::Path)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_second_job_survives_sigkill_and_a_leader_change_exactly_once() {
     let server = tokio::task::block_in_place(ApiserverProcess::secure);
-    let _agents = hollow(&server, 3);
+    let _agents = common::hollow(&server, 3, "h", "cpus:8;mem:8192", "");
     let client = server.client();
     let jobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");

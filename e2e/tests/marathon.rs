@@ -24,30 +24,6 @@ fn controllers(server: &ApiserverProcess, identity: &str, which: &str) -> Proc {
     spawn(server, &["controllers", "--only", which, "--identity", identity, "--lease-seconds", "3"])
 }
 
-/// `count` hollow agents `<prefix><i>` with `attributes`, heartbeating every second (3 s leases).
-fn hollow(server: &ApiserverProcess, count: usize, prefix: &str, attributes: &str) -> Proc {
-    let count = count.to_string();
-    let resources = "cpus:8;mem:8192;ports:[31000-31100]";
-    spawn(
-        server,
-        &[
-            "agent",
-            "--hollow",
-            &count,
-            "--name-prefix",
-            prefix,
-            "--resources",
-            resources,
-            "--attributes",
-            attributes,
-            "--heartbeat-seconds",
-            "1",
-            "--lease-seconds",
-            "3",
-        ],
-    )
-}
-
 /// Applies an App (server-side apply, as `kubectl apply --server-side` would).
 async fn apply(apps: &Api<App>, name: &str, spec: Value) -> App {
     let intent = json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"name": name}, "spec": spec});
@@ -243,8 +219,8 @@ async fn an_app_runs_heals_rolls_over_gets_stuck_explained_rolls_back_and_scales
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn constraints_spread_tasks_over_hollow_agents() {
     let server = tokio::task::block_in_place(ApiserverProcess::embedded);
-    let _r1 = hollow(&server, 3, "r1-", "rack:r1");
-    let _r2 = hollow(&server, 3, "r2-", "rack:r2");
+    let _r1 = common::hollow(&server, 3, "r1-", "cpus:8;mem:8192;ports:[31000-31100]", "rack:r1");
+    let _r2 = common::hollow(&server, 3, "r2-", "cpus:8;mem:8192;ports:[31000-31100]", "rack:r2");
     let _controllers = spawn(&server, &["controllers", "--identity", "c1", "--lease-seconds", "3"]);
     let client = server.client();
     let apps: Api<App> = Api::namespaced(client.clone(), "default");
@@ -278,7 +254,9 @@ async fn constraints_spread_tasks_over_hollow_agents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_agents_task_is_replaced_and_the_surplus_killed_when_it_returns() {
     let server = tokio::task::block_in_place(ApiserverProcess::embedded);
-    let agents: Vec<Proc> = (0..3).map(|i| hollow(&server, 1, &format!("h{i}-"), "")).collect();
+    let agents: Vec<Proc> = (0..3)
+        .map(|i| common::hollow(&server, 1, &format!("h{i}-"), "cpus:8;mem:8192;ports:[31000-31100]", ""))
+        .collect();
     let _controllers = spawn(&server, &["controllers", "--identity", "c1", "--lease-seconds", "3"]);
     let client = server.client();
     let apps: Api<App> = Api::namespaced(client.clone(), "default");
@@ -318,7 +296,7 @@ async fn an_unreachable_agents_task_is_replaced_and_the_surplus_killed_when_it_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marathon_leader_killed_mid_deployment_leaves_the_survivor_to_finish_without_extra_kills() {
     let server = tokio::task::block_in_place(ApiserverProcess::embedded);
-    let _agents = hollow(&server, 4, "h-", "");
+    let _agents = common::hollow(&server, 4, "h-", "cpus:8;mem:8192;ports:[31000-31100]", "");
     let _allocator = controllers(&server, "alloc", "allocator");
     let mut replicas: BTreeMap<String, Proc> = BTreeMap::new();
     replicas.insert("m1".into(), controllers(&server, "m1", "marathon"));

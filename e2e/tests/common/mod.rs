@@ -28,6 +28,24 @@ impl Drop for AgentProcess {
     }
 }
 
+/// `count` hollow agents `<prefix><i>` offering `resources`, with `attributes` (`key:value;...`, or empty),
+/// heartbeating every second (3 s leases).
+pub fn hollow(
+    server: &ApiserverProcess,
+    count: usize,
+    prefix: &str,
+    resources: &str,
+    attributes: &str,
+) -> agora_e2e::Proc {
+    let count = count.to_string();
+    let mut args = vec!["agent", "--hollow", &count, "--name-prefix", prefix, "--resources", resources];
+    if !attributes.is_empty() {
+        args.extend(["--attributes", attributes]);
+    }
+    args.extend(["--heartbeat-seconds", "1", "--lease-seconds", "3"]);
+    spawn(server, &args)
+}
+
 /// A work dir that is always cleaned up without following a mount (tasks' root file systems live in it).
 pub struct WorkDir(pub tempfile::TempDir);
 
