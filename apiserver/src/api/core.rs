@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use agora_schemas::StatusReason;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -135,15 +135,16 @@ impl ResourceApi {
             return Ok(json_response(StatusCode::OK, &core_event(object)));
         }
         let filter = Filter::new(&target, &query)?;
-        let (objects, revision) = self.select(&target, &filter).await?;
-        let items: Vec<Value> = objects.into_iter().map(core_event).collect();
-        let list = json!({
-            "apiVersion": "v1",
-            "kind": "EventList",
-            "metadata": { "resourceVersion": revision.to_string() },
-            "items": items,
-        });
-        Ok(json_response(StatusCode::OK, &list))
+        let (items, revision) =
+            self.select(&target, &filter, |event| serde_json::to_vec(&core_event(event)).unwrap_or_default()).await?;
+        let mut body = br#"{"apiVersion":"v1","items":["#.to_vec();
+        body.extend_from_slice(&items.join(&b","[..]));
+        body.extend_from_slice(
+            format!("],\"kind\":\"EventList\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}}}}").as_bytes(),
+        );
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        Ok(response)
     }
 }
 

@@ -190,7 +190,7 @@ impl ResourceApi {
         }
         let kind = target.kind;
         let filter = Filter::new(target, query)?;
-        let (selected, revision) = self.select(target, &filter).await?;
+        let (selected, revision) = self.select(target, &filter, |object| object).await?;
         let mut deleted = Vec::new();
         let mut failed: Vec<(String, ApiError)> = Vec::new();
         for object in &selected {

@@ -2,7 +2,7 @@
 //! the columns each kind declares in [`agora_schemas::columns`]) or `PartialObjectMetadata` (what metadata-only
 //! informers ask for), chosen from the `Accept` header as Kubernetes does.
 
-use agora_schemas::columns::table_columns;
+use agora_schemas::columns::{Column, table_columns};
 use agora_schemas::{KindInfo, StatusReason};
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
@@ -118,23 +118,41 @@ impl View {
         }
     }
 
-    /// A list's objects in this view, with the list's metadata (`resourceVersion`, `continue`).
-    pub(super) fn list(self, kind: &KindInfo, objects: &[Value], metadata: Value) -> Value {
+    /// One object as a list item in this view: itself, its `PartialObjectMetadata`, or its Table row. A list is
+    /// built item by item, so a large one holds its answer, not every object decoded.
+    pub(super) fn item(self, kind: &KindInfo, object: &Value, now: jiff::Timestamp) -> Value {
         match self {
-            Self::Object => json!({
-                "apiVersion": agora_schemas::API_VERSION,
-                "kind": format!("{}List", kind.kind),
-                "metadata": metadata,
-                "items": objects,
-            }),
-            Self::Metadata => json!({
-                "apiVersion": META_VERSION,
-                "kind": "PartialObjectMetadataList",
-                "metadata": metadata,
-                "items": objects.iter().map(partial).collect::<Vec<_>>(),
-            }),
-            Self::Table(include) => table(kind, objects, include, true, metadata),
+            Self::Object => object.clone(),
+            Self::Metadata => partial(object),
+            Self::Table(include) => row(&table_columns(kind.columns).collect::<Vec<_>>(), object, include, now),
         }
+    }
+
+    /// A list in this view around `items` (its items as JSON, comma-separated), with the list's metadata
+    /// (`resourceVersion`, `continue`).
+    pub(super) fn list(self, kind: &KindInfo, items: &[u8], metadata: &Value) -> Vec<u8> {
+        let (head, tail) = match self {
+            Self::Object => (
+                format!("{{\"apiVersion\":\"{}\",\"items\":[", agora_schemas::API_VERSION),
+                format!("],\"kind\":\"{}List\",\"metadata\":{metadata}}}", kind.kind),
+            ),
+            Self::Metadata => (
+                format!("{{\"apiVersion\":\"{META_VERSION}\",\"items\":["),
+                format!("],\"kind\":\"PartialObjectMetadataList\",\"metadata\":{metadata}}}"),
+            ),
+            Self::Table(_) => (
+                format!(
+                    "{{\"apiVersion\":\"{META_VERSION}\",\"columnDefinitions\":{},\"rows\":[",
+                    definitions(&table_columns(kind.columns).collect::<Vec<_>>())
+                ),
+                format!("],\"kind\":\"Table\",\"metadata\":{metadata}}}"),
+            ),
+        };
+        let mut body = Vec::with_capacity(head.len() + items.len() + tail.len());
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(items);
+        body.extend_from_slice(tail.as_bytes());
+        body
     }
 }
 
@@ -145,44 +163,49 @@ pub(super) fn partial(object: &Value) -> Value {
 }
 
 /// A Table of `objects`: the kind's columns, one row each, cells computed now.
-fn table(kind: &KindInfo, objects: &[Value], include: Include, definitions: bool, metadata: Value) -> Value {
+fn table(kind: &KindInfo, objects: &[Value], include: Include, with_definitions: bool, metadata: Value) -> Value {
     let now = now();
     let columns: Vec<_> = table_columns(kind.columns).collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|object| {
-            let cells: Vec<Value> = columns.iter().map(|c| c.render(object, now)).collect();
-            let mut row = Map::new();
-            row.insert("cells".into(), json!(cells));
-            match include {
-                Include::None => {}
-                Include::Metadata => {
-                    row.insert("object".into(), partial(object));
-                }
-                Include::Object => {
-                    row.insert("object".into(), object.clone());
-                }
-            }
-            Value::Object(row)
-        })
-        .collect();
+    let rows: Vec<Value> = objects.iter().map(|object| row(&columns, object, include, now)).collect();
     let mut out = json!({ "apiVersion": META_VERSION, "kind": "Table", "metadata": metadata, "rows": rows });
-    if definitions {
-        out["columnDefinitions"] = columns
-            .iter()
-            .map(|c| {
-                let format = if c.name == "Name" { "name" } else { "" };
-                json!({
-                    "name": c.name,
-                    "type": c.type_,
-                    "format": format,
-                    "description": c.description,
-                    "priority": c.priority,
-                })
-            })
-            .collect();
+    if with_definitions {
+        out["columnDefinitions"] = definitions(&columns);
     }
     out
+}
+
+/// An object's Table row: its cells, and the object as `include` asks.
+fn row(columns: &[&Column], object: &Value, include: Include, now: jiff::Timestamp) -> Value {
+    let cells: Vec<Value> = columns.iter().map(|c| c.render(object, now)).collect();
+    let mut row = Map::new();
+    row.insert("cells".into(), json!(cells));
+    match include {
+        Include::None => {}
+        Include::Metadata => {
+            row.insert("object".into(), partial(object));
+        }
+        Include::Object => {
+            row.insert("object".into(), object.clone());
+        }
+    }
+    Value::Object(row)
+}
+
+/// The `columnDefinitions` of a Table.
+fn definitions(columns: &[&Column]) -> Value {
+    columns
+        .iter()
+        .map(|c| {
+            let format = if c.name == "Name" { "name" } else { "" };
+            json!({
+                "name": c.name,
+                "type": c.type_,
+                "format": format,
+                "description": c.description,
+                "priority": c.priority,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -219,7 +242,10 @@ mod tests {
     fn a_table_has_the_kinds_columns_and_the_object_asked_for() {
         let kind = agora_schemas::kind_info("App").unwrap();
         let app = json!({"metadata": {"name": "web", "creationTimestamp": "2020-01-01T00:00:00Z"}, "spec": {"instances": 3}, "status": {"tasksRunning": 2}});
-        let table = View::Table(Include::None).list(kind, std::slice::from_ref(&app), json!({"resourceVersion": "7"}));
+        let item = serde_json::to_vec(&View::Table(Include::None).item(kind, &app, now())).unwrap();
+        let table: Value =
+            serde_json::from_slice(&View::Table(Include::None).list(kind, &item, &json!({"resourceVersion": "7"})))
+                .unwrap();
         let names: Vec<&str> =
             table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(&names[..4], ["Name", "Instances", "Running", "Healthy"]);

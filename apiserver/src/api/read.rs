@@ -1,6 +1,6 @@
 //! Reads: get and list, with selectors, pagination and consistent reads at a revision.
 
-use agora_schemas::{API_VERSION, StatusReason};
+use agora_schemas::StatusReason;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use super::print::View;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch::{self};
-use super::{
-    ApiError, ApiResult, Query, ResourceApi, Target, decode, json_response, meta_str, not_json, with_resource_version,
-};
+use super::{ApiError, ApiResult, Query, ResourceApi, Target, decode, meta_str, not_json, with_resource_version};
 use crate::store::{RangeRequest, Revision};
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -121,9 +119,14 @@ impl ResourceApi {
         }
     }
 
-    /// Every object under the target's namespace (or all) that the filter takes, read at one revision, and that
-    /// revision.
-    pub(super) async fn select(&self, target: &Target, filter: &Filter) -> ApiResult<(Vec<Value>, Revision)> {
+    /// Every object under the target's namespace (or all) that the filter takes, read at one revision, each as
+    /// `each` makes it (so a caller that only answers with them need not hold them all decoded), and that revision.
+    pub(super) async fn select<T>(
+        &self,
+        target: &Target,
+        filter: &Filter,
+        mut each: impl FnMut(Value) -> T,
+    ) -> ApiResult<(Vec<T>, Revision)> {
         let prefix = match &target.namespace {
             Some(ns) => self.keys.namespace_prefix(target.kind.plural, ns),
             None => self.keys.kind_prefix(target.kind.plural),
@@ -133,7 +136,7 @@ impl ResourceApi {
         for kv in &listed.kvs {
             let object = decode(kv)?;
             if filter.matches(&object) {
-                objects.push(object);
+                objects.push(each(object));
             }
         }
         Ok((objects, listed.revision))
@@ -179,10 +182,10 @@ impl ResourceApi {
         };
         // Items are written as JSON as they are read. Without selectors the stored bytes are copied as they are,
         // with the resourceVersion spliced in: a list of 100,000 objects is then mostly a copy.
-        // Other views are built from the decoded objects.
+        // Other views are built item by item from the decoded objects.
         let raw = filter.selects_all_in_namespace() && view == View::Object;
         let mut items = Vec::<u8>::new();
-        let mut objects = Vec::new();
+        let now = super::now();
         let mut count = 0usize;
         let mut token = None;
         loop {
@@ -206,12 +209,11 @@ impl ResourceApi {
                     if !filter.matches(&object) {
                         continue;
                     }
-                    if view != View::Object {
-                        objects.push(object);
-                        count += 1;
-                        continue;
+                    match view {
+                        View::Object => serde_json::to_vec(&object),
+                        _ => serde_json::to_vec(&view.item(kind, &object, now)),
                     }
-                    serde_json::to_vec(&object).unwrap_or_default()
+                    .unwrap_or_default()
                 };
                 if count > 0 {
                     items.push(b',');
@@ -233,20 +235,9 @@ impl ResourceApi {
         if let Some(token) = token {
             metadata["continue"] = json!(token);
         }
-        if view != View::Object {
-            let body = view.list(kind, &objects, metadata);
-            let mut response = json_response(StatusCode::OK, &body);
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(view.content_type(true)));
-            return Ok(response);
-        }
-        let mut body = Vec::with_capacity(items.len() + 128);
-        body.extend_from_slice(format!("{{\"apiVersion\":\"{API_VERSION}\",\"items\":[").as_bytes());
-        body.extend_from_slice(&items);
-        body.extend_from_slice(format!("],\"kind\":\"{}List\",\"metadata\":{metadata}}}", kind.kind).as_bytes());
+        let body = view.list(kind, &items, &metadata);
         let mut response = (StatusCode::OK, body).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(view.content_type(true)));
         Ok(response)
     }
 }
