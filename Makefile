@@ -3,11 +3,10 @@ CARGO ?= cargo
 
 .PHONY: run test deps lint unit
 
-## Build the agora binary and show what it can do.
+## Build agora, then run a whole cluster on this machine (`agora up` in ./.agora) with the examples in manifests/.
 run:
 	$(CARGO) build -p agora-cli
-	$(CARGO) run -q -p agora-cli -- --help
-	$(CARGO) run -q -p agora-cli -- validate -f manifests
+	./scripts/run.sh
 
 ## Install missing system packages, check formatting and lints, run every test.
 test: deps lint unit

@@ -28,6 +28,8 @@ pub struct Get {
     pub all_namespaces: bool,
     pub selector: Option<String>,
     pub output: Format,
+    /// After the list, print each change as it happens.
+    pub watch: bool,
 }
 
 /// Runs `agora get`; false when nothing was found.
@@ -35,109 +37,226 @@ pub struct Get {
 /// # Errors
 /// An unknown kind, or the server's answer (its `Status`).
 pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
-    let kind = agora_schemas::resource_info(&get.kind).with_context(|| {
-        let known: Vec<&str> = agora_schemas::KINDS.iter().map(|k| k.plural).collect();
-        format!("unknown kind {:?}; Agora serves {}", get.kind, known.join(", "))
-    })?;
+    let kind = kind(&get.kind)?;
     let namespace = get.namespace.clone().or_else(|| client.default_namespace().map(str::to_owned));
     let namespace = namespace.unwrap_or_else(|| "default".to_owned());
     let across = get.all_namespaces && get.name.is_none();
-    let mut path = String::from("/apis/agora/v1/");
-    if kind.namespaced && !across {
-        path.push_str(&format!("namespaces/{namespace}/"));
-    }
-    path.push_str(kind.plural);
-    if let Some(name) = &get.name {
-        path.push('/');
-        path.push_str(name);
-    }
-    if let Some(selector) = &get.selector {
-        let query: String = url_encode(selector);
-        path.push_str(&format!("?labelSelector={query}"));
-    }
+    let query = get.selector.as_ref().map(|selector| format!("labelSelector={}", url_encode(selector)));
+    let scope = if across { None } else { Some(namespace.as_str()) };
+    let list_path = path(kind, scope, get.name.as_deref(), query.as_deref());
     let table = matches!(get.output, Format::Table | Format::Wide);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let answer =
-        runtime.block_on(client.get_json(&path, if table { agora_client::TABLE } else { "application/json" }))?;
+        runtime.block_on(client.get_json(&list_path, if table { agora_client::TABLE } else { "application/json" }))?;
     let items: Vec<Value> = match answer.get("items").and_then(Value::as_array) {
         Some(items) => items.clone(),
         None if answer.get("kind").and_then(Value::as_str) == Some("Table") => Vec::new(),
         None => vec![answer.clone()],
     };
     let empty = if table { answer["rows"].as_array().is_none_or(Vec::is_empty) } else { items.is_empty() };
+    let wide = get.output == Format::Wide;
+    let colour = crate::style::colour();
+    let mut widths = Vec::new();
+    let mut definitions = answer["columnDefinitions"].as_array().cloned().unwrap_or_default();
     if empty {
         let scope = if across || !kind.namespaced { String::new() } else { format!(" in {namespace} namespace") };
         eprintln!("No resources found{scope}.");
+    } else {
+        match get.output {
+            Format::Table | Format::Wide => {
+                let (header, rows) = cells(&answer, &definitions, wide, across);
+                widths = column_widths(&[&[header][..], &rows].concat());
+                print!("{}", render(&answer, wide, across, colour));
+            }
+            _ => print_objects(kind, &items, get.output)?,
+        }
+    }
+    if !get.watch {
         return Ok(true);
     }
-    match get.output {
-        Format::Table | Format::Wide => print!("{}", render(&answer, get.output == Format::Wide, across)),
-        Format::Json => {
-            println!("{}", serde_json::to_string_pretty(&answer).context("encoding JSON")?);
+    let mut resource_version =
+        answer.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if get.name.is_some() && !table {
+        resource_version = items
+            .first()
+            .and_then(|o| o.pointer("/metadata/resourceVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+    }
+    let mut header_printed = !empty;
+    runtime.block_on(async {
+        use futures::StreamExt as _;
+        loop {
+            let mut query = vec!["watch=true".to_owned(), format!("resourceVersion={resource_version}")];
+            query.extend(get.selector.as_ref().map(|s| format!("labelSelector={}", url_encode(s))));
+            query.extend(get.name.as_ref().map(|n| format!("fieldSelector=metadata.name%3D{}", url_encode(n))));
+            let watch_path = path(kind, scope, None, Some(&query.join("&")));
+            let accept = if table { agora_client::TABLE } else { "application/json" };
+            let mut events = client.watch_json(&watch_path, accept).await?;
+            while let Some(event) = events.next().await {
+                let event = event?;
+                let object = &event["object"];
+                if event["type"] == "ERROR" {
+                    let message = object["message"].as_str().unwrap_or("the watch failed");
+                    anyhow::bail!("{message} (run the command again to list anew)");
+                }
+                if event["type"] == "BOOKMARK" {
+                    continue;
+                }
+                if table {
+                    if let Some(given) = object["columnDefinitions"].as_array().filter(|d| !d.is_empty()) {
+                        definitions.clone_from(given);
+                    }
+                    let (header, rows) = cells(object, &definitions, wide, across);
+                    if !header_printed && !definitions.is_empty() {
+                        let mut lines = vec![header];
+                        lines.extend(rows.iter().cloned());
+                        widths = column_widths(&lines);
+                        print!("{}", crate::style::aligned(&lines[..1], "", colour));
+                        header_printed = true;
+                    }
+                    for row in &object["rows"].as_array().cloned().unwrap_or_default() {
+                        if let Some(rv) = row.pointer("/object/metadata/resourceVersion").and_then(Value::as_str) {
+                            resource_version = rv.to_owned();
+                        }
+                    }
+                    for row in rows {
+                        print!("{}", crate::style::aligned(&[padded(row, &widths)], "", colour));
+                    }
+                } else {
+                    if let Some(rv) = object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                        resource_version = rv.to_owned();
+                    }
+                    print_objects(kind, std::slice::from_ref(object), get.output)?;
+                }
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+            }
         }
-        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&answer).context("encoding YAML")?),
+    })
+}
+
+fn print_objects(kind: &agora_schemas::KindInfo, items: &[Value], output: Format) -> Result<()> {
+    match output {
+        Format::Table | Format::Wide | Format::Json => {
+            for item in items {
+                println!("{}", serde_json::to_string_pretty(item).context("encoding JSON")?);
+            }
+        }
+        Format::Yaml => {
+            for item in items {
+                print!("---\n{}", serde_yaml_ng::to_string(item).context("encoding YAML")?);
+            }
+        }
         Format::Name => {
-            for item in &items {
+            for item in items {
                 let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
                 println!("{}.agora/{name}", kind.singular);
             }
         }
     }
-    Ok(true)
+    Ok(())
+}
+
+fn column_widths(lines: &[Vec<String>]) -> Vec<usize> {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    (0..columns).map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect()
+}
+
+/// A row of a watch, padded to the widths the header was printed with (a longer cell pushes the rest along).
+fn padded(mut row: Vec<String>, widths: &[usize]) -> Vec<String> {
+    for (cell, width) in row.iter_mut().zip(widths) {
+        let count = cell.chars().count();
+        if count < *width {
+            cell.push_str(&" ".repeat(width - count));
+        }
+    }
+    row
+}
+
+/// The kind a user named: a plural, singular or short name.
+///
+/// # Errors
+/// An unknown name, saying which kinds there are.
+pub fn kind(name: &str) -> Result<&'static agora_schemas::KindInfo> {
+    agora_schemas::resource_info(name).with_context(|| {
+        let known: Vec<&str> = agora_schemas::KINDS.iter().map(|k| k.plural).collect();
+        format!("unknown kind {name:?}; Agora serves {}", known.join(", "))
+    })
+}
+
+/// The API path of `kind` objects in `namespace` (every namespace when `None`; ignored for cluster-scoped kinds), of
+/// one of them when `name` is given, with `query` (already encoded) after a `?`.
+#[must_use]
+pub fn path(
+    kind: &agora_schemas::KindInfo,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    query: Option<&str>,
+) -> String {
+    let mut path = String::from("/apis/agora/v1/");
+    if let (true, Some(namespace)) = (kind.namespaced, namespace) {
+        path.push_str(&format!("namespaces/{namespace}/"));
+    }
+    path.push_str(kind.plural);
+    if let Some(name) = name {
+        path.push('/');
+        path.push_str(name);
+    }
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
 }
 
 /// A Table as `kubectl get` prints it: upper-case headers, cells left-aligned in columns three spaces apart,
-/// `null` cells blank, the priority-1 columns only when `wide`, a NAMESPACE column first when `namespaces`.
+/// `null` cells blank, the priority-1 columns only when `wide`, a NAMESPACE column first when `namespaces`, status
+/// words coloured when `colour`.
 #[must_use]
-pub fn render(table: &Value, wide: bool, namespaces: bool) -> String {
+pub fn render(table: &Value, wide: bool, namespaces: bool, colour: bool) -> String {
     let definitions = table["columnDefinitions"].as_array().cloned().unwrap_or_default();
+    let (header, rows) = cells(table, &definitions, wide, namespaces);
+    let mut lines = vec![header];
+    lines.extend(rows);
+    crate::style::aligned(&lines, "", colour)
+}
+
+/// A Table's header and rows as text cells.
+/// `definitions` are the table's own or, in a watch (whose later Tables carry none), the first one's.
+fn cells(table: &Value, definitions: &[Value], wide: bool, namespaces: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let shown: Vec<usize> = definitions
         .iter()
         .enumerate()
         .filter(|(_, c)| wide || c["priority"].as_u64().unwrap_or(0) == 0)
         .map(|(i, _)| i)
         .collect();
-    let mut lines: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<String> = Vec::new();
     if namespaces {
         header.push("NAMESPACE".to_owned());
     }
     header.extend(shown.iter().map(|i| definitions[*i]["name"].as_str().unwrap_or_default().to_uppercase()));
-    lines.push(header);
+    let mut rows = Vec::new();
     for row in table["rows"].as_array().into_iter().flatten() {
         let mut line = Vec::new();
         if namespaces {
             line.push(row.pointer("/object/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned());
         }
-        for i in &shown {
-            line.push(match &row["cells"][*i] {
+        for &i in &shown {
+            line.push(match &row["cells"][i] {
                 Value::Null => String::new(),
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             });
         }
-        lines.push(line);
+        rows.push(line);
     }
-    let columns = lines.first().map_or(0, Vec::len);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for line in &lines {
-        let mut text = String::new();
-        for (c, cell) in line.iter().enumerate() {
-            text.push_str(cell);
-            if c + 1 < columns {
-                text.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    }
-    out
+    (header, rows)
 }
 
 /// `selector` as a query value: what is not unreserved is percent-encoded.
-fn url_encode(selector: &str) -> String {
+pub fn url_encode(selector: &str) -> String {
     selector
         .bytes()
         .map(|b| match b {
@@ -171,13 +290,13 @@ mod tests {
     #[test]
     fn tables_print_as_kubectl_prints_them() {
         assert_eq!(
-            render(&table(), false, false),
+            render(&table(), false, false, false),
             "NAME          INSTANCES   RUNNING   AGE\n\
              web           3           3         4m\n\
              cache-large   12                    2d3h\n"
         );
         assert_eq!(
-            render(&table(), true, true),
+            render(&table(), true, true, false),
             "NAMESPACE   NAME          INSTANCES   RUNNING   AGE    LAST FAILURE\n\
              default     web           3           3         4m\n\
              shop        cache-large   12                    2d3h   exited 1\n"

@@ -1,17 +1,24 @@
 //! The `agora` command: `apiserver` runs the API server; `agent` runs an agent (or `--hollow` simulated ones);
 //! `image` manages the agent's image store; `validate` checks manifests locally, as the apiserver will admit them;
 //! `controllers` runs the allocator, marathon and chronos; `up` runs all of them as one cluster on this machine,
-//! and `kubeconfig` prints its kubeconfig; `version`. Later issues add the API client commands.
+//! and `kubeconfig` prints its kubeconfig; the client verbs (`apply`, `get`, `describe`, `delete`, `logs`, `scale`,
+//! `rollback`, `trigger`, `events`, `top`, `cordon`/`uncordon`/`drain`, `graph`) talk to a cluster; `version`,
+//! `completion`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod describe;
 mod get;
+mod style;
 mod up;
+mod verbs;
+mod wait;
 
 /// mimalloc: the apiserver allocates many small JSON values from many threads, where glibc's allocator spent a third
 /// of the CPU time of a create benchmark and held on to fragmented memory.
@@ -21,7 +28,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Agora: a cluster manager with Mesos' two-level scheduling, Marathon's apps and Chronos' jobs, driven by a
 /// Kubernetes-style declarative API.
 #[derive(Parser, Debug)]
-#[command(name = "agora", version, about, long_about = None, arg_required_else_help = true)]
+#[command(
+    name = "agora",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    after_help = "Exit codes: 0 done; 1 not done (an object not applied or not found, a wait that failed or timed \
+                  out, an invalid manifest); 2 an error (bad usage, a request that failed, no cluster reached).\n\
+                  The client verbs find the cluster by --kubeconfig, --server, $KUBECONFIG, $AGORA_SERVER, then \
+                  ~/.agora/kubeconfig (agora up's) and /var/lib/agora/kubeconfig (agora apiserver's)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,6 +69,9 @@ enum Command {
         /// Run no agent (the apiserver and the controllers only).
         #[arg(long)]
         no_agent: bool,
+        /// Apply these manifests (files or directories, repeatable) once the cluster is up, as `agora apply -f`.
+        #[arg(long, value_name = "PATH")]
+        apply: Vec<PathBuf>,
     },
     /// Apply manifests (server-side apply, field manager `agora`): each object created, configured or unchanged.
     ///
@@ -70,6 +90,20 @@ enum Command {
         /// Ask the server what would happen (dryRun=All); nothing changes.
         #[arg(long)]
         dry_run: bool,
+        /// Then follow each App's deployment and each CronJob's first run (when due within --timeout) until done;
+        /// exit 1 if one fails (a version whose tasks keep failing) or does not finish in time.
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// How long --wait (and --prune's deletions) may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Delete the objects that match -l, were applied by agora, and are in none of the manifests (in the
+        /// namespaces and kinds the manifests touch).
+        #[arg(long, requires = "selector")]
+        prune: bool,
+        /// With --prune: which objects are this set's, e.g. `app.kubernetes.io/part-of=shop`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -94,6 +128,153 @@ enum Command {
         /// How to print.
         #[arg(short, long, value_enum, default_value = "table")]
         output: get::Format,
+        /// After the list, print each change as it happens (until Ctrl-C).
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Show one object in detail: its spec in short, its status and conditions, an App's deployment and why it
+    /// waits, its tasks and versions, a CronJob's recent runs, and the recent Events about it.
+    Describe {
+        /// app, cronjob, task, agent, framework, ...
+        kind: String,
+        /// The object.
+        name: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Delete objects: by name, every object of manifests (-f), or every one matching a label selector (-l).
+    ///
+    /// Exit code 1 when one was not found or --wait ran out.
+    Delete {
+        /// The kind (with NAME or -l).
+        kind: Option<String>,
+        /// The objects.
+        names: Vec<String>,
+        /// Delete the objects of these manifests.
+        #[arg(short = 'f', long = "filename", conflicts_with_all = ["kind", "selector"])]
+        files: Vec<PathBuf>,
+        /// Every object of KIND whose labels match.
+        #[arg(short = 'l', long, conflicts_with = "names")]
+        selector: Option<String>,
+        /// Wait until each is gone (its finalizers done, an App's tasks killed).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait may take, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Print a task's output (stdout, or --stderr); `app/NAME` or `cronjob/NAME` for its newest task's, or with
+    /// --all every running task's, each line prefixed with the task's name.
+    Logs {
+        /// TASK, app/NAME or cronjob/NAME.
+        target: String,
+        /// Keep printing as the task writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// The standard error stream.
+        #[arg(long)]
+        stderr: bool,
+        /// With app/NAME or cronjob/NAME: every task not ended, interleaved.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Change how many instances an App runs (its scale subresource, as `kubectl scale`).
+    Scale {
+        /// `app`.
+        #[arg(value_parser = ["app", "apps"])]
+        kind: String,
+        /// The App.
+        name: String,
+        /// How many instances.
+        #[arg(long, alias = "replicas")]
+        instances: i32,
+        /// Then wait until that many run healthy (exit 1 if not within --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Go back to an App's previous version (or --to-version V, from `agora describe app NAME`'s Versions): its
+    /// spec becomes that version's, instances kept, and marathon rolls it out like any change.
+    Rollback {
+        /// `app`.
+        #[arg(value_parser = ["app", "apps"])]
+        kind: String,
+        /// The App.
+        name: String,
+        /// The version (or the start of it).
+        #[arg(long)]
+        to_version: Option<String>,
+        /// Then follow the deployment (exit 1 if it fails or does not finish within --timeout).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait may take, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Print Events, oldest first: a namespace's, every namespace's (-A), or one object's (--for app/web).
+    Events {
+        /// Only those about this object: KIND/NAME.
+        #[arg(long = "for", value_name = "KIND/NAME")]
+        about: Option<String>,
+        /// Then print each new one (until Ctrl-C).
+        #[arg(short, long)]
+        watch: bool,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Show what agents have allocated and what tasks use (CPU time, memory from their cgroups).
+    Top {
+        /// `agents` or `tasks`.
+        #[arg(value_parser = ["agents", "agent", "tasks", "task"])]
+        what: String,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Keep new tasks off an agent (running ones stay).
+    Cordon {
+        /// `agent`.
+        #[arg(value_parser = ["agent", "agents"])]
+        kind: String,
+        /// The agent.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Let new tasks onto a cordoned agent again.
+    Uncordon {
+        /// `agent`.
+        #[arg(value_parser = ["agent", "agents"])]
+        kind: String,
+        /// The agent.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Cordon an agent and kill its tasks, so their frameworks start them elsewhere; wait until none runs there.
+    Drain {
+        /// `agent`.
+        #[arg(value_parser = ["agent", "agents"])]
+        kind: String,
+        /// The agent.
+        name: String,
+        /// How long to wait for its tasks to end, in seconds (exit 1 after).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -204,9 +385,9 @@ enum Command {
         kind: String,
         /// The job.
         name: String,
-        /// Its namespace.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
+        /// Its namespace (default: the kubeconfig context's, else default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         /// The trigger's id (lowercase letters, digits, '-'; at most 20): the same id twice runs once. Made up when
         /// not given.
         #[arg(long)]
@@ -220,9 +401,9 @@ enum Command {
         /// What to draw: `cronjobs` (or `cronjob`, `cj`).
         #[arg(value_parser = ["cronjob", "cronjobs", "cj"])]
         kind: String,
-        /// The namespace.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
+        /// The namespace (default: the kubeconfig context's, else default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
     },
     /// Back up and restore the store (see the README's "Backups and recovery").
     Store {
@@ -326,12 +507,13 @@ fn main() -> ExitCode {
             };
             apiserver(listen, data_dir, store, store_prefix, security)
         }
-        Command::Up { data_dir, listen, agent_listen, agent_resources, no_agent } => up::run(&up::UpConfig {
+        Command::Up { data_dir, listen, agent_listen, agent_resources, no_agent, apply } => up::run(&up::UpConfig {
             data_dir: data_dir.unwrap_or_else(default_data_dir),
             listen,
             agent_listen,
             agent_resources,
             no_agent,
+            apply,
         }),
         Command::Kubeconfig { data_dir } => {
             let path = agora_client::kubeconfig_in(&data_dir.unwrap_or_else(default_data_dir));
@@ -342,14 +524,69 @@ fn main() -> ExitCode {
                     true
                 })
         }
-        Command::Apply { files, namespace, force_conflicts, dry_run, cluster } => cluster
-            .config()
-            .and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?))
-            .and_then(|client| apply::run(&client, &apply::Apply { files, namespace, force_conflicts, dry_run })),
-        Command::Get { kind, name, namespace, all_namespaces, selector, output, cluster } => {
-            cluster.config().and_then(|config| Ok(agora_client::Client::new(config.user_agent("agora"))?)).and_then(
-                |client| get::run(&client, &get::Get { kind, name, namespace, all_namespaces, selector, output }),
-            )
+        Command::Apply { files, namespace, force_conflicts, dry_run, wait, timeout, prune, selector, cluster } => {
+            cluster.client().and_then(|client| {
+                let apply = apply::Apply {
+                    files,
+                    namespace,
+                    force_conflicts,
+                    dry_run,
+                    wait: wait.then(|| Duration::from_secs(timeout)),
+                    prune: if prune { selector } else { None },
+                };
+                apply::run(&client, &apply)
+            })
+        }
+        Command::Get { kind, name, namespace, all_namespaces, selector, output, watch, cluster } => {
+            cluster.client().and_then(|client| {
+                get::run(&client, &get::Get { kind, name, namespace, all_namespaces, selector, output, watch })
+            })
+        }
+        Command::Describe { kind, name, scope } => {
+            scope.ctx().and_then(|ctx| describe::run(&ctx.client, &kind, &name, &ctx.namespace, ctx.colour))
+        }
+        Command::Delete { kind, names, files, selector, wait, timeout, scope } => scope.ctx().and_then(|ctx| {
+            let targets = delete_targets(kind.as_deref(), &names, &files, &ctx.namespace)?;
+            let selector = match (kind, selector) {
+                (Some(kind), Some(selector)) => Some((kind, selector)),
+                (None, Some(_)) => anyhow::bail!("-l needs a KIND: agora delete apps -l tier=web"),
+                _ => None,
+            };
+            anyhow::ensure!(
+                !targets.is_empty() || selector.is_some(),
+                "say what to delete: KIND NAME..., KIND -l SELECTOR, or -f FILE"
+            );
+            let mut all = true;
+            // Objects from manifests carry their own namespaces.
+            for (namespace, group) in targets {
+                let ctx = verbs::Ctx { namespace, ..ctx.reuse()? };
+                all &= verbs::delete(&ctx, &group, None, wait.then(|| Duration::from_secs(timeout)))?;
+            }
+            if let Some(selector) = &selector {
+                all &= verbs::delete(&ctx, &[], Some(selector), wait.then(|| Duration::from_secs(timeout)))?;
+            }
+            Ok(all)
+        }),
+        Command::Logs { target, follow, tail, stderr, all, scope } => {
+            scope.ctx().and_then(|ctx| verbs::logs(&ctx, &verbs::Logs { target, follow, tail, stderr, all }))
+        }
+        Command::Scale { name, instances, wait, timeout, scope, .. } => {
+            scope.ctx().and_then(|ctx| verbs::scale(&ctx, &name, instances, wait.then(|| Duration::from_secs(timeout))))
+        }
+        Command::Rollback { name, to_version, wait, timeout, scope, .. } => scope.ctx().and_then(|ctx| {
+            verbs::rollback(&ctx, &name, to_version.as_deref(), wait.then(|| Duration::from_secs(timeout)))
+        }),
+        Command::Events { about, watch, scope } => {
+            scope.ctx().and_then(|ctx| verbs::events(&ctx, scope.all_namespaces, about.as_deref(), watch))
+        }
+        Command::Top { what, scope } => {
+            let what = if what.starts_with("agent") { "agents" } else { "tasks" };
+            scope.ctx().and_then(|ctx| verbs::top(&ctx, what, scope.all_namespaces))
+        }
+        Command::Cordon { name, cluster, .. } => cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, true)),
+        Command::Uncordon { name, cluster, .. } => cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, false)),
+        Command::Drain { name, timeout, cluster, .. } => {
+            cluster.ctx(None).and_then(|ctx| verbs::drain(&ctx, &name, Duration::from_secs(timeout)))
         }
         Command::Agent(args) => agent(args),
         Command::Controllers(args) => controllers(args),
@@ -363,8 +600,10 @@ fn main() -> ExitCode {
         }
         Command::Validate { files, output } => validate(&files, output),
         Command::Store { command } => store(command),
-        Command::Trigger { cluster, name, namespace, id, .. } => trigger(&cluster, &name, &namespace, id.as_deref()),
-        Command::Graph { cluster, namespace, .. } => graph(&cluster, &namespace),
+        Command::Trigger { cluster, name, namespace, id, .. } => {
+            cluster.ctx(namespace).and_then(|ctx| trigger(&ctx, &name, id.as_deref()))
+        }
+        Command::Graph { cluster, namespace, .. } => cluster.ctx(namespace).and_then(|ctx| graph(&ctx)),
         Command::Version { cluster } => version(&cluster),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
@@ -423,26 +662,25 @@ pub(crate) fn error_chain(e: &anyhow::Error) -> String {
 }
 
 /// `agora trigger cronjob NAME`.
-fn trigger(cluster: &ClusterArgs, name: &str, namespace: &str, id: Option<&str>) -> Result<bool> {
-    let client = agora_client::Client::new(cluster.config()?.user_agent("agora"))?;
+fn trigger(ctx: &verbs::Ctx, name: &str, id: Option<&str>) -> Result<bool> {
     // An id from the time: readable, and unique enough for a person's triggers.
     let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let id = id.map_or_else(|| format!("{millis:x}"), str::to_owned);
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let jobs: agora_client::Api<agora_schemas::CronJob> = agora_client::Api::namespaced(client, namespace);
+    ctx.runtime.block_on(async {
+        let jobs: agora_client::Api<agora_schemas::CronJob> =
+            agora_client::Api::namespaced(ctx.client.clone(), &ctx.namespace);
         jobs.trigger(name, Some(&id)).await
     })?;
-    println!("cronjob/{name} triggered: run manual-{id} (task {name}-manual-{id}-0)");
+    println!("cronjob.agora/{name} triggered: run manual-{id} (task {name}-manual-{id}-0)");
     Ok(true)
 }
 
 /// `agora graph cronjobs`.
-fn graph(cluster: &ClusterArgs, namespace: &str) -> Result<bool> {
-    let client = agora_client::Client::new(cluster.config()?.user_agent("agora"))?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let jobs = runtime.block_on(async {
-        let jobs: agora_client::Api<agora_schemas::CronJob> = agora_client::Api::namespaced(client, namespace);
+fn graph(ctx: &verbs::Ctx) -> Result<bool> {
+    let namespace = &ctx.namespace;
+    let jobs = ctx.runtime.block_on(async {
+        let jobs: agora_client::Api<agora_schemas::CronJob> =
+            agora_client::Api::namespaced(ctx.client.clone(), namespace);
         jobs.list(&agora_client::ListParams::default())
             .await
             .with_context(|| format!("listing cronjobs in {namespace}"))
@@ -454,6 +692,30 @@ fn graph(cluster: &ClusterArgs, namespace: &str) -> Result<bool> {
     let refs: Vec<&agora_schemas::CronJob> = items.iter().collect();
     print!("{}", agora_controllers::chronos::graph::dot(namespace, &refs));
     Ok(true)
+}
+
+/// Per namespace, the (kind, name) of each object to delete.
+type DeleteTargets = Vec<(String, Vec<(String, String)>)>;
+
+/// What `agora delete` names: (namespace, [(kind, name)]) groups, from KIND NAME... or from manifests.
+fn delete_targets(kind: Option<&str>, names: &[String], files: &[PathBuf], namespace: &str) -> Result<DeleteTargets> {
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = std::collections::BTreeMap::new();
+    if !names.is_empty() {
+        let kind = kind.context("name the kind: agora delete app web")?;
+        groups.entry(namespace.to_owned()).or_default().extend(names.iter().map(|n| (kind.to_owned(), n.clone())));
+    }
+    for file in expand(files)? {
+        let (origin, source) = read(&file)?;
+        let documents = agora_schemas::manifest::parse(&source, &origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for document in documents {
+            let meta = document.object.metadata();
+            let name =
+                meta.name.clone().with_context(|| format!("{origin}:{}: the object has no name", document.line))?;
+            let group = meta.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+            groups.entry(group).or_default().push((document.object.info().plural.to_owned(), name));
+        }
+    }
+    Ok(groups.into_iter().collect())
 }
 
 fn apiserver(
@@ -492,12 +754,55 @@ struct ClusterArgs {
     ca_file: Option<PathBuf>,
 }
 
+/// A client verb's cluster and namespace.
+#[derive(clap::Args, Debug, Clone)]
+struct Scope {
+    /// The namespace (default: the kubeconfig context's, else default).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+impl Scope {
+    fn ctx(&self) -> Result<verbs::Ctx> {
+        self.cluster.ctx(self.namespace.clone())
+    }
+}
+
+impl verbs::Ctx {
+    /// Another context on the same cluster (its own runtime).
+    fn reuse(&self) -> Result<Self> {
+        Self::new(self.client.clone(), Some(self.namespace.clone()))
+    }
+}
+
 impl ClusterArgs {
+    fn client(&self) -> Result<agora_client::Client> {
+        Ok(agora_client::Client::new(self.config()?.user_agent("agora"))?)
+    }
+
+    fn ctx(&self, namespace: Option<String>) -> Result<verbs::Ctx> {
+        verbs::Ctx::new(self.client()?, namespace)
+    }
+
     fn config(&self) -> Result<agora_client::Config> {
         if let Some(path) = &self.kubeconfig {
             return Ok(agora_client::Config::from_kubeconfig(path, None)?);
         }
-        let Some(server) = &self.server else { return Ok(agora_client::Config::infer()?) };
+        let Some(server) = &self.server else {
+            // `agora up`'s kubeconfig, when nothing else names a cluster.
+            let named = std::env::var_os(agora_client::KUBECONFIG_ENV).is_some_and(|v| !v.is_empty())
+                || std::env::var_os("AGORA_SERVER").is_some_and(|v| !v.is_empty());
+            let up = agora_client::kubeconfig_in(&default_data_dir());
+            if !named && up.is_file() {
+                return Ok(agora_client::Config::from_kubeconfig(&up, None)?);
+            }
+            return Ok(agora_client::Config::infer()?);
+        };
         let mut config = agora_client::Config::new(server);
         if let Some(file) = &self.token_file {
             config = config.token_file(file)?;

@@ -34,6 +34,8 @@ pub struct UpConfig {
     pub agent_resources: String,
     /// Run no agent.
     pub no_agent: bool,
+    /// Manifests to apply once the cluster is up (`agora apply -f` each).
+    pub apply: Vec<PathBuf>,
 }
 
 /// One supervised part.
@@ -201,9 +203,14 @@ pub fn run(config: &UpConfig) -> Result<bool> {
     }
     println!("  logs          {}", logs.display());
     println!();
-    println!("  export KUBECONFIG={}   # for agora and kubectl alike", kubeconfig.display());
-    println!("  kubectl apply -f manifests/web.yaml && kubectl get apps");
+    println!("  agora get apps -A                     # agora finds {} itself", kubeconfig.display());
+    println!("  export KUBECONFIG={}   # for kubectl (and agora) elsewhere", kubeconfig.display());
+    println!("  kubectl get apps -A");
     println!();
+    if !config.apply.is_empty() {
+        apply_manifests(&kubeconfig, &config.apply);
+        println!();
+    }
     println!("Ctrl-C stops it; `agora up --data-dir {}` again continues where it stopped.", dir.display());
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -222,6 +229,28 @@ pub fn run(config: &UpConfig) -> Result<bool> {
     }
     println!("agora up: stopped; the cluster's state is in {}", dir.display());
     Ok(true)
+}
+
+/// `agora apply -f` of each path; what fails is said, and the cluster keeps running.
+fn apply_manifests(kubeconfig: &Path, paths: &[PathBuf]) {
+    let client = agora_client::Config::from_kubeconfig(kubeconfig, None)
+        .and_then(|config| agora_client::Client::new(config.user_agent("agora")));
+    let applied = client.map_err(anyhow::Error::from).and_then(|client| {
+        let apply = crate::apply::Apply {
+            files: paths.to_vec(),
+            namespace: None,
+            force_conflicts: false,
+            dry_run: false,
+            ..Default::default()
+        };
+        crate::apply::run(&client, &apply)
+    });
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match applied {
+        Ok(true) => println!("applied {}: `agora get apps -A` and `agora get cronjobs -A` show them", names.join(", ")),
+        Ok(false) => eprintln!("agora up: not everything in {} was applied (see above)", names.join(", ")),
+        Err(e) => eprintln!("agora up: applying {}: {}", names.join(", "), crate::error_chain(&e)),
+    }
 }
 
 /// Sets `flag` when `signal` arrives (a Tokio signal stream on a thread of its own).

@@ -33,7 +33,7 @@ fn example_manifests_validate() {
 
 #[test]
 fn json_output_shows_the_server_defaults() {
-    let out = agora(&["validate", "-f", "manifests/framework.yaml", "-o", "json"], None);
+    let out = agora(&["validate", "-f", "examples/cluster/framework.yaml", "-o", "json"], None);
     assert!(out.status.success());
     let object: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(object["spec"]["suppressed"], false);

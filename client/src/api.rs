@@ -8,18 +8,14 @@ use std::time::Duration;
 
 use agora_schemas::{List, Offer, OfferAcceptance, Resource, Scale, WatchEvent};
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use reqwest::Method;
 use serde::Serialize;
-use tokio_util::codec::{FramedRead, LinesCodec};
-use tokio_util::io::StreamReader;
 
-use crate::client::{Client, Request, decode};
+use crate::client::{Client, Request};
 use crate::error::{Error, Operation, Result};
 use crate::params::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchParams};
 
-/// The longest watch event line accepted: objects are at most 3 MiB, escaped JSON a little more.
-const MAX_EVENT_BYTES: usize = 16 << 20;
 /// How long past its `timeoutSeconds` a watch may stay silent before the client gives up on the connection.
 const WATCH_GRACE: Duration = Duration::from_secs(30);
 
@@ -368,36 +364,7 @@ impl<K: Resource> Api<K> {
         let limit = Duration::from_secs(u64::from(params.timeout)) + WATCH_GRACE;
         let request = Request::new(Method::GET, path, operation.clone()).timeout(Some(limit));
         let response = self.client.send(request).await?;
-        let client = self.client.clone();
-        let bytes = response.bytes_stream().map_err(std::io::Error::other);
-        let lines = FramedRead::new(StreamReader::new(bytes), LinesCodec::new_with_max_length(MAX_EVENT_BYTES));
-        Ok(lines.filter_map(move |line| {
-            let result = match line {
-                Ok(line) if line.trim().is_empty() => None,
-                Ok(line) => Some(decode::<WatchEvent<K>>(line.as_bytes(), &operation, "watch event")),
-                Err(tokio_util::codec::LinesCodecError::Io(e)) => Some(Err(match e.into_inner() {
-                    Some(inner) => match inner.downcast::<reqwest::Error>() {
-                        Ok(source) => client.transport_error(&operation, *source),
-                        Err(other) => Error::Decode {
-                            operation: operation.clone(),
-                            expected: "watch stream",
-                            message: other.to_string(),
-                        },
-                    },
-                    None => Error::Decode {
-                        operation: operation.clone(),
-                        expected: "watch stream",
-                        message: "the connection failed".into(),
-                    },
-                })),
-                Err(e) => Some(Err(Error::Decode {
-                    operation: operation.clone(),
-                    expected: "watch event",
-                    message: e.to_string(),
-                })),
-            };
-            std::future::ready(result)
-        }))
+        Ok(crate::client::json_lines::<WatchEvent<K>>(&self.client, response, operation, "watch event"))
     }
 
     /// The log of `name` (a Task's stdout or stderr), as it arrives: with `follow`, the stream stays open.

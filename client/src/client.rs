@@ -186,6 +186,51 @@ impl Client {
         self.call(request, "JSON").await
     }
 
+    /// `DELETE path` (from `/`, an object or a collection with its query): the object as it was (or is, when
+    /// finalizers keep it), or the list deleted.
+    ///
+    /// # Errors
+    /// The server's `Status` as [`Error::Api`] (a 404 when there is no such object), or any failure.
+    pub async fn delete_json(&self, path: &str) -> Result<serde_json::Value> {
+        let operation = Operation { verb: "delete", object: path.to_owned() };
+        self.call(Request::new(Method::DELETE, path.to_owned(), operation), "JSON").await
+    }
+
+    /// A JSON merge patch of the object at `path` (from `/`, with its query) as `manager`: the object as stored.
+    ///
+    /// # Errors
+    /// The server's `Status` as [`Error::Api`], or any failure.
+    pub async fn merge_patch_json(
+        &self,
+        path: &str,
+        manager: &str,
+        patch: &serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let operation = Operation { verb: "patch", object: path.to_owned() };
+        let body = serde_json::to_vec(patch)
+            .map_err(|e| Error::Request { operation: operation.clone(), message: format!("cannot encode: {e}") })?;
+        let request = Request::new(Method::PATCH, format!("{path}?fieldManager={manager}"), operation)
+            .body("application/merge-patch+json", body);
+        self.call(request, "JSON").await
+    }
+
+    /// A watch (`path` from `/`, with `watch=true` in its query) as JSON events, asking for `accept` — e.g. the
+    /// Tables `agora get -w` prints. As [`Api::watch`](crate::Api::watch), but for any kind.
+    ///
+    /// # Errors
+    /// The request's failure; later failures arrive as items of the stream.
+    pub async fn watch_json(
+        &self,
+        path: &str,
+        accept: &'static str,
+    ) -> Result<impl futures::Stream<Item = Result<serde_json::Value>> + Send + 'static + use<>> {
+        let operation = Operation { verb: "watch", object: path.to_owned() };
+        let mut request = Request::new(Method::GET, path.to_owned(), operation.clone()).timeout(None);
+        request.accept = accept;
+        let response = self.send(request).await?;
+        Ok(json_lines::<serde_json::Value>(self, response, operation, "watch event"))
+    }
+
     /// Server-side apply of `object` (JSON, any kind) at `path` (the object's path from `/`) as `manager`:
     /// whether it created the object, and the object as stored (or, with `dry_run`, as it would be).
     ///
@@ -267,6 +312,40 @@ impl Client {
 pub const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
 /// Decodes `bytes` as `T`, naming the JSON path of what does not fit.
+/// The longest watch event line accepted: objects are at most 3 MiB, escaped JSON a little more.
+const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// A streamed answer of one JSON document a line (a watch), each decoded as `T` (named `expected` in errors).
+pub(crate) fn json_lines<T: DeserializeOwned + Send + 'static>(
+    client: &Client,
+    response: reqwest::Response,
+    operation: Operation,
+    expected: &'static str,
+) -> impl futures::Stream<Item = Result<T>> + Send + 'static + use<T> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+    let client = client.clone();
+    let bytes = response.bytes_stream().map_err(std::io::Error::other);
+    let lines =
+        FramedRead::new(tokio_util::io::StreamReader::new(bytes), LinesCodec::new_with_max_length(MAX_EVENT_BYTES));
+    lines.filter_map(move |line| {
+        let failed = |message: String| Error::Decode { operation: operation.clone(), expected, message };
+        let result = match line {
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(decode::<T>(line.as_bytes(), &operation, expected)),
+            Err(LinesCodecError::Io(e)) => Some(Err(match e.into_inner() {
+                Some(inner) => match inner.downcast::<reqwest::Error>() {
+                    Ok(source) => client.transport_error(&operation, *source),
+                    Err(other) => failed(other.to_string()),
+                },
+                None => failed("the connection failed".into()),
+            })),
+            Err(e) => Some(Err(failed(e.to_string()))),
+        };
+        std::future::ready(result)
+    })
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], operation: &Operation, expected: &'static str) -> Result<T> {
     // The plain decoder first (tracking the path costs on every value); only a failure is decoded again for its path.
     if let Ok(value) = serde_json::from_slice(bytes) {

@@ -82,12 +82,13 @@ fn kubectl_suite(store: Option<String>) {
     unauthenticated_requests_are_refused(&server);
 
     // Client-side apply of every example, then again: nothing is created twice.
-    let applied = kubectl.ok(&["apply", "-f", "manifests/"]);
+    let applied = kubectl.ok(&["apply", "-f", "manifests/", "-f", "examples/cluster/"]);
     for object in [
         "app.agora/web created",
         "app.agora/cache created",
         "cronjob.agora/load created",
         "framework.agora/spark-dispatcher created",
+        "app.agora/web-spread created",
     ] {
         assert!(applied.contains(object), "{applied}");
     }
@@ -151,7 +152,7 @@ fn kubectl_suite(store: Option<String>) {
         assert!(header.contains(column), "{table}");
     }
     assert!(!header.contains("STAGED"), "wide columns only with -o wide: {table}");
-    assert!(table.lines().any(|l| l.starts_with("web ") && l.contains(" 3 ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("web ") && l.contains(" 2 ")), "{table}");
     let wide = kubectl.ok(&["get", "apps", "-o", "wide"]);
     assert!(wide.lines().next().is_some_and(|h| h.contains("STAGED") && h.contains("LAST FAILURE")), "{wide}");
     let jobs = kubectl.ok(&["get", "cronjobs", "-n", "analytics"]);
@@ -171,7 +172,7 @@ fn kubectl_suite(store: Option<String>) {
     let before = stored();
     let web = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/web.yaml")).unwrap();
     let scaled = kubectl.dir.path().join("web-5.yaml");
-    std::fs::write(&scaled, web.replace("instances: 3", "instances: 5")).unwrap();
+    std::fs::write(&scaled, web.replace("instances: 2", "instances: 5")).unwrap();
     let diff = kubectl.run(&["diff", "-f", scaled.to_str().unwrap()]);
     assert_eq!(diff.status.code(), Some(1), "kubectl diff finds the change: {}", String::from_utf8_lossy(&diff.stderr));
     assert!(

@@ -1,16 +1,18 @@
-//! Every example in `manifests/` parses, defaults and validates; the defaults are Marathon's and Chronos'.
+//! Every example in `manifests/` (one machine) and `examples/cluster/` (more machines) parses, defaults and validates;
+//! the defaults are Marathon's and Chronos'.
 
 use std::path::PathBuf;
 
 use agora_schemas::manifest::{Document, parse_and_validate};
 use agora_schemas::{AnyObject, ConcurrencyPolicy, HealthCheckProtocol, KillSelection};
 
-fn manifests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `name` under the repository (`manifests/web.yaml`).
 fn load(name: &str) -> Vec<Document> {
-    let path = manifests_dir().join(name);
+    let path = repo().join(name);
     let source = std::fs::read_to_string(&path).unwrap();
     parse_and_validate(&source, &path.display().to_string()).unwrap_or_else(|errors| {
         panic!("{name}:\n{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
@@ -20,9 +22,10 @@ fn load(name: &str) -> Vec<Document> {
 #[test]
 fn every_example_manifest_is_valid() {
     let mut count = 0;
-    for entry in std::fs::read_dir(manifests_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let entries = ["manifests", "examples/cluster"].into_iter().flat_map(|dir| {
+        std::fs::read_dir(repo().join(dir)).unwrap().map(move |e| format!("{dir}/{}", e.unwrap().file_name().display()))
+    });
+    for name in entries {
         if name.ends_with(".yaml") || name.ends_with(".json") {
             let documents = load(&name);
             assert!(!documents.is_empty(), "{name} holds no object");
@@ -36,12 +39,12 @@ fn every_example_manifest_is_valid() {
             count += 1;
         }
     }
-    assert!(count >= 5, "expected the five examples, found {count}");
+    assert!(count >= 7, "expected the seven examples, found {count}");
 }
 
 #[test]
 fn host_web_app_gets_marathon_defaults() {
-    let docs = load("web.yaml");
+    let docs = load("examples/cluster/web-spread.yaml");
     let AnyObject::App(app) = &docs[0].object else { panic!("not an App") };
     let spec = &app.spec;
     assert_eq!(spec.instances, Some(3));
@@ -88,7 +91,7 @@ fn app_without_ports_gets_one_and_checks_get_defaults() {
 
 #[test]
 fn container_app_keeps_what_it_sets() {
-    let docs = load("cache-container.yaml");
+    let docs = load("examples/cluster/cache-spread.yaml");
     let AnyObject::App(app) = &docs[0].object else { panic!() };
     assert_eq!(app.spec.container.as_ref().unwrap().image, "busybox:latest");
     assert_eq!(app.spec.kill_selection, Some(KillSelection::OldestFirst));
@@ -100,7 +103,7 @@ fn container_app_keeps_what_it_sets() {
 
 #[test]
 fn scheduled_job_gets_chronos_defaults() {
-    let docs = load("nightly-backup.yaml");
+    let docs = load("manifests/nightly-backup.yaml");
     let AnyObject::CronJob(job) = &docs[0].object else { panic!() };
     assert_eq!(job.spec.retries, Some(2));
     assert_eq!(job.spec.epsilon.as_deref(), Some("PT10M"));
@@ -122,7 +125,7 @@ fn scheduled_job_gets_chronos_defaults() {
 
 #[test]
 fn dependent_jobs_parse_as_a_chain() {
-    let docs = load("etl-pipeline.yaml");
+    let docs = load("manifests/etl-pipeline.yaml");
     let names: Vec<(String, Vec<String>)> = docs
         .iter()
         .map(|d| match &d.object {
@@ -146,7 +149,7 @@ fn dependent_jobs_parse_as_a_chain() {
 
 #[test]
 fn framework_defaults() {
-    let docs = load("framework.yaml");
+    let docs = load("examples/cluster/framework.yaml");
     let AnyObject::Framework(fw) = &docs[0].object else { panic!() };
     assert_eq!(fw.spec.roles.as_deref(), Some(&["*".to_owned(), "analytics".to_owned()][..]));
     assert_eq!(fw.spec.weight, Some(2.0));
