@@ -1,7 +1,8 @@
 //! `agora up` as a user runs it: one command, a temporary data dir, and a cluster that runs an App on this machine's
 //! real agent; the kubeconfig it writes (also printed by `agora kubeconfig`) works for the real kubectl and for
 //! `agora get`; SIGTERM stops every part; a second `agora up` on the same data dir continues, the App still there and
-//! running again.
+//! running again. And the CLI's journeys on such a cluster: the example manifests applied and waited for, a bad
+//! version that fails its wait, describe, rollback, scale, logs -f, trigger, events, prune and drain.
 
 mod common;
 
@@ -19,11 +20,15 @@ struct Up {
 
 impl Up {
     fn start(dir: &std::path::Path, port: u16, agent_port: u16) -> Self {
+        Self::start_with(dir, port, agent_port, "cpus:2;mem:2048;disk:1000;ports:[31500-31600]")
+    }
+
+    fn start_with(dir: &std::path::Path, port: u16, agent_port: u16, resources: &str) -> Self {
         let child = Command::new(agora_binary())
             .args(["up", "--data-dir"])
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--agent-listen", &format!("127.0.0.1:{agent_port}")])
-            .args(["--agent-resources", "cpus:2;mem:2048;disk:1000;ports:[31500-31600]"])
+            .args(["--agent-resources", resources])
             .env("AGORA_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -190,5 +195,198 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     assert_eq!(apps.list(&ListParams::default()).await.unwrap().items.len(), 2);
     running(&apps, "the app runs after the second up").await;
     let status = tokio::task::block_in_place(|| again.stop());
+    assert!(status.success(), "{status}");
+}
+
+/// `agora ARGS --kubeconfig DIR/kubeconfig`.
+fn agora_in(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(agora_binary()).args(args).arg("--kubeconfig").arg(data.join("kubeconfig")).output().unwrap()
+}
+
+fn said(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_one_machine_cluster() {
+    // The data dir is the WorkDir itself, whose cleanup kills the tasks left in its agent/ (they outlive `up`).
+    let dir = common::WorkDir(tempfile::tempdir().unwrap());
+    let data = dir.0.path().to_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    // The container example's image, as `make run` builds it.
+    let rootfs = scratch.path().join("rootfs");
+    common::busybox_rootfs(&rootfs);
+    let built = Command::new(agora_binary())
+        .args(["image", "build", "--tag", "busybox:latest", "--rootfs"])
+        .arg(&rootfs)
+        .arg("--work-dir")
+        .arg(data.join("agent"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", said(&built));
+    let (port, agent_port) = (free_port(), free_port());
+    let mut up = Up::start_with(&data, port, agent_port, "cpus:2;mem:2048;disk:2000;ports:[31700-31800]");
+    tokio::task::block_in_place(|| up.wait_up());
+    let run = |args: &[&str]| agora_in(&data, args);
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifests = repo.join("manifests");
+
+    // Every example runs on this one machine, waited for. A job's first run is waited for when it is due within the
+    // timeout: `extract` runs every 5 minutes, so either it ran (and its children after it) or it is scheduled.
+    let applied =
+        tokio::task::block_in_place(|| run(&["apply", "-f", manifests.to_str().unwrap(), "--wait", "--timeout", "60"]));
+    let text = said(&applied);
+    assert_eq!(applied.status.code(), Some(0), "{text}");
+    for line in [
+        "app.agora/web created",
+        "app.agora/web: 2 of 2 running and healthy",
+        "app.agora/cache: 2 of 2 running and healthy",
+        "cronjob.agora/nightly-backup: scheduled, next run at",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("cronjob.agora/extract: scheduled, next run at")
+            || text.contains("cronjob.agora/extract: its run succeeded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cronjob.agora/transform: runs after extract")
+            || text.contains("cronjob.agora/transform: its run succeeded"),
+        "{text}"
+    );
+    let table = String::from_utf8_lossy(&run(&["get", "apps", "-A"]).stdout).into_owned();
+    for app in ["web", "cache"] {
+        assert!(
+            table.lines().any(|l| l.split_whitespace().nth(1) == Some(app) && l.split_whitespace().nth(3) == Some("2")),
+            "{app} runs 2: {table}"
+        );
+    }
+
+    // A version whose tasks exit 3 fails `apply --wait`, saying why; the old version keeps serving meanwhile.
+    let web = std::fs::read_to_string(manifests.join("web.yaml")).unwrap();
+    let cmd = web.lines().find(|l| l.trim_start().starts_with("cmd:")).unwrap();
+    let bad = scratch.path().join("web-bad.yaml");
+    std::fs::write(&bad, web.replace(cmd, "  cmd: echo broken; exit 3")).unwrap();
+    let failed =
+        tokio::task::block_in_place(|| run(&["apply", "-f", bad.to_str().unwrap(), "--wait", "--timeout", "120"]));
+    let text = said(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{text}");
+    assert!(text.contains("app.agora/web: failed: version") && text.contains("exit code 3"), "{text}");
+
+    // describe shows the deployment, both versions and marathon's Events.
+    let described = said(&run(&["describe", "app", "web"]));
+    assert!(described.contains("Deployment:") && described.contains("Versions:\n"), "{described}");
+    assert!(described.contains("Events:\n") && described.contains("marathon"), "{described}");
+    let versions = described.split("Versions:\n").nth(1).and_then(|rest| rest.split("Events:").next()).unwrap_or("");
+    assert_eq!(versions.lines().filter(|l| l.trim_start().starts_with("web-")).count(), 2, "{described}");
+
+    // Rollback to the version before, waited for; then scale.
+    let rolled = tokio::task::block_in_place(|| run(&["rollback", "app", "web", "--wait", "--timeout", "120"]));
+    let text = said(&rolled);
+    assert_eq!(rolled.status.code(), Some(0), "{text}");
+    assert!(text.contains("rolled back to version") && text.contains("2 of 2 running and healthy"), "{text}");
+    let apps: Api<App> = Api::namespaced(client(&data), "default");
+    let good_version = apps.get("web").await.unwrap().spec.version();
+    let scaled = tokio::task::block_in_place(|| run(&["scale", "app", "web", "--instances", "1", "--wait"]));
+    assert_eq!(scaled.status.code(), Some(0), "{}", said(&scaled));
+    assert!(said(&scaled).contains("scaled from 2 to 1"), "{}", said(&scaled));
+    assert_eq!(apps.get("web").await.unwrap().spec.instances, Some(1));
+
+    // logs -f streams what a task writes while it writes it.
+    let ticker = scratch.path().join("ticker.yaml");
+    std::fs::write(
+        &ticker,
+        "apiVersion: agora/v1\nkind: App\nmetadata: {name: ticker, labels: {set: journey}}\n\
+         spec: {cmd: 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done', cpus: 0.1, mem: 32}\n",
+    )
+    .unwrap();
+    let applied = tokio::task::block_in_place(|| run(&["apply", "-f", ticker.to_str().unwrap(), "--wait"]));
+    assert_eq!(applied.status.code(), Some(0), "{}", said(&applied));
+    let mut follow = Command::new(agora_binary())
+        .args(["logs", "-f", "app/ticker", "--kubeconfig"])
+        .arg(data.join("kubeconfig"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = tokio::task::block_in_place(|| {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        // A line the task wrote after the first one arrived: the stream follows, it is not one read.
+        let later = lines.by_ref().map(Result::unwrap).find(|l| l != &first).unwrap();
+        (first, later)
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(lines.0.starts_with("tick ") && lines.1.starts_with("tick ") && lines.0 != lines.1, "{lines:?}");
+
+    // prune: the journey's set without the ticker deletes it (and only what agora applied with that label).
+    let empty_set = scratch.path().join("set.yaml");
+    std::fs::write(&empty_set, "apiVersion: agora/v1\nkind: App\nmetadata: {name: keeper, labels: {set: journey}}\nspec: {cmd: sleep 3600, cpus: 0.1, mem: 32, instances: 0}\n").unwrap();
+    let pruned = run(&["apply", "-f", empty_set.to_str().unwrap(), "--prune", "-l", "set=journey"]);
+    let text = said(&pruned);
+    assert_eq!(pruned.status.code(), Some(0), "{text}");
+    assert!(text.contains("app.agora/keeper created") && text.contains("app.agora/ticker pruned"), "{text}");
+    assert!(apps.get_opt("web").await.unwrap().is_some(), "web carries no such label");
+
+    // trigger runs a job now; events --for shows chronos saying so.
+    let triggered = run(&["trigger", "cronjob", "extract", "-n", "analytics", "--id", "journey"]);
+    assert_eq!(triggered.status.code(), Some(0), "{}", said(&triggered));
+    let tasks: Api<agora_schemas::Task> = Api::namespaced(client(&data), "analytics");
+    eventually(Duration::from_secs(60), "the triggered run finishes", || async {
+        let task = tasks.get("extract-manual-journey-0").await.ok()?;
+        task.status.filter(|s| s.state == agora_schemas::TaskState::Finished)
+    })
+    .await;
+    let events = said(&run(&["events", "-n", "analytics", "--for", "cronjob/extract"]));
+    assert!(events.contains("cronjob/extract") && events.contains("extract-manual-journey-0"), "{events}");
+
+    // drain: with a second (hollow) agent, the machine's tasks are killed and started there.
+    let agents: Api<agora_schemas::Agent> = Api::all(client(&data));
+    let machine = agents.list(&ListParams::default()).await.unwrap().items[0].metadata.name.clone().unwrap();
+    let _spare = agora_e2e::Proc::quiet(
+        &agora_binary(),
+        [
+            "agent",
+            "--hollow",
+            "1",
+            "--name-prefix",
+            "spare-",
+            "--resources",
+            "cpus:4;mem:4096;disk:4000;ports:[32000-32100]",
+            "--kubeconfig",
+            data.join("kubeconfig").to_str().unwrap(),
+        ],
+    );
+    eventually(Duration::from_secs(30), "the spare agent registers", || async {
+        agents.get_opt("spare-0").await.ok().flatten()
+    })
+    .await;
+    let drained = tokio::task::block_in_place(|| run(&["drain", "agent", &machine, "--timeout", "120"]));
+    let text = said(&drained);
+    assert_eq!(drained.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("agent.agora/{machine} drained")), "{text}");
+    assert_eq!(agents.get(&machine).await.unwrap().spec.unschedulable, Some(true));
+    eventually(Duration::from_secs(90), "web runs again, on the spare agent", || async {
+        let app = apps.get("web").await.ok()?;
+        let running = app.status.as_ref().is_some_and(|s| s.tasks_running == 1);
+        let all: Api<agora_schemas::Task> = Api::namespaced(client(&data), "default");
+        let on_spare = all.list(&ListParams::default().fields("spec.agent=spare-0")).await.ok()?;
+        (running && !on_spare.items.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(apps.get("web").await.unwrap().spec.version(), good_version);
+    let uncordoned = run(&["uncordon", "agent", &machine]);
+    assert!(said(&uncordoned).contains("uncordoned"), "{}", said(&uncordoned));
+
+    // delete --wait returns once the object is gone.
+    let deleted = tokio::task::block_in_place(|| run(&["delete", "app", "keeper", "--wait"]));
+    assert_eq!(deleted.status.code(), Some(0), "{}", said(&deleted));
+    assert!(apps.get_opt("keeper").await.unwrap().is_none());
+    let missing = run(&["delete", "app", "keeper"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", said(&missing));
+
+    let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
 }
