@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# `make run`: a one-machine cluster in ./.agora (or $AGORA_DATA_DIR) with the examples in manifests/ applied.
-# `agora up` stays in the foreground; Ctrl-C stops it, and `make run` again continues where it stopped.
+# `make run`: a one-machine cluster in ~/.agora (or $AGORA_DATA_DIR) with the examples in manifests/ applied.
+# `agora up` stays in the foreground; Ctrl-C stops it, and `make run` again continues where it stopped. ~/.agora is
+# where every `agora` command looks for a cluster by itself, so a second terminal needs no setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-agora="${CARGO_TARGET_DIR:-target}/debug/agora"
-dir="${AGORA_DATA_DIR:-.agora}"
+agora="${AGORA_BIN:-${CARGO_TARGET_DIR:-target}/debug/agora}"
+dir="${AGORA_DATA_DIR:-$HOME/.agora}"
 listen="${AGORA_LISTEN:-127.0.0.1:5050}"
 
 # The container example (manifests/cache.yaml) runs busybox: build its image from Debian's busybox-static once.
@@ -24,4 +25,6 @@ if ! "$agora" image list --work-dir "$dir/agent" 2>/dev/null | grep -q '^busybox
     rm -r "$rootfs"
 fi
 
-exec "$agora" up --data-dir "$dir" --listen "$listen" --apply manifests
+echo "agora is $agora: put it on your PATH in another terminal (export PATH=\"$(cd "$(dirname "$agora")" && pwd):\$PATH\")"
+# More `agora up` flags may follow: `./scripts/run.sh --agent-resources "cpus:1;mem:1024"`.
+exec "$agora" up --data-dir "$dir" --listen "$listen" --apply manifests "$@"

@@ -367,7 +367,16 @@ impl ImageStore {
     /// unnamed image. Nothing is named in the store then.
     pub fn import(&self, file: &Path, reference: Option<&str>) -> Result<Vec<ImageSummary>> {
         let opened = File::open(file).map_err(io_error(format!("opening {}", file.display())))?;
-        let mut archive = tar::Archive::new(io::BufReader::new(opened));
+        self.import_from(opened, file, reference)
+    }
+
+    /// As [`ImageStore::import`], reading the tar from `reader` (`file` names it in errors): a caller can count what
+    /// is read, for a progress display.
+    ///
+    /// # Errors
+    /// As [`ImageStore::import`].
+    pub fn import_from(&self, reader: impl Read, file: &Path, reference: Option<&str>) -> Result<Vec<ImageSummary>> {
+        let mut archive = tar::Archive::new(io::BufReader::new(reader));
         let mut index: Option<ImageIndex> = None;
         let mut layout_seen = false;
         let mut written: Vec<String> = Vec::new();

@@ -508,6 +508,9 @@ fn main() -> ExitCode {
             apiserver(listen, data_dir, store, store_prefix, security)
         }
         Command::Up { data_dir, listen, agent_listen, agent_resources, no_agent, apply } => up::run(&up::UpConfig {
+            default_dir: data_dir
+                .as_ref()
+                .is_none_or(|d| std::path::absolute(d).ok() == std::path::absolute(default_data_dir()).ok()),
             data_dir: data_dir.unwrap_or_else(default_data_dir),
             listen,
             agent_listen,
@@ -1068,7 +1071,13 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
     let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
     match command {
         ImageCommand::Import { file, tag } => {
-            for image in store.import(&file, tag.as_deref())? {
+            let opened = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let size = opened.metadata().map(|m| m.len()).unwrap_or(0);
+            // Bytes read of the tar, on a terminal.
+            let bar = style::bytes(size, &format!("importing {}", file.display()));
+            let imported = store.import_from(bar.wrap_read(opened), &file, tag.as_deref());
+            bar.finish_and_clear();
+            for image in imported? {
                 println!("imported {} ({})", image.reference, short(&image.digest));
             }
         }

@@ -114,6 +114,22 @@ pub fn bar(total: u64, message: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A progress bar of `total` bytes on standard error (a terminal only).
+#[must_use]
+pub fn bytes(total: u64, message: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_owned());
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ pub struct UpConfig {
     pub no_agent: bool,
     /// Manifests to apply once the cluster is up (`agora apply -f` each).
     pub apply: Vec<PathBuf>,
+    /// Whether `data_dir` is the one the client verbs look in by themselves (`~/.agora`).
+    pub default_dir: bool,
 }
 
 /// One supervised part.
@@ -203,8 +205,12 @@ pub fn run(config: &UpConfig) -> Result<bool> {
     }
     println!("  logs          {}", logs.display());
     println!();
-    println!("  agora get apps -A                     # agora finds {} itself", kubeconfig.display());
-    println!("  export KUBECONFIG={}   # for kubectl (and agora) elsewhere", kubeconfig.display());
+    if config.default_dir {
+        println!("  agora get apps -A          # agora finds this cluster by itself");
+    } else {
+        println!("  agora --kubeconfig {} get apps -A", kubeconfig.display());
+    }
+    println!("  export KUBECONFIG={}   # for kubectl", kubeconfig.display());
     println!("  kubectl get apps -A");
     println!();
     if !config.apply.is_empty() {

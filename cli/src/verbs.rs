@@ -429,7 +429,7 @@ pub fn top_agents(agents: &[agora_schemas::Agent], tasks: &[agora_schemas::Task]
             percent(allocated.mem, total.mem),
             format!("{}/{}", number(allocated.disk), number(total.disk)),
             running.len().to_string(),
-            number(used as f64 / 1_048_576.0),
+            format!("{:.1}", used as f64 / 1_048_576.0),
         ]);
     }
     lines
@@ -447,7 +447,7 @@ pub fn top_tasks(tasks: &[agora_schemas::Task]) -> Vec<Vec<String>> {
             continue;
         }
         let usage = status.usage.as_ref();
-        let mib = |bytes: u64| number(bytes as f64 / 1_048_576.0);
+        let mib = |bytes: u64| format!("{:.1}", bytes as f64 / 1_048_576.0);
         let memory = usage.map(|u| u.memory_bytes);
         lines.push(vec![
             task.metadata.name.clone().unwrap_or_default(),
@@ -657,13 +657,13 @@ mod tests {
         assert_eq!(
             text,
             "NAME   CPUS    CPU%   MEM(MiB)   MEM%   DISK(MiB)   TASKS   MEM USED(MiB)\n\
-             n1     0.5/2   25%    512/2048   25%    0/1000      1       32\n"
+             n1     0.5/2   25%    512/2048   25%    0/1000      1       32.0\n"
         );
         let text = crate::style::aligned(&top_tasks(&tasks), "", false);
         assert_eq!(
             text,
             "NAME   AGENT   STATE     CPUS   CPU(s)   MEM(MiB)   MEM%   PEAK(MiB)\n\
-             a      n1      Running   0.5    1.5      32/64      50%    -\n"
+             a      n1      Running   0.5    1.5      32.0/64    50%    -\n"
         );
     }
 

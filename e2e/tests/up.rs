@@ -390,3 +390,40 @@ async fn the_cli_drives_a_one_machine_cluster() {
     let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
 }
+
+/// `make run`'s script as a newcomer runs it: the busybox image built, `agora up` with the examples applied, and
+/// every example App running on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_run_starts_a_cluster_running_the_examples() {
+    let dir = common::WorkDir(tempfile::tempdir().unwrap());
+    let data = dir.0.path().to_owned();
+    let (port, agent_port) = (free_port(), free_port());
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let child = Command::new(repo.join("scripts/run.sh"))
+        .args(["--agent-listen", &format!("127.0.0.1:{agent_port}")])
+        .args(["--agent-resources", "cpus:2;mem:2048;disk:2000;ports:[31900-31999]"])
+        .env("AGORA_BIN", agora_binary())
+        .env("AGORA_DATA_DIR", &data)
+        .env("AGORA_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("scripts/run.sh starts");
+    let mut up = Up { child };
+    let said = tokio::task::block_in_place(|| up.wait_up());
+    assert!(said.contains("built busybox:latest"), "{said}");
+    assert!(said.contains("app.agora/web created") && said.contains("applied manifests"), "{said}");
+    let apps: Api<App> = Api::all(client(&data));
+    eventually(Duration::from_secs(120), "web and cache run 2 healthy instances each", || async {
+        let listed = apps.list(&ListParams::default()).await.ok()?.items;
+        let healthy = |name: &str| {
+            listed.iter().any(|a| {
+                a.metadata.name.as_deref() == Some(name) && a.status.as_ref().is_some_and(|s| s.tasks_healthy == 2)
+            })
+        };
+        (healthy("web") && healthy("cache")).then_some(())
+    })
+    .await;
+    let status = tokio::task::block_in_place(|| up.stop());
+    assert!(status.success(), "{status}");
+}
