@@ -150,7 +150,7 @@ pub fn scale(ctx: &Ctx, name: &str, instances: i32, wait: Option<Duration>) -> R
         let apps = ctx.apps();
         let before = apps.get_scale(name).await?;
         let patch = agora_client::Patch::Merge(json!({"spec": {"replicas": instances}}));
-        apps.patch_scale(name, &agora_client::PatchParams::default().manager("agora"), &patch).await?;
+        apps.patch_scale(name, &agora_client::PatchParams::default().manager("agora-scale"), &patch).await?;
         println!("app.agora/{name} scaled from {} to {instances}", before.spec.replicas.unwrap_or(0));
         match wait {
             None => Ok(true),
@@ -246,7 +246,7 @@ pub fn cordon(ctx: &Ctx, name: &str, on: bool) -> Result<bool> {
 
 async fn set_unschedulable(ctx: &Ctx, name: &str, on: bool) -> Result<()> {
     let agents = path(kind("agents")?, None, Some(name), None);
-    ctx.client.merge_patch_json(&agents, "agora", &json!({"spec": {"unschedulable": on}})).await?;
+    ctx.client.merge_patch_json(&agents, "agora-cordon", &json!({"spec": {"unschedulable": on}})).await?;
     Ok(())
 }
 
