@@ -7,9 +7,11 @@
 #   crun               the agent benchmark's peer: `crun run` of the same command, measured in the same run
 #   curl               tests probe the apiserver as a client without credentials (and from inside tasks)
 #   python3            the Python example framework runs in the e2e tests
+#   chromium           the dashboard's tests and benchmark run it headless (the DevTools protocol)
+#   fonts-dejavu-core  so the dashboard's screenshots have text
 # and the Python `kubernetes` client (pip, pinned), which an e2e test drives Agora with.
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,6 +13,7 @@
 //! - [`gc`] — the garbage collector: dependents of deleted owners (Background, Foreground, Orphan propagation).
 //! - [`metrics`] — Prometheus metrics: requests, latency, open watches, store latency.
 //! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.
+//! - [`ui`] — the dashboard at `/ui/`, embedded static modules that read the API like any client.
 
 pub mod api;
 pub mod discovery;
@@ -20,3 +21,4 @@ pub mod gc;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod ui;

@@ -270,6 +270,9 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
         .route("/apis/agora/v1/{*rest}", axum::routing::any(resources))
         .route("/store/snapshot", get(snapshot))
+        .route("/ui", get(crate::ui::root))
+        .route("/ui/", get(crate::ui::index))
+        .route("/ui/{file}", get(crate::ui::file))
         .route("/openapi/v3", get(|State(state): State<AppState>| async move { state.openapi.index() }))
         .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
@@ -436,7 +439,8 @@ fn refused(code: u16, reason: StatusReason, message: String) -> Response {
 const UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let open = matches!(request.uri().path(), "/healthz" | "/livez" | "/readyz");
+    let path = request.uri().path();
+    let open = matches!(path, "/healthz" | "/livez" | "/readyz") || crate::ui::is_ui(path);
     if let (Some(token), false) = (&state.token, open) {
         if !agora_tls::authorized(request.headers(), token) {
             // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients

@@ -2,6 +2,9 @@
 //! following a mount, tasks, and waits.
 #![allow(dead_code, unreachable_pub)] // each test binary uses some of these
 
+pub mod browser;
+pub mod up;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
