@@ -280,7 +280,24 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .layer(middleware::from_fn(bound_request))
         .layer(middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(DefaultBodyLimit::disable())
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Fastest)
+                .compress_when(LargeWhole),
+        )
         .with_state(state)
+}
+
+/// Which answers are gzipped (for a client that accepts it, as Kubernetes' apiserver does): whole ones of at least
+/// 128 KiB — a big list. Streams (watches, logs) have no known length and are never held back to compress.
+#[derive(Clone, Copy)]
+struct LargeWhole;
+
+impl tower_http::compression::Predicate for LargeWhole {
+    fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+        const AT_LEAST: u64 = 128 * 1024;
+        response.body().size_hint().exact().is_some_and(|size| size >= AT_LEAST)
+    }
 }
 
 /// `GET /store/snapshot`: a consistent snapshot of the whole store, taken while it serves (one at a time), as a

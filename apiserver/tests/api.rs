@@ -755,3 +755,44 @@ async fn namespaces_are_the_ones_in_use() {
     assert!(message.contains("comes into being when the first object is created in it"), "{message}");
     status(&server.delete("/api/v1/namespaces/prod").await, 405, "MethodNotAllowed");
 }
+
+/// A big list is gzipped for a client that accepts it (as Kubernetes' apiserver does): the same JSON in far fewer
+/// bytes. Small answers and watch streams are sent as they are: a watch is never held back to be compressed.
+#[tokio::test]
+async fn big_lists_are_gzipped_for_clients_that_accept_it_and_streams_never_are() {
+    use std::io::Read as _;
+    let server = Server::embedded().await;
+    for i in 0..400 {
+        let mut object = app(&format!("app-{i:03}"));
+        object["metadata"]["labels"] = json!({"padding": "x".repeat(60), "team": "a-rather-long-team-name"});
+        assert_eq!(server.post(APPS, object).await.0, StatusCode::CREATED);
+    }
+    let url = format!("{}{APPS}", server.base);
+    let plain = server.http.get(&url).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none(), "not asked for");
+    let plain = plain.bytes().await.unwrap();
+    assert!(plain.len() > 128 * 1024, "the list is big enough: {} bytes", plain.len());
+    let gzipped = server.http.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let bytes = gzipped.bytes().await.unwrap();
+    assert!(bytes.len() * 5 < plain.len(), "{} bytes gzipped of {}", bytes.len(), plain.len());
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap();
+    let (a, b): (Value, Value) = (serde_json::from_str(&text).unwrap(), serde_json::from_slice(&plain).unwrap());
+    assert_eq!(a["items"], b["items"]);
+    // One object: small, as it is.
+    let one = server.http.get(format!("{url}/app-001")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert!(one.headers().get("content-encoding").is_none());
+    // A watch of all 400 (far more than 128 KiB in all): plain, each event as it comes.
+    let watch = server
+        .http
+        .get(format!("{url}?watch=true&resourceVersion=0"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(watch.headers().get("content-encoding").is_none(), "a stream is never compressed");
+    let events = common::read_events(watch, 400).await;
+    assert_eq!(events.len(), 400);
+    assert_eq!(events[0]["type"], "ADDED");
+}

@@ -151,7 +151,7 @@ export class Collection {
     let next = "";
     let resourceVersion = "";
     do {
-      const query = `?limit=1000${next ? "&continue=" + encodeURIComponent(next) : ""}`;
+      const query = `?limit=5000${next ? "&continue=" + encodeURIComponent(next) : ""}`;
       const list = await request(path(this.plural) + query);
       for (const item of list.items || []) objects.set(Collection.key(item), item);
       next = list.metadata?.continue || "";

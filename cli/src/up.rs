@@ -204,6 +204,7 @@ pub fn run(config: &UpConfig) -> Result<bool> {
         println!("  agent         this machine, work dir {}", dir.join("agent").display());
     }
     println!("  logs          {}", logs.display());
+    println!("  dashboard     {server}/ui/   (its token: {})", dir.join("token").display());
     println!();
     if config.default_dir {
         println!("  agora get apps -A          # agora finds this cluster by itself");

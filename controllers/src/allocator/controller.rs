@@ -589,7 +589,9 @@ impl StatusWriter {
                 let condition = json!({"type": "Connected", "status": want_connected, "reason": reason,
                     "message": message, "lastTransitionTime": now});
                 patch["status"]["conditions"] = json!([condition]);
-                if connected.is_some() || !want.connected {
+                // Events for changes only: a framework first seen before its lease (it registers, then renews)
+                // was never connected, so nothing "stopped".
+                if connected.is_some() {
                     let record = if want.connected {
                         Record::normal("FrameworkConnected", message)
                     } else {

@@ -75,6 +75,10 @@ fn name<T: agora_schemas::Resource>(object: &Arc<T>) -> String {
     object.metadata().name.clone().unwrap_or_default()
 }
 
+/// How long after its registration an agent whose lease was never seen counts as reachable (a lease's default
+/// length).
+const UNSEEN_LEASE_GRACE_SECONDS: i64 = 15;
+
 /// When `lease` lapses (never renewed, or released — no holder: already).
 #[must_use]
 pub fn lease_expiry(lease: Option<&Lease>) -> Timestamp {
@@ -330,7 +334,13 @@ pub fn housekeeping(observed: &Observed, timing: Timing, now: Timestamp) -> Vec<
     let mut unreachable = BTreeSet::new();
     let mut gone = BTreeSet::new();
     for (agent_name, agent) in &agents {
-        let expiry = lease_expiry(observed.agent_leases.get(agent_name).map(|l| &**l));
+        // An agent whose lease has not been seen yet (it registers first, then heartbeats) has a lease's length
+        // from its registration before it counts as lapsed.
+        let lease = observed.agent_leases.get(agent_name).map(|l| &**l);
+        let expiry = match (lease, agent.metadata.creation_timestamp) {
+            (None, Some(created)) => created + SignedDuration::from_secs(UNSEEN_LEASE_GRACE_SECONDS),
+            _ => lease_expiry(lease),
+        };
         let fresh = expiry > now;
         if !fresh {
             unreachable.insert(agent_name.clone());
@@ -697,6 +707,24 @@ mod tests {
         seen.framework_leases.insert("f".into(), lease("f", 100));
         let actions = housekeeping(&seen, Timing::default(), at(101));
         assert!(matches!(&actions[..], [Action::AgentReady { ready: true, .. }]), "{actions:?}");
+    }
+
+    #[test]
+    fn a_just_registered_agent_whose_lease_is_not_seen_yet_is_not_unreachable_at_once() {
+        let mut seen = observed();
+        let mut newcomer = (*agent("a2", false)).clone();
+        newcomer.status = None;
+        newcomer.metadata.creation_timestamp = Some(at(100));
+        seen.agents.push(Arc::new(newcomer));
+        seen.agent_leases.insert("a1".into(), lease("a1", 110));
+        seen.framework_leases.insert("f".into(), lease("f", 110));
+        assert!(housekeeping(&seen, Timing::default(), at(101)).is_empty(), "a lease's length of grace");
+        // Still no lease 15 s after it registered: unreachable, as any agent whose lease lapsed.
+        let actions = housekeeping(&seen, Timing::default(), at(116));
+        assert!(
+            matches!(&actions[..], [Action::AgentReady { ready: false, reason: "Unreachable", agent, .. }] if agent == "a2"),
+            "{actions:?}"
+        );
     }
 
     #[test]
