@@ -422,19 +422,31 @@ export function waitingFor(app) {
   return scheduled?.status === "False" ? scheduled.message || scheduled.reason || "" : "";
 }
 
-function appsPage() {
-  const list = new Virtual({ rowHeight: 52, renderItem: appRow, label: "apps" });
-  return live(["apps"], (target) => {
-    const apps = collection("apps").items().sort((a, b) => byString(Collection_key(a), Collection_key(b)));
-    list.set(apps);
+/** A page listing every object of `kind` by namespace and name, drawing only the rows in view. */
+function listPage({ kind, title, rowHeight, renderItem, rowClass, heads, empty }) {
+  const list = new Virtual({ rowHeight, renderItem, label: kind });
+  return live([kind], (target) => {
+    const objects = collection(kind).items().sort((a, b) => byString(Collection_key(a), Collection_key(b)));
+    list.set(objects);
     if (!target.contains(list.viewport)) {
       target.replaceChildren(
-        h("h1", {}, "Apps"),
-        h("div", { class: "list-row list-head", "aria-hidden": "true" },
-          h("span", {}, "name"), h("span", {}, "running"), h("span", {}, "health"), h("span", {}, ""), h("span", {}, "version"), h("span", {}, "deployment")),
-        apps.length ? list.viewport : h("p", { class: "none" }, "No apps yet: agora apply -f an App manifest."),
+        h("h1", {}, title),
+        h("div", { class: `list-row ${rowClass} list-head`, "aria-hidden": "true" }, heads.map((x) => h("span", {}, x))),
+        objects.length ? list.viewport : h("p", { class: "none" }, empty),
       );
     }
+  });
+}
+
+function appsPage() {
+  return listPage({
+    kind: "apps",
+    title: "Apps",
+    rowHeight: 52,
+    renderItem: appRow,
+    rowClass: "",
+    heads: ["name", "running", "health", "", "version", "deployment"],
+    empty: "No apps yet: agora apply -f an App manifest.",
   });
 }
 
@@ -570,18 +582,14 @@ function jobRow(job) {
 }
 
 function jobsPage() {
-  const list = new Virtual({ rowHeight: 56, renderItem: jobRow, label: "cronjobs" });
-  return live(["cronjobs"], (target) => {
-    const jobs = collection("cronjobs").items().sort((a, b) => byString(Collection_key(a), Collection_key(b)));
-    list.set(jobs);
-    if (!target.contains(list.viewport)) {
-      target.replaceChildren(
-        h("h1", {}, "CronJobs"),
-        h("div", { class: "list-row jobs list-head", "aria-hidden": "true" },
-          h("span", {}, "name"), h("span", {}, "schedule"), h("span", {}, "next run"), h("span", {}, "last"), h("span", {}, "counters")),
-        jobs.length ? list.viewport : h("p", { class: "none" }, "No cronjobs yet."),
-      );
-    }
+  return listPage({
+    kind: "cronjobs",
+    title: "CronJobs",
+    rowHeight: 56,
+    renderItem: jobRow,
+    rowClass: "jobs",
+    heads: ["name", "schedule", "next run", "last", "counters"],
+    empty: "No cronjobs yet.",
   });
 }
 

@@ -197,12 +197,8 @@ enum Command {
         /// How many instances.
         #[arg(long, alias = "replicas")]
         instances: i32,
-        /// Then wait until that many run healthy (exit 1 if not within --timeout).
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait may take, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        #[command(flatten)]
+        wait: Waiting,
         #[command(flatten)]
         scope: Scope,
     },
@@ -217,12 +213,8 @@ enum Command {
         /// The version (or the start of it).
         #[arg(long)]
         to_version: Option<String>,
-        /// Then follow the deployment (exit 1 if it fails or does not finish within --timeout).
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait may take, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        #[command(flatten)]
+        wait: Waiting,
         #[command(flatten)]
         scope: Scope,
     },
@@ -246,25 +238,9 @@ enum Command {
         scope: Scope,
     },
     /// Keep new tasks off an agent (running ones stay).
-    Cordon {
-        /// `agent`.
-        #[arg(value_parser = ["agent", "agents"])]
-        kind: String,
-        /// The agent.
-        name: String,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
+    Cordon(AgentName),
     /// Let new tasks onto a cordoned agent again.
-    Uncordon {
-        /// `agent`.
-        #[arg(value_parser = ["agent", "agents"])]
-        kind: String,
-        /// The agent.
-        name: String,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
+    Uncordon(AgentName),
     /// Cordon an agent and kill its tasks, so their frameworks start them elsewhere; wait until none runs there.
     Drain {
         /// `agent`.
@@ -573,12 +549,12 @@ fn main() -> ExitCode {
         Command::Logs { target, follow, tail, stderr, all, scope } => {
             scope.ctx().and_then(|ctx| verbs::logs(&ctx, &verbs::Logs { target, follow, tail, stderr, all }))
         }
-        Command::Scale { name, instances, wait, timeout, scope, .. } => {
-            scope.ctx().and_then(|ctx| verbs::scale(&ctx, &name, instances, wait.then(|| Duration::from_secs(timeout))))
+        Command::Scale { name, instances, wait, scope, .. } => {
+            scope.ctx().and_then(|ctx| verbs::scale(&ctx, &name, instances, wait.limit()))
         }
-        Command::Rollback { name, to_version, wait, timeout, scope, .. } => scope.ctx().and_then(|ctx| {
-            verbs::rollback(&ctx, &name, to_version.as_deref(), wait.then(|| Duration::from_secs(timeout)))
-        }),
+        Command::Rollback { name, to_version, wait, scope, .. } => {
+            scope.ctx().and_then(|ctx| verbs::rollback(&ctx, &name, to_version.as_deref(), wait.limit()))
+        }
         Command::Events { about, watch, scope } => {
             scope.ctx().and_then(|ctx| verbs::events(&ctx, scope.all_namespaces, about.as_deref(), watch))
         }
@@ -586,8 +562,12 @@ fn main() -> ExitCode {
             let what = if what.starts_with("agent") { "agents" } else { "tasks" };
             scope.ctx().and_then(|ctx| verbs::top(&ctx, what, scope.all_namespaces))
         }
-        Command::Cordon { name, cluster, .. } => cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, true)),
-        Command::Uncordon { name, cluster, .. } => cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, false)),
+        Command::Cordon(AgentName { name, cluster, .. }) => {
+            cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, true))
+        }
+        Command::Uncordon(AgentName { name, cluster, .. }) => {
+            cluster.ctx(None).and_then(|ctx| verbs::cordon(&ctx, &name, false))
+        }
         Command::Drain { name, timeout, cluster, .. } => {
             cluster.ctx(None).and_then(|ctx| verbs::drain(&ctx, &name, Duration::from_secs(timeout)))
         }
@@ -755,6 +735,36 @@ struct ClusterArgs {
     /// With --server: a file holding the CA certificate(s) that the apiserver's certificate chains to.
     #[arg(long, env = "AGORA_CA_FILE", requires = "server")]
     ca_file: Option<PathBuf>,
+}
+
+/// `--wait [--timeout S]` of scale and rollback.
+#[derive(clap::Args, Debug)]
+struct Waiting {
+    /// Then follow the App until it runs healthy at its (new) version; exit 1 if it fails or does not get there
+    /// within --timeout.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait may take, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+impl Waiting {
+    fn limit(&self) -> Option<Duration> {
+        self.wait.then(|| Duration::from_secs(self.timeout))
+    }
+}
+
+/// `agent NAME`, of cordon and uncordon.
+#[derive(clap::Args, Debug)]
+struct AgentName {
+    /// `agent`.
+    #[arg(value_parser = ["agent", "agents"])]
+    kind: String,
+    /// The agent.
+    name: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// A client verb's cluster and namespace.

@@ -100,33 +100,27 @@ pub fn spinner(message: &str) -> indicatif::ProgressBar {
 /// A progress bar of `total` steps on standard error (a terminal only).
 #[must_use]
 pub fn bar(total: u64, message: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_owned());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
+    progress(total, "{elapsed:>4} [{bar:30}] {pos}/{len} {msg}", message)
 }
 
 /// A progress bar of `total` bytes on standard error (a terminal only).
 #[must_use]
 pub fn bytes(total: u64, message: &str) -> indicatif::ProgressBar {
+    progress(total, "{elapsed:>4} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}", message)
+}
+
+fn progress(total: u64, template: &str, message: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+        indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
 
