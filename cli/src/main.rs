@@ -1243,7 +1243,45 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::error_chain;
+    use clap::Parser as _;
+
+    use super::{Cli, Command, error_chain};
+
+    #[test]
+    fn the_command_line_is_consistent_and_parses_as_documented() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("agora").chain(args.iter().copied()));
+        let Command::Apply { wait, timeout, prune, selector, .. } =
+            parse(&["apply", "-f", "m/", "--wait", "--timeout", "60", "--prune", "-l", "set=a"]).unwrap().command
+        else {
+            panic!("not apply")
+        };
+        assert!(wait && prune && timeout == 60 && selector.as_deref() == Some("set=a"));
+        assert!(parse(&["apply", "-f", "m/", "--prune"]).is_err(), "--prune needs -l");
+        assert!(parse(&["apply", "-f", "m/", "--wait", "--dry-run"]).is_err(), "a dry run has nothing to wait for");
+        let Command::Scale { instances, wait, .. } =
+            parse(&["scale", "app", "web", "--replicas", "3", "--wait"]).unwrap().command
+        else {
+            panic!("not scale")
+        };
+        assert!(instances == 3 && wait.limit() == Some(std::time::Duration::from_secs(300)));
+        assert!(parse(&["scale", "cronjob", "x", "--instances", "1"]).is_err(), "only apps scale");
+        let Command::Logs { target, follow, tail, stderr, all, .. } =
+            parse(&["logs", "app/web", "-f", "--tail", "5", "--stderr", "--all"]).unwrap().command
+        else {
+            panic!("not logs")
+        };
+        assert!(target == "app/web" && follow && tail == Some(5) && stderr && all);
+        assert!(parse(&["get", "apps", "-n", "shop", "-A"]).is_err(), "-n and -A exclude each other");
+        assert!(parse(&["get", "apps", "-o", "wide", "-w"]).is_ok());
+        assert!(parse(&["drain", "agent", "a1", "--timeout", "30"]).is_ok());
+        assert!(parse(&["cordon", "app", "a1"]).is_err(), "only agents are cordoned");
+        assert!(parse(&["delete", "-f", "m/", "-l", "x=y"]).is_err(), "-f or -l, not both");
+        assert!(parse(&["events", "--for", "app/web", "-w"]).is_ok());
+        assert!(parse(&["top", "pods"]).is_err());
+        assert!(parse(&["up", "--apply", "manifests", "--no-agent"]).is_ok());
+    }
 
     #[test]
     fn each_cause_is_said_once() {

@@ -50,6 +50,9 @@ fn map_error(e: etcd_client::Error) -> StoreError {
         StoreError::FutureRevision { requested: 0, current: 0 }
     } else if matches!(&e, etcd_client::Error::TransportError(_))
         || matches!(&e, etcd_client::Error::GRpcStatus(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled))
+        // A member's connection dropping mid-request (it was killed, or restarted): tonic reports the reset as an
+        // `Unknown` status saying "transport error"; the next attempt goes to a member that is there.
+        || matches!(&e, etcd_client::Error::GRpcStatus(s) if s.code() == Code::Unknown && s.message().contains("transport error"))
     {
         StoreError::Unavailable(text)
     } else {
@@ -454,11 +457,25 @@ impl EtcdWatch {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{StoreError, map_error, prefix_end};
 
     #[test]
     fn prefix_ends() {
         assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end("ab"), b"ac".to_vec());
+    }
+
+    #[test]
+    fn a_dropped_connection_is_unavailable_and_retried_and_a_refusal_is_not() {
+        let reset = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
+        assert!(matches!(map_error(reset), StoreError::Unavailable(_)));
+        let unavailable = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("no leader"));
+        assert!(matches!(map_error(unavailable), StoreError::Unavailable(_)));
+        let refused = etcd_client::Error::GRpcStatus(tonic::Status::unknown("etcdserver: too many operations"));
+        assert!(matches!(map_error(refused), StoreError::Backend(_)), "only a dropped connection is retried");
+        let compacted = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        assert!(matches!(map_error(compacted), StoreError::Compacted { .. }));
     }
 }
