@@ -169,8 +169,16 @@ export class Collection {
     while (!this.stopped) {
       try {
         if (!this.synced) await this.list();
+        const started = performance.now();
         await this.watch();
-        delay = 250;
+        // A watch the server ended normally is opened again from where it stopped; one that ended at once (a
+        // proxy closing it, say) waits first, so a tab never spins.
+        if (performance.now() - started < 1000) {
+          await new Promise((r) => setTimeout(r, delay));
+          delay = Math.min(delay * 2, 5000);
+        } else {
+          delay = 250;
+        }
       } catch (e) {
         if (e instanceof Gone) {
           this.synced = false;

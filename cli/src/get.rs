@@ -74,16 +74,16 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
     if !get.watch {
         return Ok(true);
     }
-    let mut resource_version =
-        answer.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
-    if get.name.is_some() && !table {
-        resource_version = items
-            .first()
-            .and_then(|o| o.pointer("/metadata/resourceVersion"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-    }
+    // Where the watch starts: the list's version; for one object, the object's own (a Table of one object
+    // carries it in its row, as metadata), so the watch does not print it again as ADDED.
+    let own = if table {
+        answer.pointer("/rows/0/object/metadata/resourceVersion")
+    } else {
+        answer.pointer("/metadata/resourceVersion")
+    };
+    let listed = answer.pointer("/metadata/resourceVersion").filter(|v| v.as_str().is_some_and(|v| !v.is_empty()));
+    let start = if get.name.is_some() { own } else { listed };
+    let mut resource_version = start.and_then(Value::as_str).unwrap_or_default().to_owned();
     let mut header_printed = !empty;
     runtime.block_on(async {
         use futures::StreamExt as _;
@@ -93,6 +93,7 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
             query.extend(get.name.as_ref().map(|n| format!("fieldSelector=metadata.name%3D{}", url_encode(n))));
             let watch_path = path(kind, scope, None, Some(&query.join("&")));
             let accept = if table { agora_client::TABLE } else { "application/json" };
+            let opened = std::time::Instant::now();
             let mut events = client.watch_json(&watch_path, accept).await?;
             while let Some(event) = events.next().await {
                 let event = event?;
@@ -132,6 +133,11 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
                 }
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
+            }
+            // The server ended the watch (its timeout): open it again from the last version seen; one that ended
+            // at once waits a moment first.
+            if opened.elapsed() < std::time::Duration::from_secs(1) {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         }
     })

@@ -535,16 +535,9 @@ fn main() -> ExitCode {
                 !targets.is_empty() || selector.is_some(),
                 "say what to delete: KIND NAME..., KIND -l SELECTOR, or -f FILE"
             );
-            let mut all = true;
-            // Objects from manifests carry their own namespaces.
-            for (namespace, group) in targets {
-                let ctx = verbs::Ctx { namespace, ..ctx.reuse()? };
-                all &= verbs::delete(&ctx, &group, None, wait.then(|| Duration::from_secs(timeout)))?;
-            }
-            if let Some(selector) = &selector {
-                all &= verbs::delete(&ctx, &[], Some(selector), wait.then(|| Duration::from_secs(timeout)))?;
-            }
-            Ok(all)
+            let wait = wait.then(|| Duration::from_secs(timeout));
+            let selector = selector.as_ref().map(|(kind, selector)| (kind.as_str(), selector.as_str()));
+            verbs::delete(&ctx, &targets, selector, wait)
         }),
         Command::Logs { target, follow, tail, stderr, all, scope } => {
             scope.ctx().and_then(|ctx| verbs::logs(&ctx, &verbs::Logs { target, follow, tail, stderr, all }))
@@ -677,15 +670,22 @@ fn graph(ctx: &verbs::Ctx) -> Result<bool> {
     Ok(true)
 }
 
-/// Per namespace, the (kind, name) of each object to delete.
-type DeleteTargets = Vec<(String, Vec<(String, String)>)>;
-
-/// What `agora delete` names: (namespace, [(kind, name)]) groups, from KIND NAME... or from manifests.
-fn delete_targets(kind: Option<&str>, names: &[String], files: &[PathBuf], namespace: &str) -> Result<DeleteTargets> {
-    let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = std::collections::BTreeMap::new();
+/// What `agora delete` names, from KIND NAME... (in `namespace`) or from manifests (each object in its own namespace,
+/// else `namespace`).
+fn delete_targets(
+    kind: Option<&str>,
+    names: &[String],
+    files: &[PathBuf],
+    namespace: &str,
+) -> Result<Vec<verbs::Target>> {
+    let mut targets = Vec::new();
     if !names.is_empty() {
         let kind = kind.context("name the kind: agora delete app web")?;
-        groups.entry(namespace.to_owned()).or_default().extend(names.iter().map(|n| (kind.to_owned(), n.clone())));
+        targets.extend(names.iter().map(|name| verbs::Target {
+            namespace: namespace.to_owned(),
+            kind: kind.to_owned(),
+            name: name.clone(),
+        }));
     }
     for file in expand(files)? {
         let (origin, source) = read(&file)?;
@@ -694,11 +694,14 @@ fn delete_targets(kind: Option<&str>, names: &[String], files: &[PathBuf], names
             let meta = document.object.metadata();
             let name =
                 meta.name.clone().with_context(|| format!("{origin}:{}: the object has no name", document.line))?;
-            let group = meta.namespace.clone().unwrap_or_else(|| namespace.to_owned());
-            groups.entry(group).or_default().push((document.object.info().plural.to_owned(), name));
+            targets.push(verbs::Target {
+                namespace: meta.namespace.clone().unwrap_or_else(|| namespace.to_owned()),
+                kind: document.object.info().plural.to_owned(),
+                name,
+            });
         }
     }
-    Ok(groups.into_iter().collect())
+    Ok(targets)
 }
 
 fn apiserver(
@@ -783,13 +786,6 @@ struct Scope {
 impl Scope {
     fn ctx(&self) -> Result<verbs::Ctx> {
         self.cluster.ctx(self.namespace.clone())
-    }
-}
-
-impl verbs::Ctx {
-    /// Another context on the same cluster (its own runtime).
-    fn reuse(&self) -> Result<Self> {
-        Self::new(self.client.clone(), Some(self.namespace.clone()))
     }
 }
 

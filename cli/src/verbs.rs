@@ -35,22 +35,26 @@ impl Ctx {
     }
 }
 
-/// `agora delete`: each object named (or every one matching `selector`), then, with `wait`, until each is gone.
+/// One object to delete: its namespace (ignored for a cluster-scoped kind), kind and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// `agora delete`: each object named (or every one of `kind` matching `selector` in the context's namespace), then,
+/// with `wait`, until each is gone.
 ///
 /// # Errors
 /// A request that failed for another reason than the object being gone already.
-pub fn delete(
-    ctx: &Ctx,
-    targets: &[(String, String)],
-    selector: Option<&(String, String)>,
-    wait: Option<Duration>,
-) -> Result<bool> {
+pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wait: Option<Duration>) -> Result<bool> {
     let mut all = true;
     let mut deleted: Vec<(String, String)> = Vec::new();
     ctx.runtime.block_on(async {
-        for (kind_name, name) in targets {
+        for Target { namespace, kind: kind_name, name } in targets {
             let info = kind(kind_name)?;
-            let object_path = path(info, Some(&ctx.namespace), Some(name), None);
+            let object_path = path(info, Some(namespace), Some(name), None);
             match ctx.client.delete_json(&object_path).await {
                 Ok(_) => {
                     println!("{}.agora/{name} deleted", info.singular);
@@ -58,7 +62,7 @@ pub fn delete(
                 }
                 Err(e) if e.is_not_found() => {
                     all = false;
-                    eprintln!("{}.agora/{name}: not found in {}", info.singular, scope_of(info, &ctx.namespace));
+                    eprintln!("{}.agora/{name}: not found in {}", info.singular, scope_of(info, namespace));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -529,33 +533,30 @@ pub fn logs(ctx: &Ctx, logs: &Logs) -> Result<bool> {
     let tasks: agora_client::Api<agora_schemas::Task> =
         agora_client::Api::namespaced(ctx.client.clone(), &ctx.namespace);
     ctx.runtime.block_on(async {
-        let chosen: Vec<String> = match logs.target.split_once('/') {
-            None => vec![logs.target.clone()],
-            Some((kind_name, name)) => {
-                let label = match kind(kind_name)?.kind {
-                    "App" => agora_schemas::APP_LABEL,
-                    "CronJob" => agora_schemas::CRONJOB_LABEL,
-                    "Task" => "",
-                    other => anyhow::bail!("{other}s have no logs: name a task, app/NAME or cronjob/NAME"),
-                };
-                if label.is_empty() {
-                    vec![name.to_owned()]
+        // TASK or task/NAME is the task itself; app/NAME and cronjob/NAME are found by their tasks' label.
+        let owner = match logs.target.split_once('/') {
+            None => None,
+            Some((kind_name, name)) => match kind(kind_name)?.kind {
+                "Task" => None,
+                "App" => Some((kind_name, name, agora_schemas::APP_LABEL)),
+                "CronJob" => Some((kind_name, name, agora_schemas::CRONJOB_LABEL)),
+                other => anyhow::bail!("{other}s have no logs: name a task, app/NAME or cronjob/NAME"),
+            },
+        };
+        let chosen: Vec<String> = match owner {
+            None => vec![logs.target.rsplit('/').next().unwrap_or_default().to_owned()],
+            Some((kind_name, name, label)) => {
+                let params = agora_client::ListParams::default().labels(&format!("{label}={name}"));
+                let mut found = tasks.list(&params).await?.items;
+                found.sort_by_key(|t| std::cmp::Reverse(t.metadata.creation_timestamp));
+                if logs.all {
+                    found.retain(|t| !t.status.as_ref().is_some_and(|s| s.state.is_terminal()));
                 } else {
-                    let params = agora_client::ListParams::default().labels(&format!("{label}={name}"));
-                    let mut found = tasks.list(&params).await?.items;
-                    found.sort_by_key(|t| std::cmp::Reverse(t.metadata.creation_timestamp));
-                    if logs.all {
-                        found.retain(|t| !t.status.as_ref().is_some_and(|s| s.state.is_terminal()));
-                    } else {
-                        found.truncate(1);
-                    }
-                    anyhow::ensure!(
-                        !found.is_empty(),
-                        "{kind_name}/{name} has no tasks{}",
-                        if logs.all { " running" } else { "" }
-                    );
-                    found.into_iter().filter_map(|t| t.metadata.name).collect()
+                    found.truncate(1);
                 }
+                let running = if logs.all { " running" } else { "" };
+                anyhow::ensure!(!found.is_empty(), "{kind_name}/{name} has no tasks{running}");
+                found.into_iter().filter_map(|t| t.metadata.name).collect()
             }
         };
         let mut params = agora_client::LogParams::default();

@@ -316,6 +316,14 @@ async fn the_cli_drives_a_one_machine_cluster() {
     assert!(apps.get_opt("keeper").await.unwrap().is_none());
     let missing = run(&["delete", "app", "keeper"]);
     assert_eq!(missing.status.code(), Some(1), "{}", said(&missing));
+    // delete -f: each object in the namespace its manifest names (cache is in shop, not the default namespace).
+    let cache = manifests.join("cache.yaml");
+    let deleted = tokio::task::block_in_place(|| run(&["delete", "-f", cache.to_str().unwrap(), "--wait"]));
+    let text = said(&deleted);
+    assert_eq!(deleted.status.code(), Some(0), "{text}");
+    assert!(text.contains("app.agora/cache deleted") && text.contains("app.agora/cache is gone"), "{text}");
+    let shop: Api<App> = Api::namespaced(client(&data), "shop");
+    assert!(shop.get_opt("cache").await.unwrap().is_none());
 
     let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
