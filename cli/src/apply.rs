@@ -27,6 +27,9 @@ pub struct Apply {
     pub wait: Option<std::time::Duration>,
     /// Then delete what matches this selector, was applied by `agora`, and is in none of the manifests.
     pub prune: Option<String>,
+    /// Create the objects that do not exist and leave those that do as they are (`agora up --apply`: a second
+    /// start must not undo what the user changed since).
+    pub only_missing: bool,
 }
 
 /// One object to apply, and where it came from.
@@ -121,6 +124,11 @@ pub fn run(client: &agora_client::Client, apply: &Apply) -> Result<bool> {
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e),
             };
+            if apply.only_missing
+                && let Some(existing) = &before
+            {
+                return Ok(("exists, left as it is", existing.clone()));
+            }
             let (created, after) =
                 client.apply_json(&path, "agora", apply.force_conflicts, apply.dry_run, &plan.object).await?;
             Ok((outcome(created, before.as_ref(), &after), after))

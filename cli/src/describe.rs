@@ -24,13 +24,21 @@ pub struct Related {
 /// Runs `agora describe`.
 ///
 /// # Errors
-/// An unknown kind, or a request that failed (a missing object is the server's 404).
+/// An unknown kind, or a request that failed (a missing object is not an error: it is said, and false returned).
 pub fn run(client: &agora_client::Client, kind: &str, name: &str, namespace: &str, colour: bool) -> Result<bool> {
     let info = crate::get::kind(kind)?;
     let path = crate::get::path(info, Some(namespace), Some(name), None);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (object, related) = runtime.block_on(async {
-        let object = client.get_json(&path, "application/json").await?;
+    let object = match runtime.block_on(client.get_json(&path, "application/json")) {
+        Ok(object) => object,
+        // A missing object is "not done" (exit 1), as for get and delete.
+        Err(e) if e.is_not_found() => {
+            eprintln!("error: {}", crate::error_chain(&e.into()));
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let related = runtime.block_on(async {
         let mut related = Related::default();
         let selector = match info.kind {
             "App" => Some(format!("labelSelector={}%3D{name}", agora_schemas::APP_LABEL)),
@@ -59,7 +67,7 @@ pub fn run(client: &agora_client::Client, kind: &str, name: &str, namespace: &st
         related.events =
             items(client, &crate::get::path(events, scope, None, Some(&selector))).await.unwrap_or_default();
         related.events.sort_by_key(|e| columns::timestamp(e, "/lastTimestamp"));
-        anyhow::Ok((object, related))
+        anyhow::Ok(related)
     })?;
     print!("{}", render(info, &object, &related, Timestamp::now(), colour));
     Ok(true)
@@ -142,7 +150,11 @@ impl Fields {
 
     fn finish(self) -> String {
         let width = self.0.iter().map(|(n, _)| n.len() + 1).max().unwrap_or(0);
-        self.0.iter().map(|(name, value)| format!("{:<width$}  {value}\n", format!("{name}:"))).collect()
+        // What the cluster says (a command, a message, a label) cannot drive the terminal.
+        self.0
+            .iter()
+            .map(|(name, value)| format!("{:<width$}  {}\n", format!("{name}:"), crate::style::escaped(value)))
+            .collect()
     }
 }
 
@@ -381,8 +393,14 @@ fn health_check(check: &Value) -> String {
     let protocol = check["protocol"].as_str().unwrap_or("HTTP");
     let target = match protocol {
         "COMMAND" => format!("`{}`", text(&check["command"])),
-        "HTTP" | "HTTPS" => format!("{} on port {}", check["path"].as_str().unwrap_or("/"), int(&check["portIndex"])),
-        _ => format!("port {}", int(&check["portIndex"])),
+        "HTTP" | "HTTPS" => {
+            let index = int(&check["portIndex"]);
+            format!("{} on $PORT{index} (port index {index})", check["path"].as_str().unwrap_or("/"))
+        }
+        _ => {
+            let index = int(&check["portIndex"]);
+            format!("$PORT{index} (port index {index})")
+        }
     };
     format!(
         "{protocol} {target} every {}s (grace {}s, timeout {}s, {} failures kill)",
@@ -474,7 +492,7 @@ Command:        python3 -m http.server $PORT0
 Resources:      cpus 0.25, mem 64 MiB, disk 0 MiB
 Instances:      2 wanted: 2 running, 1 healthy, 0 staged, 0 unhealthy
 Version:        5f2c
-Health checks:  HTTP / on port 0 every 10s (grace 30s, timeout 2s, 3 failures kill)
+Health checks:  HTTP / on $PORT0 (port index 0) every 10s (grace 30s, timeout 2s, 3 failures kill)
 Deployment:     to 5f2c from a1b2: WaitingForHealth (1 new, 0 healthy, 1 old)
 Waiting for:    1 of 1 new tasks to pass HTTP / (last: 503)
 Conditions:

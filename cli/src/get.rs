@@ -46,8 +46,18 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
     let list_path = path(kind, scope, get.name.as_deref(), query.as_deref());
     let table = matches!(get.output, Format::Table | Format::Wide);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let answer =
-        runtime.block_on(client.get_json(&list_path, if table { agora_client::TABLE } else { "application/json" }))?;
+    let answer = match runtime
+        .block_on(client.get_json(&list_path, if table { agora_client::TABLE } else { "application/json" }))
+    {
+        Ok(answer) => answer,
+        // A missing object is "not done" (exit 1), as for describe and delete; a failed request is an error.
+        Err(e) if e.is_not_found() && get.name.is_some() => {
+            eprintln!("error: {}", crate::error_chain(&e.into()));
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let single = answer.get("items").is_none() && answer.get("kind").and_then(Value::as_str) != Some("Table");
     let items: Vec<Value> = match answer.get("items").and_then(Value::as_array) {
         Some(items) => items.clone(),
         None if answer.get("kind").and_then(Value::as_str) == Some("Table") => Vec::new(),
@@ -68,7 +78,8 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
                 widths = column_widths(&[&[header][..], &rows].concat());
                 print!("{}", render(&answer, wide, across, colour));
             }
-            _ => print_objects(kind, &items, get.output)?,
+            _ if single => print_objects(kind, &items, get.output)?,
+            _ => print_list(kind, items, get.output)?,
         }
     }
     if !get.watch {
@@ -141,6 +152,16 @@ pub fn run(client: &agora_client::Client, get: &Get) -> Result<bool> {
             }
         }
     })
+}
+
+/// Several objects as kubectl prints them: one `List` document for JSON and YAML, a name a line for names.
+fn print_list(kind: &agora_schemas::KindInfo, items: Vec<Value>, output: Format) -> Result<()> {
+    if output == Format::Name {
+        return print_objects(kind, &items, output);
+    }
+    let list =
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
+    print_objects(kind, std::slice::from_ref(&list), output)
 }
 
 fn print_objects(kind: &agora_schemas::KindInfo, items: &[Value], output: Format) -> Result<()> {
@@ -247,12 +268,13 @@ fn cells(table: &Value, definitions: &[Value], wide: bool, namespaces: bool) -> 
     for row in table["rows"].as_array().into_iter().flatten() {
         let mut line = Vec::new();
         if namespaces {
-            line.push(row.pointer("/object/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned());
+            let namespace = row.pointer("/object/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+            line.push(crate::style::escaped(namespace));
         }
         for &i in &shown {
             line.push(match &row["cells"][i] {
                 Value::Null => String::new(),
-                Value::String(s) => s.clone(),
+                Value::String(s) => crate::style::escaped(s),
                 other => other.to_string(),
             });
         }

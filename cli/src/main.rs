@@ -40,8 +40,141 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
                   ~/.agora/kubeconfig (agora up's) and /var/lib/agora/kubeconfig (agora apiserver's)."
 )]
 struct Cli {
+    #[command(flatten)]
+    before: Before,
+    /// Internal: this process is a part of the `agora up` with this pid, and ends with it.
+    #[arg(long, hide = true, value_name = "PID")]
+    parent: Option<u32>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The cluster options a kubectl user gives before the verb (`agora -n shop get apps`, `agora --kubeconfig K -A get
+/// tasks`); after it they mean the same. One given in both places is the one after the verb.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Cluster options (before or after the verb)")]
+struct Before {
+    /// A kubeconfig naming the cluster.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
+    /// The apiserver's URL, instead of a kubeconfig.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    server: Option<String>,
+    /// With --server: a file holding the cluster's bearer token.
+    #[arg(long, requires = "server")]
+    token_file: Option<PathBuf>,
+    /// With --server: a file holding the CA certificate(s).
+    #[arg(long, requires = "server")]
+    ca_file: Option<PathBuf>,
+    /// The namespace.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+}
+
+impl Before {
+    fn is_empty(&self) -> bool {
+        self.cluster_given().is_none() && self.namespace.is_none() && !self.all_namespaces
+    }
+
+    /// The first cluster option given, for an error message.
+    fn cluster_given(&self) -> Option<&'static str> {
+        [
+            (self.kubeconfig.is_some(), "--kubeconfig"),
+            (self.context.is_some(), "--context"),
+            (self.server.is_some(), "--server"),
+            (self.token_file.is_some(), "--token-file"),
+            (self.ca_file.is_some(), "--ca-file"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    /// The first option given, for an error message.
+    fn first(&self) -> Option<&'static str> {
+        self.cluster_given()
+            .or_else(|| self.namespace.is_some().then_some("--namespace"))
+            .or_else(|| self.all_namespaces.then_some("--all-namespaces"))
+    }
+
+    /// `cluster` with what was given before the verb where it says nothing.
+    fn cluster(&self, cluster: &mut ClusterArgs) {
+        // A --server after the verb, not one that only $AGORA_SERVER filled in.
+        let from_env = std::env::var("AGORA_SERVER").ok();
+        let server_after = cluster.server.is_some() && cluster.server != from_env;
+        if cluster.kubeconfig.is_none() && !server_after {
+            cluster.kubeconfig.clone_from(&self.kubeconfig);
+            if self.server.is_some() {
+                cluster.server.clone_from(&self.server);
+            }
+        }
+        cluster.context = cluster.context.take().or_else(|| self.context.clone());
+        cluster.token_file = cluster.token_file.take().or_else(|| self.token_file.clone());
+        cluster.ca_file = cluster.ca_file.take().or_else(|| self.ca_file.clone());
+    }
+
+    /// A namespace given after the verb, else before it; `-n` and `-A` together (in either place) are refused.
+    fn namespace(&self, namespace: &mut Option<String>, all: &mut bool) -> Result<()> {
+        *all |= self.all_namespaces;
+        if namespace.is_none() {
+            namespace.clone_from(&self.namespace);
+        }
+        anyhow::ensure!(!(*all && namespace.is_some()), "-n/--namespace and -A/--all-namespaces exclude each other");
+        Ok(())
+    }
+
+    /// Moves what was given before the verb into the verb's own options; refused where the verb takes none.
+    fn apply_to(&self, command: &mut Command) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut no_all = false;
+        match command {
+            Command::Apply { namespace, cluster, .. } => {
+                self.cluster(cluster);
+                self.namespace(namespace, &mut no_all)?;
+            }
+            Command::Get { namespace, all_namespaces, cluster, .. } => {
+                self.cluster(cluster);
+                self.namespace(namespace, all_namespaces)?;
+            }
+            Command::Describe { scope, .. }
+            | Command::Delete { scope, .. }
+            | Command::Logs { scope, .. }
+            | Command::Scale { scope, .. }
+            | Command::Rollback { scope, .. }
+            | Command::Events { scope, .. }
+            | Command::Top { scope, .. } => {
+                self.cluster(&mut scope.cluster);
+                self.namespace(&mut scope.namespace, &mut scope.all_namespaces)?;
+            }
+            Command::Trigger { namespace, cluster, .. } | Command::Graph { namespace, cluster, .. } => {
+                self.cluster(cluster);
+                self.namespace(namespace, &mut no_all)?;
+            }
+            Command::Cordon(AgentName { cluster, .. })
+            | Command::Uncordon(AgentName { cluster, .. })
+            | Command::Drain { cluster, .. }
+            | Command::Version { cluster }
+            | Command::Controllers(ControllersArgs { cluster, .. })
+            | Command::Agent(AgentArgs { cluster, .. })
+            | Command::Store { command: StoreCommand::Snapshot { cluster, .. } } => {
+                self.cluster(cluster);
+                anyhow::ensure!(
+                    self.namespace.is_none() && !self.all_namespaces,
+                    "this verb takes no namespace (-n/-A)"
+                );
+            }
+            _ => anyhow::bail!("{} is not an option of this verb", self.first().unwrap_or("this option")),
+        }
+        anyhow::ensure!(!no_all, "-A/--all-namespaces is not an option of this verb");
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +317,10 @@ enum Command {
         /// With app/NAME or cronjob/NAME: every task not ended, interleaved.
         #[arg(long)]
         all: bool,
+        /// Write the bytes as the task wrote them, also on a terminal (where control characters are otherwise
+        /// shown escaped, so a task's output cannot drive the terminal).
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         scope: Scope,
     },
@@ -315,9 +452,10 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
-        /// The agent's work dir (the store is its images/ directory).
-        #[arg(long, global = true, default_value = "/var/lib/agora/agent")]
-        work_dir: PathBuf,
+        /// The agent's work dir (the store is its images/ directory). Default: `agora up`'s (~/.agora/agent) when
+        /// it exists, else `agora agent`'s (/var/lib/agora/agent).
+        #[arg(long, global = true)]
+        work_dir: Option<PathBuf>,
     },
     /// Internal: the process that owns one task's container for the agent (started by the agent, never by hand).
     #[command(hide = true)]
@@ -398,6 +536,21 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether this verb writes output for a person or a pipe (not a server, agent or shim, which run on).
+    fn writes_for_a_reader(&self) -> bool {
+        !matches!(
+            self,
+            Self::Up { .. }
+                | Self::Apiserver { .. }
+                | Self::Agent(_)
+                | Self::Controllers(_)
+                | Self::ContainerShim { .. }
+                | Self::ContainerExec { .. }
+        )
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum StoreCommand {
     /// Save a consistent snapshot of the whole store while the apiserver runs (or of a stopped embedded store).
@@ -458,7 +611,23 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(parent) = cli.parent
+        && let Err(e) = up::die_with_parent(parent)
+    {
+        eprintln!("error: {}", error_chain(&e));
+        return ExitCode::from(2);
+    }
+    if let Err(e) = cli.before.apply_to(&mut cli.command) {
+        eprintln!("error: {}", error_chain(&e));
+        return ExitCode::from(2);
+    }
+    if cli.command.writes_for_a_reader() {
+        // Output into a pipe that closes (`agora get tasks -o yaml | head -1`) ends the command quietly, as it ends
+        // any Unix tool, instead of a panic on the failed write. The servers keep Rust's default: a peer that goes
+        // away is an error they handle, never a reason to die.
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Apiserver {
             listen,
@@ -512,6 +681,7 @@ fn main() -> ExitCode {
                     dry_run,
                     wait: wait.then(|| Duration::from_secs(timeout)),
                     prune: if prune { selector } else { None },
+                    only_missing: false,
                 };
                 apply::run(&client, &apply)
             })
@@ -539,8 +709,8 @@ fn main() -> ExitCode {
             let selector = selector.as_ref().map(|(kind, selector)| (kind.as_str(), selector.as_str()));
             verbs::delete(&ctx, &targets, selector, wait)
         }),
-        Command::Logs { target, follow, tail, stderr, all, scope } => {
-            scope.ctx().and_then(|ctx| verbs::logs(&ctx, &verbs::Logs { target, follow, tail, stderr, all }))
+        Command::Logs { target, follow, tail, stderr, all, raw, scope } => {
+            scope.ctx().and_then(|ctx| verbs::logs(&ctx, &verbs::Logs { target, follow, tail, stderr, all, raw }))
         }
         Command::Scale { name, instances, wait, scope, .. } => {
             scope.ctx().and_then(|ctx| verbs::scale(&ctx, &name, instances, wait.limit()))
@@ -566,7 +736,7 @@ fn main() -> ExitCode {
         }
         Command::Agent(args) => agent(args),
         Command::Controllers(args) => controllers(args),
-        Command::Image { command, work_dir } => image(command, &work_dir),
+        Command::Image { command, work_dir } => image(command, &work_dir.unwrap_or_else(default_work_dir)),
         Command::ContainerExec { state_dir, id, output, args } => {
             let code = agora_agent::shim::exec(&state_dir, &id, &output, args);
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
@@ -583,8 +753,10 @@ fn main() -> ExitCode {
         Command::Version { cluster } => version(&cluster),
         Command::Completion { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(shell, &mut Cli::command(), "agora", &mut std::io::stdout());
-            Ok(true)
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "agora", &mut script);
+            std::io::stdout().write_all(&script).context("writing the completion script").map(|()| true)
         }
     };
     match result {
@@ -617,6 +789,13 @@ fn version(cluster: &ClusterArgs) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+/// The agent work dir `agora image` uses unless told: `agora up`'s in the default data dir when there is one, else
+/// `agora agent`'s default.
+fn default_work_dir() -> PathBuf {
+    let up = default_data_dir().join("agent");
+    if up.is_dir() { up } else { PathBuf::from("/var/lib/agora/agent") }
 }
 
 /// `agora up`'s data dir unless told: `~/.agora` (or `.agora` here without a home).
@@ -729,6 +908,9 @@ struct ClusterArgs {
     /// A kubeconfig naming the cluster (the apiserver writes DATA_DIR/kubeconfig).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long)]
+    context: Option<String>,
     /// The apiserver's URL, instead of a kubeconfig.
     #[arg(long, env = "AGORA_SERVER", conflicts_with = "kubeconfig")]
     server: Option<String>,
@@ -799,8 +981,9 @@ impl ClusterArgs {
     }
 
     fn config(&self) -> Result<agora_client::Config> {
+        let context = self.context.as_deref();
         if let Some(path) = &self.kubeconfig {
-            return Ok(agora_client::Config::from_kubeconfig(path, None)?);
+            return Ok(agora_client::Config::from_kubeconfig(path, context)?);
         }
         let Some(server) = &self.server else {
             // `agora up`'s kubeconfig, when nothing else names a cluster.
@@ -808,10 +991,11 @@ impl ClusterArgs {
                 || std::env::var_os("AGORA_SERVER").is_some_and(|v| !v.is_empty());
             let up = agora_client::kubeconfig_in(&default_data_dir());
             if !named && up.is_file() {
-                return Ok(agora_client::Config::from_kubeconfig(&up, None)?);
+                return Ok(agora_client::Config::from_kubeconfig(&up, context)?);
             }
-            return Ok(agora_client::Config::infer()?);
+            return Ok(agora_client::Config::infer_context(context)?);
         };
+        anyhow::ensure!(context.is_none(), "--context names a kubeconfig's context; it does not go with --server");
         let mut config = agora_client::Config::new(server);
         if let Some(file) = &self.token_file {
             config = config.token_file(file)?;
@@ -1092,8 +1276,16 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
             println!("built {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
         }
         ImageCommand::List => {
+            let images = store.list()?;
+            if images.is_empty() {
+                eprintln!(
+                    "No images in the store of {} (another agent's: --work-dir DIR; agora up's is DATA_DIR/agent).",
+                    work_dir.display()
+                );
+                return Ok(true);
+            }
             println!("{:<40} {:<14} {:>12}", "IMAGE", "DIGEST", "SIZE");
-            for image in store.list()? {
+            for image in images {
                 println!("{:<40} {:<14} {:>12}", image.reference, short(&image.digest), image.size);
             }
         }
@@ -1144,9 +1336,13 @@ fn store(command: StoreCommand) -> Result<bool> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: a log file (agora up's parts) or NO_COLOR gets plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 
@@ -1277,6 +1473,40 @@ mod tests {
         assert!(parse(&["events", "--for", "app/web", "-w"]).is_ok());
         assert!(parse(&["top", "pods"]).is_err());
         assert!(parse(&["up", "--apply", "manifests", "--no-agent"]).is_ok());
+    }
+
+    #[test]
+    fn cluster_options_go_before_the_verb_as_kubectl_takes_them() {
+        let parse = |args: &[&str]| {
+            let mut cli = Cli::try_parse_from(std::iter::once("agora").chain(args.iter().copied()))?;
+            cli.before
+                .apply_to(&mut cli.command)
+                .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, e))?;
+            Ok::<_, clap::Error>(cli.command)
+        };
+        let Command::Get { namespace, all_namespaces, cluster, .. } =
+            parse(&["--kubeconfig", "k", "-n", "shop", "--context", "c", "get", "apps"]).unwrap()
+        else {
+            panic!("not get")
+        };
+        assert_eq!((namespace.as_deref(), all_namespaces), (Some("shop"), false));
+        assert_eq!((cluster.kubeconfig.as_deref(), cluster.context.as_deref()), (Some("k".as_ref()), Some("c")));
+        let Command::Top { scope, .. } = parse(&["-A", "top", "tasks"]).unwrap() else { panic!("not top") };
+        assert!(scope.all_namespaces);
+        // After the verb wins over before it.
+        let Command::Describe { scope, .. } = parse(&["-n", "a", "describe", "app", "web", "-n", "b"]).unwrap() else {
+            panic!("not describe")
+        };
+        assert_eq!(scope.namespace.as_deref(), Some("b"));
+        let Command::Trigger { namespace, .. } = parse(&["-n", "etl", "trigger", "cronjob", "x"]).unwrap() else {
+            panic!("not trigger")
+        };
+        assert_eq!(namespace.as_deref(), Some("etl"));
+        assert!(parse(&["-A", "get", "apps", "-n", "x"]).unwrap_err().to_string().contains("exclude each other"));
+        assert!(parse(&["-A", "apply", "-f", "m/"]).unwrap_err().to_string().contains("not an option of this verb"));
+        assert!(parse(&["--kubeconfig", "k", "up"]).unwrap_err().to_string().contains("--kubeconfig is not an option"));
+        assert!(parse(&["-n", "x", "drain", "agent", "a"]).unwrap_err().to_string().contains("no namespace"));
+        assert!(parse(&["--server", "https://h:1", "--token-file", "t", "version"]).is_ok());
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! (with a growing delay), and on SIGINT or SIGTERM stops them in reverse order — agent, controllers, apiserver —
 //! each with SIGTERM and, after a grace period, SIGKILL. Tasks' state stays in the store: the next `up` on the same
 //! data dir continues, and the agent reconciles the tasks it finds.
+//!
+//! The parts die with their parent: each is started with `--parent PID`, asks the kernel for SIGKILL when its
+//! parent ends (`PR_SET_PDEATHSIG`) and exits at once if its parent is already not the one named, so a `kill -9` of
+//! `up` or a closed terminal leaves nothing holding the ports and the store. (A SIGKILL is safe for each: the store
+//! keeps every acknowledged write, and the agent leaves tasks running for the next one to reattach.) One `up` holds
+//! the data dir at a time (a lock on `DATA_DIR/up.lock`, which names its pid).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +26,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The longest wait before restarting a part that keeps dying.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// How many lines of a dead part's log `up` prints.
+const LOG_TAIL_LINES: usize = 8;
 
 /// What `agora up` runs.
 #[derive(Debug, Clone)]
@@ -63,7 +71,11 @@ impl Part {
             .open(logs.join(format!("{}.log", self.name)))
             .with_context(|| format!("opening the {} log in {}", self.name, logs.display()))?;
         let child = Command::new(exe)
+            .arg("--parent")
+            .arg(std::process::id().to_string())
             .args(&self.args)
+            // Logs are files: no colour codes in them.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("the log file")?)
             .stderr(log)
@@ -84,12 +96,16 @@ impl Part {
                 if self.started.elapsed() > MAX_RESTART_DELAY {
                     self.delay = Duration::from_secs(1);
                 }
+                let log = logs.join(format!("{}.log", self.name));
                 eprintln!(
-                    "agora up: the {} exited ({status}); restarting in {} s (log: {})",
+                    "agora up: the {} exited ({status}); restarting in {} s. The end of {}:",
                     self.name,
                     self.delay.as_secs(),
-                    logs.join(format!("{}.log", self.name)).display()
+                    log.display()
                 );
+                for line in log_tail(&log, LOG_TAIL_LINES) {
+                    eprintln!("  | {line}");
+                }
                 self.restart_at = Some(Instant::now() + self.delay);
                 self.delay = (self.delay * 2).min(MAX_RESTART_DELAY);
             }
@@ -118,12 +134,81 @@ impl Part {
     }
 }
 
+/// The last `lines` lines of a log (its last 16 KiB at most), control characters dropped.
+fn log_tail(path: &Path, lines: usize) -> Vec<String> {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let length = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(std::io::SeekFrom::Start(length.saturating_sub(16 * 1024)));
+    let mut bytes = Vec::new();
+    let _ = file.take(16 * 1024).read_to_end(&mut bytes);
+    last_lines(&String::from_utf8_lossy(&bytes), lines)
+}
+
+/// The last `count` non-empty lines of `text`, without ANSI escapes or other control characters.
+fn last_lines(text: &str, count: usize) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(crate::style::plain).filter(|l| !l.trim().is_empty()).collect();
+    let skip = lines.len().saturating_sub(count);
+    lines.drain(..skip);
+    lines
+}
+
 /// The data dir, made private (it holds the CA key and the token).
 fn prepare(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", dir.display()))?;
+    Ok(())
+}
+
+/// Takes the data dir for this `up`: a lock on `DATA_DIR/up.lock`, held while the returned file is open, with this
+/// process's pid written in it. A data dir another `up` holds is refused, naming that `up`'s pid.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join("up.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who =
+                if holder.is_empty() { "another agora up".to_owned() } else { format!("agora up (pid {holder})") };
+            anyhow::bail!(
+                "{} is in use by {who}: stop it first (Ctrl-C in its terminal, or kill {}), or give another --data-dir",
+                dir.display(),
+                if holder.is_empty() { "it" } else { holder }
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0).and_then(|()| file.rewind()).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(file)
+}
+
+/// A part started by `up` (`agora --parent PID PART ...`): ends with its parent. The kernel kills it with SIGKILL
+/// when the parent goes; a parent already gone before that request (the part is then a child of init) ends it now.
+///
+/// # Errors
+/// The request cannot be made, or the parent is not `parent` any more.
+pub fn die_with_parent(parent: u32) -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).context("asking to end with agora up")?;
+    let now = nix::unistd::getppid().as_raw();
+    anyhow::ensure!(
+        u32::try_from(now).ok() == Some(parent),
+        "the agora up that started this part (pid {parent}) is gone; not running without it"
+    );
     Ok(())
 }
 
@@ -160,6 +245,7 @@ fn wait_ready(apiserver: &mut Part, kubeconfig: &Path) -> Result<()> {
 pub fn run(config: &UpConfig) -> Result<bool> {
     let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     prepare(&dir)?;
+    let _lock = lock(&dir)?;
     let logs = dir.join("logs");
     let kubeconfig = agora_client::kubeconfig_in(&dir);
     let exe = std::env::current_exe().context("finding the agora binary")?;
@@ -238,18 +324,14 @@ pub fn run(config: &UpConfig) -> Result<bool> {
     Ok(true)
 }
 
-/// `agora apply -f` of each path; what fails is said, and the cluster keeps running.
+/// `agora apply -f` of each path, creating what is missing and leaving existing objects alone; what fails is said,
+/// and the cluster keeps running.
 fn apply_manifests(kubeconfig: &Path, paths: &[PathBuf]) {
     let client = agora_client::Config::from_kubeconfig(kubeconfig, None)
         .and_then(|config| agora_client::Client::new(config.user_agent("agora")));
     let applied = client.map_err(anyhow::Error::from).and_then(|client| {
-        let apply = crate::apply::Apply {
-            files: paths.to_vec(),
-            namespace: None,
-            force_conflicts: false,
-            dry_run: false,
-            ..Default::default()
-        };
+        // What exists is left as it is: a user's scale or edit since the last `up` is not undone.
+        let apply = crate::apply::Apply { files: paths.to_vec(), only_missing: true, ..Default::default() };
         crate::apply::run(&client, &apply)
     });
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -274,4 +356,28 @@ fn signal_hook_flag(
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_tail_is_its_last_lines_as_plain_text() {
+        let log = "one\n\x1b[2m2026\x1b[0m \x1b[31mERROR\x1b[0m bind: address in use\n\nthree\r\n";
+        assert_eq!(last_lines(log, 2), ["2026 ERROR bind: address in use", "three"]);
+        assert_eq!(last_lines(log, 10).len(), 3);
+        assert!(last_lines("", 3).is_empty());
+    }
+
+    #[test]
+    fn a_data_dir_in_use_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        let refused = lock(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains(&format!("pid {}", std::process::id())), "{refused}");
+        assert!(refused.contains("in use"), "{refused}");
+        drop(held);
+        assert!(lock(dir.path()).is_ok(), "free again once the holder is gone");
+    }
 }

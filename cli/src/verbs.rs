@@ -439,12 +439,16 @@ pub fn top_agents(agents: &[agora_schemas::Agent], tasks: &[agora_schemas::Task]
     lines
 }
 
-/// `agora top tasks`: each task not ended, with the CPU time and memory its cgroup reports against its limits.
+/// `agora top tasks`: each task not ended, with the CPU time and memory its cgroup reports against its limits; with
+/// `namespaces` (across every namespace), a NAMESPACE column first.
 #[must_use]
-pub fn top_tasks(tasks: &[agora_schemas::Task]) -> Vec<Vec<String>> {
+pub fn top_tasks(tasks: &[agora_schemas::Task], namespaces: bool) -> Vec<Vec<String>> {
     let number = agora_schemas::columns::number;
-    let mut lines =
-        vec![["NAME", "AGENT", "STATE", "CPUS", "CPU(s)", "MEM(MiB)", "MEM%", "PEAK(MiB)"].map(str::to_owned).to_vec()];
+    let mut header = vec!["NAME", "AGENT", "STATE", "CPUS", "CPU(s)", "MEM(MiB)", "MEM%", "PEAK(MiB)"];
+    if namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let mut lines = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     for task in tasks {
         let Some(status) = &task.status else { continue };
         if status.state.is_terminal() {
@@ -453,25 +457,31 @@ pub fn top_tasks(tasks: &[agora_schemas::Task]) -> Vec<Vec<String>> {
         let usage = status.usage.as_ref();
         let mib = |bytes: u64| format!("{:.1}", bytes as f64 / 1_048_576.0);
         let memory = usage.map(|u| u.memory_bytes);
-        lines.push(vec![
-            task.metadata.name.clone().unwrap_or_default(),
-            task.spec.agent.clone(),
-            format!("{:?}", status.state),
-            number(task.spec.cpus),
-            usage.map_or_else(|| "-".into(), |u| number(u.cpu_seconds)),
-            memory.map_or_else(|| "-".into(), |m| format!("{}/{}", mib(m), number(task.spec.mem))),
-            memory.map_or_else(
-                || "-".into(),
-                |m| {
-                    if task.spec.mem > 0.0 {
-                        format!("{:.0}%", m as f64 / 1_048_576.0 / task.spec.mem * 100.0)
-                    } else {
-                        "-".into()
-                    }
-                },
-            ),
-            usage.and_then(|u| u.memory_peak_bytes).map_or_else(|| "-".into(), mib),
-        ]);
+        let namespace = namespaces.then(|| task.metadata.namespace.clone().unwrap_or_default());
+        lines.push(
+            namespace
+                .into_iter()
+                .chain([
+                    task.metadata.name.clone().unwrap_or_default(),
+                    task.spec.agent.clone(),
+                    format!("{:?}", status.state),
+                    number(task.spec.cpus),
+                    usage.map_or_else(|| "-".into(), |u| number(u.cpu_seconds)),
+                    memory.map_or_else(|| "-".into(), |m| format!("{}/{}", mib(m), number(task.spec.mem))),
+                    memory.map_or_else(
+                        || "-".into(),
+                        |m| {
+                            if task.spec.mem > 0.0 {
+                                format!("{:.0}%", m as f64 / 1_048_576.0 / task.spec.mem * 100.0)
+                            } else {
+                                "-".into()
+                            }
+                        },
+                    ),
+                    usage.and_then(|u| u.memory_peak_bytes).map_or_else(|| "-".into(), mib),
+                ])
+                .collect(),
+        );
     }
     lines
 }
@@ -492,7 +502,7 @@ pub fn top(ctx: &Ctx, what: &str, all_namespaces: bool) -> Result<bool> {
             let agents: agora_client::Api<agora_schemas::Agent> = agora_client::Api::all(ctx.client.clone());
             top_agents(&agents.list(&agora_client::ListParams::default()).await?.items, &tasks)
         } else {
-            top_tasks(&tasks)
+            top_tasks(&tasks, all_namespaces)
         })
     })?;
     if lines.len() == 1 {
@@ -522,6 +532,8 @@ pub struct Logs {
     pub tail: Option<u64>,
     pub stderr: bool,
     pub all: bool,
+    /// The bytes as the task wrote them even on a terminal (elsewhere they always are).
+    pub raw: bool,
 }
 
 /// `agora logs TASK | app/NAME | cronjob/NAME`: a task's output; for an app or a job, its newest task's, or with
@@ -569,12 +581,19 @@ pub fn logs(ctx: &Ctx, logs: &Logs) -> Result<bool> {
         if logs.stderr {
             params = params.stderr();
         }
-        use std::io::Write as _;
+        use std::io::{IsTerminal as _, Write as _};
+        // On a terminal, what a task wrote cannot drive it (escape sequences are shown, not obeyed).
+        let mut shown = (!logs.raw && std::io::stdout().is_terminal()).then(crate::style::TerminalText::default);
         if let [one] = &chosen[..] {
             let mut stream = tasks.log_stream(one, &params).await?;
             let mut stdout = std::io::stdout();
             while let Some(chunk) = stream.next().await {
-                stdout.write_all(&chunk?).context("writing the log")?;
+                let chunk = chunk?;
+                match &mut shown {
+                    Some(shown) => stdout.write_all(shown.feed(&chunk).as_bytes()),
+                    None => stdout.write_all(&chunk),
+                }
+                .context("writing the log")?;
                 stdout.flush().context("writing the log")?;
             }
             return Ok::<bool, anyhow::Error>(true);
@@ -588,7 +607,10 @@ pub fn logs(ctx: &Ctx, logs: &Logs) -> Result<bool> {
         let mut partial: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
         let mut stdout = std::io::stdout();
         while let Some((name, chunk)) = merged.next().await {
-            let text = prefixed_lines(&name, partial.entry(name.clone()).or_default(), &chunk?);
+            let mut text = prefixed_lines(&name, partial.entry(name.clone()).or_default(), &chunk?);
+            if let Some(shown) = &mut shown {
+                text = shown.feed(text.as_bytes());
+            }
             stdout.write_all(text.as_bytes()).context("writing the log")?;
             stdout.flush().context("writing the log")?;
         }
@@ -660,12 +682,15 @@ mod tests {
             "NAME   CPUS    CPU%   MEM(MiB)   MEM%   DISK(MiB)   TASKS   MEM USED(MiB)\n\
              n1     0.5/2   25%    512/2048   25%    0/1000      1       32.0\n"
         );
-        let text = crate::style::aligned(&top_tasks(&tasks), "", false);
+        let text = crate::style::aligned(&top_tasks(&tasks, false), "", false);
         assert_eq!(
             text,
             "NAME   AGENT   STATE     CPUS   CPU(s)   MEM(MiB)   MEM%   PEAK(MiB)\n\
              a      n1      Running   0.5    1.5      32.0/64    50%    -\n"
         );
+        let text = crate::style::aligned(&top_tasks(&tasks, true), "", false);
+        assert!(text.starts_with("NAMESPACE   NAME   AGENT"), "{text}");
+        assert!(text.contains("\ndefault     a      n1 "), "{text}");
     }
 
     #[test]

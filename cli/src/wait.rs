@@ -42,7 +42,7 @@ pub fn app(app: &App, generation: i64) -> Progress {
             why.push_str(&format!("; {failure}"));
         }
         if let Some(waiting) = status.deployment.as_ref().and_then(|d| d.waiting.as_deref()) {
-            why.push_str(&format!("; the deployment is {waiting}"));
+            why.push_str(&format!("; the deployment waits: {waiting}"));
         }
         return Progress::Failed(why);
     }

@@ -423,10 +423,11 @@ impl Api<Offer> {
 impl Api<agora_schemas::CronJob> {
     /// Starts one run of the job `name` now, whatever its schedule and even when it is disabled: the server records
     /// the trigger `id` (one is made when `None`) and chronos runs it once, as the Task `<name>-manual-<id>-0`.
-    /// Returns the job with the trigger recorded.
+    /// Returns the job. The id is an idempotency key: the same id again — before, during or after its run (while the
+    /// run is in the job's history) — answers the same and starts nothing more, so a retried request is harmless.
     ///
     /// # Errors
-    /// 404 for no such job; 409 AlreadyExists when the id has run already; 422 for a malformed id; any failure.
+    /// 404 for no such job; 422 for a malformed id; any failure.
     pub async fn trigger(&self, name: &str, id: Option<&str>) -> Result<agora_schemas::CronJob> {
         let body = self.encode("trigger", name, &serde_json::json!({ "id": id }))?;
         self.object_call(Method::POST, "trigger", name, Some("trigger"), &[], Some(("application/json", body))).await

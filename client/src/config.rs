@@ -96,10 +96,18 @@ impl Config {
     /// # Errors
     /// [`Error::Config`] when none of these names a cluster, or the one found cannot be used.
     pub fn infer() -> Result<Self> {
+        Self::infer_context(None)
+    }
+
+    /// As [`Config::infer`], with the kubeconfig's `context` instead of its current one.
+    ///
+    /// # Errors
+    /// As [`Config::infer`]; also a `context` the kubeconfig does not have, or one given where no kubeconfig is.
+    pub fn infer_context(context: Option<&str>) -> Result<Self> {
         if let Some(paths) = std::env::var_os(KUBECONFIG_ENV).filter(|p| !p.is_empty()) {
             let found = std::env::split_paths(&paths).find(|p| p.is_file());
             return match found {
-                Some(path) => Self::from_kubeconfig(&path, None),
+                Some(path) => Self::from_kubeconfig(&path, context),
                 None => Err(Error::Config(format!(
                     "no file named by {KUBECONFIG_ENV} ({}) exists",
                     paths.to_string_lossy()
@@ -107,11 +115,16 @@ impl Config {
             };
         }
         if std::env::var(SERVER_ENV).is_ok_and(|s| !s.is_empty()) {
+            if let Some(context) = context {
+                return Err(Error::Config(format!(
+                    "context {context:?} names a kubeconfig's context, but {SERVER_ENV} names the server"
+                )));
+            }
             return Self::from_env();
         }
         let default = Path::new(DEFAULT_KUBECONFIG);
         if default.is_file() {
-            return Self::from_kubeconfig(default, None);
+            return Self::from_kubeconfig(default, context);
         }
         Err(Error::Config(format!(
             "no cluster is configured: pass --kubeconfig, set {KUBECONFIG_ENV} or {SERVER_ENV} (the apiserver writes a \

@@ -11,15 +11,27 @@ use crate::common::{PortRange, Resources, validate_role};
 use crate::meta::{Condition, ObjectMeta};
 use crate::validation::{FieldErrorKind, Path, Validator, check_qualified_name};
 
+/// An agent's Status cell: `Ready`, `NotReady` or `Unknown` (no Ready condition yet), then `,SchedulingDisabled`
+/// when it is cordoned.
+fn agent_status(agent: &serde_json::Value, _: jiff::Timestamp) -> serde_json::Value {
+    let ready = match crate::columns::condition(agent, "Ready").as_str() {
+        Some("True") => "Ready",
+        Some("False") => "NotReady",
+        _ => "Unknown",
+    };
+    let cordoned = agent.pointer("/spec/unschedulable").and_then(serde_json::Value::as_bool) == Some(true);
+    serde_json::Value::String(if cordoned { format!("{ready},SchedulingDisabled") } else { ready.to_owned() })
+}
+
 /// How Agents are printed: readiness and how much of each is allocated.
 pub const AGENT_COLUMNS: &[crate::columns::Column] = {
     use crate::columns::{Cell, Column};
     &[
         Column::new(
-            "Ready",
+            "Status",
             "string",
-            "The Ready condition.",
-            Cell::With(|agent, _| crate::columns::condition(agent, "Ready")),
+            "Ready or NotReady (the Ready condition), and SchedulingDisabled when cordoned, as kubectl shows nodes.",
+            Cell::With(agent_status),
         ),
         Column::new(
             "CPUs",
@@ -636,3 +648,21 @@ pub struct TaskTemplate {
 
 /// Mesos' default refuse filter for a decline, seconds.
 pub const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn an_agents_status_says_ready_and_cordoned_as_kubectl_says_it_of_nodes() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let agent = |ready: Option<&str>, cordoned: bool| {
+            let conditions: Vec<_> = ready.map(|s| json!({"type": "Ready", "status": s})).into_iter().collect();
+            json!({"spec": {"unschedulable": cordoned}, "status": {"conditions": conditions}})
+        };
+        assert_eq!(super::agent_status(&agent(Some("True"), false), now), "Ready");
+        assert_eq!(super::agent_status(&agent(Some("True"), true), now), "Ready,SchedulingDisabled");
+        assert_eq!(super::agent_status(&agent(Some("False"), true), now), "NotReady,SchedulingDisabled");
+        assert_eq!(super::agent_status(&agent(None, false), now), "Unknown");
+    }
+}

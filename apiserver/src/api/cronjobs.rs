@@ -2,7 +2,7 @@
 //! by chronos exactly once per trigger id), and the admission check that a job's `parents` close no cycle in its
 //! namespace (a 422 naming the cycle).
 
-use agora_schemas::{FieldError, FieldErrorKind, StatusReason, TRIGGER_ANNOTATION_PREFIX, find_cycle};
+use agora_schemas::{FieldError, FieldErrorKind, TRIGGER_ANNOTATION_PREFIX, find_cycle};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
@@ -18,7 +18,7 @@ const MAX_TRIGGER_ID: usize = 20;
 #[serde(deny_unknown_fields)]
 struct TriggerRequest {
     /// The trigger's id (lowercase letters, digits and `-`); the server makes one when it is absent. Sending the
-    /// same id twice starts one run.
+    /// same id again answers the same single run.
     #[serde(default)]
     id: Option<String>,
 }
@@ -36,10 +36,25 @@ fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the job already knows trigger `id`: pending (its annotation) or run (a record in `status.runs`, kept
+/// while the run is in the job's history). Such a trigger is not recorded again.
+fn trigger_known(job: &Value, id: &str) -> bool {
+    let pending = job
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(&format!("{TRIGGER_ANNOTATION_PREFIX}{id}")));
+    let recorded = job
+        .pointer("/status/runs")
+        .and_then(Value::as_array)
+        .is_some_and(|runs| runs.iter().any(|r| r.get("trigger").and_then(Value::as_str) == Some(id)));
+    pending || recorded
+}
+
 impl ResourceApi {
     /// `POST cronjobs/{name}/trigger`: records the request on the job (`trigger.agora.dev/<id>: <now>`), which
     /// chronos turns into one run named `<job>-manual-<id>-0` — whatever the schedule, even when the job is disabled —
-    /// and then removes. Answers the job as stored.
+    /// and then removes. Answers the job as stored. The id is an idempotency key: sending it again while its run is
+    /// pending, running or in the job's history answers the same way and starts nothing.
     pub(super) async fn trigger(
         &self,
         target: &Target,
@@ -74,25 +89,13 @@ impl ResourceApi {
             }
             None => random_suffix(),
         };
-        // An id whose run exists (or is recorded) was used: a second run would not be "exactly once per id".
+        // An idempotency key: whatever the id's run is doing — pending, running, finished — the same request
+        // answers the same single run. Only an id never seen is recorded.
         let task = format!("{name}-manual-{id}-0");
         let namespace = target.namespace.as_deref();
         if self.store.get(&self.keys.object_key("tasks", namespace, &task)).await?.is_some() {
-            return Err(ApiError::new(
-                StatusReason::AlreadyExists,
-                format!("trigger id {id:?} of cronjob {name} has run already (task {task}); use another id"),
-            ));
-        }
-        let (_, current) = self.current(target).await?;
-        let recorded = current
-            .pointer("/status/runs")
-            .and_then(Value::as_array)
-            .is_some_and(|runs| runs.iter().any(|r| r.get("trigger").and_then(Value::as_str) == Some(&id)));
-        if recorded {
-            return Err(ApiError::new(
-                StatusReason::AlreadyExists,
-                format!("trigger id {id:?} of cronjob {name} has run already; use another id"),
-            ));
+            let (_, current) = self.current(target).await?;
+            return Ok(current);
         }
         let annotation = format!("{TRIGGER_ANNOTATION_PREFIX}{id}");
         let requested = now().to_string();
@@ -101,11 +104,12 @@ impl ResourceApi {
             None,
             Change::inline(move |current: &Value| {
                 let mut next = current.clone();
+                if trigger_known(current, &id) {
+                    return Ok(next);
+                }
                 let meta = next["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("no metadata"))?;
                 let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-                if annotations.get(&annotation).is_none() {
-                    annotations[&annotation] = json!(requested);
-                }
+                annotations[&annotation] = json!(requested);
                 Ok(next)
             }),
             admission,
@@ -182,5 +186,17 @@ mod tests {
         assert!(check_id("a".repeat(21).as_str()).is_err());
         assert!(check_id("Abc").unwrap_err().contains("lowercase"));
         assert!(check_id("-a").unwrap_err().contains("start and end"));
+    }
+
+    #[test]
+    fn a_trigger_pending_or_run_is_known_and_not_recorded_again() {
+        let fresh = json!({"metadata": {"name": "j"}});
+        assert!(!trigger_known(&fresh, "now"));
+        let pending = json!({"metadata": {"annotations": {"trigger.agora.dev/now": "2026-01-01T00:00:00Z"}}});
+        assert!(trigger_known(&pending, "now"));
+        assert!(!trigger_known(&pending, "later"));
+        let run = json!({"metadata": {}, "status": {"runs": [{"task": "j-manual-now-0", "trigger": "now"}]}});
+        assert!(trigger_known(&run, "now"));
+        assert!(!trigger_known(&run, "no"));
     }
 }
