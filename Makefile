@@ -3,7 +3,7 @@ CARGO ?= cargo
 
 .PHONY: run test deps lint unit
 
-## Build agora, then run a whole cluster on this machine (`agora up` in ./.agora) with the examples in manifests/.
+## Build agora, then run a whole cluster on this machine (`agora up` in ~/.agora) with the examples in manifests/.
 run:
 	$(CARGO) build -p agora-cli
 	./scripts/run.sh

@@ -736,10 +736,10 @@ async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
                 if let Some(healthy) = healthy {
                     status["healthy"] = json!(healthy);
                 }
-                if ctx.running(&id) {
-                    if let Err(e) = write_status(&tasks, &task, status, false).await {
-                        tracing::debug!(task = %task.metadata.display_name(), error = %e, "health status not written");
-                    }
+                if ctx.running(&id)
+                    && let Err(e) = write_status(&tasks, &task, status, false).await
+                {
+                    tracing::debug!(task = %task.metadata.display_name(), error = %e, "health status not written");
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -801,10 +801,10 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
         let status = json!({ "usage": {
             "cpuSeconds": usage.cpu_seconds, "memoryBytes": usage.memory_bytes, "memoryPeakBytes": usage.memory_peak_bytes,
         }});
-        if ctx.running(&id) {
-            if let Err(e) = write_status(&tasks, &task, status, false).await {
-                tracing::debug!(task = %task.metadata.display_name(), error = %e, "usage not written");
-            }
+        if ctx.running(&id)
+            && let Err(e) = write_status(&tasks, &task, status, false).await
+        {
+            tracing::debug!(task = %task.metadata.display_name(), error = %e, "usage not written");
         }
     }
     ctx.metrics.forget(&labels);

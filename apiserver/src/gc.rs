@@ -192,10 +192,10 @@ impl GarbageCollector {
         if entry.deleting_with(FOREGROUND) {
             let dependents = index.dependents_of(&entry.uid);
             for dependent in &dependents {
-                if let Some(d) = index.by_key.get(dependent) {
-                    if !d.deleting {
-                        self.delete(dependent, d).await?;
-                    }
+                if let Some(d) = index.by_key.get(dependent)
+                    && !d.deleting
+                {
+                    self.delete(dependent, d).await?;
                 }
             }
             if dependents.is_empty() {
@@ -209,10 +209,10 @@ impl GarbageCollector {
                     if let Some(refs) = orphaned.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut)
                     {
                         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(entry.uid.as_str()));
-                        if refs.is_empty() {
-                            if let Some(meta) = orphaned.get_mut("metadata").and_then(Value::as_object_mut) {
-                                meta.remove("ownerReferences");
-                            }
+                        if refs.is_empty()
+                            && let Some(meta) = orphaned.get_mut("metadata").and_then(Value::as_object_mut)
+                        {
+                            meta.remove("ownerReferences");
                         }
                     }
                     self.write(&dependent, d.revision, Some(&orphaned)).await?;

@@ -388,9 +388,9 @@ async fn resources(
     body: Body,
 ) -> Response {
     let limit = state.body_read_timeout;
-    let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) if is_too_large(&e) => {
+    let bytes = match tokio::time::timeout(limit, read_body(body)).await {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => {
             return ApiError::new(
                 StatusReason::RequestEntityTooLarge,
                 format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
@@ -415,15 +415,32 @@ const MAX_URI_BYTES: usize = 16 * 1024;
 /// The most header bytes a request may carry; more get 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-fn is_too_large(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// How much of a body over the limit is still read (and dropped) before the 413 is sent.
+const DRAINED_BODY_BYTES: usize = 8 * MAX_BODY_BYTES;
+
+/// A request body of at most [`MAX_BODY_BYTES`], or `None` for a larger one. The rest of a larger body is read and
+/// dropped (up to [`DRAINED_BODY_BYTES`]) before the caller answers: an HTTP/2 client still sending when the 413
+/// arrives sees its stream reset under it (curl: "Stream error in the HTTP/2 framing layer") instead of the answer.
+/// Past that bound the answer goes out anyway, and the stream ends with RST_STREAM NO_ERROR after it.
+async fn read_body(mut body: Body) -> Result<Option<bytes::Bytes>, axum::Error> {
+    use http_body_util::BodyExt as _;
+    let mut read = bytes::BytesMut::new();
+    let mut over = false;
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > MAX_BODY_BYTES {
+            over = true;
+            read = bytes::BytesMut::new();
+            if seen > DRAINED_BODY_BYTES {
+                break;
+            }
+        } else {
+            read.extend_from_slice(&data);
         }
-        source = e.source();
     }
-    false
+    Ok((!over).then(|| read.freeze()))
 }
 
 /// Refuses a request whose target or headers are larger than this server reads, with a `Status` (hyper's own
@@ -458,16 +475,16 @@ const UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let open = matches!(path, "/healthz" | "/livez" | "/readyz") || crate::ui::is_ui(path);
-    if let (Some(token), false) = (&state.token, open) {
-        if !agora_tls::authorized(request.headers(), token) {
-            // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients
-            // (curl) report as a framing error instead of the 401. Bounded in size and time: a stranger's body
-            // costs little.
-            let body = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_BYTES);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body).await;
-            return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
-                .into_response();
-        }
+    if let (Some(token), false) = (&state.token, open)
+        && !agora_tls::authorized(request.headers(), token)
+    {
+        // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients
+        // (curl) report as a framing error instead of the 401. Bounded in size and time: a stranger's body
+        // costs little.
+        let body = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_BYTES);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body).await;
+        return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
+            .into_response();
     }
     next.run(request).await
 }

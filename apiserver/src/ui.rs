@@ -14,6 +14,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", "text/javascript; charset=utf-8", include_str!("../ui/app.js")),
     ("api.js", "text/javascript; charset=utf-8", include_str!("../ui/api.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../ui/style.css")),
+    ("favicon.svg", "image/svg+xml", include_str!("../ui/favicon.svg")),
 ];
 
 /// What the page may load and talk to: this server only; no inline script, no framing, no plugins.
@@ -35,10 +36,11 @@ pub async fn file(Path(name): Path<String>) -> Response {
     asset(&name)
 }
 
-/// Whether `path` is the dashboard's (served to anyone: the assets are public, the data behind the token).
+/// Whether `path` is the dashboard's (served to anyone: the assets are public, the data behind the token), or the
+/// icon a browser asks the server's root for (`/favicon.ico`, answered 404 whoever asks: the page names its own).
 #[must_use]
 pub fn is_ui(path: &str) -> bool {
-    path == "/ui" || path.starts_with("/ui/")
+    path == "/ui" || path.starts_with("/ui/") || path == "/favicon.ico"
 }
 
 fn asset(name: &str) -> Response {

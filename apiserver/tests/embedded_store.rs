@@ -199,10 +199,10 @@ fn acknowledged_writes_survive_sigkill() {
                 let Ok(line) = line else { break };
                 // The first line may follow libtest's "test crash_writer_child ... " on the same line.
                 let line = line.rsplit_once("... ").map_or(line.as_str(), |(_, rest)| rest);
-                if let Some(key) = line.strip_prefix("ack ").and_then(|l| l.strip_suffix(" .")) {
-                    if lines.send(key.to_owned()).is_err() {
-                        break;
-                    }
+                if let Some(key) = line.strip_prefix("ack ").and_then(|l| l.strip_suffix(" ."))
+                    && lines.send(key.to_owned()).is_err()
+                {
+                    break;
                 }
             }
         });
@@ -255,7 +255,7 @@ async fn history_reads_the_same_after_compaction_and_reopening() {
     for i in 0..400 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let key = format!("/h/k{}", (seed >> 33) % 6);
-        if (seed >> 40) % 4 == 0 {
+        if (seed >> 40).is_multiple_of(4) {
             store.delete(&key).await.unwrap();
         } else {
             store.put(&key, value(i)).await.unwrap();

@@ -218,6 +218,30 @@ async fn bad_input_is_named_and_refused() {
     let answer = request.send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 431);
     assert_eq!(answer.json::<Value>().await.unwrap()["kind"], "Status");
+    // Beyond what hyper itself reads (a 64 KiB target, a 400 KiB head), its refusals carry a Status as well.
+    // (Over a raw connection: HTTP clients refuse to send such targets at all.)
+    let address = server.base.trim_start_matches("http://").to_owned();
+    for (size, code) in [(100_000, 414_u64), (1_000_000, 431)] {
+        let request = format!("GET {APPS}?labelSelector=a%3D{} HTTP/1.1\r\nHost: x\r\n\r\n", "x".repeat(size));
+        let address = address.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            // The server answers and closes before it has read everything: send while reading the answer.
+            let mut sender = stream.try_clone().unwrap();
+            let sending = std::thread::spawn(move || drop(sender.write_all(request.as_bytes())));
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            sending.join().unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .await
+        .unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with(&format!("HTTP/1.1 {code} ")), "a {size}-byte selector: {head}");
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {head}"));
+        assert_eq!((body["kind"].as_str(), body["code"].as_u64()), (Some("Status"), Some(code)), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("this server reads"), "{body}");
+    }
     // Nothing of the refused requests was stored.
     let (_, list) = server.get(APPS).await;
     let names: Vec<&str> =

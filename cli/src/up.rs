@@ -89,26 +89,26 @@ impl Part {
 
     /// Notices an exit and schedules the restart; restarts when due.
     fn supervise(&mut self, exe: &Path, logs: &Path) -> Result<()> {
-        if let Some(child) = &mut self.child {
-            if let Some(status) = child.try_wait().context("waiting for a part")? {
-                self.child = None;
-                // A part that ran a while starts again soon; one that keeps dying waits longer each time.
-                if self.started.elapsed() > MAX_RESTART_DELAY {
-                    self.delay = Duration::from_secs(1);
-                }
-                let log = logs.join(format!("{}.log", self.name));
-                eprintln!(
-                    "agora up: the {} exited ({status}); restarting in {} s. The end of {}:",
-                    self.name,
-                    self.delay.as_secs(),
-                    log.display()
-                );
-                for line in log_tail(&log, LOG_TAIL_LINES) {
-                    eprintln!("  | {line}");
-                }
-                self.restart_at = Some(Instant::now() + self.delay);
-                self.delay = (self.delay * 2).min(MAX_RESTART_DELAY);
+        if let Some(child) = &mut self.child
+            && let Some(status) = child.try_wait().context("waiting for a part")?
+        {
+            self.child = None;
+            // A part that ran a while starts again soon; one that keeps dying waits longer each time.
+            if self.started.elapsed() > MAX_RESTART_DELAY {
+                self.delay = Duration::from_secs(1);
             }
+            let log = logs.join(format!("{}.log", self.name));
+            eprintln!(
+                "agora up: the {} exited ({status}); restarting in {} s. The end of {}:",
+                self.name,
+                self.delay.as_secs(),
+                log.display()
+            );
+            for line in log_tail(&log, LOG_TAIL_LINES) {
+                eprintln!("  | {line}");
+            }
+            self.restart_at = Some(Instant::now() + self.delay);
+            self.delay = (self.delay * 2).min(MAX_RESTART_DELAY);
         }
         if self.restart_at.is_some_and(|at| Instant::now() >= at) {
             self.start(exe, logs)?;
@@ -217,10 +217,10 @@ fn wait_ready(apiserver: &mut Part, kubeconfig: &Path) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("a runtime")?;
     let deadline = Instant::now() + READY_WITHIN;
     loop {
-        if let Some(child) = &mut apiserver.child {
-            if let Some(status) = child.try_wait().context("waiting for the apiserver")? {
-                anyhow::bail!("the apiserver exited ({status}) before it was ready");
-            }
+        if let Some(child) = &mut apiserver.child
+            && let Some(status) = child.try_wait().context("waiting for the apiserver")?
+        {
+            anyhow::bail!("the apiserver exited ({status}) before it was ready");
         }
         if kubeconfig.exists() {
             let answered = runtime.block_on(async {

@@ -361,10 +361,10 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], operation: &Operation, e
 
 /// The `Status` in a failed answer, or one made from the HTTP code when the body is not a `Status` (a proxy's page).
 fn status_of(code: StatusCode, body: &str) -> Status {
-    if let Ok(status) = serde_json::from_str::<Status>(body) {
-        if status.kind == "Status" {
-            return status;
-        }
+    if let Ok(status) = serde_json::from_str::<Status>(body)
+        && status.kind == "Status"
+    {
+        return status;
     }
     let reason = match code.as_u16() {
         400 => StatusReason::BadRequest,

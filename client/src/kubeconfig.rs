@@ -221,14 +221,14 @@ impl Kubeconfig {
             (None, None) => None,
         };
         let user = self.users.iter().find(|u| u.name == context.user).map(|u| &u.user);
-        if let Some(user) = user {
-            if user.client_certificate_data.is_some() || user.exec.is_some() {
-                return Err(Error::Config(format!(
-                    "user {:?} authenticates with a client certificate or an exec plugin, which Agora does not \
+        if let Some(user) = user
+            && (user.client_certificate_data.is_some() || user.exec.is_some())
+        {
+            return Err(Error::Config(format!(
+                "user {:?} authenticates with a client certificate or an exec plugin, which Agora does not \
                      support: use a token",
-                    context.user
-                )));
-            }
+                context.user
+            )));
         }
         let token = match user {
             Some(AuthInfo { token: Some(token), .. }) => Some(token.trim().to_owned()),

@@ -220,7 +220,7 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
     )
     .await;
     let ended = Timestamp::now();
-    let seen = seen.lock().unwrap().clone();
+    let seen = recorded.lock().unwrap().clone();
 
     let every = jobs.get("every2s").await.unwrap();
     let runs = runs_of(&seen, "every2s");

@@ -73,9 +73,54 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     assert!(text.starts_with("NAME ") && text.contains("INSTANCES") && text.contains("RUNNING"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("sleeper ") && l.split_whitespace().nth(2) == Some("1")), "{text}");
     assert_eq!(String::from_utf8_lossy(&agora(&["get", "apps", "-o", "name"]).stdout), "app.agora/sleeper\n");
+    // A missing object is "not done" (1) for get and describe alike, as for delete.
     let missing = agora(&["get", "app", "nope"]);
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("apps.agora \"nope\" not found"), "{missing:?}");
+    let missing = agora(&["describe", "app", "nope"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    // Several objects as JSON are one List document; the cluster options may come before the verb, as kubectl's.
+    let listed = Command::new(agora_binary())
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(["-n", "default", "get", "apps", "-o", "json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("one JSON document");
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"][0]["metadata"]["name"], "sleeper");
+    let across = Command::new(agora_binary())
+        .arg("--kubeconfig")
+        .arg(data.join("kubeconfig"))
+        .args(["-A", "get", "tasks"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&across.stdout).starts_with("NAMESPACE "), "{across:?}");
+    // Output into a pipe nobody reads ends the command as it ends any Unix tool (SIGPIPE), not with a panic.
+    let kubeconfig = format!("--kubeconfig={}", data.join("kubeconfig").display());
+    for args in [&[kubeconfig.as_str(), "get", "tasks", "-A", "-o", "yaml"][..], &["completion", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(agora_binary()).args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {out:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{args:?}: {out:?}");
+    }
+    // Text from the cluster cannot drive the terminal: an Event whose message forges a line and clears the screen is
+    // printed escaped, by events and by describe.
+    let events: Api<agora_schemas::Event> = Api::namespaced(client(&data), "default");
+    let forged: agora_schemas::Event = serde_json::from_value(json!({"apiVersion": "agora/v1", "kind": "Event",
+        "metadata": {"name": "sleeper.forged"}, "involvedObject": {"kind": "App", "name": "sleeper"},
+        "reason": "Forged", "type": "Normal", "message": "ok\r\n1s   Normal   Fake   app/x   \u{1b}[2Jgone",
+        "count": 1, "lastTimestamp": "2026-12-01T00:00:00Z"}))
+    .unwrap();
+    events.create(&agora_client::PostParams::default(), &forged).await.unwrap();
+    for args in [&["events"][..], &["describe", "app", "sleeper"]] {
+        let text = String::from_utf8_lossy(&agora(args).stdout).into_owned();
+        let line = text.lines().find(|l| l.contains("Forged")).unwrap_or_else(|| panic!("{args:?}: {text}"));
+        assert!(line.contains("ok\\r\\n1s") && line.contains("\\u{1b}[2Jgone"), "{args:?}: {line}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains("\n1s   Normal"), "{args:?}");
+    }
     let unknown = agora(&["get", "widgets"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown kind \"widgets\""), "{unknown:?}");
 
@@ -124,6 +169,99 @@ async fn agora_up_runs_a_cluster_and_a_second_up_continues_it() {
     let apps: Api<App> = Api::namespaced(client(&data), "default");
     assert_eq!(apps.list(&ListParams::default()).await.unwrap().items.len(), 2);
     running(&apps, "the app runs after the second up").await;
+    let status = tokio::task::block_in_place(|| again.stop());
+    assert!(status.success(), "{status}");
+}
+
+/// The processes whose command line has `--parent PID`: the parts `agora up` (pid PID) started.
+fn parts_of(pid: u32) -> Vec<u32> {
+    let wanted = format!("\0--parent\0{pid}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&wanted))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_up_holds_its_data_dir_reports_a_failing_part_and_its_parts_die_with_it() {
+    let dir = common::WorkDir(tempfile::tempdir().unwrap());
+    let data = dir.0.path().join("data");
+    let scratch = tempfile::tempdir().unwrap();
+    let manifests = scratch.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("batch.yaml"),
+        "apiVersion: agora/v1\nkind: App\nmetadata: {name: batch}\nspec: {cmd: sleep 1, instances: 0}\n",
+    )
+    .unwrap();
+    // The agent's port is taken by someone else: the agent cannot start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent_port = taken.local_addr().unwrap().port();
+    let port = free_port();
+    let errors = scratch.path().join("up.stderr");
+    let args = |port: u16| {
+        vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--agent-listen".to_owned(),
+            format!("127.0.0.1:{agent_port}"),
+            "--apply".to_owned(),
+            manifests.to_str().unwrap().to_owned(),
+        ]
+    };
+    let mut up = Up::spawn(&data, args(port), std::fs::File::create(&errors).unwrap());
+    let pid = up.child.id();
+    let said_up = tokio::task::block_in_place(|| up.wait_up());
+    assert!(said_up.contains("app.agora/batch created"), "{said_up}");
+
+    // A second up on the same data dir is refused at once, naming the first.
+    let second = Command::new(agora_binary())
+        .args(["up", "--no-agent", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{}", said(&second));
+    assert!(said(&second).contains(&format!("is in use by agora up (pid {pid})")), "{}", said(&second));
+
+    // The agent's failure is in up's own output, with the end of its log saying why.
+    eventually(Duration::from_secs(30), "up reports the agent's failure", || async {
+        let text = std::fs::read_to_string(&errors).ok()?;
+        (text.contains("the agent exited") && text.contains("| ") && text.contains(&agent_port.to_string()))
+            .then_some(())
+    })
+    .await;
+    let report = std::fs::read_to_string(&errors).unwrap();
+    assert!(report.contains("Address already in use") || report.contains("address in use"), "{report}");
+    // The parts' logs are plain text.
+    let log = std::fs::read_to_string(data.join("logs/apiserver.log")).unwrap();
+    assert!(log.contains("apiserver listening") && !log.contains('\u{1b}'), "{log}");
+
+    // The user scales the App; then `kill -9` of up (a closed terminal): its parts die with it.
+    let scaled = agora_in(&data, &["scale", "app", "batch", "--instances", "2"]);
+    assert_eq!(scaled.status.code(), Some(0), "{}", said(&scaled));
+    assert!(!parts_of(pid).is_empty(), "up's parts run with --parent {pid}");
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    eventually(Duration::from_secs(20), "up's parts are gone", || async { parts_of(pid).is_empty().then_some(()) })
+        .await;
+    eventually(Duration::from_secs(10), "the apiserver's port is free", || async {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok().map(drop)
+    })
+    .await;
+
+    // Up again with the same manifests: what exists is left as the user changed it, and nothing conflicts.
+    drop(taken);
+    let mut again = Up::spawn(&data, args(port), Stdio::inherit());
+    let said_again = tokio::task::block_in_place(|| again.wait_up());
+    assert!(said_again.contains("app.agora/batch exists, left as it is"), "{said_again}");
+    assert!(!said_again.contains("conflict"), "{said_again}");
+    let apps: Api<App> = Api::namespaced(client(&data), "default");
+    assert_eq!(apps.get("batch").await.unwrap().spec.instances, Some(2), "the user's scale stands");
     let status = tokio::task::block_in_place(|| again.stop());
     assert!(status.success(), "{status}");
 }
@@ -298,6 +436,11 @@ async fn the_cli_drives_a_one_machine_cluster() {
     assert_eq!(drained.status.code(), Some(0), "{text}");
     assert!(text.contains(&format!("agent.agora/{machine} drained")), "{text}");
     assert_eq!(agents.get(&machine).await.unwrap().spec.unschedulable, Some(true));
+    let listed = String::from_utf8_lossy(&run(&["get", "agents"]).stdout).into_owned();
+    assert!(
+        listed.lines().any(|l| l.starts_with(&format!("{machine} ")) && l.contains("Ready,SchedulingDisabled")),
+        "a cordoned agent says so: {listed}"
+    );
     eventually(Duration::from_secs(90), "web runs again, on the spare agent", || async {
         let app = apps.get("web").await.ok()?;
         let running = app.status.as_ref().is_some_and(|s| s.tasks_running == 1);
@@ -362,6 +505,15 @@ async fn make_run_starts_a_cluster_running_the_examples() {
         (healthy("web") && healthy("cache")).then_some(())
     })
     .await;
+    // top across namespaces names each task's namespace.
+    let top = String::from_utf8_lossy(&agora_in(&data, &["top", "tasks", "-A"]).stdout).into_owned();
+    assert!(top.starts_with("NAMESPACE ") && top.lines().any(|l| l.starts_with("shop ")), "{top}");
+    // `agora image list` without --work-dir finds the store of up's default data dir (~/.agora).
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&data, home.path().join(".agora")).unwrap();
+    let images = Command::new(agora_binary()).args(["image", "list"]).env("HOME", home.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&images.stdout).contains("busybox:latest"), "{images:?}");
+
     let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
 }

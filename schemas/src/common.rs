@@ -114,10 +114,10 @@ impl Limits {
 
     /// `pids` must be between 1 and [`MAX_PIDS_LIMIT`].
     pub fn validate(&self, v: &mut Validator, path: &Path) {
-        if let Some(pids) = self.pids {
-            if pids == 0 || pids > MAX_PIDS_LIMIT {
-                v.invalid(&path.field("pids"), format!("must be between 1 and {MAX_PIDS_LIMIT} (got {pids})"));
-            }
+        if let Some(pids) = self.pids
+            && (pids == 0 || pids > MAX_PIDS_LIMIT)
+        {
+            v.invalid(&path.field("pids"), format!("must be between 1 and {MAX_PIDS_LIMIT} (got {pids})"));
         }
     }
 }
@@ -193,14 +193,14 @@ pub fn validate_port_definitions(v: &mut Validator, path: &Path, ports: &[PortDe
                 );
             }
         }
-        if let Some(number) = port.port.filter(|p| *p != 0) {
-            if let Some(first) = fixed.insert(number, i) {
-                v.push(
-                    &at.field("port"),
-                    crate::FieldErrorKind::Duplicate,
-                    format!("{number} is already requested by port {first}"),
-                );
-            }
+        if let Some(number) = port.port.filter(|p| *p != 0)
+            && let Some(first) = fixed.insert(number, i)
+        {
+            v.push(
+                &at.field("port"),
+                crate::FieldErrorKind::Duplicate,
+                format!("{number} is already requested by port {first}"),
+            );
         }
     }
 }

@@ -241,10 +241,10 @@ impl CronJobSpec {
                 }
             }
         }
-        if let Some(tz) = &self.schedule_time_zone {
-            if let Err(e) = time_zone(Some(tz)) {
-                v.invalid(&path.field("scheduleTimeZone"), e.to_string());
-            }
+        if let Some(tz) = &self.schedule_time_zone
+            && let Err(e) = time_zone(Some(tz))
+        {
+            v.invalid(&path.field("scheduleTimeZone"), e.to_string());
         }
         let mut seen = BTreeSet::new();
         for (i, parent) in self.parents.iter().enumerate() {
@@ -264,10 +264,10 @@ impl CronJobSpec {
         v.task_resources(path, self.cpus(), self.mem(), self.disk());
         validate_env(v, &path.field("env"), &self.env);
         validate_constraints(v, &path.field("constraints"), &self.constraints);
-        if let Some(epsilon) = &self.epsilon {
-            if let Err(e) = parse_duration(epsilon) {
-                v.invalid(&path.field("epsilon"), e.to_string());
-            }
+        if let Some(epsilon) = &self.epsilon
+            && let Err(e) = parse_duration(epsilon)
+        {
+            v.invalid(&path.field("epsilon"), e.to_string());
         }
         if self.active_deadline_seconds == Some(0) {
             v.invalid(&path.field("activeDeadlineSeconds"), "must be greater than 0");
@@ -429,10 +429,10 @@ where
             cycle.push(parent);
             return Some(cycle);
         }
-        if expanded.insert(parent.clone()) {
-            if let Some(grand) = parents(&parent) {
-                path.push((parent, grand, 0));
-            }
+        if expanded.insert(parent.clone())
+            && let Some(grand) = parents(&parent)
+        {
+            path.push((parent, grand, 0));
         }
     }
     None

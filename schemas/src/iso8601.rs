@@ -332,10 +332,10 @@ fn parse_start(text: &str) -> Result<Start, ScheduleError> {
     if let Ok(t) = Timestamp::from_str(text) {
         return Ok(Start::Instant(t));
     }
-    if text.contains('T') {
-        if let Ok(dt) = DateTime::from_str(text) {
-            return Ok(Start::Civil(dt));
-        }
+    if text.contains('T')
+        && let Ok(dt) = DateTime::from_str(text)
+    {
+        return Ok(Start::Civil(dt));
     }
     Err(ScheduleError::Start(text.to_owned()))
 }
@@ -374,10 +374,10 @@ impl Schedule {
     /// Instant number `k` (0-based), or `None` past the last repetition or the representable range.
     #[must_use]
     pub fn instant(&self, k: u64) -> Option<Timestamp> {
-        if let Repetitions::Times(n) = self.repetitions {
-            if k >= n {
-                return None;
-            }
+        if let Repetitions::Times(n) = self.repetitions
+            && k >= n
+        {
+            return None;
         }
         let k = i64::try_from(k).ok()?;
         let span = self.period.checked_mul(k).ok()?;

@@ -305,19 +305,19 @@ pub fn humanize_serde_message(message: &str) -> String {
         return format!("missing required field \"{}\"", rest.trim_end_matches('`'));
     }
     for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((got, expected)) = rest.rsplit_once(", expected ") {
-                if let Some(range) = out_of_range(got, expected) {
-                    return range;
-                }
-                return format!("expected {}, got {}", expected_name(expected), got.replace('`', ""));
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((got, expected)) = rest.rsplit_once(", expected ")
+        {
+            if let Some(range) = out_of_range(got, expected) {
+                return range;
             }
+            return format!("expected {}, got {}", expected_name(expected), got.replace('`', ""));
         }
     }
-    if let Some(rest) = message.strip_prefix("invalid length ") {
-        if let Some((got, expected)) = rest.split_once(", expected ") {
-            return format!("expected {}, got {got} element(s)", expected_name(expected));
-        }
+    if let Some(rest) = message.strip_prefix("invalid length ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {}, got {got} element(s)", expected_name(expected));
     }
     message.replace('`', "\"")
 }
@@ -506,10 +506,10 @@ impl LineMaps {
                     });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
-                    if let Some(Frame::Map { pushed, .. } | Frame::Seq { pushed, .. }) = stack.pop() {
-                        if pushed {
-                            path.pop();
-                        }
+                    if let Some(Frame::Map { pushed, .. } | Frame::Seq { pushed, .. }) = stack.pop()
+                        && pushed
+                    {
+                        path.pop();
                     }
                     Self::finish_value(&mut stack);
                 }

@@ -304,10 +304,10 @@ pub fn check_qualified_name(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if let Err(why) = check_dns_subdomain(prefix) {
-            return Err(format!("prefix of key \"{key}\": {why}"));
-        }
+    if let Some(prefix) = prefix
+        && let Err(why) = check_dns_subdomain(prefix)
+    {
+        return Err(format!("prefix of key \"{key}\": {why}"));
     }
     if name.is_empty() || !check_qualified_part(name) {
         return Err(format!(

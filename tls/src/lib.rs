@@ -8,11 +8,13 @@
 //! - [`serve`]: the accept loop both servers use: HTTPS (HTTP/1.1 and HTTP/2 by ALPN) or, where the operator asked
 //!   for it explicitly, plain HTTP; TLS handshakes and request headers that must arrive in bounded time, a cap on
 //!   open connections, graceful shutdown.
+//! - [`refusal`]: a `Status` body for the HTTP/1.1 requests hyper refuses before any service sees them.
 //!
 //! The client half (trusting a cluster's CA) lives in `agora-client`, so a framework written against the API does
 //! not carry certificate generation with it.
 
 pub mod pki;
+pub mod refusal;
 pub mod serve;
 
 pub use pki::{Error, ServingCert, TlsFiles, load_server_config, server_config};

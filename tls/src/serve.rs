@@ -13,6 +13,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::refusal::RefusalBodies;
+
+/// The largest HTTP/2 header block read (the service refuses smaller ones it will not serve, with a `Status`).
+const MAX_HTTP2_HEADER_LIST: u32 = 2 << 20;
+
 /// The bounds every connection is held to.
 #[derive(Clone, Copy, Debug)]
 #[must_use]
@@ -73,7 +78,13 @@ pub async fn serve(
     let builder = |only: fn(auto::Builder<TokioExecutor>) -> auto::Builder<TokioExecutor>| {
         let mut builder = only(auto::Builder::new(TokioExecutor::new()));
         builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-        builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+        // A header block up to 2 MiB reaches the service, whose own bounds answer with a `Status` (h2's refusal of
+        // a larger one has no body). One block is assembled at a time per connection.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_header_list_size(MAX_HTTP2_HEADER_LIST);
         Arc::new(builder)
     };
     let (http1, http2) = (builder(auto::Builder::http1_only), builder(auto::Builder::http2_only));
@@ -104,14 +115,20 @@ pub async fn serve(
             let served = match acceptor {
                 Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        let builder = if h2 { http2 } else { http1 };
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            watcher.watch(http2.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                        } else {
+                            let stream = TokioIo::new(RefusalBodies::new(stream));
+                            watcher.watch(http1.serve_connection(stream, service).into_owned()).await
+                        }
                     }
                     Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-                None => watcher.watch(http1.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                None => {
+                    let stream = TokioIo::new(RefusalBodies::new(stream));
+                    watcher.watch(http1.serve_connection(stream, service).into_owned()).await
+                }
             };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -47,10 +47,10 @@ impl ResourceApi {
                 ));
             }
             let now = now();
-            if let Some(expires) = offer.pointer("/spec/expiresAt").and_then(Value::as_str) {
-                if expires.parse::<jiff::Timestamp>().is_ok_and(|t| t <= now) {
-                    return Err(ApiError::conflict(offers, &offer_name, &format!("the offer expired at {expires}")));
-                }
+            if let Some(expires) = offer.pointer("/spec/expiresAt").and_then(Value::as_str)
+                && expires.parse::<jiff::Timestamp>().is_ok_and(|t| t <= now)
+            {
+                return Err(ApiError::conflict(offers, &offer_name, &format!("the offer expired at {expires}")));
             }
             let spec = &offer["spec"];
             let field = |name: &str| spec.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -58,10 +58,10 @@ impl ResourceApi {
             let offer_role = spec.get("role").and_then(Value::as_str).unwrap_or("*").to_owned();
             // Mesos' semantics: a task without a user of its own runs as its framework's.
             let mut framework_user = None;
-            if request.tasks.iter().any(|t| t.spec.user.is_none()) {
-                if let Some(kv) = self.store.get(&self.keys.object_key("frameworks", None, &framework)).await? {
-                    framework_user = decode(&kv)?.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned);
-                }
+            if request.tasks.iter().any(|t| t.spec.user.is_none())
+                && let Some(kv) = self.store.get(&self.keys.object_key("frameworks", None, &framework)).await?
+            {
+                framework_user = decode(&kv)?.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned);
             }
 
             let mut tasks = Vec::new();

@@ -37,12 +37,12 @@ impl ResourceApi {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&applied, "namespace")) {
-            if ns != body_ns {
-                return Err(ApiError::bad_request(format!(
-                    "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
-                )));
-            }
+        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&applied, "namespace"))
+            && ns != body_ns
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
+            )));
         }
         if applied.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null()) {
             return Err(ApiError::bad_request("metadata.managedFields must be nil in an applied configuration"));

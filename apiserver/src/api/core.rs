@@ -159,10 +159,10 @@ fn core_event(mut event: Value) -> Value {
             event[field] = default;
         }
     }
-    if event["reportingComponent"] == "" {
-        if let Some(component) = event.pointer("/source/component").cloned() {
-            event["reportingComponent"] = component;
-        }
+    if event["reportingComponent"] == ""
+        && let Some(component) = event.pointer("/source/component").cloned()
+    {
+        event["reportingComponent"] = component;
     }
     event
 }

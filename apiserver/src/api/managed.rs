@@ -504,15 +504,15 @@ pub fn record(
     let sub = scope.subresource();
     let view_scope = if scope == Scope::Scale { Scope::Main } else { scope };
     // A create by an update owns every field it sets: the trie is the object's shape (the common case, made cheap).
-    if let (None, Manage::Update { manager, .. }) = (current, manage) {
-        if requested.is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)) {
-            let trie = view_trie(next, kind, view_scope);
-            if trie.as_object().is_some_and(Map::is_empty) {
-                return Ok(json!([]));
-            }
-            let time = Value::String(super::now().to_string());
-            return Ok(Value::Array(vec![entry_json(manager, "Update", trie, Some(time), sub)]));
+    if let (None, Manage::Update { manager, .. }) = (current, manage)
+        && requested.is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+    {
+        let trie = view_trie(next, kind, view_scope);
+        if trie.as_object().is_some_and(Map::is_empty) {
+            return Ok(json!([]));
         }
+        let time = Value::String(super::now().to_string());
+        return Ok(Value::Array(vec![entry_json(manager, "Update", trie, Some(time), sub)]));
     }
     let stored = current.map(stored_entries).unwrap_or_default();
     let stored_json = current.and_then(|c| c.pointer("/metadata/managedFields")).cloned();

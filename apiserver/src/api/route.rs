@@ -129,12 +129,11 @@ impl ResourceApi {
         body: Bytes,
     ) -> ApiResult<Response> {
         let target = Target::parse(rest, path)?;
-        if let Some(sub) = target.subresource.as_deref() {
-            if !matches!(sub, "status" | "scale" | "accept" | "log" | "trigger")
-                || !target.kind.subresources.contains(&sub)
-            {
-                return Err(ApiError::no_such_path(path));
-            }
+        if let Some(sub) = target.subresource.as_deref()
+            && (!matches!(sub, "status" | "scale" | "accept" | "log" | "trigger")
+                || !target.kind.subresources.contains(&sub))
+        {
+            return Err(ApiError::no_such_path(path));
         }
         let query = parse_query(query)?;
         check_query(&query)?;
@@ -151,14 +150,14 @@ impl ResourceApi {
                 "force is only allowed for server-side apply (application/apply-patch+yaml)",
             ));
         }
-        if admission.dry_run {
-            if let Some(sub @ ("accept" | "trigger")) = target.subresource.as_deref() {
-                return Err(ApiError::bad_request(format!(
-                    "dryRun is not supported by {}/{sub}: it acts at once (an acceptance claims the offer, a trigger \
+        if admission.dry_run
+            && let Some(sub @ ("accept" | "trigger")) = target.subresource.as_deref()
+        {
+            return Err(ApiError::bad_request(format!(
+                "dryRun is not supported by {}/{sub}: it acts at once (an acceptance claims the offer, a trigger \
                      queues a run), so a dry run would only pretend",
-                    target.kind.plural
-                )));
-            }
+                target.kind.plural
+            )));
         }
         if matches!(method, Method::POST | Method::PUT) {
             check_content_type(headers)?;

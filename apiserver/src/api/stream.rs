@@ -113,16 +113,16 @@ impl Feed {
             };
             // Join the cache once it holds every change after `complete`: its backlog (which has this change, if
             // any, and the rest of its revision) goes next, then it is followed.
-            if complete > 0 {
-                if let Ok(mut subscription) = cache.subscribe(self.kind, Some(complete)).await {
-                    self.pending.extend(std::mem::take(&mut subscription.backlog));
-                    self.source = Source::Cache(subscription);
-                    self.floor = complete;
-                    return match change {
-                        Some(_) => continue,
-                        None => Next::Progress(complete),
-                    };
-                }
+            if complete > 0
+                && let Ok(mut subscription) = cache.subscribe(self.kind, Some(complete)).await
+            {
+                self.pending.extend(std::mem::take(&mut subscription.backlog));
+                self.source = Source::Cache(subscription);
+                self.floor = complete;
+                return match change {
+                    Some(_) => continue,
+                    None => Next::Progress(complete),
+                };
             }
             return match change {
                 Some(change) => Next::Change(change),

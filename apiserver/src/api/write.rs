@@ -82,10 +82,10 @@ impl ResourceApi {
         meta.insert("creationTimestamp".to_owned(), json!(now().to_string()));
         meta.insert("generation".to_owned(), json!(1));
         let generate = meta.get("generateName").and_then(Value::as_str).map(str::to_owned);
-        if kind.subresources.contains(&"status") {
-            if let Some(map) = object.as_object_mut() {
-                map.remove("status");
-            }
+        if kind.subresources.contains(&"status")
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
         }
         let heavy = patch::encoded_len(&object, decode::INLINE_BYTES).is_none();
         for _ in 0..WRITE_ATTEMPTS {
@@ -149,12 +149,12 @@ impl ResourceApi {
                 target.name()
             )));
         }
-        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&object, "namespace")) {
-            if ns != body_ns {
-                return Err(ApiError::bad_request(format!(
-                    "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
-                )));
-            }
+        if let (Some(ns), Some(body_ns)) = (&target.namespace, meta_str(&object, "namespace"))
+            && ns != body_ns
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
+            )));
         }
         let precondition = meta_str(&object, "resourceVersion").map(str::to_owned);
         self.update(target, precondition, Change::inline(move |_| Ok(object.clone())), admission, manage).await
@@ -297,17 +297,17 @@ impl ResourceApi {
         let mut desired = (change.apply)(current)?;
         check_type(kind, &mut desired)?;
         // A JSON patch may set the resourceVersion: it is a precondition, as with a PUT.
-        if precondition.is_none() {
-            if let Some(rv) = meta_str(&desired, "resourceVersion").filter(|rv| *rv != kv.mod_revision.to_string()) {
-                return Err(ApiError::conflict(
-                    kind,
-                    name,
-                    &format!(
-                        "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
-                        kv.mod_revision
-                    ),
-                ));
-            }
+        if precondition.is_none()
+            && let Some(rv) = meta_str(&desired, "resourceVersion").filter(|rv| *rv != kv.mod_revision.to_string())
+        {
+            return Err(ApiError::conflict(
+                kind,
+                name,
+                &format!(
+                    "the object has been modified (resourceVersion {rv} is not the stored {}); please apply your changes to the latest version and try again",
+                    kv.mod_revision
+                ),
+            ));
         }
         for (field, stored) in [("name", Some(name)), ("namespace", target.namespace.as_deref())] {
             if let Some(asked) = meta_str(&desired, field).filter(|asked| Some(*asked) != stored) {

@@ -17,14 +17,25 @@ impl Up {
     }
 
     pub fn start_with(dir: &std::path::Path, port: u16, agent_port: u16, resources: &str) -> Self {
+        let listen = ["--listen".to_owned(), format!("127.0.0.1:{port}")];
+        let agent = ["--agent-listen".to_owned(), format!("127.0.0.1:{agent_port}")];
+        let resources = ["--agent-resources".to_owned(), resources.to_owned()];
+        Self::spawn(dir, listen.iter().chain(&agent).chain(&resources), Stdio::inherit())
+    }
+
+    /// `agora up --data-dir DIR ARGS`, its output piped and its errors to `stderr`.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+        dir: &std::path::Path,
+        args: impl IntoIterator<Item = S>,
+        stderr: impl Into<Stdio>,
+    ) -> Self {
         let child = Command::new(agora_binary())
             .args(["up", "--data-dir"])
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--agent-listen", &format!("127.0.0.1:{agent_port}")])
-            .args(["--agent-resources", resources])
+            .args(args)
             .env("AGORA_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("agora up starts");
         Self { child }
