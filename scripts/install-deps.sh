@@ -9,9 +9,10 @@
 #   python3            the Python example framework runs in the e2e tests
 #   chromium           the dashboard's tests and benchmark run it headless (the DevTools protocol)
 #   fonts-dejavu-core  so the dashboard's screenshots have text
+#   tini               its static build is each container's PID 1 (signals forwarded, orphans reaped)
 # and the Python `kubernetes` client (pip, pinned), which an e2e test drives Agora with.
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core tini)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

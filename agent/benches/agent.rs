@@ -117,6 +117,7 @@ fn main() {
             shim: std::env::current_exe().expect("bench binary"),
             allow_root_tasks: false,
             hidden_paths: Vec::new(),
+            init: agora_agent::runner::default_init(),
         };
         let agent = tokio::spawn(run(client.clone(), config, std::future::pending()));
         let tasks: Api<Task> = Api::namespaced(client, "default");

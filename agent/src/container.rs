@@ -214,7 +214,15 @@ pub struct ContainerConfig {
     /// a task on the host's root file system must not see, such as the agent's work dir and credentials.
     #[serde(default)]
     pub hidden_paths: Vec<PathBuf>,
+    /// A static init (tini) mounted read-only at [`INIT_MOUNT`] and run as the container's PID 1, with the task's
+    /// command as its child: it forwards signals to the command's process group and reaps orphans, so a command
+    /// that would ignore SIGTERM as PID 1 (`exec sleep`, `exec python3`) stops at once.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
+
+/// Where a container's init is mounted: in its own `/dev` (a tmpfs), so neither the image nor the host changes.
+pub const INIT_MOUNT: &str = "/dev/init";
 
 impl ContainerConfig {
     /// The cgroup path (`/agora/<id>`).
@@ -233,7 +241,13 @@ impl ContainerConfig {
         let root_path = self.bundle.join("rootfs");
         spec["hostname"] = json!(self.hostname);
         spec["root"] = json!({ "path": root_path, "readonly": matches!(self.rootfs, RootFs::Host { .. }) });
-        spec["process"]["args"] = json!(self.args);
+        spec["process"]["args"] = match &self.init {
+            // `-g`: signals go to the command's whole process group (a shell and what it started).
+            Some(_) => json!(
+                [INIT_MOUNT, "-g", "--"].into_iter().map(str::to_owned).chain(self.args.clone()).collect::<Vec<_>>()
+            ),
+            None => json!(self.args),
+        };
         spec["process"]["env"] = json!(self.env);
         spec["process"]["cwd"] = json!(self.cwd);
         spec["process"]["noNewPrivileges"] = json!(true);
@@ -249,6 +263,10 @@ impl ContainerConfig {
             json!({ "destination": SANDBOX_MOUNT, "type": "bind", "source": self.sandbox, "options": ["rbind", "rw"] }),
         );
         mounts.push(json!({ "destination": "/tmp", "type": "bind", "source": self.tmp, "options": ["rbind", "rw"] }));
+        if let Some(init) = &self.init {
+            mounts.push(json!({ "destination": INIT_MOUNT, "type": "bind", "source": init,
+                                "options": ["bind", "ro", "nosuid", "nodev"] }));
+        }
         spec["mounts"] = json!(mounts);
         let linux = &mut spec["linux"];
         // The host's network: tasks listen on the agent's ports (PORT0...), as on Mesos.
@@ -486,9 +504,9 @@ impl ContainerRuntime {
     ///
     /// # Errors
     /// An unknown or stopped container, or a libcontainer failure.
-    pub fn exec(&self, id: &str, args: Vec<String>, output: &Path) -> Result<i32> {
-        let out = File::create(output).map_err(io(format!("creating {}", output.display())))?;
-        let err = out.try_clone().map_err(io(format!("opening {}", output.display())))?;
+    pub fn exec(&self, id: &str, args: Vec<String>, output: File) -> Result<i32> {
+        let out = output;
+        let err = out.try_clone().map_err(io("the command's output"))?;
         let runtime_error =
             |e: libcontainer::error::LibcontainerError| Error::Runtime { id: id.to_owned(), message: e.to_string() };
         // As the task's own user (libcontainer's tenant default is root).
@@ -596,6 +614,42 @@ pub enum Exit {
     Code(i32),
     /// A signal killed it.
     Signal(i32),
+}
+
+impl Exit {
+    /// As a shell reports it: the code, or 128 + the signal.
+    #[must_use]
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Code(code) => code,
+            Self::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Waits for child `pid` for at most `limit` (`None`: as long as it takes). When the limit passes, its process group
+/// is killed (a container process leads a session of its own: everything it started is in it) and `None` returned.
+///
+/// # Errors
+/// When `pid` is not a child of this process.
+pub fn wait_for(pid: i32, limit: Option<std::time::Duration>) -> Result<Option<Exit>> {
+    let Some(limit) = limit else { return wait(pid).map(Some) };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(Exit::Code(code))),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Some(Exit::Signal(signal as i32))),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Io { what: format!("waiting for pid {pid}"), source: e.into() }),
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            wait(pid)?;
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Waits (blocking) for the container init `pid`, a child of this process, to end.

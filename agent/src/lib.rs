@@ -8,6 +8,8 @@
 //! - [`hollow`]: N simulated agents in one process that run nothing, for scale tests (kubemark's hollow nodes).
 //! - [`images`]: the local OCI image store.
 //! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
+//! - [`admission`]: whether a task fits beside the ones the agent runs (whatever created it).
+//! - [`disk`]: how much disk a task uses (its sandbox, `/tmp`, writable layer), against its limit.
 //! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
 //! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
@@ -18,7 +20,9 @@
 //!
 //! See DESIGN.md §5.
 
+pub mod admission;
 pub mod container;
+pub mod disk;
 pub mod health;
 pub mod hollow;
 pub mod images;

@@ -24,6 +24,7 @@ use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
+use crate::admission::Claim;
 use crate::container::{self, ContainerConfig, ContainerRuntime, Exit, RootFs};
 use crate::images::{self, ImageStore};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
@@ -63,6 +64,18 @@ pub struct AgentConfig {
     /// Host paths a task on the host's root file system must not see (credentials, the apiserver's data dir); the
     /// agent's work dir is always hidden.
     pub hidden_paths: Vec<PathBuf>,
+    /// A static init run as each container's PID 1 (Debian's `tini-static`); `None` runs the command as PID 1.
+    pub init: Option<PathBuf>,
+}
+
+/// Where Debian's `tini` package puts its static build, which runs in any image.
+pub const DEFAULT_INIT: &str = "/usr/bin/tini-static";
+
+/// [`DEFAULT_INIT`] when this host has it.
+#[must_use]
+pub fn default_init() -> Option<PathBuf> {
+    let path = PathBuf::from(DEFAULT_INIT);
+    path.is_file().then_some(path)
 }
 
 /// How long a shim may take to start its container.
@@ -104,6 +117,8 @@ pub enum Error {
 struct Live {
     killing: bool,
     exited: bool,
+    /// Why the agent stopped it for its disk use, when it did.
+    disk_exceeded: Option<String>,
 }
 
 struct Context {
@@ -116,6 +131,8 @@ struct Context {
     images: ImageStore,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
+    /// What each admitted task holds, from its admission until its end is recorded (see [`crate::admission`]).
+    claims: Mutex<HashMap<String, Claim>>,
     /// Tasks this process has tried to start (so a stale cached state is never taken for one left by an earlier run);
     /// a task leaves it when its deletion is cleaned up.
     handled: Mutex<std::collections::HashSet<String>>,
@@ -132,6 +149,8 @@ struct Context {
     hidden_paths: Vec<PathBuf>,
     /// How this host mounts cgroups.
     cgroups: container::CgroupLayout,
+    /// The containers' init.
+    init: Option<PathBuf>,
 }
 
 impl Context {
@@ -142,6 +161,25 @@ impl Context {
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits `task` if it fits beside the tasks held, and records its claim — one decision under one lock.
+    fn admit(&self, task: &Task) -> Result<(), String> {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let asked = Claim::of(&task.spec);
+        crate::admission::admit(&self.agent, &self.resources, claims.values(), &asked)?;
+        claims.insert(uid(task), asked);
+        Ok(())
+    }
+
+    /// Records a task this agent holds whatever fits (one it reattached to).
+    fn hold(&self, task: &Task) {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner).insert(uid(task), Claim::of(&task.spec));
+    }
+
+    /// The task no longer holds anything here.
+    fn release(&self, uid: &str) {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner).remove(uid);
     }
 }
 
@@ -205,6 +243,7 @@ pub async fn run(
         images,
         runtime,
         live: Mutex::default(),
+        claims: Mutex::default(),
         handled: Mutex::default(),
         metrics: crate::metrics::Metrics::default(),
         http: crate::health::http_client(),
@@ -215,6 +254,7 @@ pub async fn run(
         allow_root_tasks: config.allow_root_tasks,
         hidden_paths: std::iter::once(config.work_dir.clone()).chain(config.hidden_paths.clone()).collect(),
         cgroups: container::CgroupLayout::of_host(),
+        init: config.init.clone(),
     });
     tokio::spawn(remove_orphans(context.clone()));
     let collector = tokio::spawn(collect_sandboxes(context.clone(), config.sandbox_retention));
@@ -361,11 +401,27 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         return Ok(Action::await_change()); // changed meanwhile: the change brings another reconcile
     }
     ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).insert(uid(task));
+    // Whatever created it, a task runs only in the room the tasks already here leave.
+    if let Err(message) = ctx.admit(task) {
+        write_status(tasks, task, failed("InsufficientResources", message), false).await?;
+        return Ok(Action::await_change());
+    }
+    let started = start(task, tasks, ctx).await;
+    // A task whose exit is watched for (it is live) releases its claim when its end is recorded; any other
+    // outcome of the start releases it now.
+    if !ctx.live().contains_key(&uid(task)) {
+        ctx.release(&uid(task));
+    }
+    started.map(|()| Action::await_change())
+}
+
+/// Starts an admitted task: the container, then the watch for its exit, health and usage.
+async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<()> {
     let config = match prepare(task, ctx).await {
         Ok(config) => config,
         Err((reason, message)) => {
             write_status(tasks, task, failed(reason, message), false).await?;
-            return Ok(Action::await_change());
+            return Ok(());
         }
     };
     let dir = shim::task_dir(&ctx.work_dir, &config.id);
@@ -374,7 +430,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         Ok(child) => child,
         Err(e) => {
             write_status(tasks, task, failed("StartFailed", format!("starting the task's shim: {e}")), false).await?;
-            return Ok(Action::await_change());
+            return Ok(());
         }
     };
     // The shim says the container started (its pid) or why it did not; its stdout wakes the agent when it has.
@@ -386,7 +442,7 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
             Some(shim::Outcome::StartFailed(message)) => {
                 let reason = if message.contains("No such file") { "CommandNotFound" } else { "StartFailed" };
                 write_status(tasks, task, failed(reason, message), false).await?;
-                return Ok(Action::await_change());
+                return Ok(());
             }
             Some(shim::Outcome::Exited(_)) => break shim::container_pid(&dir).unwrap_or(0),
             None => {}
@@ -397,11 +453,11 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         if tokio::time::Instant::now() > deadline {
             let message = format!("the shim did not start the container in {} s", START_LIMIT.as_secs());
             write_status(tasks, task, failed("StartFailed", message), false).await?;
-            return Ok(Action::await_change());
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    ctx.live().insert(config.id.clone(), Live { killing: false, exited: false });
+    ctx.live().insert(config.id.clone(), Live { killing: false, exited: false, disk_exceeded: None });
     tracing::info!(task = %task.metadata.display_name(), pid, "started");
     // Running is written before the exit is looked for, so a quick exit's terminal state always comes after it.
     let running = write_status(
@@ -423,25 +479,13 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
         tokio::spawn(monitor_health(task.clone(), tasks.clone(), ctx.clone()));
     }
     tokio::spawn(monitor_usage(task.clone(), tasks.clone(), ctx.clone()));
-    running?;
-    Ok(Action::await_change())
+    running.map(drop)
 }
 
 /// The container for `task`, or why it cannot run (a reason and a message).
 async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
     let id = uid(task);
     let dir = ctx.work_dir.join("tasks").join(&id);
-    let (want, have) = (&task.spec, &ctx.resources);
-    for (what, asked, total) in
-        [("cpus", want.cpus, have.cpus), ("mem", want.mem, have.mem), ("disk", want.disk, have.disk)]
-    {
-        if asked > total + 1e-9 {
-            return Err((
-                "InsufficientResources",
-                format!("the task asks for {what} {asked}, more than agent {} has in all ({total})", ctx.agent),
-            ));
-        }
-    }
     // With an image: its layers and configuration. Without: the host's root, read-only, as Mesos runs such tasks.
     let (rootfs, config) = match task.spec.container.as_ref().map(|c| c.image.clone()) {
         Some(image) => {
@@ -472,6 +516,7 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
         crate::users::resolve(task.spec.user.as_deref(), config.user().as_deref(), ctx.allow_root_tasks, &accounts)
             .map_err(|e| match e {
                 crate::users::Error::RootNotAllowed(_) => ("RootNotAllowed", e.to_string()),
+                crate::users::Error::GroupNotAllowed { .. } => ("GroupNotAllowed", e.to_string()),
                 _ => ("UnknownUser", e.to_string()),
             })?;
     let hidden_paths = match &rootfs {
@@ -536,6 +581,7 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
         pids_limit: Some(agora_schemas::Limits::pids(task.spec.limits.as_ref())),
         cgroups: ctx.cgroups.clone(),
         hidden_paths,
+        init: ctx.init.clone(),
     })
 }
 
@@ -564,9 +610,9 @@ async fn watch_exit(
     let oom_killed = container::cgroup_counter(&config.id, "memory", "memory.oom_control", "oom_kill") > 0
         || container::cgroup_counter(&config.id, "memory", "memory.events", "oom_kill") > 0;
     let forks_refused = container::cgroup_counter(&config.id, "pids", "pids.events", "max");
-    let killing = ctx.live().get_mut(&config.id).is_some_and(|l| {
+    let (killing, disk_exceeded) = ctx.live().get_mut(&config.id).map_or((false, None), |l| {
         l.exited = true;
-        l.killing
+        (l.killing, l.disk_exceeded.take())
     });
     let runtime = ctx.runtime.clone();
     let (id, bundle) = (config.id.clone(), config.bundle.clone());
@@ -575,14 +621,23 @@ async fn watch_exit(
     }
     let now = Timestamp::now();
     let status = match outcome {
+        Some(shim::Outcome::Exited(exit)) if disk_exceeded.is_some() => {
+            let code = exit.code();
+            json!({ "state": "Failed", "reason": "DiskLimitExceeded", "exitCode": code, "finishedAt": now,
+                    "message": disk_exceeded })
+        }
+        Some(shim::Outcome::Exited(Exit::Code(0))) if !killing && forks_refused > 0 => {
+            // It exited 0, but not everything it tried ran: said, so a fork loop that ends well is not taken for clean.
+            let limit = config.pids_limit.map_or_else(|| "its".to_owned(), |l| l.to_string());
+            json!({ "state": "Finished", "exitCode": 0, "finishedAt": now, "reason": "PidsLimitReached",
+                    "message": format!("the task exited 0, but reached its limit of {limit} processes \
+                                        (spec.limits.pids): {forks_refused} forks were refused") })
+        }
         Some(shim::Outcome::Exited(Exit::Code(0))) if !killing => {
             json!({ "state": "Finished", "exitCode": 0, "finishedAt": now })
         }
         Some(shim::Outcome::Exited(exit)) => {
-            let code = match exit {
-                Exit::Code(code) => code,
-                Exit::Signal(signal) => 128 + signal,
-            };
+            let code = exit.code();
             if killing {
                 json!({ "state": "Killed", "reason": "KillRequested", "exitCode": code, "finishedAt": now })
             } else if oom_killed {
@@ -621,6 +676,7 @@ async fn watch_exit(
         }
     }
     ctx.live().remove(&config.id);
+    ctx.release(&config.id);
 }
 
 fn grace(task: &Task) -> Duration {
@@ -752,13 +808,16 @@ async fn monitor_health(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
 async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::HealthCheck) -> (bool, String) {
     let Some(command) = check.command.clone() else { return (false, "a COMMAND check needs a command".into()) };
     let output = ctx.work_dir.join("tasks").join(id).join("health-check.out");
+    let timeout = Duration::from_secs(u64::from(check.timeout_seconds().max(1)));
     // Entering the container takes a fork, which a multithreaded process must not do: a separate, single-threaded
-    // process (`<shim> container-exec`) does it and exits with the command's status.
+    // process (`<shim> container-exec`) does it, kills the check's processes when it times out, keeps the tail of
+    // its output, and exits with the command's status.
     let mut child = match tokio::process::Command::new(&ctx.shim)
         .arg("container-exec")
         .arg(&ctx.state_dir)
         .arg(id)
         .arg(&output)
+        .args(["--timeout-seconds", &timeout.as_secs().to_string()])
         .args(["--", "/bin/sh", "-c", &command])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -769,12 +828,14 @@ async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::Heal
         Ok(child) => child,
         Err(e) => return (false, format!("starting the check: {e}")),
     };
-    let timeout = Duration::from_secs(u64::from(check.timeout_seconds().max(1)));
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    let text = std::fs::read_to_string(&output).unwrap_or_default();
-    let text: String = text.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect();
+    // The helper ends the check at its timeout; this one only guards against the helper itself hanging.
+    let waited = tokio::time::timeout(timeout + Duration::from_secs(5), child.wait()).await;
+    let text = read_check_output(&output);
     match waited {
         Ok(Ok(status)) if status.success() => (true, text),
+        Ok(Ok(status)) if status.code() == Some(shim::CHECK_TIMED_OUT) => {
+            (false, format!("no answer within {}s (its processes were killed): {text}", timeout.as_secs()))
+        }
         Ok(Ok(status)) => (false, format!("exit {}: {text}", status.code().unwrap_or(-1))),
         Ok(Err(e)) => (false, e.to_string()),
         Err(_) => {
@@ -782,6 +843,20 @@ async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::Heal
             (false, format!("no answer within {}s", timeout.as_secs()))
         }
     }
+}
+
+/// The end of a COMMAND check's output (the helper keeps at most [`shim::MAX_CHECK_OUTPUT`] bytes; a file that holds
+/// more, left by an older agent, is not read whole): its last 512 characters.
+fn read_check_output(path: &std::path::Path) -> String {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(path) else { return String::new() };
+    let length = file.metadata().map_or(0, |m| m.len());
+    let keep = shim::MAX_CHECK_OUTPUT as u64;
+    let _ = file.seek(std::io::SeekFrom::Start(length.saturating_sub(keep)));
+    let mut bytes = Vec::new();
+    let _ = file.take(keep).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    text.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect()
 }
 
 /// Reads the task's usage from its cgroup every `usage_every` while it runs: into its status and `/metrics`.
@@ -798,6 +873,18 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
         ctx.metrics.record(&labels, &usage);
         let running = ctx.live().values().filter(|l| !l.exited).count();
         ctx.metrics.set_running(running);
+        if task.spec.disk > 0.0 {
+            let written = crate::disk::written_by(&ctx.work_dir.join("tasks").join(&id));
+            let used = tokio::task::spawn_blocking(move || crate::disk::usage(&written)).await.unwrap_or(0);
+            if let Some(why) = crate::disk::over_limit(used, task.spec.disk) {
+                tracing::info!(task = %task.metadata.display_name(), used, "over its disk limit: stopping it");
+                if let Some(live) = ctx.live().get_mut(&id) {
+                    live.disk_exceeded = Some(why);
+                }
+                stop(&task, &ctx);
+                break;
+            }
+        }
         let status = json!({ "usage": {
             "cpuSeconds": usage.cpu_seconds, "memoryBytes": usage.memory_bytes, "memoryPeakBytes": usage.memory_peak_bytes,
         }});
@@ -819,7 +906,8 @@ fn reattach(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> bool {
     let alive = shim::shim_alive(&dir);
     let Some(config) = shim::config(&dir).filter(|_| alive || shim::outcome(&dir).is_some()) else { return false };
     ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
-    ctx.live().insert(id, Live { killing: false, exited: false });
+    ctx.live().insert(id, Live { killing: false, exited: false, disk_exceeded: None });
+    ctx.hold(task);
     tracing::info!(task = %task.metadata.display_name(), running = alive, "reattached to a task started before a restart");
     if alive {
         if !task.spec.health_checks.is_empty() {

@@ -91,19 +91,72 @@ pub fn run(task_dir: &Path, state_dir: &Path) -> i32 {
     }
 }
 
+/// The most of a COMMAND check's output kept (its tail), as Kubernetes keeps 10 KiB of a probe's.
+pub const MAX_CHECK_OUTPUT: usize = 10 * 1024;
+
+/// The exit code of a check that did not end within its timeout (as `timeout(1)`'s).
+pub const CHECK_TIMED_OUT: i32 = 124;
+
 /// `container-exec`: runs `args` inside the running container `id` and exits with its status (125 when it could not
 /// be started). A process of its own, because entering a container forks, which the multithreaded agent must not.
+///
+/// The command's output goes through a pipe of which only the last [`MAX_CHECK_OUTPUT`] bytes are kept and written
+/// to `output`, however much it prints. After `timeout` its whole process group (the command starts a session of
+/// its own inside the container, so everything it started is in it) is killed, and the exit is
+/// [`CHECK_TIMED_OUT`]: a check that hangs leaves nothing running behind it.
 #[must_use]
-pub fn exec(state_dir: &Path, id: &str, output: &Path, args: Vec<String>) -> i32 {
+pub fn exec(state_dir: &Path, id: &str, output: &Path, timeout: Option<std::time::Duration>, args: Vec<String>) -> i32 {
     let Ok(runtime) = ContainerRuntime::new(state_dir) else { return 125 };
-    match runtime.exec(id, args, output).and_then(container::wait) {
-        Ok(Exit::Code(code)) => code,
-        Ok(Exit::Signal(signal)) => 128 + signal,
+    let (reader, writer) = match std::io::pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            let _ = std::fs::write(output, format!("making a pipe: {e}"));
+            return 125;
+        }
+    };
+    let pid = match runtime.exec(id, args, std::fs::File::from(std::os::fd::OwnedFd::from(writer))) {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = std::fs::write(output, e.to_string());
-            125
+            return 125;
+        }
+    };
+    // Forked: threads are safe now. One keeps the tail of what the command writes.
+    let (tail_sender, tail) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tail_sender.send(read_tail(reader, MAX_CHECK_OUTPUT));
+    });
+    let code = match container::wait_for(pid, timeout) {
+        Ok(Some(exit)) => exit.code(),
+        Ok(None) => CHECK_TIMED_OUT,
+        Err(e) => {
+            let _ = std::fs::write(output, e.to_string());
+            return 125;
+        }
+    };
+    // A process the command left (in another group) may hold the pipe open: the tail is what came so far.
+    let kept = tail.recv_timeout(std::time::Duration::from_millis(200)).unwrap_or_default();
+    let _ = std::fs::write(output, kept);
+    code
+}
+
+/// The last `limit` bytes `reader` gives until its end.
+fn read_tail(mut reader: impl std::io::Read, limit: usize) -> Vec<u8> {
+    let mut tail = std::collections::VecDeque::with_capacity(limit);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend(&chunk[..n]);
+                let over = tail.len().saturating_sub(limit);
+                tail.drain(..over);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
+    tail.into()
 }
 
 /// Starts a shim (`program container-shim TASK_DIR STATE_DIR`, in its own process group so it outlives the agent)
@@ -234,4 +287,16 @@ pub fn shim_alive(task_dir: &Path) -> bool {
 #[must_use]
 pub fn task_dir(work_dir: &Path, uid: &str) -> PathBuf {
     work_dir.join("tasks").join(uid)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_tail_of_a_checks_output_is_kept() {
+        let written: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let tail = super::read_tail(&written[..], 1024);
+        assert_eq!(tail.len(), 1024);
+        assert!(written.ends_with(&tail));
+        assert_eq!(super::read_tail(&b"short"[..], 1024), b"short");
+    }
 }

@@ -28,7 +28,23 @@ pub enum Error {
          the agent with --allow-root-tasks"
     )]
     RootNotAllowed(String),
+    /// A system group that is not the user's own, on an agent that does not allow it.
+    #[error(
+        "the task would run in group {group} ({given}), a system group (below {FIRST_ORDINARY_GID}) that is not its \
+         user's own primary group, which this agent does not allow: use the user's own group or one of \
+         {FIRST_ORDINARY_GID} or above, or start the agent with --allow-root-tasks"
+    )]
+    GroupNotAllowed {
+        /// The user as given.
+        given: String,
+        /// The group, as `name gid` or `gid`.
+        group: String,
+    },
 }
+
+/// The first gid of an ordinary group. Below it are the system's groups — root (0), shadow (42), disk (6), adm (4),
+/// docker — whose members can read or write what the host keeps from its users.
+pub const FIRST_ORDINARY_GID: u32 = 1000;
 
 /// Looks names up; the agent's is [`Accounts`], tests give their own.
 pub trait Lookup {
@@ -39,10 +55,12 @@ pub trait Lookup {
 }
 
 /// The user a task runs as: `spec_user` (the task's, or its framework's), else `image_user` when it is not root,
-/// else [`User::TASK_DEFAULT`]; root is refused unless `allow_root`.
+/// else [`User::TASK_DEFAULT`]. Unless `allow_root`: root is refused, and so is a privileged group — root's (0), or
+/// any system group (below [`FIRST_ORDINARY_GID`]) that is not the primary group of the user's account. An image's
+/// user in such a group keeps its uid and gets [`User::TASK_DEFAULT`]'s group.
 ///
 /// # Errors
-/// A name that is not in the account files, or root where it is not allowed.
+/// A name that is not in the account files, root or a privileged group where they are not allowed.
 pub fn resolve(
     spec_user: Option<&str>,
     image_user: Option<&str>,
@@ -50,39 +68,70 @@ pub fn resolve(
     accounts: &dyn Lookup,
 ) -> Result<User, Error> {
     let image_user = image_user.map(str::trim).filter(|u| !u.is_empty());
-    let (given, user) = match (spec_user, image_user) {
+    let (given, parsed) = match (spec_user, image_user) {
         (Some(given), _) => (given, parse(given, accounts)?),
         (None, Some(given)) => match parse(given, accounts)? {
-            user if user.is_root() => return Ok(User::TASK_DEFAULT),
-            user => (given, user),
+            parsed if parsed.user.is_root() => return Ok(User::TASK_DEFAULT),
+            parsed if !allow_root && parsed.privileged_group() => {
+                return Ok(User { uid: parsed.user.uid, gid: User::TASK_DEFAULT.gid });
+            }
+            parsed => (given, parsed),
         },
         (None, None) => return Ok(User::TASK_DEFAULT),
     };
-    if user.is_root() && !allow_root {
+    if allow_root {
+        return Ok(parsed.user);
+    }
+    if parsed.user.is_root() {
         return Err(Error::RootNotAllowed(given.to_owned()));
     }
-    Ok(user)
+    if parsed.privileged_group() {
+        let gid = parsed.user.gid;
+        let group = parsed.group_name.map_or_else(|| gid.to_string(), |name| format!("{name} {gid}"));
+        return Err(Error::GroupNotAllowed { given: given.to_owned(), group });
+    }
+    Ok(parsed.user)
+}
+
+/// A user as given, resolved.
+struct Parsed {
+    user: User,
+    /// The primary gid of the user's account, when it has one.
+    own_group: Option<u32>,
+    /// The group's name, when it was given by name.
+    group_name: Option<String>,
+}
+
+impl Parsed {
+    /// Root's group, or a system group that is not the account's own.
+    fn privileged_group(&self) -> bool {
+        let gid = self.user.gid;
+        gid == 0 || (gid < FIRST_ORDINARY_GID && self.own_group != Some(gid))
+    }
 }
 
 /// `name`, `uid`, `uid:gid`, `name:group` or `uid:group`.
-fn parse(given: &str, accounts: &dyn Lookup) -> Result<User, Error> {
+fn parse(given: &str, accounts: &dyn Lookup) -> Result<Parsed, Error> {
     let (user, group) = match given.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (given, None),
     };
+    let account = accounts.user(user);
     let (uid, primary) = match user.parse::<u32>() {
-        // A uid without an account gets the group of the same number, never root's group.
-        Ok(uid) => accounts.user(user).map_or((uid, uid), |(_, gid)| (uid, gid)),
-        Err(_) => accounts.user(user).ok_or_else(|| Error::UnknownUser(user.to_owned()))?,
+        // A uid without an account gets the group of the same number (a system one is then refused).
+        Ok(uid) => account.map_or((uid, uid), |(_, gid)| (uid, gid)),
+        Err(_) => account.ok_or_else(|| Error::UnknownUser(user.to_owned()))?,
     };
-    let gid = match group {
-        None => primary,
+    let (gid, group_name) = match group {
+        None => (primary, None),
         Some(group) => match group.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => accounts.group(group).ok_or_else(|| Error::UnknownGroup(group.to_owned()))?,
+            Ok(gid) => (gid, None),
+            Err(_) => {
+                (accounts.group(group).ok_or_else(|| Error::UnknownGroup(group.to_owned()))?, Some(group.to_owned()))
+            }
         },
     };
-    Ok(User { uid, gid })
+    Ok(Parsed { user: User { uid, gid }, own_group: account.map(|(_, gid)| gid), group_name })
 }
 
 /// The `/etc/passwd` entry `name` (by name, or by uid when `name` is a number): its uid and gid.
@@ -192,8 +241,9 @@ mod tests {
         assert_eq!(resolve(Some("app"), None, false, &a), Ok(user(1000, 1001)));
         assert_eq!(resolve(Some("1000"), None, false, &a), Ok(user(1000, 1001)), "a known uid keeps its group");
         assert_eq!(resolve(Some("4242"), None, false, &a), Ok(user(4242, 4242)), "an unknown uid: never group 0");
-        assert_eq!(resolve(Some("4242:7"), None, false, &a), Ok(user(4242, 7)));
-        assert_eq!(resolve(Some("app:staff"), None, false, &a), Ok(user(1000, 50)));
+        assert_eq!(resolve(Some("4242:2000"), None, false, &a), Ok(user(4242, 2000)));
+        assert_eq!(resolve(Some("4242:7"), None, true, &a), Ok(user(4242, 7)), "allowed with --allow-root-tasks");
+        assert_eq!(resolve(Some("app:staff"), None, true, &a), Ok(user(1000, 50)));
         assert_eq!(resolve(None, Some("www-data"), false, &a), Ok(user(33, 33)), "the image's non-root user");
         assert_eq!(resolve(Some("app"), Some("www-data"), false, &a), Ok(user(1000, 1001)), "the spec wins");
     }
@@ -205,6 +255,33 @@ mod tests {
             assert_eq!(resolve(Some(given), None, false, &a), Err(Error::RootNotAllowed(given.into())), "{given}");
             assert!(resolve(Some(given), None, true, &a).is_ok_and(User::is_root), "{given}");
         }
+    }
+
+    #[test]
+    fn a_system_group_is_only_a_users_own() {
+        let a = Accounts { passwd: PASSWD.into(), group: format!("{GROUP}shadow:x:42:\n") };
+        let refused = |given: &str, group: &str| {
+            assert_eq!(
+                resolve(Some(given), None, false, &a),
+                Err(Error::GroupNotAllowed { given: given.into(), group: group.into() }),
+                "{given}"
+            );
+        };
+        refused("65532:42", "42");
+        refused("65532:shadow", "shadow 42");
+        refused("1:0", "0");
+        refused("app:root", "root 0");
+        refused("app:staff", "staff 50");
+        refused("42", "42"); // no account: its group would be the uid's number, shadow's
+        // The account's own group, however low, and ordinary groups are fine.
+        assert_eq!(resolve(Some("www-data"), None, false, &a), Ok(user(33, 33)));
+        assert_eq!(resolve(Some("www-data:www-data"), None, false, &a), Ok(user(33, 33)));
+        assert_eq!(resolve(Some("65532:1000"), None, false, &a), Ok(user(65532, 1000)));
+        // An image's user in a system group keeps its uid and gets the task default group.
+        assert_eq!(resolve(None, Some("1001:0"), false, &a), Ok(user(1001, 65532)));
+        assert_eq!(resolve(None, Some("1001:0"), true, &a), Ok(user(1001, 0)));
+        let message = resolve(Some("65532:shadow"), None, false, &a).unwrap_err().to_string();
+        assert!(message.contains("group shadow 42") && message.contains("--allow-root-tasks"), "{message}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Fixture {
             pids_limit: Some(agora_schemas::DEFAULT_PIDS_LIMIT),
             cgroups: CgroupLayout::of_host(),
             hidden_paths: Vec::new(),
+            init: None,
         }
     }
 
@@ -164,6 +165,33 @@ fn limits_land_in_the_tasks_cgroup_and_are_removed_with_it() {
     f.runtime.delete(&id, &config.bundle).unwrap();
     assert!(!cgroup("memory", &id, "").exists(), "the cgroup is removed");
     assert!(!f.runtime.ids().contains(&id));
+}
+
+#[test]
+fn with_an_init_as_pid_1_a_command_that_ignores_sigterm_stops_at_once() {
+    let f = fixture();
+    let init = agora_agent::runner::default_init().expect("Debian's tini is installed (make deps)");
+    // As PID 1 of its namespace, `sleep` has no handler for SIGTERM, so the kernel drops it.
+    let alone = unique("no-init");
+    let config = f.config(&alone, f.image(&alone), &["sleep", "30"]);
+    let pid = f.runtime.start(&config).unwrap();
+    f.runtime.kill(&alone, Signal::SIGTERM).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(fs::metadata(format!("/proc/{pid}")).is_ok(), "PID 1 ignored SIGTERM");
+    f.runtime.kill(&alone, Signal::SIGKILL).unwrap();
+    assert_eq!(wait(pid).unwrap(), Exit::Signal(9));
+    f.runtime.delete(&alone, &config.bundle).unwrap();
+    // Under tini the same command is its child, and the forwarded SIGTERM ends it (tini exits 128 + 15).
+    let id = unique("init");
+    let mut config = f.config(&id, f.image(&id), &["sh", "-c", "exec sleep 30"]);
+    config.init = Some(init);
+    let pid = f.runtime.start(&config).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let asked = std::time::Instant::now();
+    f.runtime.kill(&id, Signal::SIGTERM).unwrap();
+    assert_eq!(wait(pid).unwrap(), Exit::Code(143));
+    assert!(asked.elapsed() < std::time::Duration::from_secs(5), "stopped in {:?}", asked.elapsed());
+    f.runtime.delete(&id, &config.bundle).unwrap();
 }
 
 /// Tries to write every file of every cgroup the task sees; prints `WROTE f` for a write that worked and `OTHER f:

@@ -472,8 +472,11 @@ enum Command {
         state_dir: PathBuf,
         /// The container (the task's uid).
         id: String,
-        /// Where the command's output goes.
+        /// Where the tail of the command's output goes.
         output: PathBuf,
+        /// Kill the command's process group after this many seconds (exit 124).
+        #[arg(long)]
+        timeout_seconds: Option<u64>,
         /// The command.
         #[arg(last = true, required = true)]
         args: Vec<String>,
@@ -737,8 +740,9 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent(args),
         Command::Controllers(args) => controllers(args),
         Command::Image { command, work_dir } => image(command, &work_dir.unwrap_or_else(default_work_dir)),
-        Command::ContainerExec { state_dir, id, output, args } => {
-            let code = agora_agent::shim::exec(&state_dir, &id, &output, args);
+        Command::ContainerExec { state_dir, id, output, timeout_seconds, args } => {
+            let timeout = timeout_seconds.map(Duration::from_secs);
+            let code = agora_agent::shim::exec(&state_dir, &id, &output, timeout, args);
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
         Command::ContainerShim { task_dir, state_dir } => {
@@ -1185,6 +1189,11 @@ struct AgentArgs {
     /// its credentials and /var/lib/agora are always hidden.
     #[arg(long = "hide-path", value_name = "PATH")]
     hidden_paths: Vec<PathBuf>,
+    /// A static init to run as each container's PID 1, forwarding signals to the task and reaping its orphans
+    /// (default: Debian's /usr/bin/tini-static when installed). `--init none` runs the command itself as PID 1,
+    /// where a command that ignores SIGTERM is only stopped by SIGKILL after its grace period.
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
 }
 
 fn agent(mut args: AgentArgs) -> Result<bool> {
@@ -1242,6 +1251,24 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
             allow_root_tasks: args.allow_root_tasks,
             hidden_paths,
+            init: match args.init {
+                Some(path) if path.as_os_str() == "none" => None,
+                Some(path) => {
+                    anyhow::ensure!(path.is_file(), "--init {}: no such file", path.display());
+                    Some(std::path::absolute(&path).unwrap_or(path))
+                }
+                None => {
+                    let found = agora_agent::runner::default_init();
+                    if found.is_none() {
+                        tracing::warn!(
+                            "no init for containers ({} is missing; Debian's tini package has it): a task whose \
+                             command ignores SIGTERM as PID 1 stops only at its grace period's SIGKILL",
+                            agora_agent::runner::DEFAULT_INIT
+                        );
+                    }
+                    found
+                }
+            },
         };
         let result = runtime.block_on(agora_agent::runner::run(client, config, shutdown_signal()));
         // Work still blocked in a system call must not keep the agent from exiting.

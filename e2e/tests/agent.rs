@@ -200,7 +200,8 @@ async fn fifty_tasks_run_at_once_on_one_agent() {
     let tasks: Api<Task> = Api::namespaced(client, "default");
     for i in 0..50 {
         let cmd = "echo started $TASK_ID; exec sleep 300";
-        let t = task(&format!("many-{i}"), Some("busybox"), cmd, json!({"mem": 16, "cpus": 0.1}));
+        // Fifty fit the agent exactly (2 cpus, 1024 MiB): its admission counts what its tasks hold.
+        let t = task(&format!("many-{i}"), Some("busybox"), cmd, json!({"mem": 16, "cpus": 0.04}));
         tasks.create(&PostParams::default(), &t).await.unwrap();
     }
     let running = |state: TaskState| {

@@ -152,3 +152,120 @@ async fn health_checks_and_logs_work_for_unprivileged_tasks_with_and_without_an_
         assert!(log.starts_with("serving as 65532\n"), "{name}: {log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_gets_no_privileged_group_and_only_the_room_its_agent_has_left() {
+    let server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let create = |t: Task| {
+        let tasks = tasks.clone();
+        async move { tasks.create(&PostParams::default(), &t).await.unwrap() }
+    };
+
+    // A system group that is not the user's own is refused like root: shadow's (42, by number or name), root's.
+    let probe = "id -G; head -c 1 /etc/shadow >/dev/null 2>&1 && echo READ-SHADOW; true";
+    for (name, user) in [("shadow-gid", "65532:42"), ("shadow-name", "65532:shadow"), ("root-gid", "1:0")] {
+        create(task(name, None, probe, json!({"user": user, "cpus": 0.1}))).await;
+        let refused = terminal(&tasks, name).await;
+        assert_eq!((refused.state, refused.reason.as_deref()), (TaskState::Failed, Some("GroupNotAllowed")), "{user}");
+        assert!(refused.message.as_deref().is_some_and(|m| m.contains("--allow-root-tasks")), "{refused:?}");
+    }
+    // An ordinary group is the task's to use.
+    create(task("ordinary-gid", None, probe, json!({"user": "65532:4000", "cpus": 0.1}))).await;
+    assert_eq!(terminal(&tasks, "ordinary-gid").await.state, TaskState::Finished);
+    let out = tasks.logs("ordinary-gid", &LogParams::default()).await.unwrap();
+    assert_eq!(out, "4000\n", "only its own group, and /etc/shadow unreadable");
+
+    // A fork loop that exits 0 still says it hit its pids limit.
+    // (Python, which goes on when a fork fails, where a shell gives up.)
+    let forks = "exec python3 -c 'import os, time\nfor _ in range(40):\n    try:\n        if os.fork() == 0:\n            \
+                 time.sleep(2)\n            os._exit(0)\n    except OSError:\n        pass'";
+    create(task("forks-then-0", None, forks, json!({"cpus": 0.1, "limits": {"pids": 16}}))).await;
+    let ended = terminal(&tasks, "forks-then-0").await;
+    assert_eq!((ended.state, ended.exit_code), (TaskState::Finished, Some(0)), "{ended:?}");
+    assert_eq!(ended.reason.as_deref(), Some("PidsLimitReached"), "{ended:?}");
+    assert!(ended.message.as_deref().is_some_and(|m| m.contains("limit of 16 processes")), "{ended:?}");
+
+    // A command that ignores SIGTERM as PID 1 (`exec sleep`) stops at once under the agent's init, and a kill asked
+    // for is Killed, not a failure.
+    create(task("stubborn", None, "exec sleep 600", json!({"cpus": 0.1, "killGracePeriodSeconds": 60}))).await;
+    running(&tasks, "stubborn").await;
+    let asked = jiff::Timestamp::now();
+    let kill = agora_client::Patch::Merge(json!({"spec": {"killRequested": true}}));
+    tasks.patch("stubborn", &agora_client::PatchParams::default(), &kill).await.unwrap();
+    let killed = terminal(&tasks, "stubborn").await;
+    assert_eq!((killed.state, killed.reason.as_deref()), (TaskState::Killed, Some("KillRequested")), "{killed:?}");
+    assert_eq!(killed.exit_code, Some(143), "SIGTERM ended it, not the SIGKILL 60 s later: {killed:?}");
+    let took = killed.finished_at.unwrap().duration_since(asked);
+    assert!(took < jiff::SignedDuration::from_secs(20), "stopped {took:?} after the kill was asked");
+
+    // Disk: over its limit in its sandbox, or in /tmp, a task is stopped and says why.
+    for (name, target) in [("disk-sandbox", "big"), ("disk-tmp", "/tmp/big")] {
+        let fill = format!("head -c 40000000 /dev/zero > {target}; sleep 60");
+        create(task(name, None, &fill, json!({"cpus": 0.1, "disk": 10}))).await;
+        let ended = terminal(&tasks, name).await;
+        assert_eq!((ended.state, ended.reason.as_deref()), (TaskState::Failed, Some("DiskLimitExceeded")), "{ended:?}");
+        let message = ended.message.unwrap_or_default();
+        assert!(message.contains("limit of 10 MiB") && message.contains("MiB of disk"), "{name}: {message}");
+    }
+    // Within its limit, it runs to its end.
+    create(task("disk-within", None, "head -c 2000000 /dev/zero > small", json!({"cpus": 0.1, "disk": 10}))).await;
+    assert_eq!(terminal(&tasks, "disk-within").await.state, TaskState::Finished);
+
+    // COMMAND checks that hang are killed whole at their timeout, and only the tail of what one prints is kept.
+    let check = |command: &str| {
+        json!({"cpus": 0.1, "healthChecks": [{"protocol": "COMMAND", "command": command, "timeoutSeconds": 1,
+            "intervalSeconds": 1, "gracePeriodSeconds": 0, "maxConsecutiveFailures": 0}]})
+    };
+    let hanging = create(task("hanging-check", None, "sleep 60", check("sleep 1000"))).await;
+    let loud =
+        create(task("loud-check", None, "sleep 60", check("head -c 50000000 /dev/zero | tr '\\0' x; exit 1"))).await;
+    running(&tasks, "hanging-check").await;
+    eventually(Duration::from_secs(30), "the checks have failed a few times", || async {
+        let failures = |t: Task| t.status.map_or(0, |s| s.health_check_failures);
+        let (h, l) = (tasks.get("hanging-check").await.ok()?, tasks.get("loud-check").await.ok()?);
+        (failures(h) >= 5 && failures(l) >= 3).then_some(())
+    })
+    .await;
+    let pids = |uid: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/agora/{uid}/pids.current"))
+            .map_or(0, |p| p.trim().parse::<u32>().unwrap_or(0))
+    };
+    let current = pids(hanging.metadata.uid.as_deref().unwrap());
+    assert!(current <= 6, "init, sh, sleep and at most the check in flight: {current} processes");
+    let output = agent_dir.join("tasks").join(loud.metadata.uid.as_deref().unwrap()).join("health-check.out");
+    let kept = std::fs::metadata(&output).map_or(0, |m| m.len());
+    assert!(kept <= 10 * 1024, "the check printed 50 MB; {kept} bytes are kept");
+    for name in ["hanging-check", "loud-check"] {
+        tasks.delete(name, &Default::default()).await.unwrap();
+    }
+
+    // Two tasks bound straight to the 2-cpu agent at once, each asking 1.9 cpus: one runs, the other is refused.
+    let big = |name: &str| task(name, None, "sleep 60", json!({"cpus": 1.9}));
+    let (a, b) = tokio::join!(create(big("big-a")), create(big("big-b")));
+    let refused = eventually(Duration::from_secs(30), "one runs and the other is refused", || async {
+        let (a, b) = (tasks.get("big-a").await.ok()?, tasks.get("big-b").await.ok()?);
+        let state = |t: &Task| t.status.as_ref().map(|s| s.state);
+        match (state(&a), state(&b)) {
+            (Some(TaskState::Running), Some(TaskState::Failed)) => b.status,
+            (Some(TaskState::Failed), Some(TaskState::Running)) => a.status,
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(refused.reason.as_deref(), Some("InsufficientResources"), "{refused:?}");
+    let message = refused.message.unwrap_or_default();
+    assert!(message.contains("asks for cpus 1.9, but agent a1 has 0.1 free of 2"), "{message}");
+    // Once the running one is gone, its room is free again.
+    for t in [&a, &b] {
+        let _ = tasks.delete(t.metadata.name.as_deref().unwrap(), &Default::default()).await;
+    }
+    eventually(Duration::from_secs(30), "both are gone", || async {
+        (tasks.get_opt("big-a").await.ok()?.is_none() && tasks.get_opt("big-b").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    create(big("big-c")).await;
+    running(&tasks, "big-c").await;
+}

@@ -137,7 +137,7 @@ pub struct AppSpec {
     /// Apps (in the same namespace) that must be running and healthy before this one starts or upgrades.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
-    /// Who its tasks run as: a name, a uid or `uid:gid` (see `Task.spec.user`).
+    /// Who its tasks run as: a name or a uid, with a group or not (`1000:1000`, `www-data:staff`; see `Task.spec.user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Limits on each task beyond cpus and mem (processes: `pids`, default 4096).

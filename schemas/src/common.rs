@@ -122,7 +122,8 @@ impl Limits {
     }
 }
 
-/// A task's `user`: a user name (`www-data`), a uid (`1000`), or `uid:gid` (`1000:1000`). Names are looked up in the
+/// A task's `user`: a user name (`www-data`) or a uid (`1000`), with a group (a name or a gid: `1000:1000`,
+/// `www-data:staff`) or not. Names are looked up in the
 /// image's `/etc/passwd`, or the host's for a task without an image.
 pub fn validate_user(v: &mut Validator, path: &Path, user: Option<&String>) {
     let Some(user) = user else { return };
@@ -134,14 +135,19 @@ pub fn validate_user(v: &mut Validator, path: &Path, user: Option<&String>) {
             && !s.starts_with('-')
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     };
+    // A name or a number, each side: the agent resolves names in the task's own /etc/passwd and /etc/group.
+    let one = |s: &str| numeric(s) || (name(s) && !s.bytes().all(|b| b.is_ascii_digit()));
     let valid = match user.split_once(':') {
-        Some((uid, gid)) => numeric(uid) && numeric(gid),
-        None => numeric(user) || (name(user) && !user.bytes().all(|b| b.is_ascii_digit())),
+        Some((user, group)) => one(user) && one(group),
+        None => one(user),
     };
     if !valid {
         v.invalid(
             path,
-            format!("\"{user}\" is not a user: use a name (\"www-data\"), a uid (\"1000\") or uid:gid (\"1000:1000\")"),
+            format!(
+                "\"{user}\" is not a user: use a name (\"www-data\"), a uid (\"1000\"), or either with a group \
+                 (\"1000:1000\", \"www-data:staff\")"
+            ),
         );
     }
 }

@@ -165,7 +165,7 @@ pub struct CronJobSpec {
     /// The role whose resources the job runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Who its tasks run as: a name, a uid or `uid:gid` (see `Task.spec.user`).
+    /// Who its tasks run as: a name or a uid, with a group or not (`1000:1000`, `www-data:staff`; see `Task.spec.user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Limits on each task beyond cpus and mem (processes: `pids`, default 4096).

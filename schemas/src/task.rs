@@ -113,7 +113,7 @@ pub struct TaskSpec {
     /// The role whose resources the task uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Who the task runs as: a name, a uid or `uid:gid`. Unset: its framework's `user` (filled in when the offer is
+    /// Who the task runs as: a name or a uid, with a group (a name or a gid) or not. Unset: its framework's `user` (filled in when the offer is
     /// accepted), else the image's non-root user, else the agent's unprivileged task user (uid 65532). Root only
     /// where the agent runs with `--allow-root-tasks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

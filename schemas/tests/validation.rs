@@ -419,11 +419,12 @@ fn cluster_kinds_validate_resources_roles_and_reservations() {
 
 #[test]
 fn users_and_limits_are_checked() {
-    for user in ["www-data", "1000", "1000:1000", "app.user", "_svc"] {
+    for user in ["www-data", "1000", "1000:1000", "app.user", "_svc", "a:b", "65532:shadow", "www-data:1000"] {
         assert_eq!(app(&format!("  cmd: x\n  user: '{user}'\n")), Vec::<String>::new(), "{user}");
     }
-    let wrong = "is not a user: use a name (\"www-data\"), a uid (\"1000\") or uid:gid (\"1000:1000\")";
-    for user in ["", "-x", "a b", "1000:", ":1", "99999999999", "a:b", "x/y"] {
+    let wrong = "is not a user: use a name (\"www-data\"), a uid (\"1000\"), or either with a group (\"1000:1000\", \
+                 \"www-data:staff\")";
+    for user in ["", "-x", "a b", "1000:", ":1", "99999999999", "a:b:c", "x/y", "a:-g"] {
         assert_eq!(app(&format!("  cmd: x\n  user: '{user}'\n")), [format!("spec.user: \"{user}\" {wrong}")], "{user}");
     }
     assert_eq!(app("  cmd: x\n  limits: {pids: 64}\n"), Vec::<String>::new());
