@@ -695,14 +695,14 @@ fn stop(task: &Task, ctx: &Arc<Context>) {
         entry.killing = true;
     }
     if let Err(e) = ctx.runtime.kill(&id, Signal::SIGTERM) {
-        tracing::debug!(task = %task.metadata.display_name(), error = %e, "SIGTERM");
+        tracing::warn!(task = %task.metadata.display_name(), error = %e, "sending SIGTERM failed");
     }
     let (ctx, grace) = (ctx.clone(), grace(task));
     tokio::spawn(async move {
         tokio::time::sleep(grace).await;
         let running = ctx.live().get(&id).is_some_and(|l| !l.exited);
-        if running {
-            let _ = ctx.runtime.kill(&id, Signal::SIGKILL);
+        if running && let Err(e) = ctx.runtime.kill(&id, Signal::SIGKILL) {
+            tracing::warn!(task = %id, error = %e, "sending SIGKILL after the grace period failed");
         }
     });
 }
