@@ -121,9 +121,10 @@ fn not_json(key: &str) -> ApiError {
 }
 
 /// The bytes to store: the object without its resourceVersion (the write's revision will be it).
-/// The largest object stored (as JSON): the body limit, checked on what a write would store — after a merge
-/// patch, an apply or a JSON patch's last operation, whatever the request's own size.
-pub const MAX_OBJECT_BYTES: usize = MAX_BODY_BYTES;
+/// The largest object stored (as JSON), checked on what a write would store — after a merge patch, an apply or
+/// each JSON patch operation, whatever the request's own size. 1.5 MB: below etcd's default request limit (1.5 MiB,
+/// `--max-request-bytes`), so an object and its key fit in one etcd write, and the same on the embedded store.
+pub const MAX_OBJECT_BYTES: usize = 1_500_000;
 
 /// [`encode`], refusing an object larger than [`MAX_OBJECT_BYTES`].
 fn encode_checked(kind: &KindInfo, name: &str, object: &Value) -> ApiResult<bytes::Bytes> {

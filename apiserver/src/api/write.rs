@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::managed::{self, Manage, Scope};
 use super::patch;
 use super::{
-    Admission, ApiError, ApiResult, Format, MAX_BODY_BYTES, PATCH_TYPES, ResourceApi, SERVER_FIELDS, Target,
+    Admission, ApiError, ApiResult, Format, MAX_OBJECT_BYTES, PATCH_TYPES, ResourceApi, SERVER_FIELDS, Target,
     WRITE_ATTEMPTS, check_type, decode, encode_checked, media_type, meta_mut, meta_str, now, parse_body, parse_value,
     random_suffix, set_managed_fields, set_meta,
 };
@@ -199,7 +199,7 @@ impl ResourceApi {
         let change = move |current: &Value| {
             let mut patched = current.clone();
             match &json_patch {
-                Some(ops) => patch::apply(&mut patched, ops, MAX_BODY_BYTES).map_err(|e| match e {
+                Some(ops) => patch::apply(&mut patched, ops, MAX_OBJECT_BYTES).map_err(|e| match e {
                     patch::Error::TooLarge { op, limit } => ApiError::new(
                         StatusReason::RequestEntityTooLarge,
                         format!("the JSON patch would make the object larger than {limit} bytes (at operation {op})"),
