@@ -675,8 +675,9 @@ async fn watch_exit(
             }
         }
     }
-    ctx.live().remove(&config.id);
+    // Released first: whoever sees the task no longer live (a deletion's cleanup) sees its room free.
     ctx.release(&config.id);
+    ctx.live().remove(&config.id);
 }
 
 fn grace(task: &Task) -> Duration {
