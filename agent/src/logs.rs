@@ -195,6 +195,19 @@ fn open_log(sandbox: &std::path::Path, name: &str) -> Result<std::fs::File, LogE
 }
 
 /// Where the last `lines` lines of `file` start.
+/// The last `max` bytes of the file at `path` (empty when it cannot be read): a log's end, never the whole of a
+/// large one.
+#[must_use]
+pub fn file_tail(path: &std::path::Path, max: u64) -> Vec<u8> {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let length = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(max)));
+    let mut bytes = Vec::new();
+    let _ = file.take(max).read_to_end(&mut bytes);
+    bytes
+}
+
 async fn tail_offset(file: &mut tokio::fs::File, lines: u64) -> std::io::Result<u64> {
     let length = file.metadata().await?.len();
     if lines == 0 {
@@ -220,7 +233,17 @@ async fn tail_offset(file: &mut tokio::fs::File, lines: u64) -> std::io::Result<
 
 #[cfg(test)]
 mod tests {
-    use super::{LogError, open_log};
+    use super::{LogError, file_tail, open_log};
+
+    #[test]
+    fn a_files_tail_is_its_last_bytes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(file_tail(&path, 4), b"6789");
+        assert_eq!(file_tail(&path, 100), b"0123456789");
+        assert!(file_tail(&dir.path().join("missing"), 4).is_empty());
+    }
 
     #[test]
     fn only_a_regular_file_in_the_sandbox_is_opened() {

@@ -849,13 +849,7 @@ async fn command_check(ctx: &Arc<Context>, id: &str, check: &agora_schemas::Heal
 /// The end of a COMMAND check's output (the helper keeps at most [`shim::MAX_CHECK_OUTPUT`] bytes; a file that holds
 /// more, left by an older agent, is not read whole): its last 512 characters.
 fn read_check_output(path: &std::path::Path) -> String {
-    use std::io::{Read as _, Seek as _};
-    let Ok(mut file) = std::fs::File::open(path) else { return String::new() };
-    let length = file.metadata().map_or(0, |m| m.len());
-    let keep = shim::MAX_CHECK_OUTPUT as u64;
-    let _ = file.seek(std::io::SeekFrom::Start(length.saturating_sub(keep)));
-    let mut bytes = Vec::new();
-    let _ = file.take(keep).read_to_end(&mut bytes);
+    let bytes = crate::logs::file_tail(path, shim::MAX_CHECK_OUTPUT as u64);
     let text = String::from_utf8_lossy(&bytes);
     text.chars().rev().take(512).collect::<Vec<_>>().into_iter().rev().collect()
 }

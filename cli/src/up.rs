@@ -136,13 +136,7 @@ impl Part {
 
 /// The last `lines` lines of a log (its last 16 KiB at most), control characters dropped.
 fn log_tail(path: &Path, lines: usize) -> Vec<String> {
-    use std::io::{Read as _, Seek as _};
-    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
-    let length = file.metadata().map_or(0, |m| m.len());
-    let _ = file.seek(std::io::SeekFrom::Start(length.saturating_sub(16 * 1024)));
-    let mut bytes = Vec::new();
-    let _ = file.take(16 * 1024).read_to_end(&mut bytes);
-    last_lines(&String::from_utf8_lossy(&bytes), lines)
+    last_lines(&String::from_utf8_lossy(&agora_agent::logs::file_tail(path, 16 * 1024)), lines)
 }
 
 /// The last `count` non-empty lines of `text`, without ANSI escapes or other control characters.
