@@ -14,18 +14,15 @@
 //! `AGORA_BENCH_BACKENDS` (default `embedded,etcd`), `AGORA_BENCH_DIR` (the embedded store's directory's parent,
 //! default `/var/tmp`).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use agora_apiserver::server::{Security, ServerConfig, serve};
-use agora_apiserver::store::StoreConfig;
-use agora_e2e::{EtcdProcess, free_port};
+use agora_e2e::EtcdProcess;
 use bytes::Bytes;
-use common::percentile;
+use common::{Apiserver, SERVE_ENV, percentile, serve_child};
 use futures::StreamExt;
 use reqwest::Client;
 
@@ -33,8 +30,6 @@ use reqwest::Client;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Set in the child: the store to serve (a directory, or `etcd://...`) and the port.
-const SERVE_ENV: &str = "AGORA_BENCH_SERVE";
 const CLIENTS: usize = 64;
 const WATCHERS: usize = 100;
 const WATCH_EVENTS: usize = 300;
@@ -45,49 +40,6 @@ fn app(namespace: &str, name: &str) -> String {
     format!(
         r#"{{"apiVersion":"agora/v1","kind":"App","metadata":{{"name":"{name}","namespace":"{namespace}","labels":{{"tier":"web"}}}},"spec":{{"cmd":"python3 -m http.server $PORT0","instances":2,"cpus":0.5,"mem":256}}}}"#
     )
-}
-
-/// The apiserver under test, as a child process.
-struct Apiserver {
-    child: Child,
-    base: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Apiserver {
-    fn start(etcd: Option<&EtcdProcess>) -> Self {
-        let port = free_port();
-        let (store, dir) = match etcd {
-            Some(etcd) => (etcd.store_url(), None),
-            None => {
-                let parent = std::env::var("AGORA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
-                let dir = tempfile::tempdir_in(parent).expect("bench dir");
-                (dir.path().display().to_string(), Some(dir))
-            }
-        };
-        let child = Command::new(std::env::current_exe().expect("bench binary"))
-            .env(SERVE_ENV, format!("{port} {store}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the apiserver");
-        let server = Self { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !agora_e2e::http_ok(port, "/readyz") {
-            assert!(Instant::now() < deadline, "the apiserver did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    /// Resident memory of the apiserver process, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    }
 }
 
 /// CPU seconds process `pid` has used (user + system, from `/proc/<pid>/stat` in USER_HZ ticks: 100 on Linux).
@@ -139,28 +91,6 @@ impl CpuSplit {
             (self.etcd + self.apiserver + self.load) / self.wall
         )
     }
-}
-
-impl Drop for Apiserver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The child: serve the store named in `SERVE_ENV` until killed.
-fn serve_child(spec: &str) {
-    let (port, store) = spec.split_once(' ').expect("port and store");
-    let store = if store.starts_with("etcd://") {
-        StoreConfig::parse_etcd(store).expect("etcd url")
-    } else {
-        StoreConfig::Embedded(store.into())
-    };
-    let listen = format!("127.0.0.1:{port}").parse().expect("address");
-    let config =
-        ServerConfig { listen, store, prefix: "/registry".into(), security: Security::InsecureUnauthenticated };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    runtime.block_on(serve(config, std::future::pending())).expect("serve");
 }
 
 fn http() -> Client {

@@ -446,6 +446,34 @@ async fn accept_lifecycle(server: &Server) {
     );
     assert!(message.contains("the offer is Accepted; an offer is used once"), "{message}");
     status(&server.get(&format!("{TASKS}/t3")).await, 404, "NotFound");
+
+    // Only an acceptance stamps `spec.offer`: a Task written directly cannot pass for a framework's own.
+    let mut forged = task("forged", 0.1, 31005);
+    forged["apiVersion"] = json!("agora/v1");
+    forged["kind"] = json!("Task");
+    forged["spec"]["agent"] = json!("n1");
+    forged["spec"]["framework"] = json!("marathon");
+    forged["spec"]["offer"] = json!("o1");
+    let answer = server.post(TASKS, forged.clone()).await;
+    let message = status(&answer, 422, "Invalid");
+    assert!(message.contains("spec.offer") && message.contains("accepts an offer"), "{message}");
+    assert_eq!(answer.1["details"]["causes"][0]["field"], "spec.offer", "{}", answer.1);
+    status(&server.get(&format!("{TASKS}/forged")).await, 404, "NotFound");
+    forged["spec"]["offer"] = Value::Null;
+    assert_eq!(server.post(TASKS, forged).await.0, StatusCode::CREATED, "without it, a direct Task is fine");
+    for (target, offer) in [("forged", json!("o1")), ("t1", json!("o2")), ("t1", Value::Null)] {
+        let answer = server
+            .patch(&format!("{TASKS}/{target}"), "application/merge-patch+json", json!({"spec": {"offer": offer}}))
+            .await;
+        let message = status(&answer, 422, "Invalid");
+        assert!(message.contains("spec.offer"), "{target} ← {offer}: {message}");
+    }
+    let (_, t1) = server.get(&format!("{TASKS}/t1")).await;
+    assert_eq!(t1["spec"]["offer"], "o1", "unchanged");
+    let killed = server
+        .patch(&format!("{TASKS}/t1"), "application/merge-patch+json", json!({"spec": {"killRequested": true}}))
+        .await;
+    assert_eq!(killed.0, StatusCode::OK, "other changes to a launched task still go through: {}", killed.1);
 }
 
 #[tokio::test]

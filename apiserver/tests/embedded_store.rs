@@ -144,6 +144,81 @@ async fn a_watcher_overtaken_by_compaction_is_told_not_skipped() {
     assert!(watch.next().await.is_none(), "the stream ends after the error");
 }
 
+fn file_mib(dir: &std::path::Path) -> f64 {
+    std::fs::metadata(dir.join(agora_apiserver::store::DATA_FILE)).unwrap().len() as f64 / (1024.0 * 1024.0)
+}
+
+/// 500 KiB that differ from write to write.
+fn big(i: usize) -> Bytes {
+    let mut v = vec![b'a' + (i % 26) as u8; 500 * 1024];
+    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Bytes::from(v)
+}
+
+/// One object of 500 KiB rewritten again and again (a controller writing its status): the bound on history bytes
+/// compacts it away as it goes and later writes reuse the freed pages, so the file stops growing; a watcher still
+/// sees every write. (Without the bound: 64, 128, 257, 257, 257, 514 MiB after each 100 writes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_large_object_keeps_the_file_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::new(dir.path()).history_bytes(8 * 1024 * 1024).ring_bytes(4 * 1024 * 1024);
+    let store = EmbeddedStore::open(config).await.unwrap();
+    let first = store.put("/big/status", big(0)).await.unwrap();
+    let mut watch = store.watch("/big/", first + 1).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while let Some(Ok(event)) = watch.next().await {
+            if let WatchEvent::Put { kv, .. } = event {
+                seen += 1;
+                assert_eq!(kv.mod_revision, first + seen, "every write, in order");
+                assert_eq!(kv.value, big(usize::try_from(seen).unwrap()));
+                if seen == 600 {
+                    break;
+                }
+            }
+        }
+        seen
+    });
+    let mut sizes = Vec::new();
+    for i in 1..=600 {
+        store.put("/big/status", big(i)).await.unwrap();
+        if i % 100 == 0 {
+            sizes.push(file_mib(dir.path()));
+        }
+    }
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap(), 600);
+    // 300 MB were written; without the bound every version would still be in the file.
+    let compacted = store.compacted_revision().await.unwrap();
+    assert!(compacted > first + 500, "history beyond 8 MiB compacted: the point is {compacted}");
+    let (warm, last) = (sizes[1], *sizes.last().unwrap());
+    assert!(last < 40.0, "the file is bounded: {sizes:?} MiB after each 100 writes");
+    assert!(last <= warm * 1.25 + 1.0, "the file stopped growing once warm: {sizes:?} MiB");
+    assert_eq!(store.get("/big/status").await.unwrap().unwrap().value, big(600));
+}
+
+/// Once churn is over and its history compacted, the file is mostly free pages; opening it gives them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mostly_free_file_shrinks_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    for i in 0..120 {
+        store.put("/big/status", big(i)).await.unwrap();
+    }
+    // Written after the churn, so the file's last pages stay in use and it cannot simply be cut short.
+    for i in 0..50 {
+        store.put(&format!("/small/{i}"), value(i)).await.unwrap();
+    }
+    store.compact(store.current_revision().await.unwrap()).await.unwrap();
+    store.close().await.unwrap();
+    let before = file_mib(dir.path());
+    assert!(before > 32.0, "the churn's pages are free but still in the file: {before:.1} MiB");
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    let after = file_mib(dir.path());
+    assert!(after < 4.0, "the file shrank when it was opened: {before:.1} → {after:.1} MiB");
+    assert_eq!(store.get("/big/status").await.unwrap().unwrap().value, big(119), "and holds the latest writes");
+    assert_eq!(store.range(RangeRequest::prefix("/small/")).await.unwrap().kvs.len(), 50);
+}
+
 const CHILD_DIR: &str = "AGORA_CRASH_DIR";
 const CHILD_ROUND: &str = "AGORA_CRASH_ROUND";
 

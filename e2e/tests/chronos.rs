@@ -191,6 +191,19 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
         with(json!({"schedule": "R/2030-01-01T00:00:00Z/P1D", "disabled": true, "command": "true"})),
     )
     .await;
+    // Someone else writes a Task under the name chronos will give the run of a future instant, labelled as its run
+    // (labels prove nothing): chronos does not take it for its own, says so, and leaves it alone.
+    let squat_at = Timestamp::from_second(ahead.as_second() + 8).unwrap();
+    let squat_run = agora_controllers::chronos::plan::run_key(squat_at);
+    let squat_name = format!("squatted-{squat_run}-0");
+    let forged: Task = serde_json::from_value(json!({"apiVersion": "agora/v1", "kind": "Task",
+        "metadata": {"name": squat_name, "labels": {CRONJOB_LABEL: "squatted", agora_schemas::RUN_LABEL: squat_run,
+            ATTEMPT_LABEL: "0"}, "annotations": {INSTANT_ANNOTATION: squat_at.to_string()}},
+        "spec": {"agent": "elsewhere", "framework": "chronos", "cmd": "sleep 600", "cpus": 0.05, "mem": 32}}))
+    .unwrap();
+    let forged = tasks.create(&PostParams::default(), &forged).await.unwrap();
+    apply(&jobs, "squatted", with(json!({"schedule": format!("R1/{squat_at}/PT1H"), "command": "true", "retries": 0})))
+        .await;
 
     // A manual trigger runs the disabled job once.
     let trigger = |id: &str| {
@@ -319,6 +332,26 @@ async fn cronjobs_run_on_time_count_down_chain_retry_skip_and_trigger_on_a_real_
         "{}",
         String::from_utf8_lossy(&malformed.stderr)
     );
+
+    // The squatted instant: decided as a failed run naming what holds its name, announced as such and never as
+    // started; the other's Task untouched (not killed, not deleted, not counted as a run of the job).
+    job_until(&jobs, "squatted", "the squatted instant is decided", 30, |s| s.error_count == 1).await;
+    let squatted = status(&jobs.get("squatted").await.unwrap());
+    assert_eq!((squatted.success_count, squatted.missed_runs, squatted.last_schedule_time), (0, 0, Some(squat_at)));
+    let record = &squatted.runs[0];
+    assert_eq!(
+        (record.result, record.task.as_str(), record.instant),
+        (RunResult::Failed, squat_name.as_str(), Some(squat_at))
+    );
+    let why = record.message.as_deref().unwrap_or_default();
+    assert!(why.contains("NameTaken") && why.contains("a Task written directly"), "{why}");
+    let told = events_for(&server, "squatted").await;
+    let taken = told.iter().find(|e| e.reason == "NameTaken").expect("a NameTaken Event");
+    assert!(taken.message.as_deref().unwrap_or("").contains(&squat_name), "{taken:?}");
+    assert!(!told.iter().any(|e| e.reason == "Started"), "never announced as started: {told:?}");
+    let still = tasks.get(&squat_name).await.unwrap();
+    assert_eq!(still.metadata.uid, forged.metadata.uid, "the same Task");
+    assert!(still.spec.kill_requested != Some(true) && still.spec.offer.is_none(), "untouched: {:?}", still.spec);
 
     // The graph.
     let graph = std::process::Command::new(agora_binary())

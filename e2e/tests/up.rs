@@ -431,6 +431,8 @@ async fn the_cli_drives_a_one_machine_cluster() {
         agents.get_opt("spare-0").await.ok().flatten()
     })
     .await;
+    let before_drain = apps.get("web").await.unwrap().status.unwrap_or_default();
+    let drain_began = jiff::Timestamp::now();
     let drained = tokio::task::block_in_place(|| run(&["drain", "agent", &machine, "--timeout", "120"]));
     let text = said(&drained);
     assert_eq!(drained.status.code(), Some(0), "{text}");
@@ -450,6 +452,28 @@ async fn the_cli_drives_a_one_machine_cluster() {
     })
     .await;
     assert_eq!(apps.get("web").await.unwrap().spec.version(), good_version);
+    // A task killed by the drain is Killed, not a failure: it feeds no backoff.
+    let on_machine: Api<agora_schemas::Task> = Api::namespaced(client(&data), "default");
+    let killed = on_machine.list(&ListParams::default().fields(&format!("spec.agent={machine}"))).await.unwrap();
+    let web_killed: Vec<_> = killed
+        .items
+        .iter()
+        .filter(|t| t.metadata.labels.get(agora_schemas::APP_LABEL).map(String::as_str) == Some("web"))
+        .filter(|t| t.metadata.creation_timestamp.is_some_and(|c| c < drain_began))
+        .collect();
+    assert!(!web_killed.is_empty(), "web's task on {machine} is kept with its final state");
+    for task in &web_killed {
+        let state = task.status.as_ref().map(|s| s.state);
+        assert_eq!(state, Some(agora_schemas::TaskState::Killed), "{:?}", task.status);
+    }
+    let after_drain = apps.get("web").await.unwrap().status.unwrap_or_default();
+    assert_eq!(
+        (after_drain.consecutive_failures, after_drain.last_task_failure.as_ref().map(|f| f.timestamp)),
+        (before_drain.consecutive_failures, before_drain.last_task_failure.as_ref().map(|f| f.timestamp)),
+        "the drain counted no failure"
+    );
+    let delayed = after_drain.conditions.iter().find(|c| c.reason.as_deref() == Some("Backoff"));
+    assert!(delayed.is_none(), "no launch delay from the drain: {delayed:?}");
     let uncordoned = run(&["uncordon", "agent", &machine]);
     assert!(said(&uncordoned).contains("uncordoned"), "{}", said(&uncordoned));
 

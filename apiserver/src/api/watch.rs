@@ -28,8 +28,10 @@ use crate::store::{KeyLayout, KeyValue, RangeRequest, Revision, SharedStore, Sto
 /// The current stored value of every key of a kind, for stores whose watches do not carry previous values cheaply.
 type Objects = HashMap<String, (bytes::Bytes, Revision)>;
 
-/// Events kept per kind for resuming watches.
+/// Events kept per kind for resuming watches…
 const WINDOW: usize = 10_000;
+/// …and the most memory they may take (a large object rewritten again and again would otherwise hold gigabytes).
+const WINDOW_BYTES: usize = 32 * 1024 * 1024;
 /// Events a client may fall behind the broadcast before it is cut off, unless configured otherwise.
 pub const CLIENT_BACKLOG: usize = 4_096;
 /// How often a watch that asked for bookmarks gets one.
@@ -68,6 +70,11 @@ impl Change {
     /// The object.
     pub fn object(&self) -> &Value {
         self.object.get_or_init(|| serde_json::from_slice(&self.encoded).unwrap_or(Value::Null))
+    }
+
+    /// About the memory the change holds: the object, its framed event once made, and the previous object.
+    fn bytes(&self) -> usize {
+        2 * self.encoded.len() + self.previous.as_ref().map_or(0, |(raw, _)| raw.len())
     }
 
     /// The object before a MODIFIED change.
@@ -132,6 +139,8 @@ struct Window {
     since: Revision,
     latest: Revision,
     events: VecDeque<Arc<Change>>,
+    /// What `events` hold, in bytes.
+    bytes: usize,
 }
 
 /// The watch caches of every kind, started on first use.
@@ -285,7 +294,7 @@ impl WatchCache {
         let (start, stream, objects) = open(&self.store, &prefix).await?;
         let (sender, _) = broadcast::channel(self.backlog);
         let cache = Arc::new(KindCache {
-            window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new() }),
+            window: RwLock::new(Window { since: start, latest: start, events: VecDeque::new(), bytes: 0 }),
             sender,
             objects: RwLock::new(objects.map(Current::new)),
         });
@@ -373,9 +382,11 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
                 Signal::Change(change) => {
                     window.latest = window.latest.max(change.revision);
                     window.events.push_back(change.clone());
-                    while window.events.len() > WINDOW {
+                    window.bytes += change.bytes();
+                    while window.events.len() > WINDOW || (window.bytes > WINDOW_BYTES && window.events.len() > 1) {
                         if let Some(dropped) = window.events.pop_front() {
                             window.since = dropped.revision;
+                            window.bytes -= dropped.bytes();
                         }
                     }
                 }
@@ -388,7 +399,7 @@ async fn feed(store: SharedStore, prefix: String, cache: Arc<KindCache>, mut str
         match open(&store, &prefix).await {
             Ok((start, fresh, listed)) => {
                 let mut window = cache.window.write().unwrap_or_else(PoisonError::into_inner);
-                *window = Window { since: start, latest: start, events: VecDeque::new() };
+                *window = Window { since: start, latest: start, events: VecDeque::new(), bytes: 0 };
                 let _ = cache.sender.send(Signal::Reset);
                 stream = fresh;
                 *cache.objects.write().unwrap_or_else(PoisonError::into_inner) = listed.map(Current::new);

@@ -1,7 +1,7 @@
 //! Writes: create, replace, patch (merge and JSON), and the scale subresource; every update goes through one
 //! read-change-compare-and-swap loop.
 
-use agora_schemas::{FieldError, FieldErrorKind, StatusReason};
+use agora_schemas::{FieldError, FieldErrorKind, KindInfo, StatusReason};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
@@ -102,6 +102,7 @@ impl ResourceApi {
             // Admission of a large object is heavy: off the async workers, as its decoding was.
             let (admitted, bytes) = decode::in_place(heavy, || {
                 let mut admitted = admission.admit(kind, &name, candidate)?;
+                server_stamped(kind, &name, None, &admitted)?;
                 let managed = managed::record(kind, &name, None, requested.as_ref(), &admitted, manage)?;
                 set_managed_fields(&mut admitted, managed);
                 let bytes = encode_checked(kind, &name, &admitted)?;
@@ -371,6 +372,7 @@ impl ResourceApi {
             set_meta(&mut next, "namespace", json!(ns));
         }
         let mut admitted = admission.admit(kind, name, next)?;
+        server_stamped(kind, name, Some(current), &admitted)?;
         if admitted.get("spec") != current.get("spec") {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             set_meta(&mut admitted, "generation", json!(generation));
@@ -479,4 +481,29 @@ pub(super) fn scale_of(object: &Value) -> Value {
         "spec": { "replicas": object.pointer("/spec/instances").cloned().unwrap_or(json!(1)) },
         "status": { "replicas": object.pointer("/status/tasksRunning").cloned().unwrap_or(json!(0)) },
     })
+}
+
+/// Fields only the server stamps, as proof of how an object came to be, which no write may set or change: a Task's
+/// `spec.offer` names the offer it was launched from, and only accepting that offer (`POST offers/NAME/accept`)
+/// sets it — so a framework can tell its own Tasks from ones written directly under a name it would use.
+fn server_stamped(kind: &KindInfo, name: &str, current: Option<&Value>, admitted: &Value) -> ApiResult<()> {
+    if kind.kind != "Task" {
+        return Ok(());
+    }
+    let offer = |object: &Value| object.pointer("/spec/offer").cloned().filter(|o| !o.is_null());
+    let (before, after) = (current.and_then(offer), offer(admitted));
+    if before == after {
+        return Ok(());
+    }
+    let message = match &before {
+        None => "is set by the apiserver when a framework accepts an offer (POST offers/NAME/accept); a Task \
+                 written directly has none"
+            .to_owned(),
+        Some(was) => format!("is immutable: the task was launched from offer {was}"),
+    };
+    Err(ApiError::invalid(
+        kind,
+        name,
+        &[FieldError { path: "spec.offer".to_owned(), kind: FieldErrorKind::Forbidden, message }],
+    ))
 }

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStats, EmbeddedStore, restore};
+pub use embedded::{DATA_FILE, EmbeddedConfig, EmbeddedStats, EmbeddedStore, HISTORY_BYTES, RING_BYTES, restore};
 pub use etcd::EtcdStore;
 
 /// A store revision: a counter that grows by one with every write transaction that changes something. Every key
@@ -207,6 +207,28 @@ impl WatchEvent {
             Self::Put { kv, .. } => Some(&kv.key),
             Self::Delete { key, .. } => Some(key),
             Self::Progress { .. } => None,
+        }
+    }
+
+    /// The bytes the event holds: its key and values, the new one and the previous one (what keeping it in memory
+    /// costs, give or take a few fixed-size fields).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        let kv_bytes = |kv: &KeyValue| kv.key.len() + kv.value.len();
+        match self {
+            Self::Put { kv, prev } => kv_bytes(kv) + prev.as_ref().map_or(0, kv_bytes),
+            Self::Delete { key, prev, .. } => key.len() + prev.as_ref().map_or(0, kv_bytes),
+            Self::Progress { .. } => 0,
+        }
+    }
+
+    /// The bytes the change writes: its key and new value (what its record adds to the store's history).
+    #[must_use]
+    pub fn written_bytes(&self) -> usize {
+        match self {
+            Self::Put { kv, .. } => kv.key.len() + kv.value.len(),
+            Self::Delete { key, .. } => key.len(),
+            Self::Progress { .. } => 0,
         }
     }
 }

@@ -84,6 +84,21 @@ struct Launched {
     at: Instant,
     job: String,
     run: NewRun,
+    /// The agent it was placed on.
+    agent: String,
+    /// Its acceptance found the name taken: whose Task holds it is looked up before anything else is decided.
+    taken: bool,
+}
+
+/// A run whose Task name is held by a Task chronos did not launch: it stands in the plan as a failed attempt (the
+/// instant is decided, a retry gets the next attempt's name), and that Task is never touched.
+struct Taken {
+    job: String,
+    run: NewRun,
+    /// When chronos found out.
+    at: Timestamp,
+    /// What holds the name, in words.
+    holder: String,
 }
 
 /// What the scheduler half and the companion share.
@@ -119,8 +134,17 @@ impl World {
     }
 }
 
-/// The key of the job a task runs for (`namespace/job`).
+/// Whether chronos launched `task`: it was created by accepting an offer made to chronos (only an acceptance sets
+/// `spec.offer`; the apiserver refuses it on any other write). Labels alone prove nothing: anyone may write them.
+fn launched_by_chronos(task: &Task) -> bool {
+    task.spec.offer.is_some() && task.spec.framework == FRAMEWORK
+}
+
+/// The key of the job a task of chronos' runs for (`namespace/job`); `None` for a task chronos did not launch.
 fn job_of(task: &Task) -> Option<String> {
+    if !launched_by_chronos(task) {
+        return None;
+    }
     let job = task.metadata.labels.get(CRONJOB_LABEL)?;
     Some(format!("{}/{job}", task.metadata.namespace.as_deref().unwrap_or("default")))
 }
@@ -192,6 +216,21 @@ fn phantom(job: &CronJob, run: &NewRun) -> Arc<Task> {
     Arc::new(task)
 }
 
+/// A run whose name another's Task holds, as the plan should see it: an attempt that failed when it was found out
+/// (stored, so its instant counts as decided).
+fn name_taken(job: &CronJob, taken: &Taken) -> Arc<Task> {
+    let mut meta = run_meta(job, &taken.run);
+    meta.creation_timestamp = Some(taken.at);
+    meta.resource_version = Some("0".to_owned());
+    let mut task = Task::new(meta, TaskSpec::default());
+    let mut status = TaskStatus::new(TaskState::Failed);
+    status.reason = Some("NameTaken".to_owned());
+    status.message = Some(format!("the task name is held by {}; chronos did not start this run", taken.holder));
+    status.finished_at = Some(taken.at);
+    task.status = Some(status);
+    Arc::new(task)
+}
+
 /// Drops what chronos never reads of a Task before it is cached (the job has what to run).
 fn trim(task: &mut Task) {
     let meta = &mut task.metadata;
@@ -209,7 +248,6 @@ fn trim(task: &mut Task) {
     spec.health_checks.clear();
     spec.limits = None;
     spec.user = None;
-    spec.offer = None;
     if let Some(status) = &mut task.status {
         status.usage = None;
         status.conditions.clear();
@@ -224,7 +262,6 @@ fn trim(task: &mut Task) {
 /// The scheduler half.
 struct Chronos {
     shared: Shared,
-    events: Events,
     wake: Arc<Notify>,
 }
 
@@ -259,11 +296,16 @@ impl Scheduler for Chronos {
             }
             let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
             let task_key = format!("{namespace}/{}", run.name);
-            world.launched.insert(task_key, Launched { at: Instant::now(), job: job_key.clone(), run: run.clone() });
+            // Its Event waits until the watch shows the Task: a run is announced once it exists.
+            let launched = Launched {
+                at: Instant::now(),
+                job: job_key.clone(),
+                run: run.clone(),
+                agent: p.agent.clone(),
+                taken: false,
+            };
+            world.launched.insert(task_key, launched);
             placed_runs.insert((job_key.clone(), run.name.clone()));
-            let mut record = run.event.clone();
-            record.message = format!("{} on agent {} (task {})", record.message, p.agent, run.name);
-            let _ = self.events.send((reference(&**job), record));
             world.touched.insert(job_key.clone());
         }
         // What was placed is no longer due; the rest waits for the next offers.
@@ -300,10 +342,15 @@ impl Scheduler for Chronos {
         for task in &launch.tasks {
             let namespace = task.metadata.namespace.as_deref().unwrap_or("default");
             let task_key = format!("{namespace}/{}", task.metadata.name.as_deref().unwrap_or_default());
-            // A name that exists is a run claimed before (the watch will show it); anything else is tried again.
-            if !error.is_already_exists()
-                && let Some(launched) = world.launched.remove(&task_key)
-            {
+            // A name that exists is a run claimed before (the watch will show it) — or a Task someone else wrote
+            // under that name: the companion looks. Anything else is tried again.
+            if error.is_already_exists() {
+                if let Some(launched) = world.launched.get_mut(&task_key) {
+                    launched.taken = true;
+                    let job = launched.job.clone();
+                    world.touched.insert(job);
+                }
+            } else if let Some(launched) = world.launched.remove(&task_key) {
                 world.touched.insert(launched.job);
             }
         }
@@ -327,7 +374,7 @@ pub async fn run(
     let recorder = Recorder::new(client.clone(), Reporter::new(FRAMEWORK, Some(&config.identity)));
     let publisher = AbortOnDrop(tokio::spawn(publish_all(recorder, published)).abort_handle());
     let wake = Arc::new(Notify::new());
-    let scheduler = Chronos { shared: shared.clone(), events: events.clone(), wake: wake.clone() };
+    let scheduler = Chronos { shared: shared.clone(), wake: wake.clone() };
     let roles: Vec<&str> = config.roles.iter().map(String::as_str).collect();
     // A short refuse filter: a declined agent is offered again before the next instant's lead begins.
     let framework = Framework::new(client.clone(), FRAMEWORK)
@@ -384,6 +431,8 @@ struct Companion {
     /// Kills and deletes requested (task key → when) the watch has not shown yet.
     kills: HashMap<String, Instant>,
     deletes: HashMap<String, Instant>,
+    /// Runs whose names are held by Tasks chronos did not launch, by task key.
+    taken: HashMap<String, Taken>,
 }
 
 /// What the watches mark for another look.
@@ -439,6 +488,7 @@ impl Companion {
             next_of: HashMap::new(),
             kills: HashMap::new(),
             deletes: HashMap::new(),
+            taken: HashMap::new(),
             clock: Clock::new(),
             quiet_until: Instant::now(),
             deferred_since: HashMap::new(),
@@ -455,7 +505,10 @@ impl Companion {
                 match change {
                     TaskChange::Applied(task) => {
                         let task_key = key(&*task);
-                        lock(&this.shared).launched.remove(&task_key);
+                        let launched = lock(&this.shared).launched.remove(&task_key);
+                        if let Some(launched) = launched.filter(|_| launched_by_chronos(&task)) {
+                            this.announce(&launched, &task);
+                        }
                         if task.spec.kill_requested == Some(true) {
                             this.kills.remove(&task_key);
                         }
@@ -499,6 +552,7 @@ impl Companion {
             }
             keys.remove("");
             this.expire_in_flight();
+            keys.extend(this.resolve_taken().await);
             if !keys.is_empty() {
                 this.reconcile(keys).await;
             }
@@ -612,6 +666,7 @@ impl Companion {
 
     fn forget(&mut self, k: &str) {
         self.set_timer(k, None);
+        self.taken.retain(|_, t| t.job != k);
         self.deferred_since.remove(k);
         self.decided.remove(k);
         self.stored.remove(k);
@@ -623,9 +678,93 @@ impl Companion {
         world.due.remove(k);
     }
 
+    /// Publishes the Event of a run whose Task the watch now shows.
+    fn announce(&self, launched: &Launched, task: &Task) {
+        let Some(job) = self.decided.get(&launched.job) else { return };
+        let mut record = launched.run.event.clone();
+        let agent = if task.spec.agent.is_empty() { &launched.agent } else { &task.spec.agent };
+        record.message = format!("{} on agent {agent} (task {})", record.message, launched.run.name);
+        let _ = self.events.send((reference(&**job), record));
+    }
+
+    /// Looks up the Tasks that held the names of runs whose acceptance found them taken: chronos' own (an earlier
+    /// acceptance whose answer was lost) is left for the watch; another's makes the run a [`Taken`] stand-in, with
+    /// a Warning; a name free again is launched again. Returns the jobs to re-plan.
+    async fn resolve_taken(&mut self) -> BTreeSet<String> {
+        let pending: Vec<(String, Launched)> =
+            lock(&self.shared).launched.iter().filter(|(_, l)| l.taken).map(|(k, l)| (k.clone(), l.clone())).collect();
+        let mut replan = BTreeSet::new();
+        for (task_key, launched) in pending {
+            let (namespace, name) = task_key.split_once('/').unwrap_or(("default", task_key.as_str()));
+            let found = Api::<Task>::namespaced(self.client.clone(), namespace).get_opt(name).await;
+            let mut world = lock(&self.shared);
+            match found {
+                Ok(Some(task)) if launched_by_chronos(&task) => {
+                    if let Some(l) = world.launched.get_mut(&task_key) {
+                        l.taken = false; // ours: the watch will show it
+                    }
+                }
+                Ok(Some(task)) => {
+                    world.launched.remove(&task_key);
+                    drop(world);
+                    let holder = match task.spec.offer {
+                        None => "a Task written directly (not launched from an offer)".to_owned(),
+                        Some(offer) => {
+                            format!("a Task framework {:?} launched from offer {offer}", task.spec.framework)
+                        }
+                    };
+                    if let Some(job) = self.decided.get(&launched.job) {
+                        let what = launched
+                            .run
+                            .instant
+                            .map_or_else(|| format!("run {}", launched.run.run), |t| format!("the run of {t}"));
+                        let record = Record::warning(
+                            "NameTaken",
+                            format!(
+                                "{what} cannot start: its task name {name} is held by {holder}, which chronos leaves \
+                                 alone; delete that Task, or let the run's retry (next attempt's name) run it"
+                            ),
+                        );
+                        let _ = self.events.send((reference(&**job), record));
+                    }
+                    tracing::warn!(task = %task_key, %holder, "a run's task name is taken");
+                    replan.insert(launched.job.clone());
+                    let taken = Taken { job: launched.job, run: launched.run, at: Timestamp::now(), holder };
+                    self.taken.insert(task_key, taken);
+                }
+                Ok(None) => {
+                    // Deleted meanwhile: the run is due again.
+                    world.launched.remove(&task_key);
+                    replan.insert(launched.job);
+                }
+                Err(e) => {
+                    tracing::debug!(task = %task_key, error = %e, "looking up a taken task name failed; trying again");
+                }
+            }
+        }
+        replan
+    }
+
     fn expire_in_flight(&mut self) {
         self.kills.retain(|_, at| at.elapsed() < IN_FLIGHT);
         self.deletes.retain(|_, at| at.elapsed() < IN_FLIGHT);
+        // A stand-in goes once the stored status has decided its run (and its record has had its grace).
+        let now = Timestamp::now();
+        let settled: Vec<String> = self
+            .taken
+            .iter()
+            .filter(|(_, t)| now.duration_since(t.at) > plan::RECORD_GRACE * 2)
+            .filter(|(_, t)| {
+                self.stored_status(&t.job).is_some_and(|s| {
+                    s.runs.iter().any(|r| r.task == t.run.name)
+                        || t.run.instant.is_some_and(|i| s.last_schedule_time.is_some_and(|last| last >= i))
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in settled {
+            self.taken.remove(&k);
+        }
         let mut world = lock(&self.shared);
         let stale: Vec<String> =
             world.launched.iter().filter(|(_, l)| l.at.elapsed() >= IN_FLIGHT).map(|(k, _)| k.clone()).collect();
@@ -658,6 +797,11 @@ impl Companion {
         for launched in world.launched.values().filter(|l| l.job == job_key) {
             if !tasks.iter().any(|t| t.metadata.name.as_deref() == Some(launched.run.name.as_str())) {
                 tasks.push(phantom(job, &launched.run));
+            }
+        }
+        for taken in self.taken.values().filter(|t| t.job == job_key) {
+            if !tasks.iter().any(|t| t.metadata.name.as_deref() == Some(taken.run.name.as_str())) {
+                tasks.push(name_taken(job, taken));
             }
         }
         tasks
@@ -775,10 +919,12 @@ impl Companion {
             let at = self.quiet_until.max(Instant::now() + QUIET);
             self.unwritten.entry(k.clone()).and_modify(|t| *t = (*t).min(at)).or_insert(at);
         }
+        // Never a Task chronos did not launch, whatever the plan's history says of its name.
         let deletes: Vec<String> = planned
             .delete
             .iter()
             .filter(|t| !self.deletes.contains_key(&format!("{namespace}/{t}")))
+            .filter(|t| !self.taken.contains_key(&format!("{namespace}/{t}")))
             .cloned()
             .collect();
         for t in &deletes {

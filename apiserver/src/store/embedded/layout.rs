@@ -349,13 +349,20 @@ pub(super) fn compact_chunk(
     index: &KeyIndex,
     staged: &mut Staged,
     revisions: &mut Revisions<'_>,
-    (progress, target, chunk): (u64, u64, u64),
+    (progress, target, chunk, chunk_bytes): (u64, u64, u64, usize),
 ) -> Result<u64> {
-    let upto = target.min(progress + chunk);
+    let mut upto = target.min(progress + chunk);
     let mut window = Vec::new();
+    let mut read = 0;
     for entry in revisions.range(progress + 1..=upto).map_err(backend)? {
         let (revision, bytes) = entry.map_err(backend)?;
+        read += bytes.value().len();
         window.push((revision.value(), Record::decode(bytes.value())?));
+        // Large records end the window early: a chunk never holds more than about `chunk_bytes` in memory.
+        if read >= chunk_bytes {
+            upto = revision.value();
+            break;
+        }
     }
     // Records that may lose versions: the window's own, and older ones whose versions are superseded now.
     let mut touched: BTreeSet<u64> = window.iter().map(|(r, _)| *r).collect();

@@ -31,7 +31,7 @@ use tokio::sync::{oneshot, watch};
 use self::layout::{
     KeyIndex, META, META_COMPACT_PROGRESS, META_COMPACTED, META_REVISION, REVISIONS, Record, Version, read_kv,
 };
-use self::writer::{Request, Writer};
+use self::writer::{History, Request, TimeIndex, Writer};
 use super::{
     KeyValue, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, Txn, TxnResponse, WatchEvent,
     WatchStream,
@@ -164,6 +164,43 @@ pub async fn restore(snapshot: &std::path::Path, dir: &std::path::Path) -> Resul
     }
 }
 
+/// Free space in the data file that makes opening it shrink the file: more than half of it, and at least this.
+const SHRINK_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Gives the free space of the data file back to the file system when most of the file is free. While the store
+/// runs, compaction frees the pages of old history and later writes reuse them, so the file stops growing; it only
+/// shrinks here, when nothing else holds the file (as `etcdctl defrag` does for etcd, but on its own).
+fn shrink(db: &mut Database, path: &std::path::Path) -> Result<()> {
+    let file_bytes =
+        std::fs::metadata(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?.len();
+    let used = {
+        let write = db.begin_write().map_err(backend)?;
+        let stats = write.stats().map_err(backend)?;
+        write.abort().map_err(backend)?;
+        stats.allocated_pages() * stats.page_size() as u64
+    };
+    let free = file_bytes.saturating_sub(used);
+    if free < SHRINK_FREE_BYTES || free < file_bytes / 2 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    // Each pass moves pages toward the start of the file; a few are enough to give most of the space back.
+    for _ in 0..3 {
+        if !db.compact().map_err(|e| StoreError::Backend(format!("shrinking {}: {e}", path.display())))? {
+            break;
+        }
+    }
+    let after = std::fs::metadata(path).map_or(0, |m| m.len());
+    tracing::info!(
+        path = %path.display(),
+        before = file_bytes,
+        after,
+        ms = started.elapsed().as_millis() as u64,
+        "data file shrunk: most of it was free (history compacted away)"
+    );
+    Ok(())
+}
+
 /// Records that `dir` holds a store (see [`MARKER_FILE`]).
 fn write_marker(dir: &std::path::Path) -> Result<()> {
     let marker = dir.join(MARKER_FILE);
@@ -180,6 +217,10 @@ fn write_marker(dir: &std::path::Path) -> Result<()> {
 
 /// redb's page cache.
 const PAGE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The default bound of the history kept: 256 MiB of written keys and values.
+pub const HISTORY_BYTES: u64 = 256 * 1024 * 1024;
+/// The default bound of the recent events kept in memory: 64 MiB.
+pub const RING_BYTES: usize = 64 * 1024 * 1024;
 
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
@@ -187,22 +228,27 @@ pub struct EmbeddedConfig {
     dir: PathBuf,
     history: Duration,
     history_revisions: u64,
+    history_bytes: u64,
     compaction_check: Duration,
     ring_events: usize,
+    ring_bytes: usize,
     max_batch: usize,
 }
 
 impl EmbeddedConfig {
-    /// Defaults: 5 minutes of history but at most 100,000 revisions, checked every 30 s; 16,384 recent events kept
-    /// in memory for watchers; up to 1,024 transactions per commit.
+    /// Defaults: 5 minutes of history, but at most 100,000 revisions and [`HISTORY_BYTES`] of written values (the
+    /// time is checked every 30 s, the two bounds after every commit); 16,384 recent events, at most [`RING_BYTES`],
+    /// kept in memory for watchers; up to 1,024 transactions per commit.
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             history: Duration::from_secs(300),
             history_revisions: 100_000,
+            history_bytes: HISTORY_BYTES,
             compaction_check: Duration::from_secs(30),
             ring_events: 16_384,
+            ring_bytes: RING_BYTES,
             max_batch: 1024,
         }
     }
@@ -221,7 +267,15 @@ impl EmbeddedConfig {
         self
     }
 
-    /// How often automatic compaction is considered.
+    /// The most bytes of history kept (keys and values written since the compaction point), however recent: under
+    /// churn — a large object rewritten again and again — this, not the time, is what stops the file from growing.
+    #[must_use]
+    pub fn history_bytes(mut self, bytes: u64) -> Self {
+        self.history_bytes = bytes;
+        self
+    }
+
+    /// How often time-based compaction is considered.
     #[must_use]
     pub fn compaction_check(mut self, every: Duration) -> Self {
         self.compaction_check = every;
@@ -232,6 +286,13 @@ impl EmbeddedConfig {
     #[must_use]
     pub fn ring_events(mut self, events: usize) -> Self {
         self.ring_events = events.max(1);
+        self
+    }
+
+    /// How many bytes of recent events watchers can read from memory (the newest revision is always kept).
+    #[must_use]
+    pub fn ring_bytes(mut self, bytes: usize) -> Self {
+        self.ring_bytes = bytes;
         self
     }
 
@@ -282,6 +343,7 @@ pub struct EmbeddedStats {
 struct Ring {
     entries: VecDeque<(Revision, Arc<[WatchEvent]>)>,
     events: usize,
+    bytes: usize,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -328,6 +390,8 @@ impl EmbeddedStore {
                 path.display()
             )),
         })?;
+        let mut db = db;
+        shrink(&mut db, &path)?;
         // A store made before the marker existed gets one now.
         if fresh || !config.dir.join(MARKER_FILE).exists() {
             write_marker(&config.dir)?;
@@ -346,7 +410,7 @@ impl EmbeddedStore {
             write.commit().map_err(backend)?;
             counters
         };
-        let (index, time_index) = Self::load(&db, progress).map_err(|e| {
+        let (index, time_index, history) = Self::load(&db, progress, compacted).map_err(|e| {
             StoreError::Backend(format!(
                 "reading the records of {}: {e}. The file is damaged: {RECOVERY}",
                 path.display()
@@ -362,8 +426,14 @@ impl EmbeddedStore {
             transactions: AtomicU64::new(0),
         });
         let (requests, receiver) = mpsc::channel();
-        let writer =
-            Writer::new(db.clone(), shared.clone(), revision_tx, config, (revision, compacted, progress), time_index);
+        let writer = Writer::new(
+            db.clone(),
+            shared.clone(),
+            revision_tx,
+            config,
+            (revision, compacted, progress),
+            (time_index, history),
+        );
         let writer = std::thread::Builder::new()
             .name("agora-store-writer".to_owned())
             .spawn(move || writer.run(&receiver))
@@ -372,22 +442,25 @@ impl EmbeddedStore {
         Ok(Self { db, shared, requests, writer })
     }
 
-    /// Rebuilds the key index from the records, and samples (revision, time) about once a second after `from` for
-    /// time-based compaction.
-    fn load(db: &Database, from: u64) -> Result<(KeyIndex, VecDeque<(u64, i64)>)> {
+    /// Rebuilds the key index from the records; samples (revision, time) about once a second after `progress`, for
+    /// time-based compaction; and sizes the records after the compaction point, for the bound on history bytes.
+    fn load(db: &Database, progress: u64, compacted: u64) -> Result<(KeyIndex, TimeIndex, History)> {
         let read = db.begin_read().map_err(backend)?;
         let revisions = read.open_table(REVISIONS).map_err(backend)?;
         let index = KeyIndex::build(&revisions)?;
-        let mut times: VecDeque<(u64, i64)> = VecDeque::new();
-        for entry in revisions.range(from + 1..).map_err(backend)? {
+        let (mut times, mut history): (TimeIndex, History) = Default::default();
+        for entry in revisions.range(progress + 1..).map_err(backend)? {
             let (rev, bytes) = entry.map_err(backend)?;
             let time = Record::time_of(bytes.value())?;
             if times.back().is_none_or(|(_, t)| time >= t + 1000) {
                 times.push_back((rev.value(), time));
             }
+            if rev.value() > compacted {
+                history.push_back((rev.value(), bytes.value().len() as u64));
+            }
         }
         tracing::debug!(keys = index.len(), "key index rebuilt");
-        Ok((index, times))
+        Ok((index, times, history))
     }
 
     /// Finishes queued writes, ends every watch, and releases the file.

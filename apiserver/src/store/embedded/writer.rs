@@ -21,6 +21,11 @@ pub(super) enum Request {
     Compact(u64, oneshot::Sender<Result<()>>),
 }
 
+/// (revision, unix ms) samples, about one per second, for time-based compaction.
+pub(super) type TimeIndex = VecDeque<(u64, i64)>;
+/// (last revision of a commit, bytes it wrote), oldest first, for the bound on history bytes.
+pub(super) type History = VecDeque<(u64, u64)>;
+
 /// The single writer: batches transactions into shared commits and runs compaction between batches.
 pub(super) struct Writer {
     db: Arc<Database>,
@@ -34,8 +39,10 @@ pub(super) struct Writer {
     progress: u64,
     /// Compaction requests waiting for the physical work to reach their revision.
     waiting: Vec<(u64, oneshot::Sender<Result<()>>)>,
-    /// (revision, unix ms) samples, about one per second.
-    time_index: VecDeque<(u64, i64)>,
+    time_index: TimeIndex,
+    /// The commits after the compaction point, and their bytes in all.
+    history: History,
+    history_bytes: u64,
     last_check: Instant,
     /// The size of the previous batch: more than one means writers are concurrent.
     last_batch: usize,
@@ -48,6 +55,8 @@ const GATHER_LIMIT: Duration = Duration::from_micros(800);
 
 /// Revisions compacted per batch, so compaction never stalls writers for long.
 const COMPACTION_CHUNK: u64 = 2_000;
+/// Bytes of records compacted per batch at most (about), for the same reason and to bound the memory it takes.
+const COMPACTION_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 
 impl Writer {
     pub(super) fn new(
@@ -56,8 +65,9 @@ impl Writer {
         revision_tx: watch::Sender<Revision>,
         config: EmbeddedConfig,
         (revision, compacted, progress): (u64, u64, u64),
-        time_index: VecDeque<(u64, i64)>,
+        (time_index, history): (TimeIndex, History),
     ) -> Self {
+        let history_bytes = history.iter().map(|(_, bytes)| bytes).sum();
         Self {
             db,
             shared,
@@ -68,6 +78,8 @@ impl Writer {
             progress,
             waiting: Vec::new(),
             time_index,
+            history,
+            history_bytes,
             last_check: Instant::now(),
             last_batch: 0,
         }
@@ -130,15 +142,34 @@ impl Writer {
         batch
     }
 
-    /// Moves the compaction point so that the configured history is kept.
+    /// Moves the compaction point so that the configured history (in time) is kept.
     fn plan_automatic_compaction(&mut self) {
         let cutoff = now_millis() - i64::try_from(self.config.history.as_millis()).unwrap_or(i64::MAX);
         let by_time = self.time_index.iter().take_while(|(_, t)| *t <= cutoff).last().map_or(0, |(rev, _)| *rev);
+        self.compact_to(by_time, "time");
+    }
+
+    /// Moves the compaction point so that no more than the configured revisions and bytes of history are kept;
+    /// cheap, so it runs after every commit.
+    fn bound_history(&mut self) {
         let by_count = self.revision.saturating_sub(self.config.history_revisions);
-        let target = by_time.max(by_count).min(self.revision);
+        self.compact_to(by_count, "revisions");
+        let (target, _) = bytes_bound(&self.history, self.history_bytes, self.config.history_bytes);
+        self.compact_to(target, "bytes");
+    }
+
+    fn compact_to(&mut self, target: u64, bound: &'static str) {
+        let target = target.min(self.revision);
         if target > self.compacted {
-            tracing::debug!(target, "automatic compaction");
+            tracing::debug!(target, bound, "automatic compaction");
             self.compacted = target;
+        }
+        while let Some(&(revision, bytes)) = self.history.front() {
+            if revision > self.compacted {
+                break;
+            }
+            self.history.pop_front();
+            self.history_bytes -= bytes;
         }
     }
 
@@ -170,8 +201,13 @@ impl Writer {
                     if self.time_index.back().is_none_or(|(_, t)| now >= t + 1000) {
                         self.time_index.push_back((*last, now));
                     }
+                    let written: usize =
+                        committed.iter().flat_map(|(_, events)| events.iter()).map(WatchEvent::written_bytes).sum();
+                    self.history.push_back((*last, written as u64));
+                    self.history_bytes += written as u64;
                 }
                 self.publish(committed);
+                self.bound_history();
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared.transactions.fetch_add(results.len() as u64, Ordering::Relaxed);
                 for ((_, reply), result) in txns.into_iter().zip(results) {
@@ -231,8 +267,9 @@ impl Writer {
                 results.push(response);
             }
             if progress < self.compacted {
+                let chunk = (COMPACTION_CHUNK, COMPACTION_CHUNK_BYTES);
                 progress =
-                    compact_chunk(&index, &mut staged, &mut revisions, (progress, self.compacted, COMPACTION_CHUNK))?;
+                    compact_chunk(&index, &mut staged, &mut revisions, (progress, self.compacted, chunk.0, chunk.1))?;
             }
             meta.insert(META_REVISION, revision).map_err(backend)?;
             meta.insert(META_COMPACTED, self.compacted).map_err(backend)?;
@@ -249,11 +286,15 @@ impl Writer {
             let mut ring = self.shared.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (revision, events) in committed {
                 ring.events += events.len();
+                ring.bytes += events.iter().map(WatchEvent::bytes).sum::<usize>();
                 ring.entries.push_back((to_revision(revision), events));
             }
-            while ring.events > self.config.ring_events && ring.entries.len() > 1 {
+            while (ring.events > self.config.ring_events || ring.bytes > self.config.ring_bytes)
+                && ring.entries.len() > 1
+            {
                 if let Some((_, events)) = ring.entries.pop_front() {
                     ring.events -= events.len();
+                    ring.bytes -= events.iter().map(WatchEvent::bytes).sum::<usize>();
                 }
             }
         }
@@ -262,5 +303,37 @@ impl Writer {
 
     fn publish_compaction(&self) {
         self.shared.compacted.store(to_revision(self.compacted), Ordering::Release);
+    }
+}
+
+/// The compaction point that keeps at most `limit` bytes of `history` ((last revision of a commit, bytes), oldest
+/// first, `total` in all): the last revision of the oldest commits that must go, and the bytes then kept. 0 when the
+/// history is within the limit.
+pub(super) fn bytes_bound(history: &History, total: u64, limit: u64) -> (u64, u64) {
+    let (mut target, mut kept) = (0, total);
+    for &(revision, bytes) in history {
+        if kept <= limit {
+            break;
+        }
+        kept -= bytes;
+        target = revision;
+    }
+    (target, kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_bound_drops_the_oldest_commits_until_the_rest_fits() {
+        let history: History = [(3, 100), (5, 100), (6, 50), (9, 10)].into_iter().collect();
+        assert_eq!(bytes_bound(&history, 260, 1_000), (0, 260), "within the limit: nothing goes");
+        assert_eq!(bytes_bound(&history, 260, 260), (0, 260), "exactly the limit is within it");
+        assert_eq!(bytes_bound(&history, 260, 200), (3, 160));
+        assert_eq!(bytes_bound(&history, 260, 60), (5, 60), "whole commits go, oldest first");
+        assert_eq!(bytes_bound(&history, 260, 59), (6, 10));
+        assert_eq!(bytes_bound(&history, 260, 0), (9, 0), "a zero limit keeps no history");
+        assert_eq!(bytes_bound(&VecDeque::new(), 0, 0), (0, 0));
     }
 }
