@@ -432,7 +432,18 @@ async fn the_cli_drives_a_one_machine_cluster() {
     })
     .await;
     let before_drain = apps.get("web").await.unwrap().status.unwrap_or_default();
-    let drain_began = jiff::Timestamp::now();
+    let on_machine: Api<agora_schemas::Task> = Api::namespaced(client(&data), "default");
+    let running_there = ListParams::default().fields(&format!("spec.agent={machine},status.state=Running"));
+    let web_there: Vec<String> = on_machine
+        .list(&running_there)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|t| t.metadata.labels.get(agora_schemas::APP_LABEL).map(String::as_str) == Some("web"))
+        .filter_map(|t| t.metadata.name)
+        .collect();
+    assert!(!web_there.is_empty(), "web runs on {machine} before the drain");
     let drained = tokio::task::block_in_place(|| run(&["drain", "agent", &machine, "--timeout", "120"]));
     let text = said(&drained);
     assert_eq!(drained.status.code(), Some(0), "{text}");
@@ -453,18 +464,10 @@ async fn the_cli_drives_a_one_machine_cluster() {
     .await;
     assert_eq!(apps.get("web").await.unwrap().spec.version(), good_version);
     // A task killed by the drain is Killed, not a failure: it feeds no backoff.
-    let on_machine: Api<agora_schemas::Task> = Api::namespaced(client(&data), "default");
-    let killed = on_machine.list(&ListParams::default().fields(&format!("spec.agent={machine}"))).await.unwrap();
-    let web_killed: Vec<_> = killed
-        .items
-        .iter()
-        .filter(|t| t.metadata.labels.get(agora_schemas::APP_LABEL).map(String::as_str) == Some("web"))
-        .filter(|t| t.metadata.creation_timestamp.is_some_and(|c| c < drain_began))
-        .collect();
-    assert!(!web_killed.is_empty(), "web's task on {machine} is kept with its final state");
-    for task in &web_killed {
+    for name in &web_there {
+        let task = on_machine.get(name).await.unwrap();
         let state = task.status.as_ref().map(|s| s.state);
-        assert_eq!(state, Some(agora_schemas::TaskState::Killed), "{:?}", task.status);
+        assert_eq!(state, Some(agora_schemas::TaskState::Killed), "{name}: {:?}", task.status);
     }
     let after_drain = apps.get("web").await.unwrap().status.unwrap_or_default();
     assert_eq!(
