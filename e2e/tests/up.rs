@@ -444,6 +444,31 @@ async fn the_cli_drives_a_one_machine_cluster() {
         .filter_map(|t| t.metadata.name)
         .collect();
     assert!(!web_there.is_empty(), "web runs on {machine} before the drain");
+    // Their last states, as a watch sees them (marathon may delete a killed task soon after it stops).
+    let last_states: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, agora_schemas::TaskState>>> =
+        std::sync::Arc::default();
+    let watching = tokio::spawn({
+        let (tasks, states) = (on_machine.clone(), last_states.clone());
+        async move {
+            use agora_controllers::runtime::watcher;
+            use futures::StreamExt;
+            let mut events = std::pin::pin!(watcher::watcher(tasks, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let task = match event {
+                    Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t) | watcher::Event::Delete(t)) => t,
+                    _ => continue,
+                };
+                if let (Some(name), Some(status)) = (task.metadata.name.clone(), task.status.as_ref()) {
+                    states.lock().unwrap().insert(name, status.state);
+                }
+            }
+        }
+    });
+    eventually(Duration::from_secs(10), "the watch has listed the tasks", || async {
+        let states = last_states.lock().unwrap();
+        web_there.iter().all(|n| states.contains_key(n)).then_some(())
+    })
+    .await;
     let drained = tokio::task::block_in_place(|| run(&["drain", "agent", &machine, "--timeout", "120"]));
     let text = said(&drained);
     assert_eq!(drained.status.code(), Some(0), "{text}");
@@ -464,10 +489,15 @@ async fn the_cli_drives_a_one_machine_cluster() {
     .await;
     assert_eq!(apps.get("web").await.unwrap().spec.version(), good_version);
     // A task killed by the drain is Killed, not a failure: it feeds no backoff.
+    eventually(Duration::from_secs(30), "web's tasks on the drained agent have ended", || async {
+        let states = last_states.lock().unwrap();
+        web_there.iter().all(|n| states.get(n).is_some_and(|s| s.is_terminal())).then_some(())
+    })
+    .await;
+    watching.abort();
     for name in &web_there {
-        let task = on_machine.get(name).await.unwrap();
-        let state = task.status.as_ref().map(|s| s.state);
-        assert_eq!(state, Some(agora_schemas::TaskState::Killed), "{name}: {:?}", task.status);
+        let state = last_states.lock().unwrap().get(name).copied();
+        assert_eq!(state, Some(agora_schemas::TaskState::Killed), "{name}");
     }
     let after_drain = apps.get("web").await.unwrap().status.unwrap_or_default();
     assert_eq!(
