@@ -443,6 +443,11 @@ async fn two_replicas_elect_one_leader_and_the_survivor_takes_over_within_the_le
     let status = Patch::Merge(json!({"status": {"instances": 1, "tasksRunning": 1, "tasksHealthy": 1}}));
     apps.patch_status("web", &PatchParams::default(), &status).await.unwrap();
     health_label(&apps, "Healthy").await;
+    // Its Event is published after the label it reports (asynchronously): wait for it, then count.
+    eventually(Duration::from_secs(10), "the new leader's Event", || async {
+        event_hosts(&client).await.get(following.identity).map(drop)
+    })
+    .await;
     let hosts = event_hosts(&client).await;
     assert_eq!(hosts.get(following.identity), Some(&1), "{hosts:?}");
 
