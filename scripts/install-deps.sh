@@ -10,9 +10,11 @@
 #   chromium           the dashboard's tests and benchmark run it headless (the DevTools protocol)
 #   fonts-dejavu-core  so the dashboard's screenshots have text
 #   tini               its static build is each container's PID 1 (signals forwarded, orphans reaped)
+#   docker-registry    a real registry (distribution 2.8) the image-pull tests start on loopback
+#   skopeo             pushes the tests' images to it
 # and the Python `kubernetes` client (pip, pinned), which an e2e test drives Agora with.
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core tini)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core tini docker-registry skopeo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -118,6 +118,7 @@ fn main() {
             allow_root_tasks: false,
             hidden_paths: Vec::new(),
             init: agora_agent::runner::default_init(),
+            registries: Default::default(),
         };
         let agent = tokio::spawn(run(client.clone(), config, std::future::pending()));
         let tasks: Api<Task> = Api::namespaced(client, "default");

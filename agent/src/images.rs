@@ -87,6 +87,18 @@ pub struct ResolvedImage {
 /// # Errors
 /// [`Error::Invalid`] naming what is wrong with the reference.
 pub fn normalize_reference(reference: &str) -> Result<String> {
+    // `name@sha256:<hex>` names one manifest: kept as it is, the name checked as below.
+    if let Some((name, digest)) = reference.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Error::Invalid(format!(
+                "image digest {digest:?} is not valid: sha256: and 64 lowercase hex digits"
+            )));
+        }
+        let name = normalize_reference(name)?;
+        let name = name.strip_suffix(":latest").filter(|_| !name_has_tag(reference)).unwrap_or(&name);
+        return Ok(format!("{name}@{digest}"));
+    }
     let (name, tag) = match reference.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => (name, tag),
         _ => (reference, "latest"),
@@ -110,6 +122,12 @@ pub fn normalize_reference(reference: &str) -> Result<String> {
         )));
     }
     Ok(format!("{name}:{tag}"))
+}
+
+/// Whether the name part of `name[:tag]@digest` has a tag of its own.
+fn name_has_tag(reference: &str) -> bool {
+    let name = reference.split_once('@').map_or(reference, |(name, _)| name);
+    name.rsplit_once(':').is_some_and(|(_, tag)| !tag.contains('/'))
 }
 
 /// A writer that hashes what passes through it.
@@ -269,6 +287,70 @@ impl ImageStore {
             manifests.push(manifest);
             Ok(())
         })
+    }
+
+    /// The manifest digest of the image named `reference` (normalized), if the store has it.
+    ///
+    /// # Errors
+    /// A bad reference, or an unreadable index.
+    pub fn lookup(&self, reference: &str) -> Result<Option<String>> {
+        let reference = normalize_reference(reference)?;
+        let index = self.read_index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["annotations"][REF_NAME].as_str() == Some(reference.as_str()))
+            .and_then(|m| m["digest"].as_str())
+            .map(str::to_owned))
+    }
+
+    /// Whether the store holds blob `digest`.
+    #[must_use]
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Where a blob being downloaded is written before [`ImageStore::commit_blob`] publishes it.
+    #[must_use]
+    pub fn download_path(&self) -> PathBuf {
+        self.temp_path("download")
+    }
+
+    /// Publishes a downloaded file, already checked against `digest`, as that blob.
+    ///
+    /// # Errors
+    /// A bad digest, or a failed rename.
+    pub fn commit_blob(&self, downloaded: &Path, digest: &str) -> Result<()> {
+        let path = self.blob_path(digest)?;
+        fs::rename(downloaded, &path).map_err(io_error(format!("storing blob {digest}")))
+    }
+
+    /// Stores `bytes` as blob `digest`, refusing them if they do not match it.
+    ///
+    /// # Errors
+    /// A mismatch ([`Error::Invalid`] naming both digests), or a failed write.
+    pub fn put_verified(&self, bytes: &[u8], digest: &str) -> Result<()> {
+        self.put_blob(&mut &bytes[..], Some(digest)).map(drop)
+    }
+
+    /// Names the image manifest `digest` (already stored, with its config and layers) `reference`.
+    ///
+    /// # Errors
+    /// A bad reference, a missing blob, a failed write.
+    pub fn name_image(&self, reference: &str, digest: &str) -> Result<ImageSummary> {
+        let reference = normalize_reference(reference)?;
+        let bytes = self.read_blob(digest)?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("manifest {digest}: {e}")))?;
+        for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            if !self.has_blob(blob.digest().as_ref()) {
+                return Err(Error::Invalid(format!("image {reference}: blob {} is missing", blob.digest())));
+            }
+        }
+        self.tag(&reference, json!({ "mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": bytes.len() }))?;
+        let size = manifest.layers().iter().map(oci_spec::image::Descriptor::size).sum();
+        Ok(ImageSummary { reference, digest: digest.to_owned(), size })
     }
 
     /// Every image, by reference.

@@ -28,6 +28,7 @@ pub mod hollow;
 pub mod images;
 pub mod logs;
 pub mod metrics;
+pub mod pull;
 pub mod registration;
 pub mod resources;
 pub mod runner;

@@ -13,12 +13,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_client::{Api, Client, Patch, PatchParams};
 use agora_controllers::runtime::finalizer::{self, finalizer};
 use agora_controllers::runtime::{Action, Controller, watcher};
-use agora_schemas::{Resources, Task, TaskState};
+use agora_schemas::{PullPolicy, Resources, Task, TaskState};
 use futures::StreamExt;
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub hidden_paths: Vec<PathBuf>,
     /// A static init run as each container's PID 1 (Debian's `tini-static`); `None` runs the command as PID 1.
     pub init: Option<PathBuf>,
+    /// How images are pulled from registries.
+    pub registries: crate::pull::RegistryOptions,
 }
 
 /// Where Debian's `tini` package puts its static build, which runs in any image.
@@ -129,6 +131,7 @@ struct Context {
     host: String,
     work_dir: PathBuf,
     images: ImageStore,
+    puller: crate::pull::Puller,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
     /// What each admitted task holds, from its admission until its end is recorded (see [`crate::admission`]).
@@ -240,6 +243,7 @@ pub async fn run(
         agent: config.name.clone(),
         host,
         work_dir: config.work_dir.clone(),
+        puller: crate::pull::Puller::new(images.clone(), config.registries.clone()),
         images,
         runtime,
         live: Mutex::default(),
@@ -417,6 +421,10 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 
 /// Starts an admitted task: the container, then the watch for its exit, health and usage.
 async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<()> {
+    if let Err((reason, message)) = pull_image(task, tasks, ctx).await {
+        write_status(tasks, task, failed(reason, message), false).await?;
+        return Ok(());
+    }
     let config = match prepare(task, ctx).await {
         Ok(config) => config,
         Err((reason, message)) => {
@@ -482,6 +490,62 @@ async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
     running.map(drop)
 }
 
+/// Makes sure the store has `task`'s image, as its pull policy says: an image of the name as written (or in its full
+/// form) is used as it is unless the policy is `Always`; otherwise the agent pulls it, showing its progress in the
+/// task's status message (at most once a second).
+async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Result<(), (&'static str, String)> {
+    let Some(container) = &task.spec.container else { return Ok(()) };
+    let image = container.image.clone();
+    let policy = container.image_pull_policy.unwrap_or_default();
+    let full = image.parse::<oci_client::Reference>().ok().map(|r| r.whole());
+    let present = [Some(image.clone()), full.clone()]
+        .into_iter()
+        .flatten()
+        .any(|name| ctx.images.lookup(&name).ok().flatten().is_some());
+    match policy {
+        PullPolicy::Never if present => return Ok(()),
+        PullPolicy::Never => {
+            return Err((
+                "ImageNotFound",
+                format!("image {image} is not in the agent's store, and imagePullPolicy is Never"),
+            ));
+        }
+        PullPolicy::IfNotPresent if present => return Ok(()),
+        _ => {}
+    }
+    let shown = Arc::new(Mutex::new((Instant::now(), crate::pull::Progress::default())));
+    let progress = {
+        let shown = shown.clone();
+        move |p: crate::pull::Progress| *shown.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), p)
+    };
+    let pulling = ctx.puller.pull(&image, &progress);
+    tokio::pin!(pulling);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_written = None;
+    let pulled = loop {
+        tokio::select! {
+            pulled = &mut pulling => break pulled,
+            _ = tick.tick() => {
+                let (_, p) = *shown.lock().unwrap_or_else(PoisonError::into_inner);
+                if last_written != Some(p) {
+                    last_written = Some(p);
+                    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+                    let message = format!("pulling image {image}: {:.1} of {:.1} MiB", mib(p.done), mib(p.total));
+                    let _ = write_status(tasks, task, json!({ "state": "Starting", "message": message }), false).await;
+                }
+            }
+        }
+    };
+    match pulled {
+        Ok(summary) => {
+            tracing::info!(task = %task.metadata.display_name(), image = %summary.reference, digest = %summary.digest, "image pulled");
+            // The store now has it under its full name; the container is made from that.
+            Ok(())
+        }
+        Err(e) => Err((e.reason(), e.to_string())),
+    }
+}
+
 /// The container for `task`, or why it cannot run (a reason and a message).
 async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
     let id = uid(task);
@@ -490,9 +554,18 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
     let (rootfs, config) = match task.spec.container.as_ref().map(|c| c.image.clone()) {
         Some(image) => {
             let store = ctx.images.clone();
-            let resolved = tokio::task::spawn_blocking(move || store.resolve(&image))
-                .await
-                .map_err(|e| ("ImageNotFound", e.to_string()))?;
+            let resolved = tokio::task::spawn_blocking(move || match store.resolve(&image) {
+                // Pulled images are named in full (`docker.io/library/busybox:latest`).
+                Err(images::Error::NotFound(_))
+                    if image.parse::<oci_client::Reference>().is_ok_and(|r| r.whole() != image) =>
+                {
+                    let full = image.parse::<oci_client::Reference>().map(|r| r.whole()).unwrap_or_default();
+                    store.resolve(&full)
+                }
+                other => other,
+            })
+            .await
+            .map_err(|e| ("ImageNotFound", e.to_string()))?;
             let resolved = resolved.map_err(|e| match e {
                 images::Error::NotFound(_) => ("ImageNotFound", e.to_string()),
                 other => ("ImageUnusable", other.to_string()),

@@ -1194,6 +1194,16 @@ struct AgentArgs {
     /// where a command that ignores SIGTERM is only stopped by SIGKILL after its grace period.
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
+    /// A registry (HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are; every other
+    /// one over TLS.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+    /// A CA certificate (PEM) to trust for one registry, besides the system's roots (repeatable).
+    #[arg(long = "registry-ca", value_name = "HOST:PORT=FILE")]
+    registry_cas: Vec<String>,
+    /// A Docker config.json whose `auths` give registry credentials (never shown in tasks, events or logs).
+    #[arg(long, value_name = "FILE")]
+    registry_config: Option<PathBuf>,
 }
 
 fn agent(mut args: AgentArgs) -> Result<bool> {
@@ -1251,6 +1261,22 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
             allow_root_tasks: args.allow_root_tasks,
             hidden_paths,
+            registries: agora_agent::pull::RegistryOptions {
+                insecure: args.insecure_registries.clone(),
+                ca_files: args
+                    .registry_cas
+                    .iter()
+                    .map(|given| {
+                        let (registry, file) = given
+                            .split_once('=')
+                            .with_context(|| format!("--registry-ca {given}: give it as HOST:PORT=FILE"))?;
+                        anyhow::ensure!(Path::new(file).is_file(), "--registry-ca {given}: no such file {file}");
+                        Ok((registry.to_owned(), PathBuf::from(file)))
+                    })
+                    .collect::<Result<_>>()?,
+                docker_config: args.registry_config.clone(),
+                max_image_bytes: 0,
+            },
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
                 Some(path) => {

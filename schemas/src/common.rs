@@ -74,8 +74,26 @@ pub fn validate_port_ranges(v: &mut Validator, path: &Path, ranges: &[PortRange]
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
-    /// An image in the agent's local image store: `name[:tag]` (tag `latest` when omitted).
+    /// The image: a Docker reference, `[registry[:port]/]repo[:tag][@sha256:digest]` (Docker Hub's defaults:
+    /// `docker.io`, `library/`, `latest`). An image of that name in the agent's store is used as it is; otherwise
+    /// the agent pulls it, as `imagePullPolicy` says.
     pub image: String,
+    /// `IfNotPresent` (default): pull only when the agent's store lacks it. `Always` (Marathon's `forcePullImage`):
+    /// pull at every launch (unchanged layers are not fetched again). `Never`: only the store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+}
+
+/// When the agent pulls a task's image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull only when the store lacks the image.
+    #[default]
+    IfNotPresent,
+    /// Pull at every launch.
+    Always,
+    /// Never pull.
+    Never,
 }
 
 impl ContainerSpec {

@@ -34,7 +34,7 @@ pub use cluster::{
 };
 pub use common::{
     Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, HealthCheck, HealthCheckProtocol, Limits,
-    PortDefinition, PortRange, Protocol, Resources,
+    PortDefinition, PortRange, Protocol, PullPolicy, Resources,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
 pub use cronjob::{

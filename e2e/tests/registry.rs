@@ -1,0 +1,244 @@
+//! Images from a registry, for real: Debian's `docker-registry` (distribution 2.8) on loopback, images pushed to it
+//! with `skopeo`, and an agent with an empty image store running tasks that name them. Pulled and run; a second
+//! image that shares a layer fetches only what it lacks (the registry's access log counts the blob fetches); a tag
+//! that does not exist, a blob corrupted in the registry's storage, and `imagePullPolicy` `Always` and `Never`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use agora_agent::images::ImageStore;
+use agora_client::{Api, LogParams, PostParams};
+use agora_e2e::{ApiserverProcess, free_port, http_ok};
+use agora_schemas::{Task, TaskState};
+use common::{WorkDir, busybox_rootfs, start_agent, task, terminal};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+/// `docker-registry serve` on a free loopback port, its storage and access log in `dir`.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    log: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let storage = dir.join("storage");
+        let log = dir.join("registry.log");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::fs::File::create(dir.join("registry.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("docker-registry is installed (make deps)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !http_ok(port, "/v2/") {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port, storage, log }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The agent's completed GETs of `uri` in the access log, with their statuses.
+    fn agent_gets(&self, uri: &str) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("msg=\"response completed\"") && l.contains("http.request.method=GET"))
+            .filter(|l| l.contains("http.request.useragent=agora-agent"))
+            // logfmt quotes a value with a colon in it
+            .filter(|l| {
+                l.split_whitespace()
+                    .any(|f| f == format!("http.request.uri={uri}") || f == format!("http.request.uri=\"{uri}\""))
+            })
+            .filter_map(|l| {
+                l.split_whitespace().find_map(|f| f.strip_prefix("http.response.status=")).map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// How many times the agent fetched blob `digest` (GETs answered 200 or 307).
+    fn blob_fetches(&self, digest: &str) -> usize {
+        let statuses = self.agent_gets(&format!("/v2/team/web/blobs/{digest}"));
+        statuses.iter().filter(|s| *s == "200" || *s == "307").count()
+    }
+
+    /// How many times the agent fetched the manifest of `tag`.
+    fn manifest_fetches(&self, tag: &str) -> usize {
+        self.agent_gets(&format!("/v2/team/web/manifests/{tag}")).len()
+    }
+
+    /// Copies `name` from the OCI layout at `layout` to `team/web:<tag>` in the registry.
+    fn push(&self, layout: &Path, name: &str, tag: &str) {
+        let pushed = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{name}", layout.display()))
+            .arg(format!("docker://{}/team/web:{tag}", self.address()))
+            .output()
+            .expect("skopeo is installed (make deps)");
+        assert!(pushed.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&pushed.stderr));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+fn blob(store: &ImageStore, digest: &str) -> Value {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    serde_json::from_slice(&std::fs::read(store.root().join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// An image of `base`'s layers with `top`'s layer on them, named `name` in `store` (its config follows `base`'s).
+fn stacked(store: &ImageStore, base: &str, top: &str, name: &str) -> Vec<String> {
+    let (base, top) = (store.lookup(base).unwrap().unwrap(), store.lookup(top).unwrap().unwrap());
+    let (base, top) = (blob(store, &base), blob(store, &top));
+    let mut config = blob(store, base["config"]["digest"].as_str().unwrap());
+    let top_config = blob(store, top["config"]["digest"].as_str().unwrap());
+    let diff_ids = config["rootfs"]["diff_ids"].as_array_mut().unwrap();
+    diff_ids.extend(top_config["rootfs"]["diff_ids"].as_array().unwrap().iter().cloned());
+    let config_bytes = config.to_string().into_bytes();
+    let config_digest = sha256(&config_bytes);
+    store.put_verified(&config_bytes, &config_digest).unwrap();
+    let mut manifest = base.clone();
+    manifest["config"]["digest"] = json!(config_digest);
+    manifest["config"]["size"] = json!(config_bytes.len());
+    manifest["layers"].as_array_mut().unwrap().extend(top["layers"].as_array().unwrap().iter().cloned());
+    let manifest_bytes = manifest.to_string().into_bytes();
+    let digest = sha256(&manifest_bytes);
+    store.put_verified(&manifest_bytes, &digest).unwrap();
+    store.name_image(name, &digest).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A one-layer image holding `/etc/version` with `text`, in `store` as `name`; its layer's digest.
+fn version_image(store: &ImageStore, dir: &Path, name: &str, text: &str) -> String {
+    let rootfs = dir.join(format!("rootfs-{name}"));
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/version"), text).unwrap();
+    store.build(&rootfs, name).unwrap();
+    let manifest = blob(store, &store.lookup(name).unwrap().unwrap());
+    manifest["layers"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tokio::task::block_in_place(|| Registry::start(dir.path()));
+    // Images to push, made in an OCI layout of their own (an image store is one): busybox as the base layer.
+    let layout_work = dir.path().join("layout");
+    let source = ImageStore::open(&layout_work).unwrap();
+    let base_rootfs = dir.path().join("rootfs-base");
+    busybox_rootfs(&base_rootfs);
+    source.build(&base_rootfs, "base:1").unwrap();
+    let one = version_image(&source, dir.path(), "v:1", "one\n");
+    let two = version_image(&source, dir.path(), "v:2", "two\n");
+    let three = version_image(&source, dir.path(), "v:3", "three\n");
+    let web1 = stacked(&source, "base:1", "v:1", "web:1");
+    let web2 = stacked(&source, "base:1", "v:2", "web:2");
+    stacked(&source, "base:1", "v:3", "web:3");
+    assert_eq!((web1[0] == web2[0], &web1[1], &web2[1]), (true, &one, &two), "web:1 and web:2 share the base");
+    let layout = source.root().to_path_buf();
+    tokio::task::block_in_place(|| {
+        for tag in ["1", "2", "3"] {
+            registry.push(&layout, &format!("web:{tag}"), tag);
+        }
+    });
+
+    let server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let create = |t: Task| {
+        let tasks = tasks.clone();
+        async move { tasks.create(&PostParams::default(), &t).await.unwrap() }
+    };
+    let image = |tag: &str| format!("{}/team/web:{tag}", registry.address());
+    let version = "cat /etc/version";
+
+    // Pulled and run: the agent's store had only busybox.
+    create(task("web1", Some(&image("1")), version, json!({}))).await;
+    let ended = terminal(&tasks, "web1").await;
+    assert_eq!((ended.state, ended.exit_code), (TaskState::Finished, Some(0)), "{ended:?}");
+    assert_eq!(tasks.logs("web1", &LogParams::default()).await.unwrap(), "one\n");
+    let store = ImageStore::open(&agent_dir).unwrap();
+    assert!(store.lookup(&image("1")).unwrap().is_some(), "named in the agent's store by its full reference");
+
+    // The second image shares the base layer: only its own layer is fetched.
+    create(task("web2", Some(&image("2")), version, json!({}))).await;
+    assert_eq!(terminal(&tasks, "web2").await.state, TaskState::Finished);
+    assert_eq!(tasks.logs("web2", &LogParams::default()).await.unwrap(), "two\n");
+    assert_eq!(registry.blob_fetches(&web1[0]), 1, "the shared base layer is fetched once");
+    assert_eq!((registry.blob_fetches(&one), registry.blob_fetches(&two)), (1, 1));
+
+    // A later task of an image the store has (IfNotPresent) asks the registry nothing; Always asks for the manifest
+    // again, and still fetches no layer it has.
+    create(task("web1-again", Some(&image("1")), version, json!({}))).await;
+    assert_eq!(terminal(&tasks, "web1-again").await.state, TaskState::Finished);
+    assert_eq!(registry.manifest_fetches("1"), 1);
+    let always = json!({"container": {"image": image("1"), "imagePullPolicy": "Always"}});
+    create(task("web1-always", None, version, always)).await;
+    assert_eq!(terminal(&tasks, "web1-always").await.state, TaskState::Finished);
+    assert_eq!(registry.manifest_fetches("1"), 2, "Always asks the registry");
+    assert_eq!((registry.blob_fetches(&web1[0]), registry.blob_fetches(&one)), (1, 1), "and fetches no layer again");
+
+    // Never: only what the store has.
+    let never = json!({"container": {"image": image("3"), "imagePullPolicy": "Never"}});
+    create(task("web3-never", None, version, never)).await;
+    let refused = terminal(&tasks, "web3-never").await;
+    assert_eq!((refused.state, refused.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")), "{refused:?}");
+    assert!(refused.message.as_deref().is_some_and(|m| m.contains("imagePullPolicy is Never")), "{refused:?}");
+
+    // A tag the registry does not have.
+    create(task("missing", Some(&image("nope")), version, json!({}))).await;
+    let missing = terminal(&tasks, "missing").await;
+    assert_eq!((missing.state, missing.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")), "{missing:?}");
+    assert!(missing.message.as_deref().is_some_and(|m| m.contains(&image("nope"))), "{missing:?}");
+
+    // A blob corrupted in the registry's storage: never run, the digest named, nothing of it kept.
+    let hex = three.strip_prefix("sha256:").unwrap();
+    let data = registry.storage.join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    create(task("web3", Some(&image("3")), "echo RAN", json!({}))).await;
+    let corrupt = terminal(&tasks, "web3").await;
+    assert_eq!((corrupt.state, corrupt.reason.as_deref()), (TaskState::Failed, Some("ImagePullFailed")), "{corrupt:?}");
+    let message = corrupt.message.clone().unwrap_or_default();
+    assert!(message.contains(&three) && message.contains("does not match"), "{message}");
+    assert!(!store.has_blob(&three), "the corrupt blob is not kept");
+    assert!(store.lookup(&image("3")).unwrap().is_none(), "nor the image named");
+    assert_eq!(tasks.logs("web3", &LogParams::default()).await.unwrap_or_default(), "", "it never ran");
+}
