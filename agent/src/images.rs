@@ -645,7 +645,7 @@ impl ImageStore {
         };
         let temp = self.temp_path("unpack");
         fs::create_dir_all(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
-        if let Err(e) = unpack_layer(reader, &temp) {
+        if let Err(e) = unpack_layer(reader, &temp, MAX_UNPACKED_LAYER_BYTES) {
             let _ = fs::remove_dir_all(&temp);
             return Err(Error::Io { what: format!("unpacking layer {digest}"), source: e });
         }
@@ -661,13 +661,39 @@ impl ImageStore {
     }
 }
 
+/// The most bytes one layer may unpack to (a gzip bomb stops here).
+pub const MAX_UNPACKED_LAYER_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+/// A reader that fails once more than `left` bytes have come through it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::other(format!("the layer unpacks to more than {} bytes, the most one layer may", self.limit))
+        })?;
+        Ok(n)
+    }
+}
+
 /// Unpacks a layer tar into `dir`, turning OCI whiteouts into overlayfs ones: `.wh.NAME` becomes a 0/0 character
 /// device `NAME`, and `.wh..wh..opq` marks its directory opaque (`trusted.overlay.opaque=y`).
 ///
+/// A hostile layer is contained: an entry with `..` is refused; an absolute path lands inside `dir`; nothing is
+/// written through a symbolic link that leads out of `dir`, and a hard link must point inside it; device nodes are
+/// not created (a task gets its devices from the runtime, never from an image); the tar may unpack to at most
+/// `limit` bytes. Set-user-ID bits are kept, as Docker keeps them, but grant nothing: every task runs with
+/// `no_new_privs`.
+///
 /// # Errors
-/// A broken tar, an entry that would land outside `dir`, or a failed write.
-pub fn unpack_layer(reader: impl Read, dir: &Path) -> io::Result<()> {
-    let mut archive = tar::Archive::new(reader);
+/// A broken tar, an entry that would land outside `dir`, a layer over `limit`, or a failed write.
+pub fn unpack_layer(reader: impl Read, dir: &Path, limit: u64) -> io::Result<()> {
+    let mut archive = tar::Archive::new(Bounded { inner: reader, left: limit, limit });
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
@@ -682,11 +708,14 @@ pub fn unpack_layer(reader: impl Read, dir: &Path) -> io::Result<()> {
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(io::Error::other(format!("layer entry {} leaves the layer", path.display())));
         }
+        if matches!(entry.header().entry_type(), tar::EntryType::Block | tar::EntryType::Char) {
+            continue;
+        }
         if file_name == ".wh..wh..opq" {
             opaque.push(parent);
         } else if let Some(hidden) = file_name.strip_prefix(".wh.") {
             whiteouts.push(parent.join(hidden));
-        } else if !entry.unpack_in(dir)? {
+        } else if !entry.unpack_in(dir).map_err(with_causes)? {
             return Err(io::Error::other(format!("layer entry {} leaves the layer", path.display())));
         }
     }
@@ -709,6 +738,17 @@ pub fn unpack_layer(reader: impl Read, dir: &Path) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The error with its causes in its message (the tar crate puts the reason an entry failed in its source).
+fn with_causes(e: io::Error) -> io::Error {
+    let mut words = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        words.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    io::Error::new(e.kind(), words)
 }
 
 /// A suffix no other temporary name of this process has.

@@ -1,9 +1,9 @@
 //! The image store on real files: build an image from a busybox root filesystem, list it, unpack it once, export the
 //! store as an OCI layout tar and import that elsewhere; a corrupt or incomplete tar adds nothing; whiteouts become
-//! overlayfs whiteouts.
+//! overlayfs whiteouts; hostile layers (absolute paths, links out, device nodes, a gzip bomb) are refused or contained.
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use agora_agent::images::{Error, ImageStore, normalize_reference, unpack_layer};
@@ -137,7 +137,7 @@ fn oci_whiteouts_become_overlayfs_whiteouts() {
     let bytes = layer.into_inner().unwrap();
     let dir = work.path().join("layer");
     fs::create_dir_all(&dir).unwrap();
-    unpack_layer(bytes.as_slice(), &dir).unwrap();
+    unpack_layer(bytes.as_slice(), &dir, u64::MAX).unwrap();
     assert!(dir.join("etc/kept").is_file());
     let removed = fs::metadata(dir.join("etc/removed")).unwrap();
     assert!(removed.file_type().is_char_device() && removed.rdev() == 0, "a 0/0 character device");
@@ -159,7 +159,91 @@ fn oci_whiteouts_become_overlayfs_whiteouts() {
     header.as_old_mut().name[..name.len()].copy_from_slice(name);
     header.set_cksum();
     evil.append(&header, &b"x"[..]).unwrap();
-    let error = unpack_layer(evil.into_inner().unwrap().as_slice(), &dir).unwrap_err();
+    let error = unpack_layer(evil.into_inner().unwrap().as_slice(), &dir, u64::MAX).unwrap_err();
     assert!(error.to_string().contains("leaves the layer"), "{error}");
     assert!(!work.path().join("escaped").exists());
+}
+
+/// One entry of a layer, written with whatever header a hostile image would have.
+fn entry(layer: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o4755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    if kind == tar::EntryType::Char {
+        header.set_device_major(1).unwrap();
+        header.set_device_minor(1).unwrap();
+    }
+    let name = path.as_bytes();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    if let Some(link) = link {
+        let link = link.as_bytes();
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+    }
+    header.set_cksum();
+    layer.append(&header, data).unwrap();
+}
+
+fn one_entry_layer(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    entry(&mut layer, path, kind, link, if kind == tar::EntryType::Regular { b"x" } else { b"" });
+    layer.into_inner().unwrap()
+}
+
+#[test]
+fn hostile_layers_are_refused_or_contained() {
+    let work = tempfile::tempdir().unwrap();
+    let marker = format!("agora-hostile-{}", std::process::id());
+    let fresh = |name: &str| {
+        let dir = work.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+
+    // An absolute path lands inside the layer, not on the host.
+    let dir = fresh("absolute");
+    unpack_layer(one_entry_layer(&format!("/tmp/{marker}"), tar::EntryType::Regular, None).as_slice(), &dir, u64::MAX)
+        .unwrap();
+    assert!(dir.join("tmp").join(&marker).is_file());
+    assert!(!Path::new("/tmp").join(&marker).exists(), "nothing written on the host");
+
+    // Through a symbolic link that leads out: refused, nothing written outside.
+    let dir = fresh("symlink");
+    let mut layer = tar::Builder::new(Vec::new());
+    entry(&mut layer, "out", tar::EntryType::Symlink, Some("/tmp"), b"");
+    entry(&mut layer, &format!("out/{marker}"), tar::EntryType::Regular, None, b"x");
+    let refused = unpack_layer(layer.into_inner().unwrap().as_slice(), &dir, u64::MAX).unwrap_err();
+    assert!(!Path::new("/tmp").join(&marker).exists(), "nothing written through the link: {refused}");
+
+    // A hard link to a host file, by an absolute or a climbing path: refused, no link made.
+    for (case, target) in [("hard-absolute", "/etc/shadow"), ("hard-climbing", "../../../../../../etc/shadow")] {
+        let dir = fresh(case);
+        let layer = one_entry_layer("shadow", tar::EntryType::Link, Some(target));
+        assert!(unpack_layer(layer.as_slice(), &dir, u64::MAX).is_err(), "{case}");
+        assert!(!dir.join("shadow").exists(), "{case}: no link to the host's file");
+    }
+
+    // A device node (here /dev/mem's 1:1) is not created; a set-user-ID file keeps its bit (inert: no_new_privs).
+    let dir = fresh("device");
+    let mut layer = tar::Builder::new(Vec::new());
+    entry(&mut layer, "mem", tar::EntryType::Char, None, b"");
+    entry(&mut layer, "su", tar::EntryType::Regular, None, b"x");
+    unpack_layer(layer.into_inner().unwrap().as_slice(), &dir, u64::MAX).unwrap();
+    assert!(fs::symlink_metadata(dir.join("mem")).is_err(), "no device node");
+    assert_eq!(fs::metadata(dir.join("su")).unwrap().permissions().mode() & 0o7777, 0o4755);
+
+    // A gzip bomb: 64 MiB of zeros in 64 KiB stops at the limit.
+    let dir = fresh("bomb");
+    let mut layer = tar::Builder::new(Vec::new());
+    let zeros = vec![0u8; 64 * 1024 * 1024];
+    entry(&mut layer, "zeros", tar::EntryType::Regular, None, &zeros);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gzip, &layer.into_inner().unwrap()).unwrap();
+    let compressed = gzip.finish().unwrap();
+    assert!(compressed.len() < 256 * 1024, "{} bytes", compressed.len());
+    let bomb = unpack_layer(flate2::read::GzDecoder::new(compressed.as_slice()), &dir, 1024 * 1024).unwrap_err();
+    assert!(bomb.to_string().contains("more than 1048576 bytes"), "{bomb}");
 }
