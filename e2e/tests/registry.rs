@@ -1,7 +1,8 @@
 //! Images from a registry, for real: Debian's `docker-registry` (distribution 2.8) on loopback, images pushed to it
 //! with `skopeo`, and an agent with an empty image store running tasks that name them. Pulled and run; a second
 //! image that shares a layer fetches only what it lacks (the registry's access log counts the blob fetches); a tag
-//! that does not exist, a blob corrupted in the registry's storage, and `imagePullPolicy` `Always` and `Never`.
+//! that does not exist, a blob corrupted in the registry's storage, an image index (multi-platform), and
+//! `imagePullPolicy` `Always` and `Never`.
 
 mod common;
 
@@ -92,10 +93,11 @@ impl Registry {
         self.agent_gets(&format!("/v2/team/web/manifests/{tag}")).len()
     }
 
-    /// Copies `name` from the OCI layout at `layout` to `team/web:<tag>` in the registry.
+    /// Copies `name` from the OCI layout at `layout` to `team/web:<tag>` in the registry (an index with every image
+    /// it lists).
     fn push(&self, layout: &Path, name: &str, tag: &str) {
         let pushed = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"])
+            .args(["--insecure-policy", "copy", "--all", "--quiet", "--dest-tls-verify=false"])
             .arg(format!("oci:{}:{name}", layout.display()))
             .arg(format!("docker://{}/team/web:{tag}", self.address()))
             .output()
@@ -170,10 +172,30 @@ async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
     stacked(&source, "base:1", "v:3", "web:3");
     assert_eq!((web1[0] == web2[0], &web1[1], &web2[1]), (true, &one, &two), "web:1 and web:2 share the base");
     let layout = source.root().to_path_buf();
+    // An image index (a multi-platform image): web:1 for this machine's architecture, web:2 for another.
+    let (arch, other) = if std::env::consts::ARCH == "aarch64" { ("arm64", "amd64") } else { ("amd64", "arm64") };
+    let entry = |name: &str, arch: &str| {
+        let digest = source.lookup(name).unwrap().unwrap();
+        let hex = digest.strip_prefix("sha256:").unwrap().to_owned();
+        let size = std::fs::metadata(layout.join("blobs/sha256").join(hex)).unwrap().len();
+        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+               "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": [entry("web:2", other), entry("web:1", arch)]});
+    let index_bytes = index.to_string().into_bytes();
+    let index_digest = sha256(&index_bytes);
+    source.put_verified(&index_bytes, &index_digest).unwrap();
+    let mut names: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    names["manifests"].as_array_mut().unwrap().push(json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}));
+    std::fs::write(layout.join("index.json"), names.to_string()).unwrap();
     tokio::task::block_in_place(|| {
         for tag in ["1", "2", "3"] {
             registry.push(&layout, &format!("web:{tag}"), tag);
         }
+        registry.push(&layout, "multi", "multi");
     });
 
     let server = tokio::task::block_in_place(ApiserverProcess::secure);
@@ -212,6 +234,15 @@ async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
     assert_eq!(terminal(&tasks, "web1-always").await.state, TaskState::Finished);
     assert_eq!(registry.manifest_fetches("1"), 2, "Always asks the registry");
     assert_eq!((registry.blob_fetches(&web1[0]), registry.blob_fetches(&one)), (1, 1), "and fetches no layer again");
+
+    // An image index: the agent takes the image for linux and its architecture (web:1's, already here).
+    create(task("multi", Some(&image("multi")), version, json!({}))).await;
+    let ended = terminal(&tasks, "multi").await;
+    assert_eq!(ended.state, TaskState::Finished, "{ended:?}");
+    assert_eq!(tasks.logs("multi", &LogParams::default()).await.unwrap(), "one\n", "this machine's platform");
+    assert_eq!(registry.manifest_fetches("multi"), 1);
+    let chosen = source.lookup("web:1").unwrap().unwrap();
+    assert_eq!(registry.manifest_fetches(&chosen), 1, "the index's entry for this platform, by digest");
 
     // Never: only what the store has.
     let never = json!({"container": {"image": image("3"), "imagePullPolicy": "Never"}});
