@@ -372,7 +372,9 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     assert!(sandbox(&agent_dir, &on_host).join("y").exists() && !Path::new("/etc/agora-e2e").exists());
 
     // What cannot run says why, and the agent goes on serving the others.
-    create(task("missing-image", Some("nope:1"), "true", json!({}))).await;
+    // (With the default policy the agent would try to pull it from Docker Hub; Never keeps this to the store.)
+    let never = json!({"container": {"image": "nope:1", "imagePullPolicy": "Never"}});
+    create(task("missing-image", None, "true", never)).await;
     create(task("no-command", Some("busybox"), "no-such-command --flag", json!({}))).await;
     create(task("too-big", Some("busybox"), "true", json!({"mem": 4096}))).await;
     let no_command = terminal(&tasks, "no-command").await;
@@ -382,6 +384,7 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     assert!(too_big.message.as_deref().is_some_and(|m| m.contains("mem 4096")), "{too_big:?}");
     let missing = terminal(&tasks, "missing-image").await;
     assert_eq!((missing.state, missing.reason.as_deref()), (TaskState::Failed, Some("ImageNotFound")));
+    assert!(missing.message.as_deref().is_some_and(|m| m.contains("nope:1")), "{missing:?}");
 
     // Over its memory: the cgroup kills it.
     create(task(
