@@ -90,6 +90,15 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// Where one pull's blobs come from, and how it is named in messages.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    client: &'a Client,
+    image: &'a Reference,
+    whole: &'a str,
+    registry: &'a str,
+}
+
 /// Pulls images into one store.
 pub struct Puller {
     store: ImageStore,
@@ -249,10 +258,8 @@ impl Puller {
                 continue;
             }
             let before = done;
-            self.download(&client, &parsed, blob, &whole, &registry, &|bytes| {
-                progress(Progress { done: before + bytes, total });
-            })
-            .await?;
+            let source = Source { client: &client, image: &parsed, whole: &whole, registry: &registry };
+            self.download(&source, blob, &|bytes| progress(Progress { done: before + bytes, total })).await?;
             done = before + blob.size.unsigned_abs();
             progress(Progress { done, total });
         }
@@ -270,11 +277,8 @@ impl Puller {
     /// Downloads one blob into the store, unless another pull brings it meanwhile.
     async fn download(
         &self,
-        client: &Client,
-        image: &Reference,
+        source: &Source<'_>,
         blob: &OciDescriptor,
-        whole: &str,
-        registry: &str,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), PullError> {
         let lock = self
@@ -290,7 +294,7 @@ impl Puller {
         }
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            match self.try_download(client, image, blob, whole, registry, progress).await {
+            match self.try_download(source, blob, progress).await {
                 Ok(()) => {
                     last = None;
                     break;
@@ -311,13 +315,11 @@ impl Puller {
     /// says whether another attempt may help.
     async fn try_download(
         &self,
-        client: &Client,
-        image: &Reference,
+        source: &Source<'_>,
         blob: &OciDescriptor,
-        whole: &str,
-        registry: &str,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), (PullError, bool)> {
+        let Source { client, image, whole, registry } = *source;
         let expected = blob.size.unsigned_abs();
         let stream = client.pull_blob_stream(image, blob).await.map_err(|e| {
             let retry = matches!(e, OciDistributionError::RequestError(_));
