@@ -603,6 +603,17 @@ enum ImageCommand {
         #[arg(long)]
         tag: String,
     },
+    /// Pull an image from a registry into the store (what an agent does for a task that names one).
+    Pull {
+        /// A Docker reference: [REGISTRY[:PORT]/]REPO[:TAG][@sha256:DIGEST].
+        reference: String,
+        /// A registry (HOST:PORT) to reach over plain HTTP (loopback ones always are).
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registries: Vec<String>,
+        /// A Docker config.json with registry credentials.
+        #[arg(long, value_name = "FILE")]
+        registry_config: Option<PathBuf>,
+    },
     /// List the images.
     List,
 }
@@ -1323,6 +1334,23 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
             for image in imported? {
                 println!("imported {} ({})", image.reference, short(&image.digest));
             }
+        }
+        ImageCommand::Pull { reference, insecure_registries, registry_config } => {
+            let options = agora_agent::pull::RegistryOptions {
+                insecure: insecure_registries,
+                docker_config: registry_config,
+                ..Default::default()
+            };
+            let puller = agora_agent::pull::Puller::new(store.clone(), options);
+            let bar = style::bytes(0, &format!("pulling {reference}"));
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let pulled = runtime.block_on(puller.pull(&reference, &|p: agora_agent::pull::Progress| {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+            }));
+            bar.finish_and_clear();
+            let image = pulled?;
+            println!("pulled {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
         }
         ImageCommand::Build { rootfs, tag } => {
             let image = store.build(&rootfs, &tag)?;

@@ -272,4 +272,22 @@ async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
     assert!(!store.has_blob(&three), "the corrupt blob is not kept");
     assert!(store.lookup(&image("3")).unwrap().is_none(), "nor the image named");
     assert_eq!(tasks.logs("web3", &LogParams::default()).await.unwrap_or_default(), "", "it never ran");
+
+    // `agora image pull` into another store, and `image list` shows it; a missing tag fails, saying so.
+    let other = dir.path().join("other-store");
+    let agora = |args: &[&str]| {
+        let output = Command::new(agora_e2e::agora_binary()).args(args).arg("--work-dir").arg(&other).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, said) = tokio::task::block_in_place(|| agora(&["image", "pull", &image("2")]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains(&format!("pulled {}", image("2"))), "{said}");
+    let (_, listed) = tokio::task::block_in_place(|| agora(&["image", "list"]));
+    assert!(listed.contains(&image("2")), "{listed}");
+    let (code, said) = tokio::task::block_in_place(|| agora(&["image", "pull", &image("nope")]));
+    assert_ne!(code, Some(0));
+    assert!(said.contains("not found"), "{said}");
 }
