@@ -117,6 +117,13 @@ pub fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `registry` is reached over plain HTTP: a loopback one, or one named insecure — unless a CA file is given
+/// for it, which says it serves TLS.
+#[must_use]
+pub fn plain_http(registry: &str, insecure: &[String], has_ca: bool) -> bool {
+    !has_ca && (is_loopback(registry) || insecure.iter().any(|r| r == registry))
+}
+
 /// The manifest a platform-less client picks from an index for this machine: linux and its architecture.
 fn choose_platform(index: &Value) -> Option<String> {
     let arch = match std::env::consts::ARCH {
@@ -153,7 +160,8 @@ impl Puller {
         if let Some(client) = clients.get(registry) {
             return Ok(client.clone());
         }
-        let plain = is_loopback(registry) || self.options.insecure.iter().any(|r| r == registry);
+        let has_ca = self.options.ca_files.iter().any(|(r, _)| r == registry);
+        let plain = plain_http(registry, &self.options.insecure, has_ca);
         let mut extra_root_certificates = Vec::new();
         for (_, file) in self.options.ca_files.iter().filter(|(r, _)| r == registry) {
             let data = std::fs::read(file).map_err(|e| {
@@ -507,6 +515,16 @@ mod tests {
         for no in ["registry.example.com:5000", "10.0.0.1:5000", "docker.io", "localhost.evil.com:5000"] {
             assert!(!is_loopback(no), "{no}");
         }
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_insecure_registries_without_a_ca() {
+        let insecure = vec!["10.0.0.5:5000".to_owned()];
+        assert!(plain_http("127.0.0.1:5000", &insecure, false));
+        assert!(plain_http("10.0.0.5:5000", &insecure, false));
+        assert!(!plain_http("10.0.0.6:5000", &insecure, false), "not named insecure");
+        assert!(!plain_http("registry.example.com", &insecure, false));
+        assert!(!plain_http("127.0.0.1:5000", &insecure, true), "a CA says it serves TLS");
     }
 
     #[test]
