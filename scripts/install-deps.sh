@@ -12,9 +12,11 @@
 #   tini               its static build is each container's PID 1 (signals forwarded, orphans reaped)
 #   docker-registry    a real registry (distribution 2.8) the image-pull tests start on loopback
 #   skopeo             pushes the tests' images to it
+#   apache2-utils      htpasswd (bcrypt), for the registry that asks for a password
+#   openssl            the certificates of the registry that serves TLS
 # and the Python `kubernetes` client (pip, pinned), which an e2e test drives Agora with.
 set -euo pipefail
-packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core tini docker-registry skopeo)
+packages=(protobuf-compiler libseccomp-dev pkg-config etcd-server busybox-static crun curl python3 chromium fonts-dejavu-core tini docker-registry skopeo apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -610,6 +610,9 @@ enum ImageCommand {
         /// A registry (HOST:PORT) to reach over plain HTTP (loopback ones always are).
         #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
         insecure_registries: Vec<String>,
+        /// A CA certificate (PEM) to trust for one registry (repeatable).
+        #[arg(long = "registry-ca", value_name = "HOST:PORT=FILE")]
+        registry_cas: Vec<String>,
         /// A Docker config.json with registry credentials.
         #[arg(long, value_name = "FILE")]
         registry_config: Option<PathBuf>,
@@ -1274,17 +1277,7 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             hidden_paths,
             registries: agora_agent::pull::RegistryOptions {
                 insecure: args.insecure_registries.clone(),
-                ca_files: args
-                    .registry_cas
-                    .iter()
-                    .map(|given| {
-                        let (registry, file) = given
-                            .split_once('=')
-                            .with_context(|| format!("--registry-ca {given}: give it as HOST:PORT=FILE"))?;
-                        anyhow::ensure!(Path::new(file).is_file(), "--registry-ca {given}: no such file {file}");
-                        Ok((registry.to_owned(), PathBuf::from(file)))
-                    })
-                    .collect::<Result<_>>()?,
+                ca_files: registry_ca_files(&args.registry_cas)?,
                 docker_config: args.registry_config.clone(),
                 max_image_bytes: 0,
             },
@@ -1320,6 +1313,19 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
     Ok(true)
 }
 
+/// `--registry-ca HOST:PORT=FILE` values, checked.
+fn registry_ca_files(given: &[String]) -> Result<Vec<(String, PathBuf)>> {
+    given
+        .iter()
+        .map(|given| {
+            let (registry, file) =
+                given.split_once('=').with_context(|| format!("--registry-ca {given}: give it as HOST:PORT=FILE"))?;
+            anyhow::ensure!(Path::new(file).is_file(), "--registry-ca {given}: no such file {file}");
+            Ok((registry.to_owned(), PathBuf::from(file)))
+        })
+        .collect()
+}
+
 fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
     let store = agora_agent::images::ImageStore::open(work_dir)?;
     let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
@@ -1335,9 +1341,10 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
                 println!("imported {} ({})", image.reference, short(&image.digest));
             }
         }
-        ImageCommand::Pull { reference, insecure_registries, registry_config } => {
+        ImageCommand::Pull { reference, insecure_registries, registry_cas, registry_config } => {
             let options = agora_agent::pull::RegistryOptions {
                 insecure: insecure_registries,
+                ca_files: registry_ca_files(&registry_cas)?,
                 docker_config: registry_config,
                 ..Default::default()
             };

@@ -28,6 +28,11 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "", false)
+    }
+
+    /// With `extra` appended to its configuration (TLS, auth); `tls` says how to check it is up.
+    fn start_with(dir: &Path, extra: &str, tls: bool) -> Self {
         let port = free_port();
         let storage = dir.join("storage");
         let log = dir.join("registry.log");
@@ -36,7 +41,7 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.display()
             ),
         )
@@ -49,7 +54,8 @@ impl Registry {
             .spawn()
             .expect("docker-registry is installed (make deps)");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !http_ok(port, "/v2/") {
+        let up = || if tls { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() } else { http_ok(port, "/v2/") };
+        while !up() {
             assert!(
                 Instant::now() < deadline,
                 "the registry did not start: {}",
@@ -96,8 +102,13 @@ impl Registry {
     /// Copies `name` from the OCI layout at `layout` to `team/web:<tag>` in the registry (an index with every image
     /// it lists).
     fn push(&self, layout: &Path, name: &str, tag: &str) {
+        self.push_as(layout, name, tag, &[]);
+    }
+
+    fn push_as(&self, layout: &Path, name: &str, tag: &str, flags: &[&str]) {
         let pushed = Command::new("skopeo")
             .args(["--insecure-policy", "copy", "--all", "--quiet", "--dest-tls-verify=false"])
+            .args(flags)
             .arg(format!("oci:{}:{name}", layout.display()))
             .arg(format!("docker://{}/team/web:{tag}", self.address()))
             .output()
@@ -290,4 +301,146 @@ async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
     let (code, said) = tokio::task::block_in_place(|| agora(&["image", "pull", &image("nope")]));
     assert_ne!(code, Some(0));
     assert!(said.contains("not found"), "{said}");
+}
+
+fn run(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = Command::new(program).args(args).current_dir(dir).output().unwrap();
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A registry that serves TLS (a certificate of a CA the test makes) and asks for a password (htpasswd, bcrypt):
+/// the agent reaches it with `--registry-ca` and the credentials of `--registry-config`, and the password appears in
+/// no object, Event or message — not even when it is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_tls_and_a_password_is_pulled_from_and_the_password_shows_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let password = "s3cret-pa55word";
+    tokio::task::block_in_place(|| {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=agora-test-ca",
+            ],
+            d,
+        );
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "registry.key",
+                "-out",
+                "registry.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            d,
+        );
+        std::fs::write(d.join("ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "registry.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "registry.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+            ],
+            d,
+        );
+        let entry = run("htpasswd", &["-Bbn", "alice", password], d);
+        std::fs::write(d.join("htpasswd"), entry).unwrap();
+    });
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: agora-test\n    path: {}\n",
+        d.join("registry.pem").display(),
+        d.join("registry.key").display(),
+        d.join("htpasswd").display()
+    );
+    let registry = tokio::task::block_in_place(|| Registry::start_with(d, &extra, true));
+    let source = ImageStore::open(&d.join("layout")).unwrap();
+    let rootfs = d.join("rootfs");
+    busybox_rootfs(&rootfs);
+    source.build(&rootfs, "web:1").unwrap();
+    let creds = format!("alice:{password}");
+    tokio::task::block_in_place(|| registry.push_as(source.root(), "web:1", "private", &["--dest-creds", &creds]));
+    let encode = |text: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    };
+    let config = |auth: &str| json!({"auths": {registry.address(): {"auth": encode(auth)}}}).to_string();
+    std::fs::write(d.join("config.json"), config(&creds)).unwrap();
+    std::fs::write(d.join("wrong.json"), config(&format!("alice:{password}-but-wrong"))).unwrap();
+    let ca = format!("{}={}", registry.address(), d.join("ca.pem").display());
+    let image = format!("{}/team/web:private", registry.address());
+
+    // The agent, with the CA and the credentials.
+    let server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let config_file = d.join("config.json").display().to_string();
+    let flags = ["--registry-ca", ca.as_str(), "--registry-config", config_file.as_str()];
+    let (_agent, _agent_dir, client) = common::start_agent_with(&server, &work, &flags).await;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
+    tasks.create(&PostParams::default(), &task("private", Some(&image), "echo pulled", json!({}))).await.unwrap();
+    let ended = terminal(&tasks, "private").await;
+    assert_eq!((ended.state, ended.exit_code), (TaskState::Finished, Some(0)), "{ended:?}");
+    assert_eq!(tasks.logs("private", &LogParams::default()).await.unwrap(), "pulled\n");
+
+    // Without credentials, or with wrong ones: refused, saying so, without the password.
+    let pull = |extra: &[&str]| {
+        let output = Command::new(agora_e2e::agora_binary())
+            .args(["image", "pull", &image, "--registry-ca", &ca, "--work-dir"])
+            .arg(d.join("cli-store"))
+            .args(extra)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let wrong = d.join("wrong.json").display().to_string();
+    for (what, extra) in [("no credentials", vec![]), ("a wrong password", vec!["--registry-config", wrong.as_str()])] {
+        let (ok, said) = tokio::task::block_in_place(|| pull(&extra));
+        assert!(!ok, "{what}: {said}");
+        assert!(said.contains("refused") || said.contains("authentication"), "{what}: {said}");
+        assert!(!said.contains(password) && !said.contains(&encode(&creds)), "{what}: the password shows: {said}");
+    }
+    let (ok, said) = tokio::task::block_in_place(|| pull(&["--registry-config", config_file.as_str()]));
+    assert!(ok, "{said}");
+
+    // Nowhere in the Task or the Events.
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&tasks.get("private").await.unwrap()).unwrap(),
+        serde_json::to_string(
+            &Api::<agora_schemas::Event>::namespaced(client, "default").list(&Default::default()).await.unwrap().items
+        )
+        .unwrap()
+    );
+    assert!(!everything.contains(password) && !everything.contains(&encode(&creds)), "the password shows");
 }
