@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_client::{Api, Client, Patch, PatchParams};
 use agora_controllers::runtime::finalizer::{self, finalizer};
@@ -513,10 +513,10 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         PullPolicy::IfNotPresent if present => return Ok(()),
         _ => {}
     }
-    let shown = Arc::new(Mutex::new((Instant::now(), crate::pull::Progress::default())));
+    let shown = Arc::new(Mutex::new(crate::pull::Progress::default()));
     let progress = {
         let shown = shown.clone();
-        move |p: crate::pull::Progress| *shown.lock().unwrap_or_else(PoisonError::into_inner) = (Instant::now(), p)
+        move |p: crate::pull::Progress| *shown.lock().unwrap_or_else(PoisonError::into_inner) = p
     };
     let pulling = ctx.puller.pull(&image, &progress);
     tokio::pin!(pulling);
@@ -526,7 +526,7 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         tokio::select! {
             pulled = &mut pulling => break pulled,
             _ = tick.tick() => {
-                let (_, p) = *shown.lock().unwrap_or_else(PoisonError::into_inner);
+                let p = *shown.lock().unwrap_or_else(PoisonError::into_inner);
                 if last_written != Some(p) {
                     last_written = Some(p);
                     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

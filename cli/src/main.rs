@@ -607,15 +607,8 @@ enum ImageCommand {
     Pull {
         /// A Docker reference: [REGISTRY[:PORT]/]REPO[:TAG][@sha256:DIGEST].
         reference: String,
-        /// A registry (HOST:PORT) to reach over plain HTTP (loopback ones always are).
-        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-        insecure_registries: Vec<String>,
-        /// A CA certificate (PEM) to trust for one registry (repeatable).
-        #[arg(long = "registry-ca", value_name = "HOST:PORT=FILE")]
-        registry_cas: Vec<String>,
-        /// A Docker config.json with registry credentials.
-        #[arg(long, value_name = "FILE")]
-        registry_config: Option<PathBuf>,
+        #[command(flatten)]
+        registries: RegistryArgs,
     },
     /// List the images.
     List,
@@ -1208,8 +1201,15 @@ struct AgentArgs {
     /// where a command that ignores SIGTERM is only stopped by SIGKILL after its grace period.
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
-    /// A registry (HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are; every other
-    /// one over TLS.
+    #[command(flatten)]
+    registries: RegistryArgs,
+}
+
+/// How images are pulled from registries (the agent's, and `agora image pull`'s).
+#[derive(clap::Args, Debug)]
+struct RegistryArgs {
+    /// A registry (HOST:PORT) to reach over plain HTTP (repeatable). Loopback registries always are, unless given a
+    /// CA; every other one over TLS.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
     /// A CA certificate (PEM) to trust for one registry, besides the system's roots (repeatable).
@@ -1218,6 +1218,29 @@ struct AgentArgs {
     /// A Docker config.json whose `auths` give registry credentials (never shown in tasks, events or logs).
     #[arg(long, value_name = "FILE")]
     registry_config: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The options, with each `--registry-ca HOST:PORT=FILE` checked.
+    fn options(&self) -> Result<agora_agent::pull::RegistryOptions> {
+        let ca_files = self
+            .registry_cas
+            .iter()
+            .map(|given| {
+                let (registry, file) = given
+                    .split_once('=')
+                    .with_context(|| format!("--registry-ca {given}: give it as HOST:PORT=FILE"))?;
+                anyhow::ensure!(Path::new(file).is_file(), "--registry-ca {given}: no such file {file}");
+                Ok((registry.to_owned(), PathBuf::from(file)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(agora_agent::pull::RegistryOptions {
+            insecure: self.insecure_registries.clone(),
+            ca_files,
+            docker_config: self.registry_config.clone(),
+            max_image_bytes: 0,
+        })
+    }
 }
 
 fn agent(mut args: AgentArgs) -> Result<bool> {
@@ -1275,12 +1298,7 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             shim: std::env::current_exe().context("finding the agora binary to run as the tasks' shim")?,
             allow_root_tasks: args.allow_root_tasks,
             hidden_paths,
-            registries: agora_agent::pull::RegistryOptions {
-                insecure: args.insecure_registries.clone(),
-                ca_files: registry_ca_files(&args.registry_cas)?,
-                docker_config: args.registry_config.clone(),
-                max_image_bytes: 0,
-            },
+            registries: args.registries.options()?,
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
                 Some(path) => {
@@ -1313,19 +1331,6 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// `--registry-ca HOST:PORT=FILE` values, checked.
-fn registry_ca_files(given: &[String]) -> Result<Vec<(String, PathBuf)>> {
-    given
-        .iter()
-        .map(|given| {
-            let (registry, file) =
-                given.split_once('=').with_context(|| format!("--registry-ca {given}: give it as HOST:PORT=FILE"))?;
-            anyhow::ensure!(Path::new(file).is_file(), "--registry-ca {given}: no such file {file}");
-            Ok((registry.to_owned(), PathBuf::from(file)))
-        })
-        .collect()
-}
-
 fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
     let store = agora_agent::images::ImageStore::open(work_dir)?;
     let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
@@ -1341,14 +1346,8 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
                 println!("imported {} ({})", image.reference, short(&image.digest));
             }
         }
-        ImageCommand::Pull { reference, insecure_registries, registry_cas, registry_config } => {
-            let options = agora_agent::pull::RegistryOptions {
-                insecure: insecure_registries,
-                ca_files: registry_ca_files(&registry_cas)?,
-                docker_config: registry_config,
-                ..Default::default()
-            };
-            let puller = agora_agent::pull::Puller::new(store.clone(), options);
+        ImageCommand::Pull { reference, registries } => {
+            let puller = agora_agent::pull::Puller::new(store.clone(), registries.options()?);
             let bar = style::bytes(0, &format!("pulling {reference}"));
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let pulled = runtime.block_on(puller.pull(&reference, &|p: agora_agent::pull::Progress| {
