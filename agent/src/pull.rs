@@ -13,7 +13,7 @@
 //!   one blob on this agent download it once (the others wait for it);
 //! - plain HTTP only to a loopback registry or one named with `--insecure-registry`, as Docker and containerd do;
 //!   TLS otherwise, with the system's roots and a CA file per registry;
-//! - credentials (a Docker `config.json`) are used and never repeated: error messages name the registry, the
+//! - credentials (the task's pull secrets, then the agent's Docker `config.json`) are used and never repeated: error messages name the registry, the
 //!   reference and the digest, never a user or a password.
 
 use std::collections::HashMap;
@@ -90,6 +90,15 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// Registry credentials a task names (a `DockerConfigJson` Secret's `config.json`): used, never shown — it has no
+/// `Debug`.
+pub struct PullSecret {
+    /// `namespace/name`, for messages.
+    pub name: String,
+    /// The Docker `config.json`.
+    pub config: Value,
+}
+
 /// Where one pull's blobs come from, and how it is named in messages.
 #[derive(Clone, Copy)]
 struct Source<'a> {
@@ -154,10 +163,18 @@ impl Puller {
         if self.options.max_image_bytes == 0 { MAX_IMAGE_BYTES } else { self.options.max_image_bytes }
     }
 
-    /// The client for `registry`: plain HTTP for a loopback or `--insecure-registry` one, TLS otherwise.
-    fn client(&self, registry: &str) -> Result<Client, PullError> {
+    /// The client for `registry` with `auth`: plain HTTP for a loopback or `--insecure-registry` one, TLS
+    /// otherwise. One per registry and credentials, since a client keeps the first credentials it is given for a
+    /// registry (and the tokens they earn): a task's must never serve another's pull.
+    fn client(&self, registry: &str, auth: &RegistryAuth) -> Result<Client, PullError> {
+        let who = match auth {
+            RegistryAuth::Basic(user, password) => sha256(format!("{user}:{password}").as_bytes()),
+            RegistryAuth::Bearer(token) => sha256(token.as_bytes()),
+            RegistryAuth::Anonymous => String::new(),
+        };
+        let key = format!("{registry} {who}");
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = clients.get(registry) {
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let has_ca = self.options.ca_files.iter().any(|(r, _)| r == registry);
@@ -182,38 +199,30 @@ impl Puller {
             ..ClientConfig::default()
         };
         let client = Client::new(config);
-        clients.insert(registry.to_owned(), client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 
-    /// The credentials the agent's Docker `config.json` has for `registry`, or anonymous.
-    fn auth(&self, registry: &str) -> Result<RegistryAuth, PullError> {
+    /// The credentials for `registry`: the first pull secret that has some, else the agent's Docker `config.json`,
+    /// else anonymous.
+    fn auth(&self, registry: &str, secrets: &[PullSecret]) -> Result<RegistryAuth, PullError> {
+        for secret in secrets {
+            match agora_schemas::registry_credentials(&secret.config, registry) {
+                Ok(Some((user, password))) => return Ok(RegistryAuth::Basic(user, password)),
+                Ok(None) => {}
+                Err(why) => return Err(PullError::Failed(format!("pull secret {}: {why}", secret.name))),
+            }
+        }
         let Some(file) = &self.options.docker_config else { return Ok(RegistryAuth::Anonymous) };
         let text = std::fs::read_to_string(file)
             .map_err(|e| PullError::Failed(format!("reading the registry credentials {}: {e}", file.display())))?;
         let config: Value = serde_json::from_str(&text).map_err(|_| {
             PullError::Failed(format!("the registry credentials {} are not a Docker config.json", file.display()))
         })?;
-        let entry = config["auths"]
-            .as_object()
-            .and_then(|auths| {
-                auths.iter().find(|(name, _)| {
-                    let name = name.trim_start_matches("https://").trim_start_matches("http://");
-                    name.split('/').next() == Some(registry)
-                })
-            })
-            .map(|(_, entry)| entry);
-        let Some(encoded) = entry.and_then(|e| e["auth"].as_str()) else { return Ok(RegistryAuth::Anonymous) };
-        let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
-        match decoded {
-            Some((user, password)) => Ok(RegistryAuth::Basic(user, password)),
-            None => Err(PullError::Failed(format!(
-                "the credentials for registry {registry} in {} are not base64 of user:password",
-                file.display()
-            ))),
+        match agora_schemas::registry_credentials(&config, registry) {
+            Ok(Some((user, password))) => Ok(RegistryAuth::Basic(user, password)),
+            Ok(None) => Ok(RegistryAuth::Anonymous),
+            Err(why) => Err(PullError::Failed(format!("{} ({why})", file.display()))),
         }
     }
 
@@ -226,14 +235,15 @@ impl Puller {
     pub async fn pull(
         &self,
         reference: &str,
+        secrets: &[PullSecret],
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<ImageSummary, PullError> {
         let parsed: Reference = reference
             .parse()
             .map_err(|e| PullError::Failed(format!("image reference {reference:?} is not valid: {e}")))?;
         let registry = parsed.registry().to_owned();
-        let client = self.client(parsed.resolve_registry())?;
-        let auth = self.auth(&registry)?;
+        let auth = self.auth(&registry, secrets)?;
+        let client = self.client(parsed.resolve_registry(), &auth)?;
         let whole = parsed.whole();
         let failed = |e: OciDistributionError| describe(&e, &whole, &registry);
 
@@ -472,7 +482,7 @@ fn describe(e: &OciDistributionError, whole: &str, registry: &str) -> PullError 
         OciDistributionError::AuthenticationFailure(_) | OciDistributionError::UnauthorizedError { .. } => {
             PullError::Failed(format!(
                 "registry {registry} refused {whole}: authentication required or denied (credentials come from the \
-                 agent's --registry-config)"
+                 task's imagePullSecrets, then the agent's --registry-config)"
             ))
         }
         OciDistributionError::RequestError(e) => {

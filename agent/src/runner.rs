@@ -18,7 +18,7 @@ use std::time::Duration;
 use agora_client::{Api, Client, Patch, PatchParams};
 use agora_controllers::runtime::finalizer::{self, finalizer};
 use agora_controllers::runtime::{Action, Controller, watcher};
-use agora_schemas::{PullPolicy, Resources, Task, TaskState};
+use agora_schemas::{DOCKER_CONFIG_KEY, PullPolicy, Resources, Secret, SecretType, Task, TaskState};
 use futures::StreamExt;
 use jiff::Timestamp;
 use nix::sys::signal::Signal;
@@ -422,7 +422,12 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 /// Starts an admitted task: the container, then the watch for its exit, health and usage.
 async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<()> {
     if let Err((reason, message)) = pull_image(task, tasks, ctx).await {
-        write_status(tasks, task, failed(reason, message), false).await?;
+        let status = if reason == "KillRequested" {
+            json!({ "state": "Killed", "reason": reason, "message": message, "finishedAt": Timestamp::now() })
+        } else {
+            failed(reason, message)
+        };
+        write_status(tasks, task, status, false).await?;
         return Ok(());
     }
     let config = match prepare(task, ctx).await {
@@ -513,12 +518,13 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         PullPolicy::IfNotPresent if present => return Ok(()),
         _ => {}
     }
+    let secrets = pull_secrets(task, ctx).await?;
     let shown = Arc::new(Mutex::new(crate::pull::Progress::default()));
     let progress = {
         let shown = shown.clone();
         move |p: crate::pull::Progress| *shown.lock().unwrap_or_else(PoisonError::into_inner) = p
     };
-    let pulling = ctx.puller.pull(&image, &progress);
+    let pulling = ctx.puller.pull(&image, &secrets, &progress);
     tokio::pin!(pulling);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_written = None;
@@ -526,6 +532,10 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         tokio::select! {
             pulled = &mut pulling => break pulled,
             _ = tick.tick() => {
+                // A kill or a delete while the image comes in ends the pull: the task never needs it.
+                if let Some(why) = kill_asked(task, tasks).await {
+                    return Err(("KillRequested", format!("{why} while its image {image} was being pulled")));
+                }
                 let p = *shown.lock().unwrap_or_else(PoisonError::into_inner);
                 if last_written != Some(p) {
                     last_written = Some(p);
@@ -544,6 +554,54 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         }
         Err(e) => Err((e.reason(), e.to_string())),
     }
+}
+
+/// Whether the task has been asked to stop since it was read (killed, deleted or gone), and which.
+async fn kill_asked(task: &Task, tasks: &Api<Task>) -> Option<&'static str> {
+    let name = task.metadata.name.as_deref().unwrap_or_default();
+    match tasks.get(name).await {
+        Ok(now) if now.metadata.uid != task.metadata.uid => Some("the task was deleted"),
+        Ok(now) if now.metadata.deletion_timestamp.is_some() => Some("the task was deleted"),
+        Ok(now) if now.spec.kill_requested == Some(true) => Some("the task was killed"),
+        Err(e) if e.is_not_found() => Some("the task was deleted"),
+        _ => None,
+    }
+}
+
+/// The registry credentials `task`'s container names (`imagePullSecrets`), read from its namespace.
+async fn pull_secrets(task: &Task, ctx: &Arc<Context>) -> Result<Vec<crate::pull::PullSecret>, (&'static str, String)> {
+    let Some(container) = &task.spec.container else { return Ok(Vec::new()) };
+    let namespace = task.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut secrets = Vec::new();
+    for reference in &container.image_pull_secrets {
+        let name = format!("{namespace}/{}", reference.name);
+        let secret = match api.get(&reference.name).await {
+            Ok(secret) => secret,
+            Err(e) if e.is_not_found() => {
+                return Err(("ImagePullFailed", format!("the pull secret {name} does not exist")));
+            }
+            Err(e) => return Err(("ImagePullFailed", format!("reading the pull secret {name}: {e}"))),
+        };
+        if secret.spec.type_() != SecretType::DockerConfigJson {
+            return Err((
+                "ImagePullFailed",
+                format!(
+                    "the pull secret {name} is of type {:?}; registry credentials are DockerConfigJson",
+                    secret.spec.type_()
+                ),
+            ));
+        }
+        let config = secret
+            .spec
+            .bytes(DOCKER_CONFIG_KEY)
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .ok_or_else(|| {
+                ("ImagePullFailed", format!("the pull secret {name} holds no readable {DOCKER_CONFIG_KEY}"))
+            })?;
+        secrets.push(crate::pull::PullSecret { name, config });
+    }
+    Ok(secrets)
 }
 
 /// The container for `task`, or why it cannot run (a reason and a message).

@@ -118,6 +118,7 @@ pub fn render(
         "CronJob" => cronjob(object, &mut out, &mut body, related, now, colour),
         "Task" => task(object, &mut out, now),
         "Agent" => agent(object, &mut out, &mut body, related, now, colour),
+        "Secret" => secret(object, &mut out, &mut body),
         _ => {
             for part in ["spec", "status"] {
                 if let Some(value) = object.get(part) {
@@ -277,6 +278,19 @@ fn cronjob(object: &Value, out: &mut Fields, body: &mut String, related: &Relate
         body.push_str(&crate::style::aligned(&lines, "  ", colour));
     }
     body.push_str(&section("Tasks", agora_schemas::task::TASK_COLUMNS, &related.tasks, now, colour));
+}
+
+/// A Secret's type and its keys with their sizes — never a value, as `kubectl describe secret`.
+fn secret(object: &Value, out: &mut Fields, body: &mut String) {
+    out.field("Type", text(&object["spec"]["type"]));
+    body.push_str("Data:\n");
+    for (key, value) in object["spec"]["data"].as_object().into_iter().flatten() {
+        let bytes = value
+            .as_str()
+            .and_then(|v| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, v).ok())
+            .map_or(0, |b| b.len());
+        body.push_str(&format!("  {key}:  {bytes} bytes\n"));
+    }
 }
 
 fn task(object: &Value, out: &mut Fields, now: Timestamp) {
@@ -517,5 +531,17 @@ Conditions:
         assert!(text.starts_with("Name:    spark\nKind:    Framework (agora/v1)\nLabels:  <none>\n"), "{text}");
         assert!(text.contains("Spec:\n  weight: 2.0\nStatus:\n  connected: false\n"), "{text}");
         assert!(text.ends_with("Events:  <none>\n"));
+    }
+
+    #[test]
+    fn a_secret_shows_its_keys_and_sizes_never_a_value() {
+        let info = agora_schemas::resource_info("secrets").unwrap();
+        // "dXNlcjpodW50ZXIy" is base64 of "user:hunter2".
+        let secret = json!({"metadata": {"name": "regcred", "namespace": "default"},
+            "spec": {"type": "DockerConfigJson", "data": {".dockerconfigjson": "dXNlcjpodW50ZXIy"}}});
+        let text = render(info, &secret, &Related::default(), Timestamp::UNIX_EPOCH, false);
+        assert!(text.contains("Type:       DockerConfigJson\n"), "{text}");
+        assert!(text.contains("Data:\n  .dockerconfigjson:  12 bytes\n"), "{text}");
+        assert!(!text.contains("dXNlcjpodW50ZXIy") && !text.contains("hunter2"), "{text}");
     }
 }

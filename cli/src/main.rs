@@ -149,6 +149,7 @@ impl Before {
             | Command::Scale { scope, .. }
             | Command::Rollback { scope, .. }
             | Command::Events { scope, .. }
+            | Command::Create { what: CreateCommand::Secret { what: SecretCommand::DockerRegistry { scope, .. } } }
             | Command::Top { scope, .. } => {
                 self.cluster(&mut scope.cluster);
                 self.namespace(&mut scope.namespace, &mut scope.all_namespaces)?;
@@ -354,6 +355,12 @@ enum Command {
         wait: Waiting,
         #[command(flatten)]
         scope: Scope,
+    },
+    /// Create an object from flags: `create secret docker-registry NAME` (registry credentials for
+    /// `container.imagePullSecrets`, as kubectl's).
+    Create {
+        #[command(subcommand)]
+        what: CreateCommand,
     },
     /// Print Events, oldest first: a namespace's, every namespace's (-A), or one object's (--for app/web).
     Events {
@@ -584,6 +591,36 @@ enum StoreCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum CreateCommand {
+    /// A Secret.
+    Secret {
+        #[command(subcommand)]
+        what: SecretCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCommand {
+    /// Registry credentials (a DockerConfigJson Secret) for tasks to name in `container.imagePullSecrets`. The
+    /// password is read from stdin (never a flag: flags are visible to every user of the machine in ps).
+    DockerRegistry {
+        /// The Secret's name.
+        name: String,
+        /// The registry, HOST[:PORT] (docker.io for Docker Hub).
+        #[arg(long)]
+        docker_server: String,
+        /// The user name.
+        #[arg(long)]
+        docker_username: String,
+        /// Read the password from stdin (required: the password is never taken from a flag).
+        #[arg(long = "password-stdin", required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        scope: Scope,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ImageCommand {
     /// Import the images of an OCI image layout tar (`skopeo copy docker://busybox oci-archive:busybox.tar`, or
     /// `docker save`).
@@ -727,6 +764,21 @@ fn main() -> ExitCode {
         }
         Command::Rollback { name, to_version, wait, scope, .. } => {
             scope.ctx().and_then(|ctx| verbs::rollback(&ctx, &name, to_version.as_deref(), wait.limit()))
+        }
+        Command::Create {
+            what:
+                CreateCommand::Secret {
+                    what: SecretCommand::DockerRegistry { name, docker_server, docker_username, scope, .. },
+                },
+        } => {
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+                .context("reading the password from stdin")
+                .and_then(|_| scope.ctx())
+                .and_then(|ctx| {
+                    let password = password.trim_end_matches(['\r', '\n']);
+                    verbs::create_registry_secret(&ctx, &name, &docker_server, &docker_username, password)
+                })
         }
         Command::Events { about, watch, scope } => {
             scope.ctx().and_then(|ctx| verbs::events(&ctx, scope.all_namespaces, about.as_deref(), watch))
@@ -1350,7 +1402,7 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
             let puller = agora_agent::pull::Puller::new(store.clone(), registries.options()?);
             let bar = style::bytes(0, &format!("pulling {reference}"));
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let pulled = runtime.block_on(puller.pull(&reference, &|p: agora_agent::pull::Progress| {
+            let pulled = runtime.block_on(puller.pull(&reference, &[], &|p: agora_agent::pull::Progress| {
                 bar.set_length(p.total);
                 bar.set_position(p.done);
             }));

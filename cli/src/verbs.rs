@@ -166,6 +166,36 @@ pub fn scale(ctx: &Ctx, name: &str, instances: i32, wait: Option<Duration>) -> R
     })
 }
 
+/// `agora create secret docker-registry`: a DockerConfigJson Secret with credentials for one registry.
+///
+/// # Errors
+/// Bad input (said before anything is sent), or a refused create (it exists: 409).
+pub fn create_registry_secret(ctx: &Ctx, name: &str, server: &str, username: &str, password: &str) -> Result<bool> {
+    anyhow::ensure!(!password.is_empty(), "no password on stdin: pipe it in (--password-stdin)");
+    anyhow::ensure!(!username.contains(':'), "--docker-username must not contain ':'");
+    let config = registry_config(server, username, password);
+    let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let secret = json!({
+        "apiVersion": agora_schemas::API_VERSION, "kind": "Secret",
+        "metadata": {"name": name, "namespace": ctx.namespace},
+        "spec": {"type": "DockerConfigJson", "data": {agora_schemas::DOCKER_CONFIG_KEY: b64(config.to_string().as_bytes())}},
+    });
+    let secret: agora_schemas::Secret = serde_json::from_value(secret)?;
+    ctx.runtime.block_on(async {
+        let api: agora_client::Api<agora_schemas::Secret> =
+            agora_client::Api::namespaced(ctx.client.clone(), &ctx.namespace);
+        api.create(&agora_client::PostParams::default(), &secret).await?;
+        println!("secret.agora/{name} created");
+        Ok(true)
+    })
+}
+
+/// A Docker `config.json` holding one registry's credentials, as `docker login` and kubectl write it.
+fn registry_config(server: &str, username: &str, password: &str) -> Value {
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{username}:{password}"));
+    json!({ "auths": { server: { "username": username, "password": password, "auth": auth } } })
+}
+
 /// The version to roll back to: `wanted` (a version or a prefix of one) when given, else the newest recorded version
 /// other than `current`. `versions` are the App's recorded versions, newest first.
 ///

@@ -310,8 +310,8 @@ fn run(program: &str, args: &[&str], dir: &Path) -> String {
 }
 
 /// A registry that serves TLS (a certificate of a CA the test makes) and asks for a password (htpasswd, bcrypt):
-/// the agent reaches it with `--registry-ca` and the credentials of `--registry-config`, and the password appears in
-/// no object, Event or message — not even when it is wrong.
+/// the agent reaches it with `--registry-ca` and the credentials of the task's pull secret (`agora image pull` with
+/// those of `--registry-config`), and the password appears in no Task, Event or message — not even when it is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_with_tls_and_a_password_is_pulled_from_and_the_password_shows_nowhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -401,17 +401,67 @@ async fn a_registry_with_tls_and_a_password_is_pulled_from_and_the_password_show
     let ca = format!("{}={}", registry.address(), d.join("ca.pem").display());
     let image = format!("{}/team/web:private", registry.address());
 
-    // The agent, with the CA and the credentials.
+    // The agent, with the CA but no credentials of its own: the task brings them, as a pull secret.
     let server = tokio::task::block_in_place(ApiserverProcess::secure);
     let work = WorkDir(tempfile::tempdir().unwrap());
     let config_file = d.join("config.json").display().to_string();
-    let flags = ["--registry-ca", ca.as_str(), "--registry-config", config_file.as_str()];
-    let (_agent, _agent_dir, client) = common::start_agent_with(&server, &work, &flags).await;
+    let (_agent, _agent_dir, client) = common::start_agent_with(&server, &work, &["--registry-ca", ca.as_str()]).await;
     let tasks: Api<Task> = Api::namespaced(client.clone(), "default");
-    tasks.create(&PostParams::default(), &task("private", Some(&image), "echo pulled", json!({}))).await.unwrap();
+    let with_secrets = |names: &[&str]| {
+        let secrets: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+        json!({"container": {"image": image, "imagePullSecrets": secrets}})
+    };
+
+    // No secret, a secret that does not exist: refused, saying which, and the password nowhere.
+    tasks.create(&PostParams::default(), &task("anonymous", Some(&image), "true", json!({}))).await.unwrap();
+    tasks.create(&PostParams::default(), &task("missing", None, "true", with_secrets(&["nope"]))).await.unwrap();
+    let anonymous = terminal(&tasks, "anonymous").await;
+    assert_eq!((anonymous.state, anonymous.reason.as_deref()), (TaskState::Failed, Some("ImagePullFailed")));
+    let said = anonymous.message.unwrap_or_default();
+    assert!(said.contains("refused") || said.contains("authentication"), "{said}");
+    let missing = terminal(&tasks, "missing").await;
+    assert_eq!(missing.reason.as_deref(), Some("ImagePullFailed"), "{missing:?}");
+    assert!(missing.message.unwrap_or_default().contains("pull secret default/nope does not exist"));
+
+    // The secret, made by `agora create secret docker-registry` with the password on stdin: the task runs.
+    let created = tokio::task::block_in_place(|| {
+        let mut child = Command::new(agora_e2e::agora_binary())
+            .args(["create", "secret", "docker-registry", "regcred", "--docker-server", &registry.address()])
+            .args(["--docker-username", "alice", "--password-stdin"])
+            .args(server.cluster_args())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    });
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(String::from_utf8_lossy(&created.stdout), "secret.agora/regcred created\n");
+    let described = tokio::task::block_in_place(|| {
+        Command::new(agora_e2e::agora_binary())
+            .args(["describe", "secret", "regcred"])
+            .args(server.cluster_args())
+            .output()
+            .unwrap()
+    });
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(described.contains("Type:") && described.contains(".dockerconfigjson:"), "{described}");
+    assert!(!described.contains(password), "{described}");
+    tasks
+        .create(&PostParams::default(), &task("private", None, "echo pulled", with_secrets(&["nope-not", "regcred"])))
+        .await
+        .unwrap();
     let ended = terminal(&tasks, "private").await;
+    assert_eq!(ended.reason.as_deref(), Some("ImagePullFailed"), "a missing secret in the list fails: {ended:?}");
+    tasks
+        .create(&PostParams::default(), &task("private2", None, "echo pulled", with_secrets(&["regcred"])))
+        .await
+        .unwrap();
+    let ended = terminal(&tasks, "private2").await;
     assert_eq!((ended.state, ended.exit_code), (TaskState::Finished, Some(0)), "{ended:?}");
-    assert_eq!(tasks.logs("private", &LogParams::default()).await.unwrap(), "pulled\n");
+    assert_eq!(tasks.logs("private2", &LogParams::default()).await.unwrap(), "pulled\n");
 
     // Without credentials, or with wrong ones: refused, saying so, without the password.
     let pull = |extra: &[&str]| {
@@ -433,10 +483,10 @@ async fn a_registry_with_tls_and_a_password_is_pulled_from_and_the_password_show
     let (ok, said) = tokio::task::block_in_place(|| pull(&["--registry-config", config_file.as_str()]));
     assert!(ok, "{said}");
 
-    // Nowhere in the Task or the Events.
+    // Nowhere in the Tasks or the Events.
     let everything = format!(
         "{}{}",
-        serde_json::to_string(&tasks.get("private").await.unwrap()).unwrap(),
+        serde_json::to_string(&tasks.list(&Default::default()).await.unwrap().items).unwrap(),
         serde_json::to_string(
             &Api::<agora_schemas::Event>::namespaced(client, "default").list(&Default::default()).await.unwrap().items
         )

@@ -82,6 +82,18 @@ pub struct ContainerSpec {
     /// pull at every launch (unchanged layers are not fetched again). `Never`: only the store's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets of type `DockerConfigJson` in the task's namespace with credentials for the image's registry, tried
+    /// in order before the agent's own (Kubernetes' `imagePullSecrets`). Only their names are in the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+/// An object of a known kind in the same namespace, by name.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    /// Its name.
+    pub name: String,
 }
 
 /// When the agent pulls a task's image.
@@ -104,6 +116,9 @@ impl ContainerSpec {
             v.required(&path.field("image"), "an image name is required (e.g. \"busybox:latest\")");
         } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
             v.invalid(&path.field("image"), format!("\"{image}\" must not contain whitespace"));
+        }
+        for (i, secret) in self.image_pull_secrets.iter().enumerate() {
+            v.dns_subdomain(&path.field("imagePullSecrets").index(i).field("name"), &secret.name);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! # agora-schemas
 //!
 //! The vocabulary every part of Agora speaks: the API objects (`App`, `CronJob`, `Task`, `Framework`, `Offer`,
-//! `Agent`, `Lease`, `Event`) with Kubernetes-style metadata and the spec/status split, their server-side defaults
+//! `Agent`, `Lease`, `Event`, `Secret`) with Kubernetes-style metadata and the spec/status split, their server-side defaults
 //! (Marathon's and Chronos'), validation that reports every violation with its JSON path, ISO 8601 schedules, the
 //! manifest parser behind `agora apply`, and the JSON Schema / OpenAPI documents generated from the types.
 //!
@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod meta;
 pub mod resource;
 pub mod schema;
+pub mod secret;
 pub mod status;
 pub mod task;
 pub mod validation;
@@ -34,7 +35,7 @@ pub use cluster::{
 };
 pub use common::{
     Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, HealthCheck, HealthCheckProtocol, Limits,
-    PortDefinition, PortRange, Protocol, PullPolicy, Resources,
+    LocalObjectReference, PortDefinition, PortRange, Protocol, PullPolicy, Resources,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
 pub use cronjob::{
@@ -44,6 +45,7 @@ pub use cronjob::{
 pub use manifest::{Document, ManifestError};
 pub use meta::{Condition, ConditionStatus, List, ListMeta, ObjectMeta, ObjectReference, OwnerReference, WatchEvent};
 pub use resource::{API_GROUP, API_GROUP_VERSION, API_VERSION, AdmitError, KindInfo, Resource, admit};
+pub use secret::{DOCKER_CONFIG_KEY, Secret, SecretSpec, SecretType, registry_credentials};
 pub use status::{Status, StatusCause, StatusDetails, StatusReason};
 pub use task::{Task, TaskPort, TaskSpec, TaskState, TaskStatus};
 pub use validation::{FieldError, FieldErrorKind, FieldErrors};
@@ -122,7 +124,7 @@ macro_rules! kinds {
     };
 }
 
-kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event);
+kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret);
 
 /// The registry entry for a kind name (`App`).
 #[must_use]
