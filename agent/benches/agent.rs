@@ -119,6 +119,7 @@ fn main() {
             hidden_paths: Vec::new(),
             init: agora_agent::runner::default_init(),
             registries: Default::default(),
+            image_gc: Default::default(),
         };
         let agent = tokio::spawn(run(client.clone(), config, std::future::pending()));
         let tasks: Api<Task> = Api::namespaced(client, "default");

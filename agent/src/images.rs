@@ -160,6 +160,12 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// A shared hold of the store against garbage collection ([`ImageStore::hold`]); released when dropped.
+#[derive(Debug)]
+pub struct Hold {
+    _lock: File,
+}
+
 /// The local image store.
 #[derive(Clone, Debug)]
 pub struct ImageStore {
@@ -173,7 +179,7 @@ impl ImageStore {
     /// When the directories cannot be created.
     pub fn open(work_dir: &Path) -> Result<Self> {
         let root = work_dir.join("images");
-        for dir in [root.join("blobs/sha256"), root.join("layers/sha256"), root.join("tmp")] {
+        for dir in [root.join("blobs/sha256"), root.join("layers/sha256"), root.join("tmp"), root.join("used")] {
             fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
         }
         let store = Self { root };
@@ -280,6 +286,9 @@ impl ImageStore {
 
     /// Names `manifest` (a descriptor) `reference` in the index, replacing what had that name.
     fn tag(&self, reference: &str, manifest: Value) -> Result<()> {
+        if let Some(digest) = manifest["digest"].as_str() {
+            self.mark_used(digest);
+        }
         self.update_index(|manifests| {
             manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(reference));
             let mut manifest = manifest;
@@ -351,6 +360,114 @@ impl ImageStore {
         self.tag(&reference, json!({ "mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": bytes.len() }))?;
         let size = manifest.layers().iter().map(oci_spec::image::Descriptor::size).sum();
         Ok(ImageSummary { reference, digest: digest.to_owned(), size })
+    }
+
+    /// Every name in the index with the digest it names.
+    ///
+    /// # Errors
+    /// An unreadable index.
+    pub fn names(&self) -> Result<Vec<(String, String)>> {
+        let index = self.read_index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["annotations"][REF_NAME].as_str()?.to_owned(), m["digest"].as_str()?.to_owned())))
+            .collect())
+    }
+
+    /// Removes `references` (exact names) from the index; their blobs stay until collected.
+    ///
+    /// # Errors
+    /// An unreadable index, or a failed write.
+    pub fn unname(&self, references: &[String]) -> Result<()> {
+        self.update_index(|manifests| {
+            manifests.retain(|m| {
+                !m["annotations"][REF_NAME].as_str().is_some_and(|name| references.iter().any(|r| r == name))
+            });
+            Ok(())
+        })
+    }
+
+    /// The blobs the manifest or index `digest` needs: itself, and its config and layers (an index: its manifests',
+    /// as far as the store has them).
+    ///
+    /// # Errors
+    /// A missing or unreadable manifest.
+    pub fn blobs_of(&self, digest: &str) -> Result<Vec<String>> {
+        let value: Value = serde_json::from_slice(&self.read_blob(digest)?)
+            .map_err(|e| Error::Invalid(format!("manifest {digest}: {e}")))?;
+        let mut blobs = vec![digest.to_owned()];
+        for child in value["manifests"].as_array().into_iter().flatten() {
+            if let Some(child) = child["digest"].as_str().filter(|d| self.has_blob(d) && *d != digest) {
+                blobs.extend(self.blobs_of(child).unwrap_or_else(|_| vec![child.to_owned()]));
+            }
+        }
+        let descriptors = std::iter::once(&value["config"]).chain(value["layers"].as_array().into_iter().flatten());
+        blobs.extend(descriptors.filter_map(|d| d["digest"].as_str()).map(str::to_owned));
+        Ok(blobs)
+    }
+
+    /// Records that image `digest` is used now (for the collector's least-recently-used order).
+    pub fn mark_used(&self, digest: &str) {
+        let Some(hex) = digest.strip_prefix("sha256:") else { return };
+        let mark = self.root.join("used").join(hex);
+        let touched = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&mark)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(mark = %mark.display(), error = %e, "marking an image used");
+        }
+    }
+
+    /// When image `digest` was last used (its manifest's arrival when it never was).
+    #[must_use]
+    pub fn last_used(&self, digest: &str) -> std::time::SystemTime {
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        [self.root.join("used").join(hex), self.root.join("blobs/sha256").join(hex)]
+            .iter()
+            .find_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+
+    /// The bytes blob `digest` holds on disk: the blob, and its unpacked layer if it has one.
+    #[must_use]
+    pub fn held_bytes(&self, digest: &str) -> u64 {
+        let Ok(path) = self.blob_path(digest) else { return 0 };
+        let blob = fs::metadata(&path).map_or(0, |m| m.len());
+        let hex = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let layer = self.root.join("layers/sha256").join(&hex);
+        if !layer.is_dir() {
+            return blob;
+        }
+        let size_file = self.root.join("layers/sha256").join(format!("{hex}.size"));
+        let unpacked = fs::read_to_string(&size_file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| {
+            let size = crate::disk::usage(std::slice::from_ref(&layer));
+            let _ = fs::write(&size_file, size.to_string());
+            size
+        });
+        blob + unpacked
+    }
+
+    /// Holds the store against collection (shared: pulls and launches hold it together) until dropped: what is
+    /// fetched but not yet named, or resolved but not yet recorded as in use, stays.
+    ///
+    /// # Errors
+    /// The lock file cannot be opened.
+    pub fn hold(&self) -> Result<Hold> {
+        let path = self.root.join("gc.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| Error::Io { what: format!("locking {}", path.display()), source: e.into() })?;
+        Ok(Hold { _lock: file })
     }
 
     /// Every image, by reference.
@@ -616,6 +733,7 @@ impl ImageStore {
             .and_then(|m| m["digest"].as_str())
             .ok_or_else(|| Error::NotFound(reference.clone()))?
             .to_owned();
+        self.mark_used(&digest);
         let manifest = self.manifest(&digest)?;
         let config: ImageConfiguration = serde_json::from_slice(&self.read_blob(manifest.config().digest().as_ref())?)
             .map_err(|e| Error::Invalid(format!("image {reference}: config: {e}")))?;
@@ -649,6 +767,9 @@ impl ImageStore {
             let _ = fs::remove_dir_all(&temp);
             return Err(Error::Io { what: format!("unpacking layer {digest}"), source: e });
         }
+        // What it takes on disk, for the collector (the file is swept with the layer).
+        let size = crate::disk::usage(std::slice::from_ref(&temp));
+        let _ = fs::write(self.root.join("layers/sha256").join(format!("{hex}.size")), size.to_string());
         match fs::rename(&temp, &target) {
             Ok(()) => Ok(target),
             // Another unpacker won the race: theirs is as good.

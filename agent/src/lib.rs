@@ -25,6 +25,7 @@ pub mod container;
 pub mod disk;
 pub mod health;
 pub mod hollow;
+pub mod image_gc;
 pub mod images;
 pub mod logs;
 pub mod metrics;

@@ -68,6 +68,8 @@ pub struct AgentConfig {
     pub init: Option<PathBuf>,
     /// How images are pulled from registries.
     pub registries: crate::pull::RegistryOptions,
+    /// How the image store is kept within its budget.
+    pub image_gc: crate::image_gc::GcPolicy,
 }
 
 /// Where Debian's `tini` package puts its static build, which runs in any image.
@@ -132,6 +134,8 @@ struct Context {
     work_dir: PathBuf,
     images: ImageStore,
     puller: crate::pull::Puller,
+    /// Wakes the image collector (after a pull).
+    collect_images: tokio::sync::Notify,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
     /// What each admitted task holds, from its admission until its end is recorded (see [`crate::admission`]).
@@ -244,6 +248,7 @@ pub async fn run(
         host,
         work_dir: config.work_dir.clone(),
         puller: crate::pull::Puller::new(images.clone(), config.registries.clone()),
+        collect_images: tokio::sync::Notify::new(),
         images,
         runtime,
         live: Mutex::default(),
@@ -262,6 +267,7 @@ pub async fn run(
     });
     tokio::spawn(remove_orphans(context.clone()));
     let collector = tokio::spawn(collect_sandboxes(context.clone(), config.sandbox_retention));
+    let image_collector = tokio::spawn(collect_images(context.clone(), config.image_gc));
     let metrics = context.metrics.clone();
     let endpoint = crate::logs::router(context.clone()).route(
         "/metrics",
@@ -298,6 +304,7 @@ pub async fn run(
     heartbeat.abort();
     serving.abort();
     collector.abort();
+    image_collector.abort();
     Ok(())
 }
 
@@ -421,6 +428,16 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 
 /// Starts an admitted task: the container, then the watch for its exit, health and usage.
 async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<()> {
+    // From the pull until the task's directory names its image, the store keeps what this task needs.
+    let store = ctx.images.clone();
+    let hold = match tokio::task::spawn_blocking(move || store.hold()).await {
+        Ok(Ok(hold)) => Some(hold),
+        Ok(Err(e)) => {
+            write_status(tasks, task, failed("ImageUnusable", e.to_string()), false).await?;
+            return Ok(());
+        }
+        Err(_) => None,
+    };
     if let Err((reason, message)) = pull_image(task, tasks, ctx).await {
         let status = if reason == "KillRequested" {
             json!({ "state": "Killed", "reason": reason, "message": message, "finishedAt": Timestamp::now() })
@@ -430,7 +447,9 @@ async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
         write_status(tasks, task, status, false).await?;
         return Ok(());
     }
-    let config = match prepare(task, ctx).await {
+    let prepared = prepare(task, ctx).await;
+    drop(hold);
+    let config = match prepared {
         Ok(config) => config,
         Err((reason, message)) => {
             write_status(tasks, task, failed(reason, message), false).await?;
@@ -549,6 +568,7 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
     match pulled {
         Ok(summary) => {
             tracing::info!(task = %task.metadata.display_name(), image = %summary.reference, digest = %summary.digest, "image pulled");
+            ctx.collect_images.notify_one();
             // The store now has it under its full name; the container is made from that.
             Ok(())
         }
@@ -604,6 +624,45 @@ async fn pull_secrets(task: &Task, ctx: &Arc<Context>) -> Result<Vec<crate::pull
     Ok(secrets)
 }
 
+/// Keeps the image store within its policy: after pulls (woken), and every five minutes. A store busy with a pull is
+/// tried again a little later.
+async fn collect_images(ctx: Arc<Context>, policy: crate::image_gc::GcPolicy) {
+    loop {
+        let store = ctx.images.clone();
+        let work_dir = ctx.work_dir.clone();
+        let collected = tokio::task::spawn_blocking(move || {
+            crate::image_gc::collect(&store, &policy, &crate::image_gc::in_use(&work_dir))
+        })
+        .await;
+        let wait = match collected {
+            Ok(Ok(Some(report))) => {
+                if !report.removed.is_empty() || report.blobs_deleted > 0 {
+                    tracing::info!(removed = ?report.removed, blobs = report.blobs_deleted, before = report.before,
+                                   after = report.after, budget = report.budget, "image garbage collected");
+                }
+                if report.after > report.budget {
+                    tracing::warn!(
+                        held = report.after,
+                        budget = report.budget,
+                        "the image store is over its budget with only images in use left"
+                    );
+                }
+                Duration::from_secs(300)
+            }
+            Ok(Ok(None)) => Duration::from_secs(5),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "image garbage collection failed");
+                Duration::from_secs(60)
+            }
+            Err(_) => Duration::from_secs(60),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = ctx.collect_images.notified() => {}
+        }
+    }
+}
+
 /// The container for `task`, or why it cannot run (a reason and a message).
 async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'static str, String)> {
     let id = uid(task);
@@ -628,6 +687,10 @@ async fn prepare(task: &Task, ctx: &Arc<Context>) -> Result<ContainerConfig, (&'
                 images::Error::NotFound(_) => ("ImageNotFound", e.to_string()),
                 other => ("ImageUnusable", other.to_string()),
             })?;
+            // The task's directory names its image for as long as it exists: the collector leaves it alone.
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join(crate::image_gc::TASK_IMAGE_FILE), &resolved.digest))
+                .map_err(|e| ("StartFailed", format!("recording the task's image in {}: {e}", dir.display())))?;
             let rootfs = RootFs::Image { layers: resolved.layers, upper: dir.join("upper"), work: dir.join("work") };
             (rootfs, resolved.config.config().clone().unwrap_or_default())
         }
@@ -747,8 +810,15 @@ async fn watch_exit(
     });
     let runtime = ctx.runtime.clone();
     let (id, bundle) = (config.id.clone(), config.bundle.clone());
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await {
-        tracing::warn!(task = %task.metadata.display_name(), error = %e, "removing the container failed");
+    match tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await {
+        Ok(Err(e)) => {
+            tracing::warn!(task = %task.metadata.display_name(), error = %e, "removing the container failed");
+        }
+        // Its root file system is unmounted: the image is free for the collector.
+        _ => {
+            let _ =
+                std::fs::remove_file(shim::task_dir(&ctx.work_dir, &config.id).join(crate::image_gc::TASK_IMAGE_FILE));
+        }
     }
     let now = Timestamp::now();
     let status = match outcome {
@@ -855,6 +925,9 @@ async fn cleanup(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cl
     let _ = tokio::task::spawn_blocking(move || {
         for part in ["bundle", "upper", "work", "tmp", "mount-points"] {
             let _ = container::remove_task_dir(&dir.join(part));
+        }
+        if !dir.join("bundle").exists() {
+            let _ = std::fs::remove_file(dir.join(crate::image_gc::TASK_IMAGE_FILE));
         }
     })
     .await;

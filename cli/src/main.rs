@@ -649,6 +649,13 @@ enum ImageCommand {
     },
     /// List the images.
     List,
+    /// Remove images by name (an image goes with its last name, its layers with the last image that uses them). An
+    /// image a task on this agent uses is refused.
+    Rm {
+        /// The names, as `agora image list` shows them.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -1255,6 +1262,32 @@ struct AgentArgs {
     init: Option<PathBuf>,
     #[command(flatten)]
     registries: RegistryArgs,
+    /// The most the image store may hold (blobs and unpacked layers), e.g. 20G or 512M: past it, the least recently
+    /// used images no task uses are removed. Default: no fixed bound (the high and low marks still apply).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    image_gc_budget: Option<u64>,
+    /// When the work dir's file system is fuller than this (percent), images no task uses are removed, least
+    /// recently used first, …
+    #[arg(long, default_value_t = 85.0, value_name = "PERCENT")]
+    image_gc_high_percent: f64,
+    /// … until it is back at this.
+    #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+    image_gc_low_percent: f64,
+}
+
+/// `20G`, `512M`, `64K` or bytes (binary units: G is 1024³).
+fn parse_size(given: &str) -> Result<u64, String> {
+    let (digits, unit) = given.split_at(given.find(|c: char| !c.is_ascii_digit()).unwrap_or(given.len()));
+    let shift = match unit.trim_end_matches(['i', 'B']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("{given:?} is not a size: a number with K, M, G or T (e.g. 20G)")),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("{given:?} is not a size: a number with K, M, G or T"))?;
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{given:?} is too large"))
 }
 
 /// How images are pulled from registries (the agent's, and `agora image pull`'s).
@@ -1351,6 +1384,14 @@ fn agent(mut args: AgentArgs) -> Result<bool> {
             allow_root_tasks: args.allow_root_tasks,
             hidden_paths,
             registries: args.registries.options()?,
+            image_gc: {
+                let (high, low) = (args.image_gc_high_percent, args.image_gc_low_percent);
+                anyhow::ensure!(
+                    (0.0..=100.0).contains(&low) && low <= high && high <= 100.0,
+                    "--image-gc-low-percent {low} and --image-gc-high-percent {high}: need 0 <= low <= high <= 100"
+                );
+                agora_agent::image_gc::GcPolicy { budget: args.image_gc_budget, high_percent: high, low_percent: low }
+            },
             init: match args.init {
                 Some(path) if path.as_os_str() == "none" => None,
                 Some(path) => {
@@ -1400,6 +1441,7 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
         }
         ImageCommand::Pull { reference, registries } => {
             let puller = agora_agent::pull::Puller::new(store.clone(), registries.options()?);
+            let _hold = store.hold()?; // the agent's collector leaves the pull's blobs alone
             let bar = style::bytes(0, &format!("pulling {reference}"));
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let pulled = runtime.block_on(puller.pull(&reference, &[], &|p: agora_agent::pull::Progress| {
@@ -1413,6 +1455,15 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
         ImageCommand::Build { rootfs, tag } => {
             let image = store.build(&rootfs, &tag)?;
             println!("built {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
+        }
+        ImageCommand::Rm { references } => {
+            let in_use = agora_agent::image_gc::in_use(work_dir);
+            let report = agora_agent::image_gc::remove(&store, &references, &in_use)?;
+            for name in &report.removed {
+                println!("removed {name}");
+            }
+            let freed = report.before.saturating_sub(report.after);
+            println!("{} blobs deleted, {:.1} MiB freed", report.blobs_deleted, freed as f64 / 1_048_576.0);
         }
         ImageCommand::List => {
             let images = store.list()?;

@@ -494,3 +494,31 @@ async fn a_registry_with_tls_and_a_password_is_pulled_from_and_the_password_show
     );
     assert!(!everything.contains(password) && !everything.contains(&encode(&creds)), "the password shows");
 }
+
+/// A registry that accepts connections and never answers: the task shows it is pulling, and a kill ends the pull at
+/// once (not after the client's minute-long read timeout), the task `Killed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_ends_a_pull_that_hangs() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    // Connections are accepted and held, never answered.
+    let held = std::thread::spawn(move || silent.incoming().take(8).filter_map(Result::ok).collect::<Vec<_>>());
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, _agent_dir, client) = start_agent(&server, &work).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let image = format!("{address}/team/web:1");
+    tasks.create(&PostParams::default(), &task("stuck", Some(&image), "true", json!({}))).await.unwrap();
+    agora_e2e::eventually(Duration::from_secs(20), "the task is pulling", || async {
+        tasks.get("stuck").await.ok()?.status.filter(|s| s.state == TaskState::Starting)
+    })
+    .await;
+    let asked = Instant::now();
+    let kill = agora_client::Patch::Merge(json!({"spec": {"killRequested": true}}));
+    tasks.patch("stuck", &agora_client::PatchParams::default(), &kill).await.unwrap();
+    let ended = terminal(&tasks, "stuck").await;
+    assert_eq!((ended.state, ended.reason.as_deref()), (TaskState::Killed, Some("KillRequested")), "{ended:?}");
+    assert!(ended.message.unwrap_or_default().contains("while its image"), "the message says it was pulling");
+    assert!(asked.elapsed() < Duration::from_secs(30), "ended by the kill, not by a timeout");
+    drop(held);
+}
