@@ -522,3 +522,90 @@ async fn a_kill_ends_a_pull_that_hangs() {
     assert!(asked.elapsed() < Duration::from_secs(30), "ended by the kill, not by a timeout");
     drop(held);
 }
+
+/// A one-layer image holding `/data`, `mib` MiB of random bytes (so the layer does not compress), in `store` as
+/// `name`; its layer's digest.
+fn random_image(store: &ImageStore, dir: &Path, name: &str, mib: usize) -> String {
+    let rootfs = dir.join(format!("rootfs-{name}"));
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mut bytes = vec![0; mib << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut bytes).unwrap();
+    std::fs::write(rootfs.join("data"), bytes).unwrap();
+    store.build(&rootfs, name).unwrap();
+    let manifest = blob(store, &store.lookup(name).unwrap().unwrap());
+    manifest["layers"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+fn image_command(agent_dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(agora_e2e::agora_binary())
+        .arg("image")
+        .args(args)
+        .arg("--work-dir")
+        .arg(agent_dir)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), said)
+}
+
+/// An agent with a 40 MiB image budget and three images of a shared base and 8 MiB of their own (16 MiB each on
+/// disk, blob and unpacked): the third pull puts the store over budget, and the least recently used image no task
+/// uses goes — web:2, not the older web:1 that a running task uses — with its own layer, the shared base kept.
+/// `agora image rm` refuses the image in use, naming the task, and removes it once the task has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_store_keeps_its_budget_and_never_collects_an_image_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tokio::task::block_in_place(|| Registry::start(dir.path()));
+    let source = ImageStore::open(&dir.path().join("layout")).unwrap();
+    let base_rootfs = dir.path().join("rootfs-base");
+    busybox_rootfs(&base_rootfs);
+    source.build(&base_rootfs, "base:1").unwrap();
+    let mut own = Vec::new();
+    for n in 1..=3 {
+        own.push(random_image(&source, dir.path(), &format!("data:{n}"), 8));
+        stacked(&source, "base:1", &format!("data:{n}"), &format!("web:{n}"));
+        tokio::task::block_in_place(|| registry.push(source.root(), &format!("web:{n}"), &n.to_string()));
+    }
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = common::start_agent_with(&server, &work, &["--image-gc-budget", "40M"]).await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let image = |n: u32| format!("{}/team/web:{n}", registry.address());
+
+    tasks.create(&PostParams::default(), &task("keeper", Some(&image(1)), "sleep 600", json!({}))).await.unwrap();
+    common::running(&tasks, "keeper").await;
+    for (name, n) in [("two", 2), ("three", 3)] {
+        tasks.create(&PostParams::default(), &task(name, Some(&image(n)), "true", json!({}))).await.unwrap();
+        let ended = terminal(&tasks, name).await;
+        assert_eq!(ended.state, TaskState::Finished, "{ended:?}");
+    }
+    let listed = || tokio::task::block_in_place(|| image_command(&agent_dir, &["list"]).1);
+    let store = ImageStore::open(&agent_dir).unwrap();
+    agora_e2e::eventually(Duration::from_secs(30), "web:2 is collected", || async {
+        (!listed().contains(&image(2))).then_some(())
+    })
+    .await;
+    let list = listed();
+    assert!(list.contains(&image(1)) && list.contains(&image(3)), "{list}");
+    assert!(!store.has_blob(&own[1]), "web:2's own layer is deleted");
+    let hex = |d: &str| d.strip_prefix("sha256:").unwrap().to_owned();
+    assert!(!store.root().join("layers/sha256").join(hex(&own[1])).exists(), "and its unpacked layer");
+    assert!(store.has_blob(&own[0]) && store.has_blob(&own[2]), "the others' layers stay");
+
+    // In use: refused, naming the task; once the task has ended, removed (the shared base stays for web:3).
+    let (ok, said) = tokio::task::block_in_place(|| image_command(&agent_dir, &["rm", &image(1)]));
+    assert!(!ok && said.contains("is used by task"), "{said}");
+    let kill = agora_client::Patch::Merge(json!({"spec": {"killRequested": true}}));
+    tasks.patch("keeper", &agora_client::PatchParams::default(), &kill).await.unwrap();
+    terminal(&tasks, "keeper").await;
+    let (ok, said) = tokio::task::block_in_place(|| image_command(&agent_dir, &["rm", &image(1)]));
+    assert!(ok && said.contains(&format!("removed {}", image(1))), "{said}");
+    assert!(!store.has_blob(&own[0]), "web:1's own layer is deleted");
+    let (ok, said) = tokio::task::block_in_place(|| image_command(&agent_dir, &["rm", "no-such:image"]));
+    assert!(!ok && said.contains("no-such:image"), "{said}");
+    // web:3 still runs from what is left: its base and its own 8 MiB.
+    let check = "test $(wc -c < /data) -eq 8388608 && test -x /bin/busybox";
+    tasks.create(&PostParams::default(), &task("again", Some(&image(3)), check, json!({}))).await.unwrap();
+    let again = terminal(&tasks, "again").await;
+    assert_eq!(again.state, TaskState::Finished, "{again:?}");
+}
