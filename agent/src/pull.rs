@@ -311,8 +311,10 @@ impl Puller {
             return Ok(()); // another pull brought it while this one waited
         }
         let mut last = None;
+        // One file for every attempt: a download cut off is resumed from where it stopped.
+        let temp = self.store.download_path();
         for _ in 0..ATTEMPTS {
-            match self.try_download(source, blob, progress).await {
+            match self.try_download(source, blob, &temp, progress).await {
                 Ok(()) => {
                     last = None;
                     break;
@@ -326,40 +328,66 @@ impl Puller {
             }
         }
         self.downloads.lock().unwrap_or_else(PoisonError::into_inner).remove(&blob.digest);
+        let _ = std::fs::remove_file(&temp); // gone already when the blob was published
         last.map_or(Ok(()), Err)
     }
 
-    /// One attempt: streams the blob to a temporary file, checking size and digest, then publishes it. The error
-    /// says whether another attempt may help.
+    /// One attempt: streams the blob to `temp` — after what an earlier attempt left there, asking the registry for
+    /// the rest (an HTTP range), or from the start when it sends the whole blob — checking size and digest, then
+    /// publishes it. The error says whether another attempt may help.
     async fn try_download(
         &self,
         source: &Source<'_>,
         blob: &OciDescriptor,
+        temp: &std::path::Path,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), (PullError, bool)> {
         let Source { client, image, whole, registry } = *source;
         let expected = blob.size.unsigned_abs();
-        let stream = client.pull_blob_stream(image, blob).await.map_err(|e| {
-            let retry = matches!(e, OciDistributionError::RequestError(_));
-            (describe(&e, whole, registry), retry)
-        })?;
-        let temp = self.store.download_path();
         let cleanup = |temp: &std::path::Path| {
             let _ = std::fs::remove_file(temp);
         };
-        let mut file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| (PullError::Failed(format!("writing {}: {e}", temp.display())), false))?;
+        let have = std::fs::metadata(temp).map_or(0, |m| m.len());
+        let refused = |e: OciDistributionError| {
+            let retry = matches!(e, OciDistributionError::RequestError(_));
+            (describe(&e, whole, registry), retry)
+        };
+        let (stream, resumed) = if have > 0 && have < expected {
+            match client.pull_blob_stream_partial(image, blob, have, None).await.map_err(refused)? {
+                oci_client::client::BlobResponse::Partial(stream) => (stream, true),
+                oci_client::client::BlobResponse::Full(stream) => (stream, false),
+            }
+        } else {
+            (client.pull_blob_stream(image, blob).await.map_err(refused)?, false)
+        };
         let mut hasher = Sha256::new();
         let mut written: u64 = 0;
+        let opened = if resumed {
+            // The bytes already here count towards the digest.
+            match hash_file(temp, &mut hasher).await {
+                Ok(n) => {
+                    written = n;
+                    tokio::fs::OpenOptions::new().append(true).open(temp).await
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            tokio::fs::File::create(temp).await
+        };
+        let mut file = opened.map_err(|e| (PullError::Failed(format!("writing {}: {e}", temp.display())), false))?;
         // The stream is read as it comes, not verified by the client: the digest is checked here, on the bytes kept.
         let mut raw = stream.stream;
         while let Some(chunk) = raw.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    cleanup(&temp);
                     let mismatch = e.to_string().to_lowercase().contains("digest");
+                    if mismatch {
+                        cleanup(temp);
+                    } else {
+                        // Cut off: what came is kept for the next attempt to resume after.
+                        let _ = file.flush().await;
+                    }
                     let message = if mismatch {
                         format!("blob {} of {whole} does not match its digest: {e}; the image is not used", blob.digest)
                     } else {
@@ -370,7 +398,7 @@ impl Puller {
             };
             written += chunk.len() as u64;
             if written > expected {
-                cleanup(&temp);
+                cleanup(temp);
                 let message = format!(
                     "blob {} of {whole} is longer than the {expected} bytes its manifest declares; the image is not used",
                     blob.digest
@@ -379,7 +407,7 @@ impl Puller {
             }
             hasher.update(&chunk);
             if let Err(e) = file.write_all(&chunk).await {
-                cleanup(&temp);
+                cleanup(temp);
                 return Err((PullError::Failed(format!("writing blob {}: {e}", blob.digest)), false));
             }
             progress(written);
@@ -388,7 +416,7 @@ impl Puller {
         drop(file);
         let actual = format!("sha256:{:x}", hasher.finalize());
         if written != expected || actual != blob.digest {
-            cleanup(&temp);
+            cleanup(temp);
             let message = format!(
                 "blob {} of {whole} does not match its digest and size ({written} bytes hashing to {actual}, {expected} \
                  declared); the image is not used",
@@ -397,13 +425,29 @@ impl Puller {
             return Err((PullError::Failed(message), false));
         }
         if let Err(e) = synced {
-            cleanup(&temp);
+            cleanup(temp);
             return Err((PullError::Failed(format!("writing blob {}: {e}", blob.digest)), false));
         }
         self.store.commit_blob(&temp, &blob.digest).map_err(|e| {
-            cleanup(&temp);
+            cleanup(temp);
             (PullError::Failed(e.to_string()), false)
         })
+    }
+}
+
+/// Feeds the file's bytes to `hasher`; returns how many there were.
+async fn hash_file(path: &std::path::Path, hasher: &mut Sha256) -> std::io::Result<u64> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut buffer = vec![0; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        hasher.update(&buffer[..n]);
+        total += n as u64;
     }
 }
 

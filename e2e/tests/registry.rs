@@ -609,3 +609,80 @@ async fn the_image_store_keeps_its_budget_and_never_collects_an_image_in_use() {
     let again = terminal(&tasks, "again").await;
     assert_eq!(again.state, TaskState::Finished, "{again:?}");
 }
+
+/// A TCP proxy to `upstream` that cuts the first connection once `cut_after` bytes of responses have gone through
+/// it, and records what the later ones asked for and how many response bytes it forwarded in all.
+struct CuttingProxy {
+    port: u16,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    requests: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: u16, cut_after: u64) -> Self {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (total, asked) = (forwarded.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let (mut client_in, mut server_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let asked = asked.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0; 16384];
+                    while let Ok(read) = client_in.read(&mut buffer) {
+                        if read == 0 || server_out.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                        asked.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..read]));
+                    }
+                    let _ = server_out.shutdown(std::net::Shutdown::Write);
+                });
+                let total = total.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0; 16384];
+                    let mut sent = 0;
+                    while let Ok(read) = server.read(&mut buffer) {
+                        if read == 0 || client.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                        sent += read as u64;
+                        total.fetch_add(read as u64, Ordering::Relaxed);
+                        if n == 0 && sent >= cut_after {
+                            break; // the first connection is cut mid-response
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port, forwarded, requests }
+    }
+}
+
+/// A download cut off mid-blob is resumed where it stopped (an HTTP range), not fetched again from the start, and
+/// the resumed blob is still checked against its digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_off_is_resumed_from_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tokio::task::block_in_place(|| Registry::start(dir.path()));
+    let source = ImageStore::open(&dir.path().join("layout")).unwrap();
+    random_image(&source, dir.path(), "big:1", 8);
+    tokio::task::block_in_place(|| registry.push(source.root(), "big:1", "big"));
+    let proxy = CuttingProxy::start(registry.port, 3 << 20);
+    let store = ImageStore::open(&dir.path().join("agent")).unwrap();
+    let puller = agora_agent::pull::Puller::new(store.clone(), Default::default());
+    let reference = format!("127.0.0.1:{}/team/web:big", proxy.port);
+    let pulled = puller.pull(&reference, &[], &|_| {}).await.expect("the pull succeeds after the cut");
+    assert!(store.resolve(&pulled.reference).is_ok());
+    let asked = proxy.requests.lock().unwrap().to_lowercase();
+    assert!(asked.contains("range: bytes="), "the second attempt asks for the rest: {asked}");
+    let forwarded = proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(forwarded < (8 << 20) + (3 << 20) / 2, "{forwarded} bytes came through: the blob was fetched again");
+}
