@@ -178,7 +178,7 @@ fn main() {
         .expect("JSON");
         let top = manifest["layers"].as_array().and_then(|l| l.last()).and_then(|l| l["digest"].as_str()).expect("top");
         std::fs::remove_file(store.root().join("blobs/sha256").join(top.trim_start_matches("sha256:"))).expect("rm");
-        store.unname(&[pulled.reference.clone()]).expect("unnamed");
+        store.unname(std::slice::from_ref(&pulled.reference)).expect("unnamed");
         let started = Instant::now();
         runtime.block_on(puller.pull(&reference, &[], &quiet)).expect("the pull");
         base_present.push(started.elapsed());

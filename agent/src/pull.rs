@@ -428,7 +428,7 @@ impl Puller {
             cleanup(temp);
             return Err((PullError::Failed(format!("writing blob {}: {e}", blob.digest)), false));
         }
-        self.store.commit_blob(&temp, &blob.digest).map_err(|e| {
+        self.store.commit_blob(temp, &blob.digest).map_err(|e| {
             cleanup(temp);
             (PullError::Failed(e.to_string()), false)
         })

@@ -136,6 +136,8 @@ struct Context {
     puller: crate::pull::Puller,
     /// Wakes the image collector (after a pull).
     collect_images: tokio::sync::Notify,
+    /// One pull decision at a time per image: tasks of one image launched together pull it once.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     runtime: ContainerRuntime,
     live: Mutex<HashMap<String, Live>>,
     /// What each admitted task holds, from its admission until its end is recorded (see [`crate::admission`]).
@@ -249,6 +251,7 @@ pub async fn run(
         work_dir: config.work_dir.clone(),
         puller: crate::pull::Puller::new(images.clone(), config.registries.clone()),
         collect_images: tokio::sync::Notify::new(),
+        pulls: Mutex::default(),
         images,
         runtime,
         live: Mutex::default(),
@@ -519,6 +522,25 @@ async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_clie
 /// task's status message (at most once a second).
 async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Result<(), (&'static str, String)> {
     let Some(container) = &task.spec.container else { return Ok(()) };
+    // Another task's pull of this image runs to its end first: then it is present, and IfNotPresent pulls nothing.
+    let lock =
+        ctx.pulls.lock().unwrap_or_else(PoisonError::into_inner).entry(container.image.clone()).or_default().clone();
+    let _one_at_a_time = {
+        let waiting = lock.lock();
+        tokio::pin!(waiting);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                guard = &mut waiting => break guard,
+                _ = tick.tick() => {
+                    if let Some(why) = kill_asked(task, tasks).await {
+                        return Err(("KillRequested", format!("{why} while its image {} was being pulled", container.image)));
+                    }
+                }
+            }
+        }
+    };
     let image = container.image.clone();
     let policy = container.image_pull_policy.unwrap_or_default();
     let full = image.parse::<oci_client::Reference>().ok().map(|r| r.whole());
@@ -545,7 +567,8 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
     };
     let pulling = ctx.puller.pull(&image, &secrets, &progress);
     tokio::pin!(pulling);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
     let mut last_written = None;
     let pulled = loop {
         tokio::select! {

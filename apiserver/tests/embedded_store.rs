@@ -219,6 +219,19 @@ async fn a_mostly_free_file_shrinks_when_the_store_opens() {
     assert_eq!(store.range(RangeRequest::prefix("/small/")).await.unwrap().kvs.len(), 50);
 }
 
+/// The data file and its snapshots hold every object, Secrets included: their owner's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_file_and_its_snapshots_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    store.put("/secrets/default/regcred", value(1)).await.unwrap();
+    let out = dir.path().join("backup.redb");
+    store.snapshot(&out).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir.path().join("agora.redb")), mode(&out)), (0o600, 0o600));
+}
+
 const CHILD_DIR: &str = "AGORA_CRASH_DIR";
 const CHILD_ROUND: &str = "AGORA_CRASH_ROUND";
 

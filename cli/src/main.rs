@@ -163,9 +163,15 @@ impl Before {
             | Command::Drain { cluster, .. }
             | Command::Version { cluster }
             | Command::Controllers(ControllersArgs { cluster, .. })
-            | Command::Agent(AgentArgs { cluster, .. })
             | Command::Store { command: StoreCommand::Snapshot { cluster, .. } } => {
                 self.cluster(cluster);
+                anyhow::ensure!(
+                    self.namespace.is_none() && !self.all_namespaces,
+                    "this verb takes no namespace (-n/-A)"
+                );
+            }
+            Command::Agent(args) => {
+                self.cluster(&mut args.cluster);
                 anyhow::ensure!(
                     self.namespace.is_none() && !self.all_namespaces,
                     "this verb takes no namespace (-n/-A)"
@@ -450,7 +456,7 @@ enum Command {
     /// HOLLOW_RUN_SECONDS, with the exit code in hollow.agora.dev/exit-code or HOLLOW_EXIT_CODE; their health
     /// checks pass, unless the task's env has HOLLOW_HEALTHY=false, or pass only HOLLOW_HEALTHY_AFTER seconds after
     /// they start): for scale tests.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Run the built-in controllers (the allocator, marathon and chronos), each leader-elected — the allocator on its
     /// Lease in agora-system, marathon and chronos on their framework leases — so several processes may run and one
     /// of each leads.
@@ -803,7 +809,7 @@ fn main() -> ExitCode {
         Command::Drain { name, timeout, cluster, .. } => {
             cluster.ctx(None).and_then(|ctx| verbs::drain(&ctx, &name, Duration::from_secs(timeout)))
         }
-        Command::Agent(args) => agent(args),
+        Command::Agent(args) => agent(*args),
         Command::Controllers(args) => controllers(args),
         Command::Image { command, work_dir } => image(command, &work_dir.unwrap_or_else(default_work_dir)),
         Command::ContainerExec { state_dir, id, output, timeout_seconds, args } => {

@@ -686,3 +686,40 @@ async fn a_download_cut_off_is_resumed_from_where_it_stopped() {
     let forwarded = proxy.forwarded.load(std::sync::atomic::Ordering::Relaxed);
     assert!(forwarded < (8 << 20) + (3 << 20) / 2, "{forwarded} bytes came through: the blob was fetched again");
 }
+
+/// The end-to-end case: an App (through the allocator and marathon) names `127.0.0.1:PORT/team/web:1`, and a
+/// fresh agent whose store has never seen it pulls it and runs its instances — no import step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_runs_from_a_registry_image_on_a_fresh_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tokio::task::block_in_place(|| Registry::start(dir.path()));
+    let source = ImageStore::open(&dir.path().join("layout")).unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/greeting"), "from the registry\n").unwrap();
+    source.build(&rootfs, "web:1").unwrap();
+    tokio::task::block_in_place(|| registry.push(source.root(), "web:1", "1"));
+    let image = format!("{}/team/web:1", registry.address());
+
+    let server = tokio::task::block_in_place(ApiserverProcess::embedded);
+    let work = WorkDir(tempfile::tempdir().unwrap());
+    let (_agent, agent_dir, client) = start_agent(&server, &work).await;
+    assert!(ImageStore::open(&agent_dir).unwrap().lookup(&image).unwrap().is_none(), "a fresh agent");
+    let _controllers = common::spawn(&server, &["controllers", "--identity", "c1", "--lease-seconds", "3"]);
+    let apps: Api<agora_schemas::App> = Api::namespaced(client.clone(), "default");
+    let app = json!({"apiVersion": "agora/v1", "kind": "App", "metadata": {"name": "web"},
+        "spec": {"instances": 2, "container": {"image": image}, "cmd": "cat /etc/greeting && exec sleep 600",
+                 "cpus": 0.1, "mem": 32}});
+    apps.create(&PostParams::default(), &serde_json::from_value(app).unwrap()).await.unwrap();
+    agora_e2e::eventually(Duration::from_secs(60), "both instances run", || async {
+        apps.get("web").await.ok()?.status.filter(|s| s.tasks_running == 2)
+    })
+    .await;
+    let tasks: Api<Task> = Api::namespaced(client, "default");
+    let running = tasks.list(&Default::default()).await.unwrap().items;
+    let name = running[0].metadata.name.clone().unwrap();
+    assert_eq!(tasks.logs(&name, &LogParams::default()).await.unwrap(), "from the registry\n");
+    assert!(ImageStore::open(&agent_dir).unwrap().lookup(&image).unwrap().is_some(), "pulled into its store");
+    assert_eq!(registry.manifest_fetches("1"), 1, "pulled once for both instances");
+}

@@ -96,6 +96,13 @@ fn check_data_file(dir: &std::path::Path) -> Result<bool> {
     }
 }
 
+/// Makes a data file (or snapshot) readable and writable by its owner only.
+fn private(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StoreError::Backend(format!("making {} private: {e}", path.display())))
+}
+
 /// Copies every record and counter, as one read transaction sees them, into a new redb file at `out`: a data file
 /// as of one revision, which the writer goes on appending to meanwhile without disturbing it.
 fn snapshot_blocking(db: &Database, out: &std::path::Path) -> Result<Revision> {
@@ -106,6 +113,7 @@ fn snapshot_blocking(db: &Database, out: &std::path::Path) -> Result<Revision> {
         .set_cache_size(PAGE_CACHE_BYTES)
         .create(out)
         .map_err(|e| StoreError::Backend(format!("creating {}: {e}", out.display())))?;
+    private(out)?;
     let write = copy.begin_write().map_err(backend)?;
     let revision = {
         let mut to = write.open_table(REVISIONS).map_err(backend)?;
@@ -390,6 +398,8 @@ impl EmbeddedStore {
                 path.display()
             )),
         })?;
+        // It holds every object, Secrets included: its owner's only.
+        private(&path)?;
         let mut db = db;
         shrink(&mut db, &path)?;
         // A store made before the marker existed gets one now.
