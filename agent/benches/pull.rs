@@ -14,7 +14,7 @@
 //! Median and slowest of the rounds; run with `cargo bench -p agora-agent --bench pull` (needs `make deps`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agora_agent::images::ImageStore;
@@ -23,20 +23,7 @@ use agora_agent::pull::{Progress, Puller, RegistryOptions};
 const ROUNDS: usize = 5;
 const LAYER_MIB: usize = 24;
 
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn start_registry(dir: &Path, port: u16) -> Registry {
+fn start_registry(dir: &Path, port: u16) -> agora_e2e::Proc {
     let config = dir.join("config.yml");
     let storage = dir.join("storage");
     std::fs::write(
@@ -48,19 +35,13 @@ fn start_registry(dir: &Path, port: u16) -> Registry {
         ),
     )
     .expect("the registry's config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("docker-registry is installed (make deps)");
+    let registry = agora_e2e::Proc::quiet(Path::new("/usr/bin/docker-registry"), [Path::new("serve"), &config]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the registry did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Registry(child)
+    registry
 }
 
 /// busybox, then `layers` layers of random bytes, each a one-layer image stacked by hand into `name`.
@@ -116,7 +97,7 @@ fn stats(mut times: Vec<Duration>) -> (f64, f64) {
 fn main() {
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let dir = scratch.path();
-    let port = free_port();
+    let port = agora_e2e::free_port();
     let _registry = start_registry(dir, port);
     let source = ImageStore::open(&dir.join("source")).expect("a store");
     let name = build_image(&source, dir, 4);

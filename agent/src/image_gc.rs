@@ -14,12 +14,12 @@
 //!   go until it is back at `--image-gc-low-percent` (the kubelet's rule). [`plan`] and [`budget`] decide, purely.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::images::{Error, ImageStore};
+use crate::images::{Error, Hold, ImageStore};
 
 /// The name of the file in a task's directory naming the manifest its root file system is made of.
 pub const TASK_IMAGE_FILE: &str = "image";
@@ -156,29 +156,14 @@ pub fn fs_usage(dir: &Path) -> Option<FsUsage> {
     Some(FsUsage { size, used: size.saturating_sub(free) })
 }
 
-/// An exclusive hold of the store's collection lock.
-struct Exclusive {
-    _lock: File,
-}
-
-fn lock(store: &ImageStore, wait: bool) -> Result<Option<Exclusive>, Error> {
-    let path = store.root().join("gc.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Io { what: format!("opening {}", path.display()), source: e })?;
-    let mode = if wait {
+/// The store's collection lock, exclusively: waiting for it, or `None` when it is taken.
+fn lock(store: &ImageStore, wait: bool) -> Result<Option<Hold>, Error> {
+    let how = if wait {
         rustix::fs::FlockOperation::LockExclusive
     } else {
         rustix::fs::FlockOperation::NonBlockingLockExclusive
     };
-    match rustix::fs::flock(&file, mode) {
-        Ok(()) => Ok(Some(Exclusive { _lock: file })),
-        Err(rustix::io::Errno::WOULDBLOCK) if !wait => Ok(None),
-        Err(e) => Err(Error::Io { what: format!("locking {}", path.display()), source: e.into() }),
-    }
+    store.lock("gc.lock", how)
 }
 
 /// The store as the collector sees it: every image (named, or in use), and every blob's size with its unpacked

@@ -160,7 +160,8 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// A shared hold of the store against garbage collection ([`ImageStore::hold`]); released when dropped.
+/// A lock on one of the store's lock files — shared against garbage collection ([`ImageStore::hold`]), or exclusive
+/// — released when dropped.
 #[derive(Debug)]
 pub struct Hold {
     _lock: File,
@@ -261,21 +262,13 @@ impl ImageStore {
 
     /// Runs `change` on the index under the store's lock, then writes it back.
     fn update_index(&self, change: impl FnOnce(&mut Vec<Value>) -> Result<()>) -> Result<()> {
-        let lock_path = self.root.join("index.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(format!("opening {}", lock_path.display())))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::Io { what: format!("locking {}", lock_path.display()), source: e.into() })?;
+        let _lock = self.lock("index.lock", rustix::fs::FlockOperation::LockExclusive)?;
         let mut index = self.read_index()?;
         let manifests =
             index["manifests"].as_array_mut().ok_or_else(|| Error::Invalid("index.json has no manifests".into()))?;
         change(manifests)?;
         self.write_atomically(&self.index_path(), index.to_string().as_bytes())
-        // The lock is released when `lock` is dropped.
+        // The lock is released when `_lock` is dropped.
     }
 
     fn read_index(&self) -> Result<Value> {
@@ -458,16 +451,24 @@ impl ImageStore {
     /// # Errors
     /// The lock file cannot be opened.
     pub fn hold(&self) -> Result<Hold> {
-        let path = self.root.join("gc.lock");
+        self.lock("gc.lock", rustix::fs::FlockOperation::LockShared)?
+            .ok_or_else(|| Error::Invalid("the store's collection lock is busy".into()))
+    }
+
+    /// Locks the store's lock file `name` as `how` says; `None` when a non-blocking lock is taken by someone else.
+    pub(crate) fn lock(&self, name: &str, how: rustix::fs::FlockOperation) -> Result<Option<Hold>> {
+        let path = self.root.join(name);
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(io_error(format!("opening {}", path.display())))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
-            .map_err(|e| Error::Io { what: format!("locking {}", path.display()), source: e.into() })?;
-        Ok(Hold { _lock: file })
+        match rustix::fs::flock(&file, how) {
+            Ok(()) => Ok(Some(Hold { _lock: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::Io { what: format!("locking {}", path.display()), source: e.into() }),
+        }
     }
 
     /// Every image, by reference.
