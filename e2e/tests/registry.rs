@@ -174,6 +174,9 @@ async fn tasks_run_images_pulled_from_a_registry_verified_and_shared() {
     let source = ImageStore::open(&layout_work).unwrap();
     let base_rootfs = dir.path().join("rootfs-base");
     busybox_rootfs(&base_rootfs);
+    // Not byte for byte the agent's own busybox image (built within the same second, it would be, and the agent
+    // would never fetch the base layer: content addressing at work).
+    std::fs::write(base_rootfs.join("base"), "the registry's base\n").unwrap();
     source.build(&base_rootfs, "base:1").unwrap();
     let one = version_image(&source, dir.path(), "v:1", "one\n");
     let two = version_image(&source, dir.path(), "v:2", "two\n");
@@ -559,6 +562,9 @@ async fn the_image_store_keeps_its_budget_and_never_collects_an_image_in_use() {
     let source = ImageStore::open(&dir.path().join("layout")).unwrap();
     let base_rootfs = dir.path().join("rootfs-base");
     busybox_rootfs(&base_rootfs);
+    // Not byte for byte the agent's own busybox image (built within the same second, it would be, and the agent
+    // would never fetch the base layer: content addressing at work).
+    std::fs::write(base_rootfs.join("base"), "the registry's base\n").unwrap();
     source.build(&base_rootfs, "base:1").unwrap();
     let mut own = Vec::new();
     for n in 1..=3 {
