@@ -7,6 +7,8 @@
 //! - [`registration`]: the `Agent` object (server-side applied) and the heartbeat `Lease`.
 //! - [`hollow`]: N simulated agents in one process that run nothing, for scale tests (kubemark's hollow nodes).
 //! - [`images`]: the local OCI image store.
+//! - [`pull`]: pulling images from registries into it (digests checked, downloads shared and resumed).
+//! - [`image_gc`]: keeping the store within its budget, never collecting an image a task uses.
 //! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
 //! - [`admission`]: whether a task fits beside the ones the agent runs (whatever created it).
 //! - [`disk`]: how much disk a task uses (its sandbox, `/tmp`, writable layer), against its limit.
@@ -18,7 +20,7 @@
 //! - [`metrics`]: the agent's `/metrics`, with each running task's usage.
 //! - [`users`]: who a task runs as (unprivileged unless the agent allows root).
 //!
-//! See DESIGN.md §5.
+//! docs/agent.md is the user's guide to it.
 
 pub mod admission;
 pub mod container;

@@ -7,7 +7,7 @@
 //! the same way and reports Killed.
 //!
 //! A task without an image sees the host's file system read-only, with its sandbox and its own `/tmp` writable. Each
-//! container is owned by a [`shim`](crate::shim), so a restarted agent reattaches to running tasks and learns of exits
+//! container is owned by a [`shim`], so a restarted agent reattaches to running tasks and learns of exits
 //! that happened while it was down; health checks, usage and logs are served while tasks run.
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,8 @@
 //! and `kubeconfig` prints its kubeconfig; the client verbs (`apply`, `get`, `describe`, `delete`, `logs`, `scale`,
 //! `rollback`, `trigger`, `events`, `top`, `cordon`/`uncordon`/`drain`, `graph`) talk to a cluster; `version`,
 //! `completion`.
+// The doc comments below are clap's help text (`[REGISTRY[:PORT]/]REPO[:TAG]`, `<name-prefix>-<i>`), not rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -535,7 +537,7 @@ enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Back up and restore the store (see the README's "Backups and recovery").
+    /// Back up and restore the store (docs/operations.md, "Backups and recovery").
     Store {
         #[command(subcommand)]
         command: StoreCommand,

@@ -5,7 +5,7 @@
 //! Resource Fairness), the [`framework`] SDK frameworks are written with, [`marathon`] (Apps) and — as a later issue
 //! adds it — chronos (CronJobs).
 //!
-//! `examples/` holds complete custom controllers; its README indexes them. See DESIGN.md §1.
+//! `examples/` holds complete custom controllers; its README indexes them. docs/architecture.md shows where this crate sits.
 
 pub mod allocator;
 pub mod chronos;

@@ -106,7 +106,6 @@ impl IsoDuration {
     /// The exact length in seconds (as a float) when [`is_exact`](Self::is_exact).
     #[must_use]
     pub fn exact_seconds(&self) -> Option<f64> {
-        #[allow(clippy::cast_precision_loss)]
         self.is_exact()
             .then(|| (self.hours * 3600 + self.minutes * 60 + self.seconds) as f64 + self.nanoseconds as f64 / 1e9)
     }
@@ -393,7 +392,6 @@ impl Schedule {
         let mut lo: u64 = 0;
         if let Some(seconds) = self.exact {
             let elapsed = t.duration_since(self.start.timestamp()).as_secs_f64();
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let guess = (elapsed / seconds).floor().max(0.0) as u64;
             lo = guess.saturating_sub(1);
             if self.unbounded_instant(lo).is_none_or(|x| x > t) {

@@ -5,7 +5,7 @@
 //! - [`pki`]: a CA and a serving certificate made on first start in a directory of the server's (keys `0600`), kept
 //!   across restarts and reissued when the names they must cover change or they near their end, as k3s does; or a
 //!   certificate and key the operator gives.
-//! - [`serve`]: the accept loop both servers use: HTTPS (HTTP/1.1 and HTTP/2 by ALPN) or, where the operator asked
+//! - [`serve`](mod@serve): the accept loop both servers use: HTTPS (HTTP/1.1 and HTTP/2 by ALPN) or, where the operator asked
 //!   for it explicitly, plain HTTP; TLS handshakes and request headers that must arrive in bounded time, a cap on
 //!   open connections, graceful shutdown.
 //! - [`refusal`]: a `Status` body for the HTTP/1.1 requests hyper refuses before any service sees them.

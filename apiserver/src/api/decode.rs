@@ -89,7 +89,7 @@ fn check_yaml_depth(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `work` on the blocking pool, at most [`HEAVY_AT_ONCE`] at a time across the server.
+/// Runs `work` on the blocking pool, at most `HEAVY_AT_ONCE` at a time across the server.
 ///
 /// # Errors
 /// `work`'s own error, or a message when the pool could not run it.
@@ -98,7 +98,7 @@ pub async fn heavy<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(work).await.map_err(|e| format!("the work failed: {e}"))
 }
 
-/// Runs `work` where it cannot hold up other requests when it is `heavy` (at most [`HEAVY_AT_ONCE`] at a time):
+/// Runs `work` where it cannot hold up other requests when it is `heavy` (at most `HEAVY_AT_ONCE` at a time):
 /// on a multi-threaded runtime the worker hands its other tasks over first (`block_in_place`); on a single-threaded
 /// one (tests) it runs inline. Light work always runs inline.
 ///

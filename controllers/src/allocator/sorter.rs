@@ -445,7 +445,6 @@ mod tests {
         };
         for step in 0..400 {
             let c = client(roles[next(6) as usize], &format!("f{}", next(5)));
-            #[allow(clippy::cast_precision_loss)]
             let amount = Amount::new(next(4) as f64, (next(4) * 1024) as f64, next(100) as f64);
             match next(4) {
                 0 => sorter.add(c, 1.0 + next(3) as f64),

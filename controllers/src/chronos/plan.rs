@@ -2,7 +2,7 @@
 //! time, to a [`Plan`] — the runs to launch (named so that creating the Task is the claim), the tasks to kill and
 //! why, the old runs to delete, the triggers claimed, the new status, the Events and the next wake-up.
 //!
-//! Chronos' semantics (reference/semantics.md), and where they hurt users, better:
+//! Chronos' semantics (docs/chronos.md), and where they hurt users, better:
 //! - every scheduled instant is accounted for: run (once: its Task is named from job, instant and attempt), skipped
 //!   while the previous run is active (`Forbid`, counted in `skippedRuns`), or missed by more than `epsilon`
 //!   (counted in `missedRuns`) — each with an Event, never silently;
@@ -228,7 +228,6 @@ fn condition(
 /// Decides what `job` (its status the last one decided) does next, given its run `tasks` (those labelled with it,
 /// and stand-ins without a `resourceVersion` for runs being launched), its `parents`, and `now`.
 #[must_use]
-#[allow(clippy::too_many_lines)]
 pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestamp) -> Plan {
     let spec = &job.spec;
     let job_name = job.metadata.name.as_deref().unwrap_or_default();

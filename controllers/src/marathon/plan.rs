@@ -2,7 +2,7 @@
 //! of their agents and of recent offers, and the time, to a [`Plan`] — how many tasks of which version to launch,
 //! which tasks to kill and why, which finished tasks to forget, the new status and the Events that explain it.
 //!
-//! Marathon's semantics (see DESIGN.md and reference/semantics.md), and where they hurt, better:
+//! Marathon's semantics (docs/marathon.md), and where they hurt, better:
 //! - the rolling upgrade keeps `ceil(n × minimumHealthCapacity)` healthy and runs at most
 //!   `floor(n × (1 + maximumOverCapacity))` (one more when the two are equal), killing an old task each time a new
 //!   one is healthy — decided from the counts alone, so a changed spec mid-deployment simply re-targets it;

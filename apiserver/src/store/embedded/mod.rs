@@ -46,7 +46,7 @@ pub const MARKER_FILE: &str = "agora-store.json";
 /// What to do about a data file that cannot be used.
 const RECOVERY: &str = "restore the last snapshot into a new directory (`agora store restore SNAPSHOT --data-dir \
                         NEW_DIR`, then start the apiserver with --data-dir NEW_DIR), or, to start an empty cluster, \
-                        use --data-dir with a new directory (see the README's \"Backups and recovery\")";
+                        use --data-dir with a new directory (see docs/operations.md, \"Backups and recovery\")";
 
 /// redb's file signature.
 const REDB_MAGIC: &[u8] = b"redb\x1A\x0A\xA9\x0D\x0A";
