@@ -70,8 +70,8 @@ fn outcome(created: bool, before: Option<&Value>, after: &Value) -> &'static str
 pub fn run(client: &agora_client::Client, apply: &Apply) -> Result<bool> {
     let mut planned = Vec::new();
     let mut invalid = false;
-    for file in crate::expand(&apply.files)? {
-        let (origin, source) = crate::read(&file)?;
+    for file in crate::files::expand(&apply.files)? {
+        let (origin, source) = crate::files::read(&file)?;
         if let Err(errors) = agora_schemas::manifest::parse_and_validate(&source, &origin) {
             invalid = true;
             for error in errors {
