@@ -20,10 +20,9 @@ use serde_json::json;
 
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
 
-/// Annotation on a Task: how many seconds a hollow agent "runs" it before it finishes.
-pub const RUN_SECONDS: &str = "hollow.agora.dev/run-seconds";
-/// Annotation on a Task: the exit code a hollow agent reports when it finishes (default 0).
-pub const EXIT_CODE: &str = "hollow.agora.dev/exit-code";
+pub use agora_schemas::names::{
+    HOLLOW_EXIT_CODE_ANNOTATION as EXIT_CODE, HOLLOW_RUN_SECONDS_ANNOTATION as RUN_SECONDS,
+};
 /// The env variable that makes a hollow task's health checks fail (`HOLLOW_HEALTHY=false`); they pass otherwise.
 pub const HEALTHY_ENV: &str = "HOLLOW_HEALTHY";
 /// The env variable that delays a hollow task's first passing health check by this many seconds after it starts

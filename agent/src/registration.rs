@@ -14,8 +14,7 @@ use agora_schemas::{Agent, Lease, LeaseSpec, ObjectMeta, Resources};
 use jiff::Timestamp;
 use serde_json::json;
 
-/// Where agents' heartbeat leases live.
-pub const LEASE_NAMESPACE: &str = "agora-agents";
+pub use agora_schemas::names::AGENT_LEASE_NAMESPACE as LEASE_NAMESPACE;
 /// The field manager the agent writes with.
 pub const FIELD_MANAGER: &str = "agora-agent";
 

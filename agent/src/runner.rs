@@ -30,8 +30,7 @@ use crate::images::{self, ImageStore};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
 use crate::shim;
 
-/// The finalizer the agent puts on the Tasks it runs.
-pub const FINALIZER: &str = "agora.dev/agent";
+pub use agora_schemas::names::AGENT_FINALIZER as FINALIZER;
 /// How long a task gets between SIGTERM and SIGKILL unless it says otherwise.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 

@@ -56,7 +56,7 @@ pub(crate) fn controllers(args: ControllersArgs) -> Result<bool> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let leases: agora_client::Api<agora_schemas::Lease> =
-            agora_client::Api::namespaced(client.clone(), "agora-system");
+            agora_client::Api::namespaced(client.clone(), agora_schemas::names::CONTROLLER_LEASE_NAMESPACE);
         let config = agora_controllers::allocator::controller::Config {
             timing,
             identity: identity.clone(),

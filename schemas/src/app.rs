@@ -304,10 +304,7 @@ impl AppVersionSpec {
     }
 }
 
-/// The label on an App's tasks and versions naming the App.
-pub const APP_LABEL: &str = "agora.dev/app";
-/// The label on an App's tasks naming the version they were built from.
-pub const APP_VERSION_LABEL: &str = "agora.dev/app-version";
+pub use crate::names::{APP_LABEL, APP_VERSION_LABEL};
 
 /// How a new version replaces the old (Marathon's rolling restart).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

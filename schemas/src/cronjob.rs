@@ -185,20 +185,9 @@ pub const MIN_PERIOD_SECONDS: f64 = 1.0;
 /// The most runs of either kind a job may keep (each kept run is a Task and a record in its status).
 pub const MAX_HISTORY_LIMIT: u32 = 50;
 
-/// The label on a run's Task naming its CronJob.
-pub const CRONJOB_LABEL: &str = "agora.dev/cronjob";
-/// The label on a run's Task naming its run: the scheduled instant (`20261201t020000z`) or `manual-<id>`.
-pub const RUN_LABEL: &str = "agora.dev/run";
-/// The label on a run's Task with its attempt (0 for the first, then each retry).
-pub const ATTEMPT_LABEL: &str = "agora.dev/attempt";
-/// The annotation on a run's Task with the instant it runs for (RFC 3339).
-pub const INSTANT_ANNOTATION: &str = "agora.dev/instant";
-/// The annotation on a run's Task with the earliest instant it also covers, when missed instants within epsilon
-/// collapsed into it (RFC 3339).
-pub const COVERS_FROM_ANNOTATION: &str = "agora.dev/covers-from";
-/// The prefix of the annotations `POST cronjobs/{name}/trigger` writes: `trigger.agora.dev/<id>: <requested at>`.
-/// Chronos starts one run per id (its Task is `<job>-manual-<id>-0`) and then removes the annotation.
-pub const TRIGGER_ANNOTATION_PREFIX: &str = "trigger.agora.dev/";
+pub use crate::names::{
+    ATTEMPT_LABEL, COVERS_FROM_ANNOTATION, CRONJOB_LABEL, INSTANT_ANNOTATION, RUN_LABEL, TRIGGER_ANNOTATION_PREFIX,
+};
 
 crate::defaults!(CronJobSpec {
     cpus: f64 = 0.1,

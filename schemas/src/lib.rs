@@ -17,6 +17,7 @@ pub mod cronjob;
 pub mod iso8601;
 pub mod manifest;
 pub mod meta;
+pub mod names;
 pub mod resource;
 pub mod schema;
 pub mod secret;

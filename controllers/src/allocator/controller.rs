@@ -37,10 +37,7 @@ use crate::runtime::watcher;
 
 /// The field manager of the allocator's writes.
 pub const FIELD_MANAGER: &str = "agora-allocator";
-/// Where frameworks renew the leases that say they are connected.
-pub const FRAMEWORK_LEASE_NAMESPACE: &str = "agora-frameworks";
-/// Where agents renew their heartbeat leases.
-pub const AGENT_LEASE_NAMESPACE: &str = "agora-agents";
+pub use agora_schemas::names::{AGENT_LEASE_NAMESPACE, FRAMEWORK_LEASE_NAMESPACE};
 /// The least time between two status writes to one object.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 

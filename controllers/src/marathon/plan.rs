@@ -24,8 +24,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::runtime::events::Record;
 
-/// The annotation a kill request carries: why marathon killed the task.
-pub const KILL_REASON_ANNOTATION: &str = "agora.dev/kill-reason";
+pub use agora_schemas::names::KILL_REASON_ANNOTATION;
 
 /// Failed tasks kept (newest first) for `describe`; older terminal tasks are deleted.
 pub const FAILURES_KEPT: usize = 3;
