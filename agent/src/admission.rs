@@ -28,9 +28,6 @@ impl Claim {
     }
 }
 
-/// Rounding slack, so that tasks adding up to exactly the total fit.
-const EPSILON: f64 = 1e-9;
-
 /// Whether `asked` fits agent `agent` (offering `total`) beside the `held` claims; the refusal names what does not
 /// fit, with how much is free and how much was asked.
 ///
@@ -44,25 +41,22 @@ pub fn admit<'a>(
 ) -> Result<(), String> {
     let held: Vec<&Claim> = held.into_iter().collect();
     let sum = |amount: fn(&Claim) -> f64| held.iter().map(|c| amount(c)).sum::<f64>();
-    let amounts = [
-        ("cpus", "", asked.cpus, sum(|c| c.cpus), total.cpus),
-        ("mem", " MiB", asked.mem, sum(|c| c.mem), total.mem),
-        ("disk", " MiB", asked.disk, sum(|c| c.disk), total.disk),
-    ];
-    for (name, unit, want, used, total) in amounts {
-        let free = (total - used).max(0.0);
-        if want > free + EPSILON {
-            let number = agora_schemas::columns::number;
-            return Err(format!(
-                "the task asks for {name} {}{unit}, but agent {agent} has {}{unit} free of {}{unit} ({}{unit} held \
-                 by {} task(s) it runs)",
-                number(want),
-                number(free),
-                number(total),
-                number(used),
-                held.len()
-            ));
-        }
+    let used = [sum(|c| c.cpus), sum(|c| c.mem), sum(|c| c.disk)];
+    let totals = total.scalars();
+    let free = [0, 1, 2].map(|i| (totals[i] - used[i]).max(0.0));
+    if let Some(short) = agora_schemas::shortfall([asked.cpus, asked.mem, asked.disk], free) {
+        let i = ["cpus", "mem", "disk"].iter().position(|k| *k == short.kind).unwrap_or(0);
+        let (name, unit) = (short.kind, if i == 0 { "" } else { " MiB" });
+        let number = agora_schemas::columns::number;
+        return Err(format!(
+            "the task asks for {name} {}{unit}, but agent {agent} has {}{unit} free of {}{unit} ({}{unit} held by {} \
+             task(s) it runs)",
+            number(short.needed),
+            number(short.available),
+            number(totals[i]),
+            number(used[i]),
+            held.len()
+        ));
     }
     for port in &asked.ports {
         if held.iter().any(|c| c.ports.contains(port)) {

@@ -27,7 +27,40 @@ pub struct Resources {
     pub ports: Vec<PortRange>,
 }
 
+/// Rounding slack in every "does it fit": amounts that add up to exactly the whole fit.
+pub const FIT_SLACK: f64 = 1e-9;
+
+/// A resource that does not fit: which (`cpus`, `mem`, `disk`), how much is needed, how much there is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shortfall {
+    /// `cpus`, `mem` or `disk`.
+    pub kind: &'static str,
+    /// How much is needed.
+    pub needed: f64,
+    /// How much there is.
+    pub available: f64,
+}
+
+/// The first of cpus, mem and disk for which `needed` is more than `available` (beyond [`FIT_SLACK`]); `None` when
+/// all fit. The one comparison behind the allocator's minimum offer, the frameworks' placement, the apiserver's
+/// offer acceptance and the agent's admission.
+#[must_use]
+pub fn shortfall(needed: [f64; 3], available: [f64; 3]) -> Option<Shortfall> {
+    ["cpus", "mem", "disk"]
+        .into_iter()
+        .zip(needed)
+        .zip(available)
+        .find(|((_, needed), available)| *needed > *available + FIT_SLACK)
+        .map(|((kind, needed), available)| Shortfall { kind, needed, available })
+}
+
 impl Resources {
+    /// Its cpus, mem and disk, in [`shortfall`]'s order.
+    #[must_use]
+    pub fn scalars(&self) -> [f64; 3] {
+        [self.cpus, self.mem, self.disk]
+    }
+
     /// Checks amounts are non-negative and port ranges well-formed and disjoint.
     pub fn validate(&self, v: &mut Validator, path: &Path) {
         v.machine_resources(path, self.cpus, self.mem, self.disk);
@@ -529,5 +562,23 @@ pub fn validate_role(v: &mut Validator, path: &Path, role: &str) {
                 "\"{role}\" is not a valid role: use \"*\" or names like \"web\" or \"eng/web\" (no spaces or dots)"
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_resource_short_is_named_and_exact_sums_fit() {
+        assert_eq!(shortfall([1.0, 512.0, 0.0], [1.0, 512.0, 0.0]), None, "exactly enough fits");
+        // Three tenths add up to a little more than 0.3 in floating point: still enough.
+        assert_eq!(shortfall([0.1 + 0.1 + 0.1, 0.0, 0.0], [0.3, 0.0, 0.0]), None);
+        assert_eq!(
+            shortfall([1.0, 2048.0, 10.0], [2.0, 1024.0, 5.0]),
+            Some(Shortfall { kind: "mem", needed: 2048.0, available: 1024.0 }),
+            "mem before disk"
+        );
+        assert_eq!(shortfall([0.0, 0.0, 1.0], [0.0, 0.0, 0.5]).map(|s| s.kind), Some("disk"));
     }
 }

@@ -35,8 +35,8 @@ pub use cluster::{
     role_of_object,
 };
 pub use common::{
-    Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, HealthCheck, HealthCheckProtocol, Limits,
-    LocalObjectReference, PortDefinition, PortRange, Protocol, PullPolicy, Resources,
+    Constraint, ConstraintRule, ContainerSpec, DEFAULT_PIDS_LIMIT, FIT_SLACK, HealthCheck, HealthCheckProtocol, Limits,
+    LocalObjectReference, PortDefinition, PortRange, Protocol, PullPolicy, Resources, Shortfall, shortfall,
 };
 pub use coordination::{Event, EventSource, EventType, Lease, LeaseSpec};
 pub use cronjob::{

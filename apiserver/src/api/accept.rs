@@ -15,8 +15,6 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, ResourceApi, Target, WRITE_ATTEMPTS, decode, encode, now, random_suffix, set_meta};
 use crate::store::{Compare, Op, Txn};
 
-/// Resources add up in floating point; this much is "enough".
-const EPSILON: f64 = 1e-9;
 /// The longest refuse filter, as Mesos caps it: a year.
 const MAX_REFUSE_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -161,15 +159,13 @@ impl ResourceApi {
             }
             // The offer must cover what the tasks use.
             let offered = &spec["resources"];
-            for (name, needed) in [("cpus", cpus), ("mem", mem), ("disk", disk)] {
-                let has = offered.get(name).and_then(Value::as_f64).unwrap_or(0.0);
-                if needed > has + EPSILON {
-                    return Err(ApiError::conflict(
-                        offers,
-                        &offer_name,
-                        &format!("the offer has {has} {name}; the tasks need {needed}"),
-                    ));
-                }
+            let has = ["cpus", "mem", "disk"].map(|name| offered.get(name).and_then(Value::as_f64).unwrap_or(0.0));
+            if let Some(short) = agora_schemas::shortfall([cpus, mem, disk], has) {
+                return Err(ApiError::conflict(
+                    offers,
+                    &offer_name,
+                    &format!("the offer has {} {}; the tasks need {}", short.available, short.kind, short.needed),
+                ));
             }
             let ranges: Vec<(u64, u64)> = offered
                 .get("ports")

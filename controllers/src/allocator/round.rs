@@ -173,7 +173,7 @@ pub struct OfferPlan {
 }
 
 fn offerable(amount: Amount) -> bool {
-    amount.cpus + 1e-9 >= MIN_CPUS && amount.mem + 1e-9 >= MIN_MEM
+    agora_schemas::shortfall([MIN_CPUS, MIN_MEM, 0.0], [amount.cpus, amount.mem, f64::INFINITY]).is_none()
 }
 
 /// The offers of one round over `snapshot` at `now`, visiting agents in `order` (indexes into `snapshot.agents`;

@@ -55,8 +55,7 @@ impl Amount {
     /// Whether every kind is at least `other`'s.
     #[must_use]
     pub fn covers(self, other: Self) -> bool {
-        const SLACK: f64 = 1e-9;
-        self.cpus + SLACK >= other.cpus && self.mem + SLACK >= other.mem && self.disk + SLACK >= other.disk
+        agora_schemas::shortfall([other.cpus, other.mem, other.disk], [self.cpus, self.mem, self.disk]).is_none()
     }
 
     /// Whether nothing is left of any kind.

@@ -124,18 +124,21 @@ impl Remaining {
     /// # Errors
     /// What is short: `cpus`, `mem`, `disk`, `ports`, `role`, or the constraint that fails.
     pub fn fits(&self, demand: &Demand, spread: &Spread) -> Result<Vec<u16>, Misfit> {
-        const SLACK: f64 = 1e-9;
         if demand.role.as_ref().is_some_and(|r| *r != self.role) {
             return Err(Misfit::new(Reason::Role, format!("the offer is in role {}", self.role)));
         }
-        for (reason, kind, need, have) in [
-            (Reason::Cpus, "cpus", demand.cpus, self.cpus),
-            (Reason::Mem, "mem", demand.mem, self.mem),
-            (Reason::Disk, "disk", demand.disk, self.disk),
-        ] {
-            if need > have + SLACK {
-                return Err(Misfit::new(reason, format!("{kind}: needs {need}, {have} left")));
-            }
+        if let Some(short) =
+            agora_schemas::shortfall([demand.cpus, demand.mem, demand.disk], [self.cpus, self.mem, self.disk])
+        {
+            let reason = match short.kind {
+                "cpus" => Reason::Cpus,
+                "mem" => Reason::Mem,
+                _ => Reason::Disk,
+            };
+            return Err(Misfit::new(
+                reason,
+                format!("{}: needs {}, {} left", short.kind, short.needed, short.available),
+            ));
         }
         for constraint in &demand.constraints {
             if !self.satisfies(constraint, spread) {
