@@ -12,7 +12,10 @@ use agora_schemas::{FieldError, FieldErrorKind, OfferAcceptance, StatusReason};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, ResourceApi, Target, WRITE_ATTEMPTS, decode, encode, now, random_suffix, set_meta};
+use super::codec::{encode, set_meta, stored_object};
+use super::error::{ApiError, ApiResult};
+use super::route::Target;
+use super::{ResourceApi, WRITE_ATTEMPTS, now, random_suffix};
 use crate::store::{Compare, Op, Txn};
 
 /// The longest refuse filter, as Mesos caps it: a year.
@@ -59,7 +62,7 @@ impl ResourceApi {
             if request.tasks.iter().any(|t| t.spec.user.is_none())
                 && let Some(kv) = self.store.get(&self.keys.object_key("frameworks", None, &framework)).await?
             {
-                framework_user = decode(&kv)?.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned);
+                framework_user = stored_object(&kv)?.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned);
             }
 
             let mut tasks = Vec::new();

@@ -7,7 +7,10 @@ use axum::http::header;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, MAX_BODY_BYTES, Query, decode};
+use super::MAX_BODY_BYTES;
+use super::decode;
+use super::error::{ApiError, ApiResult};
+use super::route::Query;
 
 /// Server-managed metadata a client may send but never decides.
 pub(super) const SERVER_FIELDS: [&str; 7] = [

@@ -5,11 +5,14 @@ use agora_schemas::StatusReason;
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
+use super::admission::{Admission, Format, check_type, parse_object};
+use super::codec::{meta_str, set_meta};
+use super::decode;
+use super::error::{ApiError, ApiResult};
 use super::managed::{self, Manage, Scope};
-use super::{
-    Admission, ApiError, ApiResult, Change, Format, ResourceApi, Target, WRITE_ATTEMPTS, check_type, decode, meta_str,
-    parse_object, set_meta,
-};
+use super::route::Target;
+use super::write::Change;
+use super::{ResourceApi, WRITE_ATTEMPTS};
 
 impl ResourceApi {
     /// Server-side apply: creates the object from the configuration, or merges the configuration into it under the

@@ -9,9 +9,12 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::codec::{meta_str, stored_object};
+use super::error::{ApiError, ApiResult};
 use super::print::View;
+use super::read::Filter;
 use super::route::{Query, Target, check_query, parse_query};
-use super::{ApiError, ApiResult, Filter, ResourceApi, decode, json_response, meta_str};
+use super::{ResourceApi, json_response};
 use crate::store::RangeRequest;
 
 /// Why namespaces cannot be created or deleted, in the 405 that says so.
@@ -40,7 +43,7 @@ impl ResourceApi {
                 let Some(namespace) = kv.key[prefix.len()..].split('/').next().map(str::to_owned) else { break };
                 // Past every key of this namespace: names are ASCII, so U+10FFFF sorts after all of them.
                 after = Some(format!("{prefix}{namespace}/\u{10FFFF}"));
-                let created = decode(kv).ok().and_then(|o| meta_str(&o, "creationTimestamp").map(str::to_owned));
+                let created = stored_object(kv).ok().and_then(|o| meta_str(&o, "creationTimestamp").map(str::to_owned));
                 let entry = names.entry(namespace).or_default();
                 if let Some(created) = created.filter(|c| entry.is_empty() || c < entry) {
                     *entry = created;

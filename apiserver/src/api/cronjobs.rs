@@ -6,8 +6,13 @@ use agora_schemas::{FieldError, FieldErrorKind, TRIGGER_ANNOTATION_PREFIX, find_
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
+use super::admission::Admission;
+use super::codec::{meta_str, stored_object};
+use super::error::{ApiError, ApiResult};
 use super::managed::Manage;
-use super::{Admission, ApiError, ApiResult, Change, ResourceApi, Target, decode, meta_str, now, random_suffix};
+use super::route::Target;
+use super::write::Change;
+use super::{ResourceApi, now, random_suffix};
 use crate::store::RangeRequest;
 
 /// The longest trigger id (it becomes part of a Task's name and of an annotation's key).
@@ -149,7 +154,7 @@ impl ResourceApi {
                 })
                 .await?;
             for kv in &page.kvs {
-                let object = decode(kv)?;
+                let object = stored_object(kv)?;
                 if let Some(job) = meta_str(&object, "name") {
                     graph.insert(job.to_owned(), parents(&object));
                 }

@@ -6,7 +6,11 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 
 use super::admission::dry_run;
-use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, WRITE_ATTEMPTS, encode, meta_str, now, set_meta};
+use super::codec::{encode, meta_str, set_meta};
+use super::error::{ApiError, ApiResult};
+use super::read::Filter;
+use super::route::{Query, Target};
+use super::{ResourceApi, WRITE_ATTEMPTS, now};
 use crate::store::{Compare, Op, Txn};
 
 /// A `DeleteOptions` body with the query parameters that may stand in for its fields.

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Query, ResourceApi, Target, decode, flag};
+use super::ResourceApi;
+use super::codec::stored_object;
+use super::error::{ApiError, ApiResult};
+use super::route::{Query, Target, flag};
 
 impl ResourceApi {
     pub(super) async fn log(&self, target: &Target, query: &Query) -> ApiResult<Response> {
@@ -28,7 +31,7 @@ impl ResourceApi {
         let unavailable = |why: String| ApiError::new(StatusReason::ServiceUnavailable, why);
         let agent_key = self.keys.object_key("agents", None, &agent);
         let agent_object = match self.store.get(&agent_key).await? {
-            Some(kv) => decode(&kv)?,
+            Some(kv) => stored_object(&kv)?,
             None => return Err(unavailable(format!("task {name}'s agent {agent:?} is not registered"))),
         };
         let status_text = |field: &str| agent_object.pointer(field).and_then(Value::as_str).map(str::to_owned);

@@ -11,12 +11,13 @@
 //! One concern per module: `route` (what a path and query name, and which handler serves each verb), `admission`
 //! (bodies into admitted objects), `read` (get, list), `stream` (watch over HTTP; the shared cache is [`watch`]),
 //! `write` (create, replace, patch, scale and the update loop), `apply` (server-side apply; field ownership is
-//! [`managed`]), `delete`, and the kind-specific `accept`, `cronjobs` and `logs`. This file holds what they share:
-//! how objects are stored and read back.
+//! [`managed`]), `delete`, `codec` (how objects are stored and read back), and the kind-specific `accept`, `cronjobs`
+//! and `logs`. This file holds the `ResourceApi` they all extend.
 
 mod accept;
 mod admission;
 mod apply;
+mod codec;
 mod core;
 mod cronjobs;
 pub mod decode;
@@ -33,19 +34,17 @@ mod stream;
 pub mod watch;
 mod write;
 
-use agora_schemas::{KindInfo, StatusReason};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use self::admission::{Admission, Format, SERVER_FIELDS, check_type, parse_body, parse_object, parse_value};
+pub use self::codec::MAX_OBJECT_BYTES;
+use self::codec::{stored_object, with_resource_version};
 pub use self::error::{ApiError, ApiResult};
-use self::read::Filter;
-use self::route::{Query, Target, flag};
+use self::route::Target;
 use self::stream::watch_frame;
 use self::watch::WatchCache;
-use self::write::{Change, scale_of};
-use crate::store::{KeyLayout, KeyValue, Revision, SharedStore};
+use crate::store::{KeyLayout, KeyValue, SharedStore};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -79,93 +78,6 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
     let mut response = (code, serde_json::to_vec(body).unwrap_or_default()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
-}
-
-/// The object stored under a key, with its resourceVersion.
-fn decode(kv: &KeyValue) -> ApiResult<Value> {
-    let mut object: Value = serde_json::from_slice(&kv.value).map_err(|_| not_json(&kv.key))?;
-    set_meta(&mut object, "resourceVersion", json!(kv.mod_revision.to_string()));
-    Ok(object)
-}
-
-/// Stored object bytes with `"resourceVersion":"<revision>"` in `metadata`. Objects are stored by [`encode`] with
-/// sorted keys, so the first `"metadata":{` is the top-level one (only `apiVersion` and `kind`, plain validated
-/// strings, come before it) and the field is spliced in without decoding — a list of 100,000 objects is then mostly
-/// a copy. Bytes of any other shape are decoded and encoded again; `None` when they are not a JSON object.
-fn with_resource_version(value: &[u8], revision: Revision) -> Option<Vec<u8>> {
-    const METADATA: &[u8] = b"\"metadata\":{";
-    let found = value.windows(METADATA.len()).take(96).position(|w| w == METADATA);
-    match found {
-        Some(at) if value.starts_with(b"{\"apiVersion\":") => {
-            let at = at + METADATA.len();
-            let empty = value.get(at) == Some(&b'}');
-            let field = format!("\"resourceVersion\":\"{revision}\"{}", if empty { "" } else { "," });
-            let mut out = Vec::with_capacity(value.len() + field.len());
-            out.extend_from_slice(&value[..at]);
-            out.extend_from_slice(field.as_bytes());
-            out.extend_from_slice(&value[at..]);
-            Some(out)
-        }
-        _ => {
-            let mut object: Value = serde_json::from_slice(value).ok()?;
-            object.is_object().then_some(())?;
-            set_meta(&mut object, "resourceVersion", json!(revision.to_string()));
-            serde_json::to_vec(&object).ok()
-        }
-    }
-}
-
-/// A stored value that is not a JSON object: the store holds something this server did not write.
-fn not_json(key: &str) -> ApiError {
-    ApiError::new(StatusReason::InternalError, format!("the stored object {key} is not a JSON object"))
-}
-
-/// The bytes to store: the object without its resourceVersion (the write's revision will be it).
-/// The largest object stored (as JSON), checked on what a write would store — after a merge patch, an apply or
-/// each JSON patch operation, whatever the request's own size. 1.5 MB: below etcd's default request limit (1.5 MiB,
-/// `--max-request-bytes`), so an object and its key fit in one etcd write, and the same on the embedded store.
-pub const MAX_OBJECT_BYTES: usize = 1_500_000;
-
-/// [`encode`], refusing an object larger than [`MAX_OBJECT_BYTES`].
-fn encode_checked(kind: &KindInfo, name: &str, object: &Value) -> ApiResult<bytes::Bytes> {
-    let bytes = encode(object);
-    if bytes.len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::new(
-            StatusReason::RequestEntityTooLarge,
-            format!(
-                "{} {name} would be {} bytes of JSON; the limit is {MAX_OBJECT_BYTES}",
-                kind.kind.to_ascii_lowercase(),
-                bytes.len()
-            ),
-        ));
-    }
-    Ok(bytes)
-}
-
-fn encode(object: &Value) -> bytes::Bytes {
-    if object.pointer("/metadata/resourceVersion").is_none() {
-        return bytes::Bytes::from(serde_json::to_vec(object).unwrap_or_default());
-    }
-    let mut object = object.clone();
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    bytes::Bytes::from(serde_json::to_vec(&object).unwrap_or_default())
-}
-
-fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
-    if !object.get("metadata").is_some_and(Value::is_object) {
-        object["metadata"] = json!({});
-    }
-    object["metadata"].as_object_mut().expect("metadata was just made an object")
-}
-
-fn set_meta(object: &mut Value, field: &str, value: Value) {
-    meta_mut(object).insert(field.to_owned(), value);
-}
-
-fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
-    object.get("metadata")?.get(field)?.as_str()
 }
 
 impl ResourceApi {
@@ -205,14 +117,14 @@ impl ResourceApi {
     /// a read that a compare-and-swap checks.
     fn cached(&self, target: &Target) -> Option<(KeyValue, Value)> {
         let kv = self.watches.cached(target.kind, &self.key(target, target.name()))?;
-        let object = decode(&kv).ok()?;
+        let object = stored_object(&kv).ok()?;
         Some((kv, object))
     }
 
     async fn current(&self, target: &Target) -> ApiResult<(KeyValue, Value)> {
         let key = self.key(target, target.name());
         let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(target.kind, target.name()))?;
-        let object = decode(&kv)?;
+        let object = stored_object(&kv)?;
         Ok((kv, object))
     }
 }
@@ -221,15 +133,6 @@ impl ResourceApi {
 fn media_type(headers: &HeaderMap) -> String {
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
-}
-
-/// Stores the managed-fields list on an object, leaving the field out when no manager owns anything.
-fn set_managed_fields(object: &mut Value, managed: Value) {
-    if managed.as_array().is_some_and(Vec::is_empty) {
-        meta_mut(object).remove("managedFields");
-    } else {
-        set_meta(object, "managedFields", managed);
-    }
 }
 
 /// Five characters from `[a-z0-9]`, as Kubernetes appends to `generateName`.

@@ -7,7 +7,9 @@ use agora_schemas::{KindInfo, StatusReason};
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, Query, now};
+use super::error::{ApiError, ApiResult};
+use super::now;
+use super::route::Query;
 
 /// The meta group's version both views belong to.
 const META_VERSION: &str = "meta.k8s.io/v1";

@@ -6,10 +6,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
+use super::ResourceApi;
+use super::codec::{meta_str, not_json, stored_object, with_resource_version};
+use super::error::{ApiError, ApiResult};
 use super::print::View;
+use super::route::{Query, Target};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::watch::{self};
-use super::{ApiError, ApiResult, Query, ResourceApi, Target, decode, meta_str, not_json, with_resource_version};
 use crate::store::{RangeRequest, Revision};
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -134,7 +137,7 @@ impl ResourceApi {
         let listed = self.store.range(RangeRequest { prefix, start_after: None, limit: None, revision: None }).await?;
         let mut objects = Vec::new();
         for kv in &listed.kvs {
-            let object = decode(kv)?;
+            let object = stored_object(kv)?;
             if filter.matches(&object) {
                 objects.push(each(object));
             }
@@ -205,7 +208,7 @@ impl ResourceApi {
                 let object = if raw {
                     with_resource_version(&kv.value, kv.mod_revision).ok_or_else(|| not_json(&kv.key))?
                 } else {
-                    let object = decode(kv)?;
+                    let object = stored_object(kv)?;
                     if !filter.matches(&object) {
                         continue;
                     }

@@ -8,10 +8,13 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::admission::Admission;
 use super::delete::DeleteOptions;
+use super::error::{ApiError, ApiResult};
 use super::managed::{self, Manage, Scope};
 use super::print::View;
-use super::{Admission, ApiError, ApiResult, PATCH_TYPES, ResourceApi, json_response, media_type, scale_of};
+use super::write::scale_of;
+use super::{PATCH_TYPES, ResourceApi, json_response, media_type};
 
 /// A boolean query parameter ([`check_query`] has refused anything but Go's `strconv.ParseBool` spellings).
 pub(super) fn flag(query: &Query, name: &str) -> bool {

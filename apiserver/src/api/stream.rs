@@ -9,8 +9,12 @@ use serde_json::{Value, json};
 use super::print::View;
 use futures::StreamExt as _;
 
+use super::ResourceApi;
+use super::codec::stored_object;
+use super::error::{ApiError, ApiResult};
+use super::read::Filter;
+use super::route::{Query, Target, flag};
 use super::watch::{self, Next, WatchCache};
-use super::{ApiError, ApiResult, Filter, Query, ResourceApi, Target, decode, flag};
 use crate::store::{RangeRequest, Revision, StoreError, WatchEvent};
 
 /// A watch event as sent: a JSON line, or a Server-Sent Event when `sse`.
@@ -292,7 +296,7 @@ impl ResourceApi {
                     })
                     .await?;
                 for kv in &listed.kvs {
-                    let object = decode(kv)?;
+                    let object = stored_object(kv)?;
                     if filter.matches(&object) {
                         first.push(shown.line(kind, "ADDED", &object, sse));
                     }

@@ -6,13 +6,14 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
 
+use super::admission::{Admission, Format, SERVER_FIELDS, check_type, parse_body, parse_value};
+use super::codec::{MAX_OBJECT_BYTES, encode_checked, meta_mut, meta_str, set_managed_fields, set_meta};
+use super::decode;
+use super::error::{ApiError, ApiResult};
 use super::managed::{self, Manage, Scope};
 use super::patch;
-use super::{
-    Admission, ApiError, ApiResult, Format, MAX_OBJECT_BYTES, PATCH_TYPES, ResourceApi, SERVER_FIELDS, Target,
-    WRITE_ATTEMPTS, check_type, decode, encode_checked, media_type, meta_mut, meta_str, now, parse_body, parse_value,
-    random_suffix, set_managed_fields, set_meta,
-};
+use super::route::Target;
+use super::{PATCH_TYPES, ResourceApi, WRITE_ATTEMPTS, media_type, now, random_suffix};
 use crate::store::{Compare, KeyValue, Op, Txn};
 
 /// How an update turns the stored object into the desired one, and whether that (with the admission after it) can
