@@ -18,6 +18,7 @@
 pub mod api;
 pub mod discovery;
 pub mod gc;
+pub mod kinds;
 pub mod metrics;
 pub mod server;
 pub mod store;

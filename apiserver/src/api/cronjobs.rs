@@ -2,7 +2,7 @@
 //! by chronos exactly once per trigger id), and the admission check that a job's `parents` close no cycle in its
 //! namespace (a 422 naming the cycle).
 
-use agora_schemas::{FieldError, FieldErrorKind, TRIGGER_ANNOTATION_PREFIX, find_cycle};
+use agora_schemas::{FieldError, FieldErrorKind, TRIGGER_ANNOTATION_PREFIX};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
@@ -123,25 +123,21 @@ impl ResourceApi {
         .await
     }
 
-    /// Refuses a CronJob whose `parents` would close a dependency cycle among the jobs of its namespace.
-    pub(super) async fn check_parents(&self, target: &Target, name: &str, admitted: &Value) -> ApiResult<()> {
-        if target.kind.kind != "CronJob" {
-            return Ok(());
-        }
-        let parents = |object: &Value| -> Vec<String> {
-            object
-                .pointer("/spec/parents")
-                .and_then(Value::as_array)
-                .map(|p| p.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
-        let own = parents(admitted);
-        if own.is_empty() {
+    /// The kind's rules that need the other objects of its kind in the namespace ([`crate::kinds`]): a CronJob's
+    /// parents must not close a dependency cycle. Read only when the write can break them.
+    pub(super) async fn check_namespace(
+        &self,
+        target: &Target,
+        name: &str,
+        current: Option<&Value>,
+        admitted: &Value,
+    ) -> ApiResult<()> {
+        if !crate::kinds::needs_namespace_check(target.kind, current, admitted) {
             return Ok(());
         }
         let namespace = meta_str(admitted, "namespace").or(target.namespace.as_deref()).unwrap_or("default");
         let prefix = self.keys.namespace_prefix(target.kind.plural, namespace);
-        let mut graph = std::collections::HashMap::new();
+        let mut jobs = std::collections::HashMap::new();
         let mut after = None;
         loop {
             let page = self
@@ -156,7 +152,7 @@ impl ResourceApi {
             for kv in &page.kvs {
                 let object = stored_object(kv)?;
                 if let Some(job) = meta_str(&object, "name") {
-                    graph.insert(job.to_owned(), parents(&object));
+                    jobs.insert(job.to_owned(), crate::kinds::cronjob::parents(&object));
                 }
             }
             match (page.more, page.kvs.last()) {
@@ -164,19 +160,8 @@ impl ResourceApi {
                 _ => break,
             }
         }
-        graph.insert(name.to_owned(), own);
-        if let Some(cycle) = find_cycle(name, |job| graph.get(job).cloned()) {
-            return Err(ApiError::invalid(
-                target.kind,
-                name,
-                &[FieldError {
-                    path: "spec.parents".into(),
-                    kind: FieldErrorKind::Invalid,
-                    message: format!("the parents form a dependency cycle: {}", cycle.join(" → ")),
-                }],
-            ));
-        }
-        Ok(())
+        crate::kinds::cronjob::check_cycle(name, admitted, jobs)
+            .map_err(|errors| ApiError::invalid(target.kind, name, &errors))
     }
 }
 

@@ -103,14 +103,14 @@ impl ResourceApi {
             // Admission of a large object is heavy: off the async workers, as its decoding was.
             let (admitted, bytes) = decode::in_place(heavy, || {
                 let mut admitted = admission.admit(kind, &name, candidate)?;
-                server_stamped(kind, &name, None, &admitted)?;
+                kind_rules(kind, &name, None, &admitted)?;
                 let managed = managed::record(kind, &name, None, requested.as_ref(), &admitted, manage)?;
                 set_managed_fields(&mut admitted, managed);
                 let bytes = encode_checked(kind, &name, &admitted)?;
                 Ok::<_, ApiError>((admitted, bytes))
             })
             .await?;
-            self.check_parents(target, &name, &admitted).await?;
+            self.check_namespace(target, &name, None, &admitted).await?;
             let key = self.key(target, &name);
             if admission.dry_run {
                 // What a create would store, unwritten: a taken name is still AlreadyExists (or, for a generated
@@ -373,7 +373,7 @@ impl ResourceApi {
             set_meta(&mut next, "namespace", json!(ns));
         }
         let mut admitted = admission.admit(kind, name, next)?;
-        server_stamped(kind, name, Some(current), &admitted)?;
+        kind_rules(kind, name, Some(current), &admitted)?;
         if admitted.get("spec") != current.get("spec") {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             set_meta(&mut admitted, "generation", json!(generation));
@@ -437,10 +437,8 @@ impl ResourceApi {
                 prepared => prepared?,
             };
             let Some((mut admitted, key, op)) = prepared else { return Ok(current) };
-            // Only a change of a job's parents can close a cycle (the check reads the namespace's jobs).
-            let parents = |o: &Value| o.pointer("/spec/parents").cloned();
-            if matches!(op, Op::Put(..)) && parents(&admitted) != parents(&current) {
-                self.check_parents(target, name, &admitted).await?;
+            if matches!(op, Op::Put(..)) {
+                self.check_namespace(target, name, Some(&current), &admitted).await?;
             }
             if admission.dry_run {
                 // What the update would store, unwritten, at the revision it was decided against.
@@ -484,27 +482,7 @@ pub(super) fn scale_of(object: &Value) -> Value {
     })
 }
 
-/// Fields only the server stamps, as proof of how an object came to be, which no write may set or change: a Task's
-/// `spec.offer` names the offer it was launched from, and only accepting that offer (`POST offers/NAME/accept`)
-/// sets it — so a framework can tell its own Tasks from ones written directly under a name it would use.
-fn server_stamped(kind: &KindInfo, name: &str, current: Option<&Value>, admitted: &Value) -> ApiResult<()> {
-    if kind.kind != "Task" {
-        return Ok(());
-    }
-    let offer = |object: &Value| object.pointer("/spec/offer").cloned().filter(|o| !o.is_null());
-    let (before, after) = (current.and_then(offer), offer(admitted));
-    if before == after {
-        return Ok(());
-    }
-    let message = match &before {
-        None => "is set by the apiserver when a framework accepts an offer (POST offers/NAME/accept); a Task \
-                 written directly has none"
-            .to_owned(),
-        Some(was) => format!("is immutable: the task was launched from offer {was}"),
-    };
-    Err(ApiError::invalid(
-        kind,
-        name,
-        &[FieldError { path: "spec.offer".to_owned(), kind: FieldErrorKind::Forbidden, message }],
-    ))
+/// The rules of the object's kind on a write ([`crate::kinds::check_write`]), as a 422.
+fn kind_rules(kind: &KindInfo, name: &str, current: Option<&Value>, admitted: &Value) -> ApiResult<()> {
+    crate::kinds::check_write(kind, current, admitted).map_err(|errors| ApiError::invalid(kind, name, &errors))
 }

@@ -1,0 +1,33 @@
+//! What particular kinds add to the generic API, as Kubernetes' per-kind strategies do: rules on a write that the
+//! schema cannot state because they depend on what the object replaces, or on the other objects of its namespace.
+//!
+//! A kind's module sees objects as JSON and answers with field errors; it never reaches into the API (the store, the
+//! handlers, their errors). The API calls [`check_write`] on every create and update, and — when
+//! [`needs_namespace_check`] says so — reads the namespace and hands it to the kind (a CronJob's parents must not
+//! close a cycle). Subresources are declared with each kind in `agora-schemas` (`SUBRESOURCES`).
+
+pub mod cronjob;
+pub mod task;
+
+use agora_schemas::{FieldError, KindInfo};
+use serde_json::Value;
+
+/// Whether `admitted` may replace `current` (`None` on a create), by the rules of its kind.
+///
+/// # Errors
+/// The fields that break them.
+pub fn check_write(kind: &KindInfo, current: Option<&Value>, admitted: &Value) -> Result<(), Vec<FieldError>> {
+    match kind.kind {
+        "Task" => task::check_write(current, admitted),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the write must also be checked against the other objects of its kind in the namespace.
+#[must_use]
+pub fn needs_namespace_check(kind: &KindInfo, current: Option<&Value>, admitted: &Value) -> bool {
+    match kind.kind {
+        "CronJob" => cronjob::parents_changed(current, admitted),
+        _ => false,
+    }
+}
