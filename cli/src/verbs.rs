@@ -44,21 +44,27 @@ pub struct Target {
 }
 
 /// `agora delete`: each object named (or every one of `kind` matching `selector` in the context's namespace), then,
-/// with `wait`, until each is gone.
+/// with `wait`, until each is gone — and the Tasks it owned (an App's, a CronJob's) with it, stopped by their agents:
+/// Marathon's `DELETE /v2/apps` ends with the app's tasks killed, and so does this wait.
 ///
 /// # Errors
 /// A request that failed for another reason than the object being gone already.
 pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wait: Option<Duration>) -> Result<bool> {
     let mut all = true;
-    let mut deleted: Vec<(String, String)> = Vec::new();
+    let mut deleted: Vec<(String, String, Option<Owner>)> = Vec::new();
+    let owner = |info: &agora_schemas::KindInfo, namespace: &str, object: &Value| {
+        let uid = object.pointer("/metadata/uid").and_then(Value::as_str)?;
+        info.namespaced.then(|| (namespace.to_owned(), uid.to_owned()))
+    };
     ctx.runtime.block_on(async {
         for Target { namespace, kind: kind_name, name } in targets {
             let info = kind(kind_name)?;
             let object_path = path(info, Some(namespace), Some(name), None);
             match ctx.client.delete_json(&object_path).await {
-                Ok(_) => {
+                Ok(object) => {
                     println!("{}.agora/{name} deleted", info.singular);
-                    deleted.push((object_path, format!("{}.agora/{name}", info.singular)));
+                    let owner = owner(info, namespace, &object);
+                    deleted.push((object_path, format!("{}.agora/{name}", info.singular), owner));
                 }
                 Err(e) if e.is_not_found() => {
                     all = false;
@@ -81,14 +87,28 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
                 deleted.push((
                     path(info, Some(&ctx.namespace), Some(&name), None),
                     format!("{}.agora/{name}", info.singular),
+                    owner(info, &ctx.namespace, &item),
                 ));
             }
         }
         if let Some(timeout) = wait {
-            for (object_path, what) in &deleted {
+            let tasks = kind("tasks")?;
+            for (object_path, what, owner) in &deleted {
                 let progress = crate::wait::until(&format!("deleting {what}"), timeout, || async {
                     match ctx.client.get_json(object_path, "application/json").await {
-                        Err(e) if e.is_not_found() => Ok(Progress::Done(format!("{what} is gone"))),
+                        Err(e) if e.is_not_found() => {
+                            let Some((namespace, uid)) = owner else {
+                                return Ok(Progress::Done(format!("{what} is gone")));
+                            };
+                            let list = path(tasks, Some(namespace), None, None);
+                            let items = crate::describe::items(&ctx.client, &list).await?;
+                            let left = items.iter().filter(|t| owned_by(t, uid)).count();
+                            Ok(if left == 0 {
+                                Progress::Done(format!("{what} is gone"))
+                            } else {
+                                Progress::Waiting(format!("{left} of its tasks still stopping"))
+                            })
+                        }
                         Err(e) => Err(e.into()),
                         Ok(object) => Ok(Progress::Waiting(match object.pointer("/metadata/finalizers") {
                             Some(f) if f.as_array().is_some_and(|f| !f.is_empty()) => format!("finalizers {f}"),
@@ -103,6 +123,17 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
         anyhow::Ok(())
     })?;
     Ok(all)
+}
+
+/// A deleted namespaced object as the owner of Tasks: its namespace and uid.
+type Owner = (String, String);
+
+/// Whether `object` names `uid` among its owners.
+fn owned_by(object: &Value, uid: &str) -> bool {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|owners| owners.iter().any(|o| o["uid"].as_str() == Some(uid)))
 }
 
 fn scope_of(info: &agora_schemas::KindInfo, namespace: &str) -> String {

@@ -513,7 +513,7 @@ async fn the_cli_drives_a_one_machine_cluster() {
     let uncordoned = run(&["uncordon", "agent", &machine]);
     assert!(said(&uncordoned).contains("uncordoned"), "{}", said(&uncordoned));
 
-    // delete --wait returns once the object is gone.
+    // delete --wait returns once the object is gone …
     let deleted = tokio::task::block_in_place(|| run(&["delete", "app", "keeper", "--wait"]));
     assert_eq!(deleted.status.code(), Some(0), "{}", said(&deleted));
     assert!(apps.get_opt("keeper").await.unwrap().is_none());
@@ -527,6 +527,18 @@ async fn the_cli_drives_a_one_machine_cluster() {
     assert!(text.contains("app.agora/cache deleted") && text.contains("app.agora/cache is gone"), "{text}");
     let shop: Api<App> = Api::namespaced(client(&data), "shop");
     assert!(shop.get_opt("cache").await.unwrap().is_none());
+    // … and once its tasks are gone too, stopped by the agent (as Marathon's DELETE kills an app's tasks): a task
+    // that ignores SIGTERM takes its 3 s grace period to stop.
+    let stubborn = scratch.path().join("stubborn.yaml");
+    std::fs::write(&stubborn, "apiVersion: agora/v1\nkind: App\nmetadata: {name: stubborn}\nspec: {cmd: \"trap '' TERM; while true; do sleep 1; done\", cpus: 0.1, mem: 32, instances: 1, taskKillGracePeriodSeconds: 3}\n").unwrap();
+    let applied = tokio::task::block_in_place(|| run(&["apply", "-f", stubborn.to_str().unwrap(), "--wait"]));
+    assert_eq!(applied.status.code(), Some(0), "{}", said(&applied));
+    let deleted = tokio::task::block_in_place(|| run(&["delete", "app", "stubborn", "--wait"]));
+    assert_eq!(deleted.status.code(), Some(0), "{}", said(&deleted));
+    let tasks: Api<agora_schemas::Task> = Api::namespaced(client(&data), "default");
+    let selector = format!("{}=stubborn", agora_schemas::APP_LABEL);
+    let left = tasks.list(&ListParams::default().labels(&selector)).await.unwrap().items;
+    assert!(left.is_empty(), "delete --wait returned with the app's task still there: {left:?}");
 
     let status = tokio::task::block_in_place(|| up.stop());
     assert!(status.success(), "{status}");
