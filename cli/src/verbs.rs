@@ -52,9 +52,17 @@ pub struct Target {
 pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wait: Option<Duration>) -> Result<bool> {
     let mut all = true;
     let mut deleted: Vec<(String, String, Option<Owner>)> = Vec::new();
+    // The kinds whose Tasks carry a label naming them: only their Tasks are listed, never a whole namespace's.
+    let tasks = kind("tasks")?;
     let owner = |info: &agora_schemas::KindInfo, namespace: &str, object: &Value| {
-        let uid = object.pointer("/metadata/uid").and_then(Value::as_str)?;
-        info.namespaced.then(|| (namespace.to_owned(), uid.to_owned()))
+        let label = match info.kind {
+            "App" => agora_schemas::APP_LABEL,
+            "CronJob" => agora_schemas::CRONJOB_LABEL,
+            _ => return None,
+        };
+        let (uid, name) = (meta(object, "uid")?, meta(object, "name")?);
+        let query = format!("labelSelector={}", url_encode(&format!("{label}={name}")));
+        Some((path(tasks, Some(namespace), None, Some(&query)), uid.to_owned()))
     };
     ctx.runtime.block_on(async {
         for Target { namespace, kind: kind_name, name } in targets {
@@ -92,16 +100,14 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
             }
         }
         if let Some(timeout) = wait {
-            let tasks = kind("tasks")?;
             for (object_path, what, owner) in &deleted {
                 let progress = crate::wait::until(&format!("deleting {what}"), timeout, || async {
                     match ctx.client.get_json(object_path, "application/json").await {
                         Err(e) if e.is_not_found() => {
-                            let Some((namespace, uid)) = owner else {
+                            let Some((list, uid)) = owner else {
                                 return Ok(Progress::Done(format!("{what} is gone")));
                             };
-                            let list = path(tasks, Some(namespace), None, None);
-                            let items = crate::describe::items(&ctx.client, &list).await?;
+                            let items = crate::describe::items(&ctx.client, list).await?;
                             let left = items.iter().filter(|t| owned_by(t, uid)).count();
                             Ok(if left == 0 {
                                 Progress::Done(format!("{what} is gone"))
@@ -125,8 +131,12 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
     Ok(all)
 }
 
-/// A deleted namespaced object as the owner of Tasks: its namespace and uid.
+/// A deleted App or CronJob as the owner of Tasks: the path listing the Tasks its label names, and its uid.
 type Owner = (String, String);
+
+fn meta<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object.pointer(&format!("/metadata/{field}")).and_then(Value::as_str)
+}
 
 /// Whether `object` names `uid` among its owners.
 fn owned_by(object: &Value, uid: &str) -> bool {
