@@ -431,15 +431,18 @@ async fn launch(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_cli
 /// Starts an admitted task: the container, then the watch for its exit, health and usage.
 async fn start(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<()> {
     // From the pull until the task's directory names its image, the store keeps what this task needs.
-    let store = ctx.images.clone();
-    let hold = match tokio::task::spawn_blocking(move || store.hold()).await {
-        Ok(Ok(hold)) => Some(hold),
-        Ok(Err(e)) => {
-            write_status(tasks, task, failed("ImageUnusable", e.to_string()), false).await?;
-            return Ok(());
+    let mut hold = None;
+    if task.spec.container.is_some() {
+        let store = ctx.images.clone();
+        match tokio::task::spawn_blocking(move || store.hold()).await {
+            Ok(Ok(held)) => hold = Some(held),
+            Ok(Err(e)) => {
+                write_status(tasks, task, failed("ImageUnusable", e.to_string()), false).await?;
+                return Ok(());
+            }
+            Err(_) => {}
         }
-        Err(_) => None,
-    };
+    }
     if let Err((reason, message)) = pull_image(task, tasks, ctx).await {
         let status = if reason == "KillRequested" {
             json!({ "state": "Killed", "reason": reason, "message": message, "finishedAt": Timestamp::now() })
@@ -524,23 +527,8 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
     // Another task's pull of this image runs to its end first: then it is present, and IfNotPresent pulls nothing.
     let lock =
         ctx.pulls.lock().unwrap_or_else(PoisonError::into_inner).entry(container.image.clone()).or_default().clone();
-    let _one_at_a_time = {
-        let waiting = lock.lock();
-        tokio::pin!(waiting);
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                guard = &mut waiting => break guard,
-                _ = tick.tick() => {
-                    if let Some(why) = kill_asked(task, tasks).await {
-                        return Err(("KillRequested", format!("{why} while its image {} was being pulled", container.image)));
-                    }
-                }
-            }
-        }
-    };
     let image = container.image.clone();
+    let _one_at_a_time = unless_killed(lock.lock(), task, tasks, &image, None).await?;
     let policy = container.image_pull_policy.unwrap_or_default();
     let full = image.parse::<oci_client::Reference>().ok().map(|r| r.whole());
     let present = [Some(image.clone()), full.clone()]
@@ -564,19 +552,43 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
         let shown = shown.clone();
         move |p: crate::pull::Progress| *shown.lock().unwrap_or_else(PoisonError::into_inner) = p
     };
-    let pulling = ctx.puller.pull(&image, &secrets, &progress);
-    tokio::pin!(pulling);
-    let mut tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+    let pulled = unless_killed(ctx.puller.pull(&image, &secrets, &progress), task, tasks, &image, Some(&shown)).await?;
+    match pulled {
+        Ok(summary) => {
+            tracing::info!(task = %task.metadata.display_name(), image = %summary.reference, digest = %summary.digest, "image pulled");
+            ctx.collect_images.notify_one();
+            // The store now has it under its full name; the container is made from that.
+            Ok(())
+        }
+        Err(e) => Err((e.reason(), e.to_string())),
+    }
+}
+
+/// Runs `work` (waiting for a pull's turn, or the pull) to its end unless the task is killed or deleted meanwhile —
+/// asked once a second; then `work` is dropped, since the task will never need the image. With `shown`, the pull's
+/// progress goes into the task's status message whenever it changed.
+///
+/// # Errors
+/// `KillRequested`, saying what happened while the image was being pulled.
+async fn unless_killed<T>(
+    work: impl std::future::Future<Output = T>,
+    task: &Task,
+    tasks: &Api<Task>,
+    image: &str,
+    shown: Option<&Mutex<crate::pull::Progress>>,
+) -> Result<T, (&'static str, String)> {
+    tokio::pin!(work);
+    let second = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
     let mut last_written = None;
-    let pulled = loop {
+    loop {
         tokio::select! {
-            pulled = &mut pulling => break pulled,
+            done = &mut work => return Ok(done),
             _ = tick.tick() => {
-                // A kill or a delete while the image comes in ends the pull: the task never needs it.
                 if let Some(why) = kill_asked(task, tasks).await {
                     return Err(("KillRequested", format!("{why} while its image {image} was being pulled")));
                 }
+                let Some(shown) = shown else { continue };
                 let p = *shown.lock().unwrap_or_else(PoisonError::into_inner);
                 if last_written != Some(p) {
                     last_written = Some(p);
@@ -586,15 +598,6 @@ async fn pull_image(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Resul
                 }
             }
         }
-    };
-    match pulled {
-        Ok(summary) => {
-            tracing::info!(task = %task.metadata.display_name(), image = %summary.reference, digest = %summary.digest, "image pulled");
-            ctx.collect_images.notify_one();
-            // The store now has it under its full name; the container is made from that.
-            Ok(())
-        }
-        Err(e) => Err((e.reason(), e.to_string())),
     }
 }
 
