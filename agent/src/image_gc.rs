@@ -2,13 +2,14 @@
 //! budget by removing the least recently used images, never one a task uses; and the blobs and unpacked layers no
 //! image needs any more swept away.
 //!
-//! - **In use** is what a task directory names: the agent writes `tasks/<id>/image` (the manifest digest) before it
-//!   resolves a task's image, and it stays until the directory is removed, so a running task's layers — even of an
-//!   image since re-pulled under a new digest or removed by name — are never collected.
+//! - **In use** is what a task directory names: the agent writes `tasks/<id>/image` (the manifest digest) when it
+//!   resolves a task's image, and removes it once the task's root file system is unmounted, so a running task's
+//!   layers — even of an image since re-pulled under a new digest or removed by name — are never collected. It is
+//!   read under the collection lock.
 //! - **Last used** is the modification time of `images/used/<hex>`, touched when an image is named (built, imported,
 //!   pulled) or resolved for a task.
-//! - **Locking:** changes take `images/gc.lock` exclusively; a pull (from its start until the task's directory
-//!   names its image) and `agora image pull` hold it shared ([`ImageStore::hold`]), so nothing they have fetched but
+//! - **Locking:** changes take `images/gc.lock` exclusively; a launch (from its pull until the task's directory
+//!   names its image) and `agora image pull`, `import` and `build` hold it shared ([`ImageStore::hold`]), so nothing they have fetched but
 //!   not yet named or leased is swept. The agent's collector does not wait for it: it tries again later.
 //! - **Budget:** `--image-gc-budget` bytes, and the file system's share: above `--image-gc-high-percent` used, images
 //!   go until it is back at `--image-gc-low-percent` (the kubelet's rule). [`plan`] and [`budget`] decide, purely.
@@ -195,17 +196,15 @@ fn survey(
     Ok((images, sizes))
 }
 
-/// Removes the least recently used images not in use until the store fits `policy`, then sweeps what no image needs.
-/// Returns `None` when the store is busy (a pull or another collection holds it): try again later.
+/// Removes the least recently used images no task under `work_dir` uses until the store fits `policy`, then sweeps
+/// what no image needs. Returns `None` when the store is busy (a pull or another collection holds it): try again later.
 ///
 /// # Errors
 /// An unreadable store, or a failed write.
-pub fn collect(
-    store: &ImageStore,
-    policy: &GcPolicy,
-    in_use: &HashMap<String, String>,
-) -> Result<Option<Report>, Error> {
+pub fn collect(store: &ImageStore, policy: &GcPolicy, work_dir: &Path) -> Result<Option<Report>, Error> {
     let Some(_lock) = lock(store, false)? else { return Ok(None) };
+    // Read under the lock: a task that recorded its image before it is taken is seen; one after, waited for.
+    let in_use = &in_use(work_dir);
     let (images, sizes) = survey(store, in_use)?;
     let held: u64 = sizes.values().sum();
     let budget = budget(policy, fs_usage(store.root()), held);
@@ -222,13 +221,14 @@ pub fn collect(
     Ok(Some(Report { removed, blobs_deleted, before: held, after: sizes.values().sum(), budget }))
 }
 
-/// `agora image rm`: removes the names `references` (the image goes when its last name does, unless a task uses it),
-/// then sweeps. Waits for a pull in progress.
+/// `agora image rm`: removes the names `references` (the image goes when its last name does, unless a task under
+/// `work_dir` uses it), then sweeps. Waits for a pull in progress.
 ///
 /// # Errors
 /// An image that does not exist or that a task uses (naming the task), before anything is removed.
-pub fn remove(store: &ImageStore, references: &[String], in_use: &HashMap<String, String>) -> Result<Report, Error> {
+pub fn remove(store: &ImageStore, references: &[String], work_dir: &Path) -> Result<Report, Error> {
     let _lock = lock(store, true)?;
+    let in_use = &in_use(work_dir);
     let names = store.names()?;
     let mut removed = Vec::new();
     for reference in references {
@@ -239,7 +239,7 @@ pub fn remove(store: &ImageStore, references: &[String], in_use: &HashMap<String
         };
         if let Some(task) = in_use.get(digest) {
             return Err(Error::Invalid(format!(
-                "image {name} is used by task {task}: it can be removed once the task's sandbox is gone"
+                "image {name} is used by task {task}: it can be removed once the task has ended"
             )));
         }
         removed.push(name.clone());

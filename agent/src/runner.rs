@@ -655,10 +655,7 @@ async fn collect_images(ctx: Arc<Context>, policy: crate::image_gc::GcPolicy) {
     loop {
         let store = ctx.images.clone();
         let work_dir = ctx.work_dir.clone();
-        let collected = tokio::task::spawn_blocking(move || {
-            crate::image_gc::collect(&store, &policy, &crate::image_gc::in_use(&work_dir))
-        })
-        .await;
+        let collected = tokio::task::spawn_blocking(move || crate::image_gc::collect(&store, &policy, &work_dir)).await;
         let wait = match collected {
             Ok(Ok(Some(report))) => {
                 if !report.removed.is_empty() || report.blobs_deleted > 0 {

@@ -329,6 +329,7 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
     let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
     match command {
         ImageCommand::Import { file, tag } => {
+            let _hold = store.hold()?; // the agent's collector leaves the import's blobs alone until they are named
             let opened = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let size = opened.metadata().map(|m| m.len()).unwrap_or(0);
             // Bytes read of the tar, on a terminal.
@@ -353,12 +354,12 @@ fn image(command: ImageCommand, work_dir: &Path) -> Result<bool> {
             println!("pulled {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
         }
         ImageCommand::Build { rootfs, tag } => {
+            let _hold = store.hold()?;
             let image = store.build(&rootfs, &tag)?;
             println!("built {} ({}, {} bytes)", image.reference, short(&image.digest), image.size);
         }
         ImageCommand::Rm { references } => {
-            let in_use = agora_agent::image_gc::in_use(work_dir);
-            let report = agora_agent::image_gc::remove(&store, &references, &in_use)?;
+            let report = agora_agent::image_gc::remove(&store, &references, work_dir)?;
             for name in &report.removed {
                 println!("removed {name}");
             }
