@@ -57,6 +57,11 @@ pub(crate) fn controllers(args: ControllersArgs) -> Result<bool> {
     runtime.block_on(async move {
         let leases: agora_client::Api<agora_schemas::Lease> =
             agora_client::Api::namespaced(client.clone(), agora_schemas::names::CONTROLLER_LEASE_NAMESPACE);
+        let registration = agora_controllers::framework::Registration {
+            identity: Some(identity.clone()),
+            lease,
+            ..Default::default()
+        };
         let config = agora_controllers::allocator::controller::Config {
             timing,
             identity: identity.clone(),
@@ -95,8 +100,7 @@ pub(crate) fn controllers(args: ControllersArgs) -> Result<bool> {
                 return Ok(());
             }
             let config = agora_controllers::marathon::controller::Config {
-                identity: identity.clone(),
-                lease,
+                registration: registration.clone(),
                 ..Default::default()
             };
             agora_controllers::marathon::controller::run(client.clone(), config, signalled(stopped.clone()))
@@ -107,14 +111,13 @@ pub(crate) fn controllers(args: ControllersArgs) -> Result<bool> {
             if !run_chronos {
                 return Ok(());
             }
-            let config = agora_controllers::chronos::controller::Config {
-                identity: identity.clone(),
-                lease,
-                ..Default::default()
-            };
-            agora_controllers::chronos::controller::run(client.clone(), config, signalled(stopped.clone()))
-                .await
-                .context("chronos")
+            agora_controllers::chronos::controller::run(
+                client.clone(),
+                registration.clone(),
+                signalled(stopped.clone()),
+            )
+            .await
+            .context("chronos")
         };
         let (allocator, marathon, chronos) = tokio::join!(allocator, marathon, chronos);
         allocator.and(marathon).and(chronos)

@@ -99,6 +99,23 @@ pub struct OwnerReference {
     pub block_owner_deletion: Option<bool>,
 }
 
+impl OwnerReference {
+    /// `owner` as the controller of a dependent in its namespace; with `block_owner_deletion`, a foreground deletion
+    /// of the owner waits for the dependent to be gone.
+    #[must_use]
+    pub fn controller<K: crate::Resource>(owner: &K, block_owner_deletion: bool) -> Self {
+        let meta = owner.metadata();
+        Self {
+            api_version: crate::API_VERSION.to_owned(),
+            kind: K::KIND.to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: block_owner_deletion.then_some(true),
+        }
+    }
+}
+
 /// One field manager's claim on an object's fields, as recorded by server-side apply.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

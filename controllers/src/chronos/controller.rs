@@ -12,14 +12,13 @@
 //! an offer is at hand at the instant; the framework is revived then and suppressed when nothing is due.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, DeleteParams, Patch, PatchParams};
+use agora_client::{Api, Client, Patch, PatchParams};
 use agora_schemas::{
     ATTEMPT_LABEL, COVERS_FROM_ANNOTATION, CRONJOB_LABEL, CronJob, CronJobStatus, INSTANT_ANNOTATION, ObjectMeta,
-    ObjectReference, Offer, OwnerReference, RUN_LABEL, Resource, TRIGGER_ANNOTATION_PREFIX, Task, TaskSpec, TaskState,
-    TaskStatus, TaskTemplate,
+    Offer, OwnerReference, RUN_LABEL, TRIGGER_ANNOTATION_PREFIX, Task, TaskSpec, TaskState, TaskStatus, TaskTemplate,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -28,13 +27,13 @@ use tokio::sync::Notify;
 
 use super::graph;
 use super::plan::{self, KILL_REASON_ANNOTATION, NewRun};
+use crate::framework::companion::{self, Kit, Parts, Plans, Turn, watch_owners};
 use crate::framework::placement::{Demand, Spread, place_spread};
-use crate::framework::{Framework, Launch, Leading, Scheduler, TaskChange};
+use crate::framework::writes::{self, Backlog, InFlight, Written};
+use crate::framework::{Framework, Launch, Leading, Registration, Scheduler, TaskChange};
 use crate::runtime::AbortOnDrop;
-use crate::runtime::cache::{Cache, Seen, cache, key};
-use crate::runtime::events::{Record, Recorder, Reporter, publish_all, reference};
-use crate::runtime::leader::LeaseConfig;
-use crate::runtime::watcher;
+use crate::runtime::cache::{Cache, key};
+use crate::runtime::events::Record;
 
 /// The framework's name (and its Lease's).
 pub const FRAMEWORK: &str = "chronos";
@@ -52,31 +51,11 @@ const WRITES_IN_FLIGHT: usize = 32;
 /// A launch, kill or delete not yet seen in the watch is assumed in progress for this long.
 const IN_FLIGHT: Duration = Duration::from_secs(30);
 
-/// How chronos runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This replica's name in the leader election.
-    pub identity: String,
-    /// The roles it takes offers in (jobs name one of them in `spec.role`).
-    pub roles: Vec<String>,
-    /// The lease timing.
-    pub lease: LeaseConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            identity: format!("chronos-{}", std::process::id()),
-            roles: vec!["*".to_owned()],
-            lease: LeaseConfig::default(),
-        }
-    }
-}
+/// How chronos runs: identity, roles (jobs name one of them in `spec.role`) and lease.
+pub type Config = Registration;
 
 /// Why chronos stopped.
 pub type Error = crate::framework::Error;
-
-type Events = tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>;
 
 /// A run launched (or being launched) that the watch has not shown yet.
 #[derive(Clone)]
@@ -112,19 +91,11 @@ struct World {
     launched: HashMap<String, Launched>,
     /// The earliest next instant of any job: offers are held from [`LEAD`] before it.
     next_instant: Option<Instant>,
-    /// Jobs the scheduler half launched for, whose status should follow.
-    touched: BTreeSet<String>,
     /// What the runs due within [`LEAD`] need (cpus, mem, runs): offers are held up to that much, and enough of them
     /// for [`PER_ACCEPTANCE`] runs each.
     upcoming: (f64, f64, usize),
     /// What the offers held since the last decision hold (cpus, mem, offers).
     held: (f64, f64, usize),
-}
-
-type Shared = Arc<Mutex<World>>;
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl World {
@@ -166,7 +137,7 @@ fn demand(job: &CronJob) -> Demand {
 fn run_meta(job: &CronJob, run: &NewRun) -> ObjectMeta {
     let mut meta = ObjectMeta::named(job.metadata.namespace.as_deref(), &run.name);
     let name = job.metadata.name.clone().unwrap_or_default();
-    meta.labels.insert(CRONJOB_LABEL.to_owned(), name.clone());
+    meta.labels.insert(CRONJOB_LABEL.to_owned(), name);
     meta.labels.insert(RUN_LABEL.to_owned(), run.run.clone());
     meta.labels.insert(ATTEMPT_LABEL.to_owned(), run.attempt.to_string());
     if let Some(instant) = run.instant {
@@ -175,14 +146,7 @@ fn run_meta(job: &CronJob, run: &NewRun) -> ObjectMeta {
     if let Some(from) = run.covers_from {
         meta.annotations.insert(COVERS_FROM_ANNOTATION.to_owned(), from.to_string());
     }
-    meta.owner_references = vec![OwnerReference {
-        api_version: agora_schemas::API_VERSION.to_owned(),
-        kind: CronJob::KIND.to_owned(),
-        name,
-        uid: job.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }];
+    meta.owner_references = vec![OwnerReference::controller(job, true)];
     meta
 }
 
@@ -233,41 +197,29 @@ fn name_taken(job: &CronJob, taken: &Taken) -> Arc<Task> {
 
 /// Drops what chronos never reads of a Task before it is cached (the job has what to run).
 fn trim(task: &mut Task) {
-    let meta = &mut task.metadata;
-    meta.owner_references.clear();
-    meta.finalizers.clear();
-    meta.uid = None;
-    meta.annotations
-        .retain(|k, _| k == KILL_REASON_ANNOTATION || k == INSTANT_ANNOTATION || k == COVERS_FROM_ANNOTATION);
-    let spec = &mut task.spec;
-    spec.cmd = None;
-    spec.args = None;
-    spec.container = None;
-    spec.env.clear();
-    spec.ports.clear();
-    spec.health_checks.clear();
-    spec.limits = None;
-    spec.user = None;
+    writes::trim_to_state(task, &[KILL_REASON_ANNOTATION, INSTANT_ANNOTATION, COVERS_FROM_ANNOTATION]);
+    task.spec.health_checks.clear();
     if let Some(status) = &mut task.status {
-        status.usage = None;
-        status.conditions.clear();
-        status.host = None;
         status.last_health_check = None;
         if let Some(message) = &mut status.message {
-            message.truncate(200);
+            // A message is the task's to write: cut on a character boundary.
+            let mut end = message.len().min(200);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
         }
     }
 }
 
 /// The scheduler half.
 struct Chronos {
-    shared: Shared,
-    wake: Arc<Notify>,
+    parts: Parts<World>,
 }
 
 impl Scheduler for Chronos {
     fn offers(&mut self, offers: &[Arc<Offer>], _tasks: &[Arc<Task>]) -> Vec<Launch> {
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         world.held = (0.0, 0.0, 0);
         if !world.ready || world.due.is_empty() {
             return Vec::new();
@@ -289,11 +241,7 @@ impl Scheduler for Chronos {
         let mut placed_runs = HashSet::new();
         for p in placed {
             let (job_key, job, run) = &runs[p.demand];
-            let template = task_template(job, run);
-            match launches.iter_mut().find(|l| l.offer == p.offer) {
-                Some(launch) => launch.tasks.push(template),
-                None => launches.push(Launch { offer: p.offer.clone(), tasks: vec![template] }),
-            }
+            Launch::add(&mut launches, &p.offer, task_template(job, run));
             let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
             let task_key = format!("{namespace}/{}", run.name);
             // Its Event waits until the watch shows the Task: a run is announced once it exists.
@@ -306,24 +254,22 @@ impl Scheduler for Chronos {
             };
             world.launched.insert(task_key, launched);
             placed_runs.insert((job_key.clone(), run.name.clone()));
-            world.touched.insert(job_key.clone());
+            self.parts.marks.touch(job_key.clone());
         }
         // What was placed is no longer due; the rest waits for the next offers.
         for (job_key, (_, due)) in &mut world.due {
             due.retain(|r| !placed_runs.contains(&(job_key.clone(), r.name.clone())));
         }
         world.due.retain(|_, (_, due)| !due.is_empty());
-        drop(world);
-        self.wake.notify_one();
         launches
     }
 
     fn wants_offers(&self, _tasks: &[Arc<Task>]) -> bool {
-        lock(&self.shared).wants()
+        self.parts.shared.lock().wants()
     }
 
     fn hold(&mut self, offer: &Offer) -> bool {
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         // Enough offers for the runs due soon are kept at hand; the rest go back to other frameworks.
         let (cpus, mem, runs) = world.upcoming;
         let needed = world.held.0 < cpus || world.held.1 < mem || world.held.2 < runs.div_ceil(PER_ACCEPTANCE);
@@ -338,7 +284,7 @@ impl Scheduler for Chronos {
     }
 
     fn failed(&mut self, launch: &Launch, error: &agora_client::Error) {
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         for task in &launch.tasks {
             let namespace = task.metadata.namespace.as_deref().unwrap_or("default");
             let task_key = format!("{namespace}/{}", task.metadata.name.as_deref().unwrap_or_default());
@@ -347,15 +293,12 @@ impl Scheduler for Chronos {
             if error.is_already_exists() {
                 if let Some(launched) = world.launched.get_mut(&task_key) {
                     launched.taken = true;
-                    let job = launched.job.clone();
-                    world.touched.insert(job);
+                    self.parts.marks.touch(launched.job.clone());
                 }
             } else if let Some(launched) = world.launched.remove(&task_key) {
-                world.touched.insert(launched.job);
+                self.parts.marks.touch(launched.job);
             }
         }
-        drop(world);
-        self.wake.notify_one();
     }
 }
 
@@ -369,55 +312,29 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let shared: Shared = Arc::default();
-    let (events, published) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder::new(client.clone(), Reporter::new(FRAMEWORK, Some(&config.identity)));
-    let publisher = AbortOnDrop(tokio::spawn(publish_all(recorder, published)).abort_handle());
-    let wake = Arc::new(Notify::new());
-    let scheduler = Chronos { shared: shared.clone(), wake: wake.clone() };
-    let roles: Vec<&str> = config.roles.iter().map(String::as_str).collect();
     // A short refuse filter: a declined agent is offered again before the next instant's lead begins.
-    let framework = Framework::new(client.clone(), FRAMEWORK)
-        .roles(&roles)
-        .identity(&config.identity)
-        .lease(config.lease)
+    Framework::registered(client, FRAMEWORK, &config)
         .refuse(Duration::from_secs(1))
-        .trim_tasks(trim);
-    let result = framework
-        .run_with(
-            scheduler,
-            move |leading| Companion::run(client.clone(), shared.clone(), events.clone(), wake.clone(), leading),
-            shutdown,
-        )
-        .await;
-    drop(publisher);
-    result.map(|_| ())
+        .trim_tasks(trim)
+        .run_on_kit(|parts| Chronos { parts }, Companion::lead, shutdown)
+        .await
 }
 
-/// The companion's state besides the shared world.
+/// The leader's companion: plans and acts on the kit until the leadership ends (the SDK then drops it).
 struct Companion {
-    client: Client,
-    shared: Shared,
-    events: Events,
+    parts: Parts<World>,
     /// Wakes the SDK's loop (the scheduler half).
     sdk: Arc<Notify>,
-    tasks: Cache<Task>,
     jobs: Cache<CronJob>,
-    /// Task keys per job.
-    index: HashMap<String, HashSet<String>>,
+    _watch: AbortOnDrop,
     /// Each job with its spec defaulted and its status the one last decided.
     decided: HashMap<String, Arc<CronJob>>,
     /// The status last written per job, while the watch has not shown it yet.
     stored: HashMap<String, CronJobStatus>,
     /// Jobs whose decided status is not stored yet, and when to try again.
-    unwritten: BTreeMap<String, Instant>,
+    unwritten: Backlog,
     /// Children per parent job.
     children: HashMap<String, BTreeSet<String>>,
-    /// The timer heap: when to look at which jobs again (one timer per job, in `timer_of`).
-    timers: BTreeMap<Instant, BTreeSet<String>>,
-    timer_of: HashMap<String, Instant>,
-    /// Jobs to look at on the next turn (children of a job whose completions changed).
-    soon: BTreeSet<String>,
     /// Whether the scheduler half wanted offers when last told.
     wanted: bool,
     /// Each job's next instant (for holding offers ahead of it).
@@ -428,165 +345,93 @@ struct Companion {
     /// Status writes wait until then (runs were just launched), each at most a second (since when, per job).
     quiet_until: Instant,
     deferred_since: HashMap<String, Instant>,
-    /// Kills and deletes requested (task key → when) the watch has not shown yet.
-    kills: HashMap<String, Instant>,
-    deletes: HashMap<String, Instant>,
+    /// Kills and deletes requested the watch has not shown yet.
+    kills: InFlight,
+    deletes: InFlight,
     /// Runs whose names are held by Tasks chronos did not launch, by task key.
     taken: HashMap<String, Taken>,
 }
 
-/// What the watches mark for another look.
-#[derive(Default)]
-struct Dirty {
-    jobs: BTreeSet<String>,
-    all: bool,
+impl Plans for Companion {
+    fn owner_of(&self, task: &Task) -> Option<String> {
+        job_of(task)
+    }
+
+    fn seen(&mut self, change: &TaskChange) {
+        match change {
+            TaskChange::Applied(task) => {
+                let task_key = key(&**task);
+                let launched = self.parts.shared.lock().launched.remove(&task_key);
+                if let Some(launched) = launched.filter(|_| launched_by_chronos(task)) {
+                    self.announce(&launched, task);
+                }
+                if task.spec.kill_requested == Some(true) {
+                    self.kills.remove(&task_key);
+                }
+            }
+            TaskChange::Deleted(task) => self.deletes.remove(&key(&**task)),
+            TaskChange::Relisted => {}
+        }
+    }
+
+    async fn turn(&mut self, kit: &mut Kit, turn: Turn) -> Option<Instant> {
+        let mut jobs = self.load(kit, if turn.all { None } else { Some(&turn.changed) });
+        jobs.extend(turn.owners);
+        if turn.all {
+            jobs.extend(self.decided.keys().cloned());
+        }
+        self.expire_in_flight();
+        jobs.extend(self.resolve_taken().await);
+        if !jobs.is_empty() {
+            self.reconcile(kit, jobs).await;
+        }
+        self.flush(kit).await;
+        let lead = self.update_lead();
+        self.unwritten.next().into_iter().chain(lead).min()
+    }
 }
 
 impl Companion {
-    /// Plans and acts until the leadership ends (the SDK then drops this future). `changed` wakes it (the scheduler
-    /// half rings it after launching); `leading.wake` wakes the SDK's loop.
-    async fn run(client: Client, shared: Shared, events: Events, changed: Arc<Notify>, mut leading: Leading) {
-        let sdk = leading.wake.clone();
-        let dirty: Arc<Mutex<Dirty>> = Arc::default();
-        let (mark, notify) = (dirty.clone(), changed.clone());
-        let (jobs, jobs_watch) = cache(Api::<CronJob>::all(client.clone()), watcher::Config::default(), move |seen| {
-            let mut d = mark.lock().unwrap_or_else(PoisonError::into_inner);
-            match seen {
-                Seen::Applied(job) => {
-                    d.jobs.insert(key(&**job));
-                }
-                Seen::Deleted(job) => {
-                    d.jobs.insert(key(job));
-                }
-                Seen::Listed => d.all = true,
-                Seen::Listing(_) => {}
-            }
-            drop(d);
-            notify.notify_one();
-        });
-        let _watch = AbortOnDrop(jobs_watch);
+    /// Lists the CronJobs, then plans and acts until the leadership ends.
+    async fn lead(parts: Parts<World>, leading: Leading) {
+        let (jobs, watch) = watch_owners::<CronJob>(&parts.client, &parts.marks);
         if !jobs.wait_until_ready().await {
             return;
         }
-        let mut this = Companion {
-            client,
-            shared,
-            events,
-            sdk,
-            tasks: leading.tasks.clone(),
+        let this = Companion {
+            sdk: leading.wake.clone(),
             jobs,
-            index: HashMap::new(),
+            _watch: watch,
             decided: HashMap::new(),
             stored: HashMap::new(),
-            unwritten: BTreeMap::new(),
+            unwritten: Backlog::default(),
             children: HashMap::new(),
-            timers: BTreeMap::new(),
-            timer_of: HashMap::new(),
-            soon: BTreeSet::new(),
             wanted: false,
             instants: BTreeSet::new(),
             next_of: HashMap::new(),
-            kills: HashMap::new(),
-            deletes: HashMap::new(),
+            kills: InFlight::new(IN_FLIGHT),
+            deletes: InFlight::new(IN_FLIGHT),
             taken: HashMap::new(),
             clock: Clock::new(),
             quiet_until: Instant::now(),
             deferred_since: HashMap::new(),
+            parts,
         };
-        *lock(&this.shared) = World::default();
-        this.reindex();
-        lock(&this.shared).ready = true;
-        tracing::info!(jobs = this.jobs.len(), tasks = this.tasks.len(), "chronos leading");
-        let mut all = true;
-        let mut first: Option<TaskChange> = None;
-        loop {
-            let mut keys = BTreeSet::new();
-            while let Some(change) = first.take().or_else(|| leading.changes.try_recv().ok()) {
-                match change {
-                    TaskChange::Applied(task) => {
-                        let task_key = key(&*task);
-                        let launched = lock(&this.shared).launched.remove(&task_key);
-                        if let Some(launched) = launched.filter(|_| launched_by_chronos(&task)) {
-                            this.announce(&launched, &task);
-                        }
-                        if task.spec.kill_requested == Some(true) {
-                            this.kills.remove(&task_key);
-                        }
-                        if let Some(job) = job_of(&task) {
-                            this.index.entry(job.clone()).or_default().insert(task_key);
-                            keys.insert(job);
-                        }
-                    }
-                    TaskChange::Deleted(task) => {
-                        let task_key = key(&*task);
-                        this.deletes.remove(&task_key);
-                        if let Some(job) = job_of(&task) {
-                            if let Some(tasks) = this.index.get_mut(&job) {
-                                tasks.remove(&task_key);
-                            }
-                            keys.insert(job);
-                        }
-                    }
-                    TaskChange::Relisted => {
-                        this.reindex();
-                        all = true;
-                    }
-                }
-            }
-            let marked = std::mem::take(&mut *dirty.lock().unwrap_or_else(PoisonError::into_inner));
-            all |= marked.all;
-            keys.extend(this.load(if all { None } else { Some(&marked.jobs) }));
-            keys.extend(std::mem::take(&mut lock(&this.shared).touched));
-            let now = Instant::now();
-            let fired: Vec<Instant> = this.timers.range(..=now).map(|(t, _)| *t).collect();
-            for t in fired {
-                for k in this.timers.remove(&t).unwrap_or_default() {
-                    this.timer_of.remove(&k);
-                    keys.insert(k);
-                }
-            }
-            keys.extend(std::mem::take(&mut this.soon));
-            if all {
-                keys.extend(this.decided.keys().cloned());
-                all = false;
-            }
-            keys.remove("");
-            this.expire_in_flight();
-            keys.extend(this.resolve_taken().await);
-            if !keys.is_empty() {
-                this.reconcile(keys).await;
-            }
-            this.flush().await;
-            this.update_lead();
-            let next =
-                this.timers.keys().next().copied().into_iter().chain(this.unwritten.values().min().copied()).min();
-            let mut wait = next.map_or(Duration::from_secs(60), |t| t.saturating_duration_since(Instant::now()));
-            if !this.soon.is_empty() {
-                wait = Duration::ZERO;
-            }
-            tokio::select! {
-                () = changed.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-                change = leading.changes.recv() => match change {
-                    Some(change) => first = Some(change),
-                    None => return,
-                },
-            }
+        {
+            let mut world = this.parts.shared.lock();
+            *world = World::default();
+            world.ready = true;
         }
+        tracing::info!(jobs = this.jobs.len(), tasks = leading.tasks.len(), "chronos leading");
+        let marks = this.parts.marks.clone();
+        companion::lead(this, leading, marks).await;
     }
+}
 
-    fn reindex(&mut self) {
-        self.index.clear();
-        for task in self.tasks.state() {
-            if let Some(job) = job_of(&task) {
-                self.index.entry(job).or_default().insert(key(&*task));
-            }
-        }
-    }
-
+impl Companion {
     /// Copies jobs from the cache (`only` these keys, or all); returns the keys to re-plan (the jobs, and the
     /// children of those whose parents changed).
-    fn load(&mut self, only: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+    fn load(&mut self, kit: &mut Kit, only: Option<&BTreeSet<String>>) -> BTreeSet<String> {
         let fresh: Vec<(String, Option<Arc<CronJob>>)> = match only {
             None => self.jobs.state().into_iter().map(|j| (key(&*j), Some(j))).collect(),
             Some(keys) => keys.iter().map(|k| (k.clone(), self.jobs.get(k))).collect(),
@@ -596,14 +441,14 @@ impl Companion {
             let present: HashSet<&String> = fresh.iter().map(|(k, _)| k).collect();
             let gone: Vec<String> = self.decided.keys().filter(|k| !present.contains(k)).cloned().collect();
             for k in gone {
-                self.forget(&k);
+                self.forget(kit, &k);
             }
         }
         let mut graph_changed = false;
         for (k, job) in fresh {
             keys.insert(k.clone());
             let Some(job) = job else {
-                self.forget(&k);
+                self.forget(kit, &k);
                 graph_changed = true;
                 continue;
             };
@@ -648,24 +493,8 @@ impl Companion {
         self.stored.get(k).cloned().or_else(|| self.jobs.get(k).and_then(|j| j.status.clone()))
     }
 
-    /// Sets (or clears) the one timer of job `k`.
-    fn set_timer(&mut self, k: &str, at: Option<Instant>) {
-        if let Some(old) = self.timer_of.remove(k)
-            && let Some(jobs) = self.timers.get_mut(&old)
-        {
-            jobs.remove(k);
-            if jobs.is_empty() {
-                self.timers.remove(&old);
-            }
-        }
-        if let Some(at) = at {
-            self.timers.entry(at).or_default().insert(k.to_owned());
-            self.timer_of.insert(k.to_owned(), at);
-        }
-    }
-
-    fn forget(&mut self, k: &str) {
-        self.set_timer(k, None);
+    fn forget(&mut self, kit: &mut Kit, k: &str) {
+        kit.timers.set(k, None);
         self.taken.retain(|_, t| t.job != k);
         self.deferred_since.remove(k);
         self.decided.remove(k);
@@ -674,7 +503,7 @@ impl Companion {
         if let Some(t) = self.next_of.remove(k) {
             self.instants.remove(&(t, k.to_owned()));
         }
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         world.due.remove(k);
     }
 
@@ -684,20 +513,27 @@ impl Companion {
         let mut record = launched.run.event.clone();
         let agent = if task.spec.agent.is_empty() { &launched.agent } else { &task.spec.agent };
         record.message = format!("{} on agent {agent} (task {})", record.message, launched.run.name);
-        let _ = self.events.send((reference(&**job), record));
+        self.parts.events.send(&**job, record);
     }
 
     /// Looks up the Tasks that held the names of runs whose acceptance found them taken: chronos' own (an earlier
     /// acceptance whose answer was lost) is left for the watch; another's makes the run a [`Taken`] stand-in, with
     /// a Warning; a name free again is launched again. Returns the jobs to re-plan.
     async fn resolve_taken(&mut self) -> BTreeSet<String> {
-        let pending: Vec<(String, Launched)> =
-            lock(&self.shared).launched.iter().filter(|(_, l)| l.taken).map(|(k, l)| (k.clone(), l.clone())).collect();
+        let pending: Vec<(String, Launched)> = self
+            .parts
+            .shared
+            .lock()
+            .launched
+            .iter()
+            .filter(|(_, l)| l.taken)
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect();
         let mut replan = BTreeSet::new();
         for (task_key, launched) in pending {
             let (namespace, name) = task_key.split_once('/').unwrap_or(("default", task_key.as_str()));
-            let found = Api::<Task>::namespaced(self.client.clone(), namespace).get_opt(name).await;
-            let mut world = lock(&self.shared);
+            let found = Api::<Task>::namespaced(self.parts.client.clone(), namespace).get_opt(name).await;
+            let mut world = self.parts.shared.lock();
             match found {
                 Ok(Some(task)) if launched_by_chronos(&task) => {
                     if let Some(l) = world.launched.get_mut(&task_key) {
@@ -725,7 +561,7 @@ impl Companion {
                                  alone; delete that Task, or let the run's retry (next attempt's name) run it"
                             ),
                         );
-                        let _ = self.events.send((reference(&**job), record));
+                        self.parts.events.send(&**job, record);
                     }
                     tracing::warn!(task = %task_key, %holder, "a run's task name is taken");
                     replan.insert(launched.job.clone());
@@ -746,8 +582,8 @@ impl Companion {
     }
 
     fn expire_in_flight(&mut self) {
-        self.kills.retain(|_, at| at.elapsed() < IN_FLIGHT);
-        self.deletes.retain(|_, at| at.elapsed() < IN_FLIGHT);
+        self.kills.expire();
+        self.deletes.expire();
         // A stand-in goes once the stored status has decided its run (and its record has had its grace).
         let now = Timestamp::now();
         let settled: Vec<String> = self
@@ -765,35 +601,20 @@ impl Companion {
         for k in settled {
             self.taken.remove(&k);
         }
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         let stale: Vec<String> =
             world.launched.iter().filter(|(_, l)| l.at.elapsed() >= IN_FLIGHT).map(|(k, _)| k.clone()).collect();
         for k in stale {
             if let Some(l) = world.launched.remove(&k) {
-                world.touched.insert(l.job);
+                self.parts.marks.touch(l.job);
             }
         }
     }
 
     /// The run tasks of `job` as the plan should see them: kills requested are assumed, launches not yet seen are
     /// staging.
-    fn job_tasks(&self, job_key: &str, job: &CronJob, world: &World) -> Vec<Arc<Task>> {
-        let mut tasks: Vec<Arc<Task>> = self
-            .index
-            .get(job_key)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.tasks.get(k))
-            .map(|t| {
-                if t.spec.kill_requested != Some(true) && self.kills.contains_key(&key(&*t)) {
-                    let mut t = (*t).clone();
-                    t.spec.kill_requested = Some(true);
-                    Arc::new(t)
-                } else {
-                    t
-                }
-            })
-            .collect();
+    fn job_tasks(&self, kit: &Kit, job_key: &str, job: &CronJob, world: &World) -> Vec<Arc<Task>> {
+        let mut tasks = self.kills.assume_killed(kit.tasks_of(job_key));
         for launched in world.launched.values().filter(|l| l.job == job_key) {
             if !tasks.iter().any(|t| t.metadata.name.as_deref() == Some(launched.run.name.as_str())) {
                 tasks.push(phantom(job, &launched.run));
@@ -807,12 +628,12 @@ impl Companion {
         tasks
     }
 
-    async fn reconcile(&mut self, keys: BTreeSet<String>) {
+    async fn reconcile(&mut self, kit: &mut Kit, keys: BTreeSet<String>) {
         let now = Timestamp::now();
         let mut work: Vec<(Arc<CronJob>, plan::Plan)> = Vec::new();
         let mut completions_changed = Vec::new();
         {
-            let mut world = lock(&self.shared);
+            let mut world = self.parts.shared.lock();
             for k in &keys {
                 let Some(job) = self.decided.get(k).cloned() else { continue };
                 if job.metadata.deletion_timestamp.is_some() {
@@ -822,7 +643,7 @@ impl Companion {
                 let namespace = job.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
                 let parents =
                     graph::parents(&job, |name| self.decided.get(&format!("{namespace}/{name}")).map(|j| &**j));
-                let tasks = self.job_tasks(k, &job, &world);
+                let tasks = self.job_tasks(kit, k, &job, &world);
                 let planned = plan::plan(&job, &tasks, &parents, now);
                 let before = job.status.clone().unwrap_or_default();
                 if (before.last_success, before.last_error) != (planned.status.last_success, planned.status.last_error)
@@ -835,7 +656,7 @@ impl Companion {
                     world.due.insert(k.clone(), (job.clone(), planned.launch.clone()));
                 }
                 for kill in &planned.kills {
-                    self.kills.insert(format!("{namespace}/{}", kill.task), Instant::now());
+                    self.kills.insert(format!("{namespace}/{}", kill.task));
                 }
                 if job.status.as_ref() != Some(&planned.status) {
                     let mut decided = (*job).clone();
@@ -848,7 +669,7 @@ impl Companion {
         // Children re-plan when a parent's completions changed.
         for parent in completions_changed {
             let children = self.children.get(&parent).cloned().unwrap_or_default();
-            self.soon.extend(children);
+            kit.timers.add_all(children, Instant::now());
         }
         if work.iter().any(|(_, p)| !p.launch.is_empty()) {
             self.sdk.notify_one();
@@ -858,10 +679,10 @@ impl Companion {
         for (job, planned) in work {
             let k = key(&*job);
             for record in &planned.events {
-                let _ = self.events.send((reference(&*job), record.clone()));
+                self.parts.events.send(&*job, record.clone());
             }
             let wake = planned.wake.map(|at| self.clock.instant_of(at));
-            self.set_timer(&k, wake);
+            kit.timers.set(&k, wake);
             if let Some(t) = self.next_of.remove(&k) {
                 self.instants.remove(&(t, k.clone()));
             }
@@ -888,7 +709,7 @@ impl Companion {
                     }
                 }
                 None => {
-                    self.unwritten.entry(k).or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                    self.unwritten.push(&k, Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -917,53 +738,38 @@ impl Companion {
         if changed && quiet {
             self.deferred_since.entry(k.clone()).or_insert_with(Instant::now);
             let at = self.quiet_until.max(Instant::now() + QUIET);
-            self.unwritten.entry(k.clone()).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+            self.unwritten.push(&k, at);
         }
         // Never a Task chronos did not launch, whatever the plan's history says of its name.
         let deletes: Vec<String> = planned
             .delete
             .iter()
-            .filter(|t| !self.deletes.contains_key(&format!("{namespace}/{t}")))
+            .filter(|t| !self.deletes.contains(&format!("{namespace}/{t}")))
             .filter(|t| !self.taken.contains_key(&format!("{namespace}/{t}")))
             .cloned()
             .collect();
         for t in &deletes {
-            self.deletes.insert(format!("{namespace}/{t}"), Instant::now());
+            self.deletes.insert(format!("{namespace}/{t}"));
         }
-        let client = self.client.clone();
+        let client = self.parts.client.clone();
         async move {
             let jobs: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
-            let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
+            let tasks = writes::tasks_in(&client, &namespace);
             for kill in &planned.kills {
-                let patch = json!({
-                    "metadata": {"annotations": {KILL_REASON_ANNOTATION: kill.reason.as_str()}},
-                    "spec": {"killRequested": true},
-                });
-                match tasks.patch(&kill.task, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::warn!(task = %kill.task, error = %e, "kill request failed"),
-                }
+                writes::request_kill(&tasks, &kill.task, kill.reason.as_str(), MANAGER).await;
             }
             let mut now_stored = stored.clone().unwrap_or_default();
             if write {
-                let patch = json!({ "status": status_patch(&planned.status) });
-                match jobs.patch_status(&name, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
-                    Ok(_) => now_stored = planned.status.clone(),
-                    Err(e) if e.is_not_found() => return (k, Some(planned.status)),
-                    Err(e) => {
-                        tracing::warn!(job = %k, error = %e, "status not written; retrying");
-                        return (k, None);
-                    }
+                match writes::patch_status(&jobs, &name, status_patch(&planned.status), MANAGER).await {
+                    Written::Stored => now_stored = planned.status.clone(),
+                    Written::Gone => return (k, Some(planned.status)),
+                    Written::Failed => return (k, None),
                 }
             }
             // Old runs go only once the status that counted them is stored.
             for task in deletes {
-                if now_stored.runs.iter().any(|r| r.task == task)
-                    && let Err(e) = tasks.delete(&task, &DeleteParams::default()).await
-                    && !e.is_not_found()
-                {
-                    tracing::debug!(task = %task, error = %e, "deleting an old run failed");
+                if now_stored.runs.iter().any(|r| r.task == task) {
+                    writes::delete_task(&tasks, &task).await;
                 }
             }
             if !planned.triggers_claimed.is_empty() {
@@ -983,23 +789,21 @@ impl Companion {
         }
     }
 
-    /// Retries status writes that failed.
-    async fn flush(&mut self) {
-        let now = Instant::now();
-        let ready: BTreeSet<String> =
-            self.unwritten.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+    /// Retries status writes that failed or waited (by planning their jobs again).
+    async fn flush(&mut self, kit: &mut Kit) {
+        let ready = self.unwritten.ready(Instant::now());
         if ready.is_empty() {
             return;
         }
         for k in &ready {
             self.unwritten.remove(k);
         }
-        self.reconcile(ready).await;
+        self.reconcile(kit, ready.into_iter().collect()).await;
     }
 
     /// Tells the scheduler half what is due soon, and wakes the SDK when that changes whether offers are wanted
-    /// (it revives then, and holds offers; it suppresses when nothing is due).
-    fn update_lead(&mut self) {
+    /// (it revives then, and holds offers; it suppresses when nothing is due). Returns when the next lead begins.
+    fn update_lead(&mut self) -> Option<Instant> {
         let earliest = self.instants.iter().next().map(|(t, _)| *t);
         let horizon = Instant::now() + LEAD;
         let mut upcoming = (0.0, 0.0, 0);
@@ -1010,7 +814,7 @@ impl Companion {
                 upcoming.2 += 1;
             }
         }
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         world.next_instant = earliest;
         for (job, due) in world.due.values() {
             upcoming.0 += job.spec.cpus() * due.len() as f64;
@@ -1024,13 +828,8 @@ impl Companion {
             self.wanted = wants;
             self.sdk.notify_one();
         }
-        if let Some(t) = earliest {
-            let lead = t.checked_sub(LEAD).unwrap_or(t);
-            if lead > Instant::now() {
-                // The lead's own timer, under no job: it only wakes the loop, which then updates the lead.
-                self.set_timer("", Some(lead));
-            }
-        }
+        // The loop wakes when the lead begins, and updates it then.
+        earliest.map(|t| t.checked_sub(LEAD).unwrap_or(t)).filter(|lead| *lead > Instant::now())
     }
 }
 
@@ -1061,16 +860,8 @@ impl Clock {
 
 /// The status as a merge patch: every field present, those now unset as null (a merge patch keeps what it omits).
 fn status_patch(status: &CronJobStatus) -> Value {
-    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        for field in ["observedGeneration", "lastScheduleTime", "nextScheduleTime", "lastSuccess", "lastError"] {
-            map.entry(field).or_insert(Value::Null);
-        }
-        for field in ["active", "runs", "conditions"] {
-            map.entry(field).or_insert(json!([]));
-        }
-    }
-    value
+    let nulls = ["observedGeneration", "lastScheduleTime", "nextScheduleTime", "lastSuccess", "lastError"];
+    writes::merge_patch(status, &nulls, &["active", "runs", "conditions"])
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //! Offers and its Tasks, accepts and declines (with a refuse filter), suppresses and revives, retries transient
 //! errors, and converges after a restart from the objects alone. [`placement`] has the pure helpers to decide with.
 
+pub mod companion;
 pub mod placement;
+pub mod timers;
+pub mod writes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,6 +48,41 @@ pub struct Launch {
     pub offer: String,
     /// The tasks (the server binds them to the offer's agent and framework).
     pub tasks: Vec<TaskTemplate>,
+}
+
+impl Launch {
+    /// Adds `task` to the launch from `offer` in `launches` (a new launch if it has none yet).
+    pub fn add(launches: &mut Vec<Self>, offer: &str, task: TaskTemplate) {
+        match launches.iter_mut().find(|l| l.offer == offer) {
+            Some(launch) => launch.tasks.push(task),
+            None => launches.push(Self { offer: offer.to_owned(), tasks: vec![task] }),
+        }
+    }
+}
+
+/// How a framework replica registers and leads: the settings every framework shares.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// This replica's name in the leader election (default: `<framework>-<pid>`).
+    pub identity: Option<String>,
+    /// The roles it takes offers in.
+    pub roles: Vec<String>,
+    /// The lease timing.
+    pub lease: LeaseConfig,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self { identity: None, roles: vec!["*".to_owned()], lease: LeaseConfig::default() }
+    }
+}
+
+impl Registration {
+    /// This replica's identity as framework `name`.
+    #[must_use]
+    pub fn identity(&self, name: &str) -> String {
+        self.identity.clone().unwrap_or_else(|| format!("{name}-{}", std::process::id()))
+    }
 }
 
 /// A framework's decisions. `tasks` are the framework's Tasks as last seen (terminal ones included).
@@ -124,6 +162,12 @@ pub struct Framework {
 }
 
 impl Framework {
+    /// The framework `name` as `registration` says (roles, identity, lease).
+    pub fn registered(client: Client, name: &str, registration: &Registration) -> Self {
+        let roles: Vec<&str> = registration.roles.iter().map(String::as_str).collect();
+        Self::new(client, name).roles(&roles).identity(&registration.identity(name)).lease(registration.lease)
+    }
+
     /// The framework `name` (a DNS subdomain), in role `*` with weight 1, a one-week failover timeout and a 5 s
     /// refuse filter on declines.
     pub fn new(client: Client, name: &str) -> Self {

@@ -6,27 +6,27 @@
 //! forgotten once counted, Events published.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_client::{Api, Client, DeleteParams, Patch, PatchParams, PostParams};
+use agora_client::{Api, Client, PostParams};
 use agora_schemas::{
-    APP_LABEL, Agent, App, AppStatus, AppVersion, AppVersionSpec, ConditionStatus, ObjectMeta, ObjectReference, Offer,
-    OwnerReference, Resource, Task,
+    APP_LABEL, Agent, App, AppStatus, AppVersion, AppVersionSpec, ConditionStatus, ObjectMeta, Offer, OwnerReference,
+    Task,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::offers::{Need, place, task_template};
 use super::plan::{self, Agents, KILL_REASON_ANNOTATION, OfferSummary, Plan};
+use crate::framework::companion::{self, Kit, Parts, Plans, Turn, watch_owners};
 use crate::framework::placement::Spread;
-use crate::framework::{Framework, Launch, Leading, Scheduler, TaskChange};
+use crate::framework::writes::{self, Backlog, InFlight, TokenBucket, Written};
+use crate::framework::{Framework, Launch, Leading, Registration, Scheduler, TaskChange};
 use crate::runtime::AbortOnDrop;
 use crate::runtime::cache::{Cache, Seen, cache, key};
-use crate::runtime::events::{Record, Recorder, Reporter, reference};
-use crate::runtime::leader::LeaseConfig;
+use crate::runtime::events::Record;
 use crate::runtime::watcher;
 
 /// The framework's name (and its Lease's).
@@ -45,12 +45,8 @@ const PENDING_KILL: Duration = Duration::from_secs(30);
 /// How marathon runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This replica's name in the leader election.
-    pub identity: String,
-    /// The roles it takes offers in (apps name one of them in `spec.role`).
-    pub roles: Vec<String>,
-    /// The lease timing.
-    pub lease: LeaseConfig,
+    /// Identity, roles (apps name one of them in `spec.role`) and lease.
+    pub registration: Registration,
     /// At most this often per app is its status written.
     pub status_interval: Duration,
     /// Health kills per second across all apps (the burst is the same number).
@@ -62,9 +58,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            identity: format!("marathon-{}", std::process::id()),
-            roles: vec!["*".to_owned()],
-            lease: LeaseConfig::default(),
+            registration: Registration::default(),
             status_interval: Duration::from_secs(1),
             health_kills_per_second: 10.0,
             status_writes_per_second: 100.0,
@@ -76,7 +70,6 @@ impl Default for Config {
 pub type Error = crate::framework::Error;
 
 /// What the scheduler half and the companion share.
-#[derive(Default)]
 struct World {
     /// The companion's caches are listed: decisions may be made.
     ready: bool,
@@ -94,41 +87,30 @@ struct World {
     dependencies: HashMap<String, Result<(), String>>,
     /// What the latest offers showed, per app.
     summaries: HashMap<String, OfferSummary>,
-    /// Kills requested (task key → when) the watch has not shown yet.
-    pending_kills: HashMap<String, Instant>,
-    /// Apps the scheduler half launched for, whose status should follow.
-    touched: BTreeSet<String>,
+    /// Kills requested the watch has not shown yet.
+    pending_kills: InFlight,
 }
 
-type Shared = Arc<Mutex<World>>;
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, World> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            ready: false,
+            apps: HashMap::new(),
+            versions: HashMap::new(),
+            needy: BTreeSet::new(),
+            fields: HashMap::new(),
+            agents: Agents::default(),
+            dependencies: HashMap::new(),
+            summaries: HashMap::new(),
+            pending_kills: InFlight::new(PENDING_KILL),
+        }
+    }
 }
 
 /// The key of the app a task belongs to (`namespace/app`), if it is an app's.
 fn app_of(task: &Task) -> Option<String> {
     let app = task.metadata.labels.get(APP_LABEL)?;
     Some(format!("{}/{app}", task.metadata.namespace.as_deref().unwrap_or("default")))
-}
-
-/// `tasks` as the plan should see them: a kill already requested is assumed until the watch shows it.
-fn with_pending(tasks: Vec<Arc<Task>>, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {
-    if pending.is_empty() {
-        return tasks;
-    }
-    tasks
-        .into_iter()
-        .map(|t| {
-            if t.spec.kill_requested != Some(true) && pending.contains_key(&key(&*t)) {
-                let mut t = (*t).clone();
-                t.spec.kill_requested = Some(true);
-                Arc::new(t)
-            } else {
-                t
-            }
-        })
-        .collect()
 }
 
 /// The spread of `tasks` (live, not being killed) over the values of the fields `app`'s constraints name.
@@ -149,41 +131,20 @@ fn spread_of(app: &App, tasks: &[Arc<Task>], fields: &HashMap<String, BTreeMap<S
     spread
 }
 
-/// Drops what marathon never reads of a Task before it is cached: what to run (the App has it), usage, the
-/// agent's own bookkeeping. About a third of a task's memory at 100,000 tasks.
+/// Drops what marathon never reads of a Task before it is cached (the App has what to run).
 fn trim(task: &mut Task) {
-    let meta = &mut task.metadata;
-    meta.owner_references.clear();
-    meta.finalizers.clear();
-    meta.generate_name = None;
-    meta.uid = None;
-    meta.annotations.retain(|k, _| k == KILL_REASON_ANNOTATION);
-    let spec = &mut task.spec;
-    spec.cmd = None;
-    spec.args = None;
-    spec.container = None;
-    spec.env.clear();
-    spec.ports.clear();
-    spec.limits = None;
-    spec.user = None;
-    spec.offer = None;
-    if let Some(status) = &mut task.status {
-        status.usage = None;
-        status.conditions.clear();
-        status.host = None;
-    }
+    writes::trim_to_state(task, &[KILL_REASON_ANNOTATION]);
+    task.spec.offer = None;
 }
 
 /// The scheduler half.
 struct Marathon {
-    shared: Shared,
-    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
-    wake: Arc<Notify>,
+    parts: Parts<World>,
 }
 
 impl Scheduler for Marathon {
     fn offers(&mut self, offers: &[Arc<Offer>], tasks: &[Arc<Task>]) -> Vec<Launch> {
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         if !world.ready || world.needy.is_empty() {
             return Vec::new();
         }
@@ -205,7 +166,7 @@ impl Scheduler for Marathon {
         for key in &world.needy {
             let Some(app) = world.apps.get(key) else { continue };
             let found = key.split_once('/').and_then(|k| by_app.remove(&k)).unwrap_or_default();
-            let app_tasks = with_pending(found, &world.pending_kills);
+            let app_tasks = world.pending_kills.assume_killed(found);
             let ctx = plan::Context {
                 now,
                 version: world.versions.get(key).map(String::as_str),
@@ -234,11 +195,7 @@ impl Scheduler for Marathon {
             offers.iter().map(|o| (o.metadata.name.as_deref().unwrap_or_default(), o.spec.agent.as_str())).collect();
         for p in placed {
             let need = &needs[p.need];
-            let task = task_template(need.app, &need.version, &p.ports);
-            match launches.iter_mut().find(|l| l.offer == p.offer) {
-                Some(launch) => launch.tasks.push(task),
-                None => launches.push(Launch { offer: p.offer.clone(), tasks: vec![task] }),
-            }
+            Launch::add(&mut launches, &p.offer, task_template(need.app, &need.version, &p.ports));
             let entry = per_app.entry(p.need).or_default();
             entry.0 += 1;
             entry.1.insert(agent_of.get(p.offer.as_str()).copied().unwrap_or_default().to_owned());
@@ -253,19 +210,17 @@ impl Scheduler for Marathon {
                 "Launched",
                 format!("launching {count} task(s) of version {} on {}", need.version, on.join(", ")),
             );
-            let _ = self.events.send((reference(need.app), record));
+            self.parts.events.send(need.app, record);
         }
         for (key, summary) in keys.iter().zip(summaries) {
             world.summaries.insert(key.clone(), summary);
-            world.touched.insert(key.clone());
+            self.parts.marks.touch(key.clone());
         }
-        drop(world);
-        self.wake.notify_one();
         launches
     }
 
     fn wants_offers(&self, _tasks: &[Arc<Task>]) -> bool {
-        let world = lock(&self.shared);
+        let world = self.parts.shared.lock();
         world.ready && !world.needy.is_empty()
     }
 }
@@ -280,219 +235,121 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let shared: Shared = Arc::default();
-    let (events, published) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder::new(client.clone(), Reporter::new(FRAMEWORK, Some(&config.identity)));
-    let publisher = tokio::spawn(crate::runtime::events::publish_all(recorder, published));
-    let wake = Arc::new(Notify::new());
-    let scheduler = Marathon { shared: shared.clone(), events: events.clone(), wake: wake.clone() };
-    let roles: Vec<&str> = config.roles.iter().map(String::as_str).collect();
-    let framework = Framework::new(client.clone(), FRAMEWORK)
-        .roles(&roles)
-        .identity(&config.identity)
-        .lease(config.lease)
+    Framework::registered(client, FRAMEWORK, &config.registration)
         .refuse(Duration::from_secs(5))
-        .trim_tasks(trim);
-    let result = framework
-        .run_with(
-            scheduler,
-            move |leading| {
-                companion(client.clone(), config.clone(), shared.clone(), events.clone(), wake.clone(), leading)
-            },
+        .trim_tasks(trim)
+        .run_on_kit(
+            |parts| Marathon { parts },
+            move |parts, leading| Companion::lead(parts, config.clone(), leading),
             shutdown,
         )
-        .await;
-    publisher.abort();
-    result.map(|_| ())
-}
-
-/// What the companion marks for another look.
-#[derive(Default)]
-struct Dirty {
-    apps: BTreeSet<String>,
-    agents: bool,
-}
-
-/// The companion's state besides the shared world.
-struct Companion {
-    client: Client,
-    config: Config,
-    shared: Shared,
-    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
-    wake: Arc<Notify>,
-    tasks: Cache<Task>,
-    apps: Cache<App>,
-    agents: Cache<Agent>,
-    versions: Cache<AppVersion>,
-    /// Task keys per app.
-    index: HashMap<String, HashSet<String>>,
-    /// When each app's status was last written, and what was written.
-    written: HashMap<String, (Instant, AppStatus)>,
-    /// When to look at apps again.
-    timers: BTreeMap<Instant, BTreeSet<String>>,
-    /// Health-kill tokens.
-    tokens: f64,
-    refilled: Instant,
-    /// Status-write tokens.
-    status_tokens: f64,
-    status_refilled: Instant,
-    /// Apps whose decided status waits to be written (its turn in the budget, or its per-app interval), and when
-    /// it may be.
-    unwritten: BTreeMap<String, Instant>,
+        .await
 }
 
 /// The leader's companion: plans and acts until its leadership ends (the SDK then drops it).
-async fn companion(
-    client: Client,
+struct Companion {
+    parts: Parts<World>,
     config: Config,
-    shared: Shared,
-    events: tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>,
-    changed: Arc<Notify>,
-    mut leading: Leading,
-) {
-    let wake = leading.wake.clone();
-    let dirty: Arc<Mutex<Dirty>> = Arc::default();
-    let mark = |what: fn(&mut Dirty, String)| {
-        let (dirty, changed) = (dirty.clone(), changed.clone());
-        move |name: String| {
-            what(&mut dirty.lock().unwrap_or_else(PoisonError::into_inner), name);
-            changed.notify_one();
-        }
-    };
-    let app_changed = mark(|d, k| {
-        d.apps.insert(k);
-    });
-    let (apps, apps_watch) =
-        cache(Api::<App>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
-            Seen::Applied(app) => app_changed(key(&**app)),
-            Seen::Deleted(app) => app_changed(key(app)),
-            Seen::Listed => app_changed(String::new()),
-            Seen::Listing(_) => {}
-        });
-    let agent_changed = mark(|d, _| d.agents = true);
-    let mut readiness: HashMap<String, bool> = HashMap::new();
-    let (agents, agents_watch) =
-        cache(Api::<Agent>::all(client.clone()), watcher::Config::default(), move |seen| match seen {
-            // Only a change of readiness (or a new or gone agent) changes a plan.
-            Seen::Applied(agent) | Seen::Listing(agent) => {
-                let name = agent.metadata.name.clone().unwrap_or_default();
-                if readiness.insert(name.clone(), ready(agent)) != Some(ready(agent)) {
-                    agent_changed(name);
+    /// Wakes the SDK's loop, to ask the scheduler half again.
+    sdk: Arc<tokio::sync::Notify>,
+    apps: Cache<App>,
+    agents: Cache<Agent>,
+    versions: Cache<AppVersion>,
+    /// The watches behind the caches (they end with the companion).
+    _watches: [AbortOnDrop; 3],
+    /// When each app's status was last written, and what was written.
+    written: HashMap<String, (Instant, AppStatus)>,
+    /// Health kills across apps.
+    health_kills: TokenBucket,
+    /// Status writes across apps.
+    status_writes: TokenBucket,
+    /// Apps whose decided status waits to be written (its turn in the budget, or its per-app interval).
+    unwritten: Backlog,
+}
+
+impl Companion {
+    /// Lists apps, agents and versions, then plans and acts on the kit until the leadership ends.
+    async fn lead(parts: Parts<World>, config: Config, leading: Leading) {
+        let (apps, apps_watch) = watch_owners::<App>(&parts.client, &parts.marks);
+        let marks = parts.marks.clone();
+        let mut readiness: HashMap<String, bool> = HashMap::new();
+        // Only a change of an agent's readiness (or a new or gone agent) changes a plan: every app's.
+        let (agents, agents_watch) =
+            cache(Api::<Agent>::all(parts.client.clone()), watcher::Config::default(), move |seen| match seen {
+                Seen::Applied(agent) | Seen::Listing(agent) => {
+                    let name = agent.metadata.name.clone().unwrap_or_default();
+                    if readiness.insert(name, ready(agent)) != Some(ready(agent)) {
+                        marks.mark_all();
+                    }
                 }
+                Seen::Deleted(agent) => {
+                    readiness.remove(agent.metadata.name.as_deref().unwrap_or_default());
+                    marks.mark_all();
+                }
+                Seen::Listed => marks.mark_all(),
+            });
+        let (versions, versions_watch) =
+            cache(Api::<AppVersion>::all(parts.client.clone()), watcher::Config::default(), |_| {});
+        let watches = [apps_watch, AbortOnDrop(agents_watch), AbortOnDrop(versions_watch)];
+        for ready in [apps.wait_until_ready().await, agents.wait_until_ready().await, versions.wait_until_ready().await]
+        {
+            if !ready {
+                return;
             }
-            Seen::Deleted(agent) => {
-                readiness.remove(agent.metadata.name.as_deref().unwrap_or_default());
-                agent_changed(String::new());
-            }
-            Seen::Listed => agent_changed(String::new()),
-        });
-    let (versions, versions_watch) = cache(Api::<AppVersion>::all(client.clone()), watcher::Config::default(), |_| {});
-    let _watches = [apps_watch, agents_watch, versions_watch].map(AbortOnDrop);
-    for ready in [apps.wait_until_ready().await, agents.wait_until_ready().await, versions.wait_until_ready().await] {
-        if !ready {
-            return;
+        }
+        let health_kills = TokenBucket::new(config.health_kills_per_second, config.health_kills_per_second.max(1.0));
+        let status_writes = TokenBucket::new(config.status_writes_per_second, config.status_writes_per_second);
+        let mut this = Companion {
+            parts,
+            config,
+            sdk: leading.wake.clone(),
+            apps,
+            agents,
+            versions,
+            _watches: watches,
+            written: HashMap::new(),
+            health_kills,
+            status_writes,
+            unwritten: Backlog::default(),
+        };
+        *this.parts.shared.lock() = World::default();
+        this.refresh_agents();
+        this.load_apps(None);
+        this.parts.shared.lock().ready = true;
+        tracing::info!(apps = this.apps.len(), tasks = leading.tasks.len(), "marathon leading");
+        let marks = this.parts.marks.clone();
+        companion::lead(this, leading, marks).await;
+    }
+}
+
+impl Plans for Companion {
+    fn owner_of(&self, task: &Task) -> Option<String> {
+        app_of(task)
+    }
+
+    fn seen(&mut self, change: &TaskChange) {
+        if let TaskChange::Applied(task) = change
+            && task.spec.kill_requested == Some(true)
+        {
+            self.parts.shared.lock().pending_kills.remove(&key(&**task));
         }
     }
-    let tokens = config.health_kills_per_second;
-    let status_tokens = config.status_writes_per_second;
-    let mut this = Companion {
-        client,
-        config,
-        shared,
-        events,
-        wake,
-        tasks: leading.tasks.clone(),
-        apps,
-        agents,
-        versions,
-        index: HashMap::new(),
-        written: HashMap::new(),
-        timers: BTreeMap::new(),
-        tokens,
-        refilled: Instant::now(),
-        status_tokens,
-        status_refilled: Instant::now(),
-        unwritten: BTreeMap::new(),
-    };
-    this.reindex();
-    this.refresh_agents();
-    {
-        let mut world = lock(&this.shared);
-        *world = World::default();
-    }
-    this.load_apps(None);
-    lock(&this.shared).ready = true;
-    let mut all = true;
-    let mut first: Option<TaskChange> = None;
-    tracing::info!(apps = this.apps.len(), tasks = this.tasks.len(), "marathon leading");
-    loop {
-        let mut apps_dirty = BTreeSet::new();
-        // Task changes, as the SDK's cache applied them.
-        while let Some(change) = first.take().or_else(|| leading.changes.try_recv().ok()) {
-            match change {
-                TaskChange::Applied(task) => {
-                    if task.spec.kill_requested == Some(true) {
-                        lock(&this.shared).pending_kills.remove(&key(&*task));
-                    }
-                    if let Some(app) = app_of(&task) {
-                        this.index.entry(app.clone()).or_default().insert(key(&*task));
-                        apps_dirty.insert(app);
-                    }
-                }
-                TaskChange::Deleted(task) => {
-                    if let Some(app) = app_of(&task) {
-                        if let Some(keys) = this.index.get_mut(&app) {
-                            keys.remove(&key(&*task));
-                        }
-                        apps_dirty.insert(app);
-                    }
-                }
-                TaskChange::Relisted => {
-                    this.reindex();
-                    all = true;
-                }
-            }
+
+    async fn turn(&mut self, kit: &mut Kit, turn: Turn) -> Option<Instant> {
+        let mut apps = turn.owners;
+        if turn.all {
+            self.refresh_agents();
+            self.load_apps(None);
+            apps.extend(self.parts.shared.lock().apps.keys().cloned());
+        } else {
+            self.load_apps(Some(&turn.changed));
         }
-        let marked = std::mem::take(&mut *dirty.lock().unwrap_or_else(PoisonError::into_inner));
-        if marked.agents {
-            this.refresh_agents();
-            all = true;
+        if !apps.is_empty() {
+            self.reconcile(kit, apps).await;
         }
-        if marked.apps.contains("") {
-            all = true;
-        }
-        let changed_apps: Vec<String> = marked.apps.into_iter().filter(|k| !k.is_empty()).collect();
-        this.load_apps(if all { None } else { Some(&changed_apps) });
-        apps_dirty.extend(changed_apps);
-        apps_dirty.extend(std::mem::take(&mut lock(&this.shared).touched));
-        let now = Instant::now();
-        let due: Vec<Instant> = this.timers.range(..=now).map(|(t, _)| *t).collect();
-        for t in due {
-            apps_dirty.extend(this.timers.remove(&t).unwrap_or_default());
-        }
-        if all {
-            apps_dirty.extend(lock(&this.shared).apps.keys().cloned());
-            all = false;
-        }
-        if !apps_dirty.is_empty() {
-            this.reconcile(apps_dirty).await;
-        }
-        this.flush().await;
-        let next = this.timers.keys().next().copied().into_iter().chain(this.unwritten.values().min().copied()).min();
-        let mut wait = next.map_or(Duration::from_secs(30), |t| t.saturating_duration_since(Instant::now()));
-        if !this.unwritten.is_empty() {
-            // Queued statuses wait for tokens, which come at the budget's rate.
-            wait = wait.max(Duration::from_millis(50));
-        }
-        tokio::select! {
-            () = changed.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            change = leading.changes.recv() => match change {
-                Some(change) => first = Some(change),
-                // The SDK's watch ended: the leadership is ending too.
-                None => return,
-            },
-        }
+        self.flush().await;
+        // Queued statuses wait for tokens, which come at the budget's rate.
+        self.unwritten.next().map(|t| t.max(Instant::now() + Duration::from_millis(50)))
     }
 }
 
@@ -502,15 +359,6 @@ fn ready(agent: &Agent) -> bool {
 }
 
 impl Companion {
-    fn reindex(&mut self) {
-        self.index.clear();
-        for task in self.tasks.state() {
-            if let Some(app) = app_of(&task) {
-                self.index.entry(app).or_default().insert(key(&*task));
-            }
-        }
-    }
-
     fn refresh_agents(&mut self) {
         let mut fields = HashMap::new();
         let mut agents = Agents::default();
@@ -531,19 +379,19 @@ impl Companion {
             fields.insert(name, f);
         }
         agents.distinct = values.into_iter().map(|(k, v)| (k, v.len())).collect();
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         world.fields = fields;
         world.agents = agents;
     }
 
     /// Copies apps from the cache into the world (`only` these keys, or all): specs defaulted, status the last
     /// one decided when this leader decided one.
-    fn load_apps(&mut self, only: Option<&[String]>) {
+    fn load_apps(&mut self, only: Option<&BTreeSet<String>>) {
         let fresh: Vec<(String, Option<Arc<App>>)> = match only {
             None => self.apps.state().into_iter().map(|a| (key(&*a), Some(a))).collect(),
             Some(keys) => keys.iter().map(|k| (k.clone(), self.apps.get(k))).collect(),
         };
-        let mut world = lock(&self.shared);
+        let mut world = self.parts.shared.lock();
         if only.is_none() {
             world.apps.clear();
             world.versions.clear();
@@ -575,24 +423,18 @@ impl Companion {
         plan::dependencies(app, |name| world.apps.get(&format!("{namespace}/{name}")).map(|a| &**a))
     }
 
-    fn app_tasks(&self, app: &str, pending: &HashMap<String, Instant>) -> Vec<Arc<Task>> {
-        let tasks = self.index.get(app).into_iter().flatten().filter_map(|k| self.tasks.get(k)).collect();
-        with_pending(tasks, pending)
-    }
-
     /// Writes queued statuses whose turn has come, as far as the budget allows.
     async fn flush(&mut self) {
         if self.unwritten.is_empty() {
             return;
         }
-        let budget = self.status_budget();
-        let now = Instant::now();
-        let ready: Vec<String> = self.unwritten.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        let mut budget = self.status_writes.take_all();
+        let ready = self.unwritten.ready(Instant::now());
         let mut writes = Vec::new();
         {
-            let world = lock(&self.shared);
+            let world = self.parts.shared.lock();
             for k in ready {
-                if budget.get() == 0 {
+                if budget == 0 {
                     break;
                 }
                 self.unwritten.remove(&k);
@@ -602,27 +444,19 @@ impl Companion {
                 if stored.as_ref() == Some(&status) {
                     continue;
                 }
-                budget.set(budget.get() - 1);
+                budget -= 1;
                 self.written.insert(k.clone(), (Instant::now(), status.clone()));
                 let namespace = app.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
                 writes.push((k, namespace, app.metadata.name.clone().unwrap_or_default(), status, stored));
             }
         }
-        let client = self.client.clone();
+        let client = self.parts.client.clone();
         let failed: Vec<Option<String>> = futures::stream::iter(writes)
             .map(|(k, namespace, name, status, stored)| {
                 let apps: Api<App> = Api::namespaced(client.clone(), &namespace);
                 async move {
-                    let patch = json!({ "status": status_patch(&status, stored.as_ref()) });
-                    match apps.patch_status(&name, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await
-                    {
-                        Ok(_) => None,
-                        Err(e) if e.is_not_found() => None,
-                        Err(e) => {
-                            tracing::warn!(app = %k, error = %e, "status not written; retrying");
-                            Some(k)
-                        }
-                    }
+                    let patch = status_patch(&status, stored.as_ref());
+                    (writes::patch_status(&apps, &name, patch, MANAGER).await == Written::Failed).then_some(k)
                 }
             })
             .buffer_unordered(WRITES_IN_FLIGHT)
@@ -630,33 +464,18 @@ impl Companion {
             .await;
         for k in failed.into_iter().flatten() {
             self.written.remove(&k);
-            self.unwritten.insert(k, Instant::now() + Duration::from_secs(1));
+            self.unwritten.push(&k, Instant::now() + Duration::from_secs(1));
         }
     }
 
-    /// Status writes allowed now (a token bucket of `status_writes_per_second`).
-    fn status_budget(&mut self) -> std::cell::Cell<usize> {
-        let rate = self.config.status_writes_per_second;
-        let elapsed = self.status_refilled.elapsed().as_secs_f64();
-        self.status_refilled = Instant::now();
-        self.status_tokens = (self.status_tokens + elapsed * rate).min(rate);
-        let allowed = self.status_tokens.floor();
-        self.status_tokens -= allowed;
-        std::cell::Cell::new(allowed as usize)
-    }
-
-    async fn reconcile(&mut self, keys: BTreeSet<String>) {
+    async fn reconcile(&mut self, kit: &mut Kit, keys: BTreeSet<String>) {
         let now = Timestamp::now();
-        let elapsed = self.refilled.elapsed().as_secs_f64();
-        self.refilled = Instant::now();
-        let rate = self.config.health_kills_per_second;
-        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        let mut health_budget = self.health_kills.available();
         let mut work: Vec<(Arc<App>, Plan)> = Vec::new();
         let mut dependents_changed = false;
         {
-            let mut world = lock(&self.shared);
-            world.pending_kills.retain(|_, at| at.elapsed() < PENDING_KILL);
-            let pending = world.pending_kills.clone();
+            let mut world = self.parts.shared.lock();
+            world.pending_kills.expire();
             for k in &keys {
                 let Some(app) = world.apps.get(k).cloned() else { continue };
                 if app.metadata.deletion_timestamp.is_some() {
@@ -664,18 +483,19 @@ impl Companion {
                     continue;
                 }
                 let dependencies = Self::dependencies(&world, &app);
-                let tasks = self.app_tasks(k, &pending);
+                let tasks = world.pending_kills.assume_killed(kit.tasks_of(k));
                 let ctx = plan::Context {
                     now,
                     version: world.versions.get(k).map(String::as_str),
                     agents: &world.agents,
                     dependencies: dependencies.clone(),
-                    health_kill_budget: self.tokens.floor() as usize,
+                    health_kill_budget: health_budget,
                     offers: world.summaries.get(k),
                 };
                 let planned = plan::plan(&app, &tasks, &ctx);
                 let health_kills = planned.kills.iter().filter(|k| k.reason == plan::KillReason::Unhealthy).count();
-                self.tokens -= health_kills as f64;
+                self.health_kills.spend(health_kills);
+                health_budget = health_budget.saturating_sub(health_kills);
                 world.dependencies.insert(k.clone(), dependencies);
                 if planned.launch > 0 {
                     world.needy.insert(k.clone());
@@ -684,7 +504,7 @@ impl Companion {
                 }
                 for kill in &planned.kills {
                     let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
-                    world.pending_kills.insert(format!("{namespace}/{}", kill.task), Instant::now());
+                    world.pending_kills.insert(format!("{namespace}/{}", kill.task));
                 }
                 let before = app.status.clone().unwrap_or_default();
                 if (before.tasks_healthy, before.deployment.is_some())
@@ -700,7 +520,7 @@ impl Companion {
             }
         }
         if dependents_changed {
-            let world = lock(&self.shared);
+            let world = self.parts.shared.lock();
             let dependents: Vec<String> = world
                 .apps
                 .iter()
@@ -708,18 +528,17 @@ impl Companion {
                 .map(|(k, _)| k.clone())
                 .collect();
             drop(world);
-            let soon = Instant::now();
-            self.timers.entry(soon).or_default().extend(dependents);
+            kit.timers.add_all(dependents, Instant::now());
         }
-        self.wake.notify_one();
+        // The scheduler half decides on what was just planned.
+        self.sdk.notify_one();
         for (app, planned) in &work {
-            let k = key(&**app);
             for record in &planned.events {
-                let _ = self.events.send((reference(&**app), record.clone()));
+                self.parts.events.send(&**app, record.clone());
             }
             if let Some(at) = planned.wake {
                 let instant = Instant::now() + now.duration_until(at).unsigned_abs() + Duration::from_millis(5);
-                self.timers.entry(instant).or_default().insert(k);
+                kit.timers.add(&key(&**app), instant);
             }
         }
         // The recorded versions per app, read once for every app that records a new one.
@@ -735,28 +554,29 @@ impl Companion {
                 recorded.entry((namespace, v.spec.app.clone())).or_default().push(v);
             }
         }
-        let budget = self.status_budget();
+        let mut budget = self.status_writes.take_all();
         let mut ops = Vec::with_capacity(work.len());
         for (app, planned) in work {
             let namespace = app.metadata.namespace.clone().unwrap_or_default();
             let versions =
                 recorded.remove(&(namespace, app.metadata.name.clone().unwrap_or_default())).unwrap_or_default();
-            ops.push(self.act(app, planned, versions, &budget));
+            ops.push(self.act(kit, app, planned, versions, &mut budget));
         }
         let retries: Vec<Option<(String, Instant)>> =
             futures::stream::iter(ops).buffer_unordered(WRITES_IN_FLIGHT).collect().await;
         for (k, at) in retries.into_iter().flatten() {
-            self.timers.entry(at).or_default().insert(k);
+            kit.timers.add(&k, at);
         }
     }
 
     /// Carries out one app's plan; returns when to look again if its status could not be written yet.
     fn act(
         &mut self,
+        kit: &Kit,
         app: Arc<App>,
         planned: Plan,
         mut versions: Vec<Arc<AppVersion>>,
-        budget: &std::cell::Cell<usize>,
+        budget: &mut usize,
     ) -> impl Future<Output = Option<(String, Instant)>> + use<> {
         let k = key(&*app);
         let namespace = app.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -781,18 +601,13 @@ impl Companion {
         let due = last.as_ref().is_none_or(|(at, _)| at.elapsed() >= interval);
         // Across apps, at most the budget per second. A status that must wait is queued, not re-planned: the queue
         // writes each app's latest decided status when its turn comes.
-        let mut write_status = changed && due;
-        if write_status && budget.get() == 0 {
-            write_status = false;
-        } else if write_status {
-            budget.set(budget.get() - 1);
-        }
-        if changed && !write_status {
-            let not_before = last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval).max(Instant::now());
-            self.unwritten.entry(k.clone()).and_modify(|t| *t = (*t).min(not_before)).or_insert(not_before);
-        }
+        let write_status = changed && due && *budget > 0;
         if write_status {
+            *budget -= 1;
             self.written.insert(k.clone(), (Instant::now(), planned.status.clone()));
+        } else if changed {
+            let not_before = last.as_ref().map_or_else(Instant::now, |(at, _)| *at + interval).max(Instant::now());
+            self.unwritten.push(&k, not_before);
         }
         let status_settled = stored.as_ref() == Some(&planned.status);
         // The version, recorded once; the oldest beyond the kept ones forgotten (never one still running).
@@ -802,8 +617,8 @@ impl Companion {
         let mut forget: Vec<String> = Vec::new();
         if record_version && versions.len() >= VERSIONS_KEPT {
             versions.sort_by_key(|v| std::cmp::Reverse(v.metadata.creation_timestamp));
-            let live: HashSet<String> = self
-                .app_tasks(&k, &HashMap::new())
+            let live: HashSet<String> = kit
+                .tasks_of(&k)
                 .iter()
                 .filter(|t| t.status.as_ref().is_none_or(|s| !s.state.is_terminal()))
                 .filter_map(|t| t.metadata.labels.get(agora_schemas::APP_VERSION_LABEL).cloned())
@@ -815,24 +630,17 @@ impl Companion {
                 .filter_map(|v| v.metadata.name.clone())
                 .collect();
         }
-        let client = self.client.clone();
+        let client = self.parts.client.clone();
         async move {
             let apps: Api<App> = Api::namespaced(client.clone(), &namespace);
-            let tasks: Api<Task> = Api::namespaced(client.clone(), &namespace);
+            let tasks = writes::tasks_in(&client, &namespace);
             let version_api: Api<AppVersion> = Api::namespaced(client.clone(), &namespace);
             if record_version {
                 let mut template = app.spec.clone();
                 template.instances = None;
                 let mut meta = ObjectMeta::named(Some(&namespace), &version_name);
                 meta.labels.insert(APP_LABEL.to_owned(), name.clone());
-                meta.owner_references = vec![OwnerReference {
-                    api_version: agora_schemas::API_VERSION.to_owned(),
-                    kind: App::KIND.to_owned(),
-                    name: name.clone(),
-                    uid: app.metadata.uid.clone().unwrap_or_default(),
-                    controller: Some(true),
-                    block_owner_deletion: None,
-                }];
+                meta.owner_references = vec![OwnerReference::controller(&*app, false)];
                 let object = AppVersion::new(
                     meta,
                     AppVersionSpec { app: name.clone(), version: planned.version.clone(), template },
@@ -844,43 +652,28 @@ impl Companion {
                 }
             }
             for old in forget {
-                if let Err(e) = version_api.delete(&old, &DeleteParams::default()).await
+                if let Err(e) = version_api.delete(&old, &agora_client::DeleteParams::default()).await
                     && !e.is_not_found()
                 {
                     tracing::debug!(version = %old, error = %e, "forgetting a version failed");
                 }
             }
             for kill in &planned.kills {
-                let patch = json!({
-                    "metadata": {"annotations": {KILL_REASON_ANNOTATION: kill.reason.as_str()}},
-                    "spec": {"killRequested": true},
-                });
-                match tasks.patch(&kill.task, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::warn!(task = %kill.task, error = %e, "kill request failed"),
-                }
+                writes::request_kill(&tasks, &kill.task, kill.reason.as_str(), MANAGER).await;
             }
             let mut status_ok = status_settled;
             if write_status {
-                let patch = json!({ "status": status_patch(&planned.status, stored.as_ref()) });
-                match apps.patch_status(&name, &PatchParams::default().manager(MANAGER), &Patch::Merge(patch)).await {
-                    Ok(_) => status_ok = true,
-                    Err(e) if e.is_not_found() => return None,
-                    Err(e) => {
-                        tracing::warn!(app = %k, error = %e, "status not written; retrying");
-                        return Some((k, Instant::now() + grace + Duration::from_millis(100)));
-                    }
+                match writes::patch_status(&apps, &name, status_patch(&planned.status, stored.as_ref()), MANAGER).await
+                {
+                    Written::Stored => status_ok = true,
+                    Written::Gone => return None,
+                    Written::Failed => return Some((k, Instant::now() + grace + Duration::from_millis(100))),
                 }
             }
             // Finished tasks are forgotten only once the status that counted them is stored.
             if status_ok {
                 for task in &planned.delete {
-                    if let Err(e) = tasks.delete(task, &DeleteParams::default()).await
-                        && !e.is_not_found()
-                    {
-                        tracing::debug!(task = %task, error = %e, "deleting a finished task failed");
-                    }
+                    writes::delete_task(&tasks, task).await;
                 }
             }
             None
@@ -891,11 +684,9 @@ impl Companion {
 /// The status as a merge patch over `stored`: fields now unset are removed explicitly (a merge patch keeps what it
 /// omits), and so are rejection reasons no longer counted (a map is merged key by key).
 fn status_patch(status: &AppStatus, stored: Option<&AppStatus>) -> Value {
-    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
+    let nulls = ["delayedUntil", "lastTaskFailure", "offerRejections", "deployment", "conditions", "version"];
+    let mut value = writes::merge_patch(status, &nulls, &[]);
     if let Value::Object(map) = &mut value {
-        for field in ["delayedUntil", "lastTaskFailure", "offerRejections", "deployment", "conditions", "version"] {
-            map.entry(field).or_insert(Value::Null);
-        }
         let gone: Vec<&String> = stored
             .into_iter()
             .flat_map(|s| s.offer_rejections.keys())

@@ -210,12 +210,28 @@ fn truncate(message: &str, limit: usize) -> String {
     format!("{}…", &message[..end])
 }
 
+/// Records to publish, sent from anywhere without waiting: a publisher in the background writes them.
+#[derive(Clone, Debug)]
+pub struct Events(tokio::sync::mpsc::UnboundedSender<(ObjectReference, Record)>);
+
+impl Events {
+    /// The sender, and its publisher (running until dropped) writing Events as `reporter`.
+    #[must_use]
+    pub fn spawn(client: Client, reporter: Reporter) -> (Self, crate::runtime::AbortOnDrop) {
+        let (events, published) = tokio::sync::mpsc::unbounded_channel();
+        let publisher = tokio::spawn(publish_all(Recorder::new(client, reporter), published));
+        (Self(events), crate::runtime::AbortOnDrop(publisher.abort_handle()))
+    }
+
+    /// Publishes `record` about `object` (dropped once the publisher is gone).
+    pub fn send<K: Resource>(&self, object: &K, record: Record) {
+        let _ = self.0.send((reference(object), record));
+    }
+}
+
 /// Publishes every `(object, record)` sent on `events`, several at once, until the senders are gone (an Event that
 /// cannot be written is logged and dropped: never worth stalling a controller for).
-pub async fn publish_all(
-    recorder: Recorder,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<(ObjectReference, Record)>,
-) {
+async fn publish_all(recorder: Recorder, mut events: tokio::sync::mpsc::UnboundedReceiver<(ObjectReference, Record)>) {
     use futures::StreamExt;
     futures::stream::poll_fn(move |cx| events.poll_recv(cx))
         .for_each_concurrent(16, |(object, record)| {
