@@ -869,6 +869,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trimming_cuts_a_long_message_on_a_character_boundary() {
+        let mut task = Task::new(ObjectMeta::named(Some("ns"), "t"), TaskSpec::default());
+        let mut status = TaskStatus::new(TaskState::Failed);
+        status.message = Some(format!("a{}", "é".repeat(150)));
+        task.status = Some(status);
+        trim(&mut task);
+        let message = task.status.and_then(|s| s.message).unwrap_or_default();
+        assert_eq!(message.len(), 199, "byte 200 is inside a character: the cut is before it");
+    }
+
+    #[test]
     fn a_status_patch_clears_what_is_no_longer_set() {
         let patch = status_patch(&CronJobStatus::default());
         assert_eq!(patch["nextScheduleTime"], Value::Null);
