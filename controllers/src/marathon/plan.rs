@@ -275,34 +275,107 @@ fn kill_order(tasks: &mut [&View<'_>], selection: KillSelection) {
     });
 }
 
-/// Decides for `app` (its spec with defaults applied) given all its `tasks`.
+/// Decides for `app` (its spec with defaults applied) given all its `tasks`, stage by stage: [`classify`] the live
+/// tasks, [`health_kills`], the [`rollout`] of a new version, [`scale_down`], the [`launch_budget`], the
+/// [`backoff`] and what else holds launches back ([`launch_gate`]), finished tasks to [`forget`], then the status
+/// ([`deployment`], [`conditions`]) and the Events.
 #[must_use]
 pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
-    let spec = &app.spec;
     let prev = app.status.clone().unwrap_or_default();
-    let now = ctx.now;
-    let n = usize::try_from(spec.instances()).unwrap_or(0);
-    let version = ctx.version.map_or_else(|| spec.version(), str::to_owned);
-    let mut wake: Option<Timestamp> = None;
-    let mut soon = |t: Timestamp| wake = Some(wake.map_or(t, |w: Timestamp| w.min(t)));
-    let unreachable = spec.unreachable_strategy.clone().unwrap_or_default();
-    let inactive_after = SignedDuration::from_secs(i64::from(unreachable.inactive_after_seconds()));
-    let expunge_after = SignedDuration::from_secs(i64::from(unreachable.expunge_after_seconds()));
+    let version = ctx.version.map_or_else(|| app.spec.version(), str::to_owned);
+    let n = usize::try_from(app.spec.instances()).unwrap_or(0);
+    let given = Given { spec: &app.spec, n, version: &version, prev: &prev, now: ctx.now };
+    let mut wake = Wake::default();
+    let mut kills: Vec<Kill> = Vec::new();
 
     let views: Vec<View<'_>> = tasks.iter().map(|t| view(t)).collect();
-    let mut kills: Vec<Kill> = Vec::new();
-    // Live tasks, split: counted as instances (active), being killed (dying, still holding resources), and
-    // unreachable past inactiveAfterSeconds (replaced, not counted).
-    let (mut active, mut dying) = (Vec::new(), Vec::new());
+    let mut live = classify(&views, &given, ctx, &mut kills, &mut wake);
+    health_kills(&mut live, &given, ctx.health_kill_budget, &mut kills);
+    let rollout = rollout(&live, &given, &mut kills);
+    scale_down(&rollout, &given, &mut kills);
+    let mut waiting: Vec<String> = Vec::new();
+    let launch = launch_budget(&live, &rollout, n, &kills, &mut waiting);
+    let backoff = backoff(&views, &given, rollout.new_healthy >= n);
+    let gate = launch_gate(launch, &backoff, &given, ctx, &mut wake);
+    let delete = forget(&views, &version, backoff.last_failed_at());
+
+    let healthy = live.active.iter().filter(|v| v.healthy()).count();
+    let deployment = deployment(&live, &rollout, &gate, waiting, &given);
+    let conditions = conditions(&live, deployment.as_ref(), gate.held.as_ref(), &given);
+    let launch = gate.launch;
+    let status = AppStatus {
+        observed_generation: app.metadata.generation,
+        instances: count(n),
+        tasks_staged: count(
+            live.active.iter().filter(|v| matches!(v.state, TaskState::Staging | TaskState::Starting)).count(),
+        ),
+        tasks_running: count(live.active.iter().filter(|v| v.state == TaskState::Running).count()),
+        tasks_healthy: count(healthy),
+        tasks_unhealthy: count(live.active.iter().filter(|v| v.unhealthy()).count()),
+        delayed_until: backoff.delayed_until,
+        last_task_failure: backoff.last_failure,
+        offer_rejections: if launch > 0 || gate.held.is_some() {
+            ctx.offers.map(|o| o.rejections.clone()).unwrap_or_default()
+        } else {
+            BTreeMap::new()
+        },
+        version: Some(version.clone()),
+        consecutive_failures: backoff.consecutive,
+        deployment,
+        conditions: conditions.into_iter().map(|c| carry_transition(c, &prev.conditions, ctx.now)).collect(),
+    };
+    let events = events(&prev, &status, &backoff.failures, &kills, &version);
+    Plan { version, launch, kills, delete, status, events, wake: wake.0 }
+}
+
+/// What every stage reads: the spec (defaults applied), the instances wanted, the current version, the status the
+/// plan starts from, and the time.
+struct Given<'a> {
+    spec: &'a AppSpec,
+    n: usize,
+    version: &'a str,
+    prev: &'a AppStatus,
+    now: Timestamp,
+}
+
+/// The earliest time to decide again.
+#[derive(Default)]
+struct Wake(Option<Timestamp>);
+
+impl Wake {
+    fn at(&mut self, t: Timestamp) {
+        self.0 = Some(self.0.map_or(t, |w| w.min(t)));
+    }
+}
+
+/// The live tasks: counted as instances (active), and being killed (dying, still holding resources).
+struct Live<'v> {
+    active: Vec<&'v View<'v>>,
+    dying: Vec<&'v View<'v>>,
+}
+
+/// Splits the live tasks. A task unreachable past `inactiveAfterSeconds` is replaced (not counted); past
+/// `expungeAfterSeconds` it is forgotten, and killed should its agent return.
+fn classify<'v>(
+    views: &'v [View<'v>],
+    given: &Given<'_>,
+    ctx: &Context<'_>,
+    kills: &mut Vec<Kill>,
+    wake: &mut Wake,
+) -> Live<'v> {
+    let unreachable = given.spec.unreachable_strategy.clone().unwrap_or_default();
+    let inactive_after = SignedDuration::from_secs(i64::from(unreachable.inactive_after_seconds()));
+    let expunge_after = SignedDuration::from_secs(i64::from(unreachable.expunge_after_seconds()));
+    let mut live = Live { active: Vec::new(), dying: Vec::new() };
     for v in views.iter().filter(|v| !v.state.is_terminal()) {
         if v.dying() {
-            dying.push(v);
+            live.dying.push(v);
             continue;
         }
         if v.state == TaskState::Unreachable
             && let Some(since) = ctx.agents.unreachable_since.get(&v.task.spec.agent)
         {
-            let gone_for = since.duration_until(now);
+            let gone_for = since.duration_until(ctx.now);
             if gone_for >= expunge_after {
                 let message = format!(
                     "task {} has been unreachable {} s, past expungeAfterSeconds ({} s): forgotten, and killed \
@@ -312,52 +385,75 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
                     expunge_after.as_secs()
                 );
                 kills.push(Kill { task: v.name.to_owned(), reason: KillReason::Expunged, message });
-                dying.push(v);
+                live.dying.push(v);
                 continue;
             }
-            soon(*since + expunge_after);
+            wake.at(*since + expunge_after);
             if gone_for >= inactive_after {
                 continue;
             }
-            soon(*since + inactive_after);
+            wake.at(*since + inactive_after);
         }
-        active.push(v);
+        live.active.push(v);
     }
+    live
+}
 
-    // Health kills: bounded by what the strategy lets be down at once (at least one) and the caller's budget.
-    let (min_healthy_now, _) = capacity(spec, n, false);
-    let down_allowed = n.saturating_sub(min_healthy_now).max(1);
-    let health_dying = dying.iter().filter(|v| v.kill_reason == Some(KillReason::Unhealthy.as_str())).count();
-    let mut health_room = down_allowed.saturating_sub(health_dying).min(ctx.health_kill_budget);
-    let mut failing: Vec<&View<'_>> = active.iter().copied().filter(|v| v.failing()).collect();
+/// Kills tasks failing their health checks past the limit, worst first: never more at once than the upgrade
+/// strategy lets be down (at least one), nor more than the caller's budget. The killed leave `live.active`.
+fn health_kills(live: &mut Live<'_>, given: &Given<'_>, budget: usize, kills: &mut Vec<Kill>) {
+    let (min_healthy, _) = capacity(given.spec, given.n, false);
+    let down_allowed = given.n.saturating_sub(min_healthy).max(1);
+    let health_dying = live.dying.iter().filter(|v| v.kill_reason == Some(KillReason::Unhealthy.as_str())).count();
+    let mut room = down_allowed.saturating_sub(health_dying).min(budget);
+    let mut failing: Vec<&View<'_>> = live.active.iter().copied().filter(|v| v.failing()).collect();
     failing.sort_by_key(|v| std::cmp::Reverse(v.task.status.as_ref().map_or(0, |s| s.health_check_failures)));
     for v in failing {
-        if health_room == 0 {
+        if room == 0 {
             break;
         }
-        health_room -= 1;
+        room -= 1;
         let failures = v.task.status.as_ref().map_or(0, |s| s.health_check_failures);
         let last = last_check(v.task).unwrap_or_default();
         let message = format!("task {} failed {failures} health checks in a row{last}", v.name);
         kills.push(Kill { task: v.name.to_owned(), reason: KillReason::Unhealthy, message });
     }
-    let killed = |v: &View<'_>, kills: &[Kill]| kills.iter().any(|k| k.task == v.name);
-    active.retain(|v| !killed(v, &kills));
+    live.active.retain(|v| !killed(v, kills));
+}
 
-    let (new, old): (Vec<&View<'_>>, Vec<&View<'_>>) = active.iter().copied().partition(|v| v.version == version);
-    let old_dying = dying.iter().filter(|v| v.version != version).count();
+fn killed(v: &View<'_>, kills: &[Kill]) -> bool {
+    kills.iter().any(|k| k.task == v.name)
+}
+
+/// Where a change of version stands.
+struct Rollout<'v> {
+    /// Active tasks of the current version, and of older ones.
+    new: Vec<&'v View<'v>>,
+    old: Vec<&'v View<'v>>,
+    /// Old tasks being killed.
+    old_dying: usize,
+    /// Healthy tasks of the current version.
+    new_healthy: usize,
+    /// A deployment is under way.
+    deploying: bool,
+    /// The most tasks that may run at once (the strategy's bound).
+    max_capacity: usize,
+}
+
+/// The rolling upgrade: old tasks that are not healthy count for nothing and go first, freely; healthy old ones go
+/// while the healthy count stays at or above the strategy's minimum — decided from the counts alone, so a spec
+/// changed mid-deployment simply re-targets it.
+fn rollout<'v>(live: &Live<'v>, given: &Given<'_>, kills: &mut Vec<Kill>) -> Rollout<'v> {
+    let (spec, n, version) = (given.spec, given.n, given.version);
+    let (new, old): (Vec<&View<'_>>, Vec<&View<'_>>) = live.active.iter().copied().partition(|v| v.version == version);
+    let old_dying = live.dying.iter().filter(|v| v.version != version).count();
     let new_healthy = new.iter().filter(|v| v.healthy()).count();
-    let prev_to = prev.deployment.as_ref().map(|d| d.to.clone());
-    let deploying = !old.is_empty() || old_dying > 0 || prev_to.as_deref() == Some(&version) && new_healthy < n;
+    let prev_to = given.prev.deployment.as_ref().map(|d| d.to.as_str());
+    let deploying = !old.is_empty() || old_dying > 0 || prev_to == Some(version) && new_healthy < n;
     let (min_healthy, max_capacity) = capacity(spec, n, deploying);
-    let selection = spec.kill_selection();
-
-    let mut waiting: Vec<String> = Vec::new();
     if deploying {
-        // Old tasks that are not healthy count for nothing: they go first, freely. Healthy old ones go while the
-        // healthy count stays at or above the minimum.
         let mut old_sorted = old.clone();
-        kill_order(&mut old_sorted, selection);
+        kill_order(&mut old_sorted, spec.kill_selection());
         let old_healthy = old.iter().filter(|v| v.healthy()).count();
         let mut may_kill_healthy = (old_healthy + new_healthy).saturating_sub(min_healthy);
         for v in old_sorted {
@@ -371,28 +467,64 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
             kills.push(Kill { task: v.name.to_owned(), reason: KillReason::Upgrade, message });
         }
     }
-    // Surplus of the current version (scaled down, or an unreachable task back): killed by the kill selection.
-    let mut surplus: Vec<&View<'_>> = new.clone();
-    if surplus.len() > n {
-        kill_order(&mut surplus, selection);
-        for v in &surplus[..surplus.len() - n] {
-            let message = format!("scaling to {n}: task {} is surplus ({selection:?})", v.name);
-            kills.push(Kill { task: v.name.to_owned(), reason: KillReason::ScaleDown, message });
-        }
+    Rollout { new, old, old_dying, new_healthy, deploying, max_capacity }
+}
+
+/// Kills the surplus of the current version (scaled down, or an unreachable task back), by the kill selection.
+fn scale_down(rollout: &Rollout<'_>, given: &Given<'_>, kills: &mut Vec<Kill>) {
+    let n = given.n;
+    if rollout.new.len() <= n {
+        return;
     }
-    let new_kept = new.iter().filter(|v| !killed(v, &kills)).count();
-    let occupying = active.len() + dying.len() + kills.iter().filter(|k| k.reason == KillReason::Unhealthy).count();
+    let selection = given.spec.kill_selection();
+    let mut surplus = rollout.new.clone();
+    kill_order(&mut surplus, selection);
+    for v in &surplus[..surplus.len() - n] {
+        let message = format!("scaling to {n}: task {} is surplus ({selection:?})", v.name);
+        kills.push(Kill { task: v.name.to_owned(), reason: KillReason::ScaleDown, message });
+    }
+}
+
+/// How many tasks of the current version are missing, and — during a deployment — how many of them fit under the
+/// strategy's maximum (what is being killed still counts until it stops).
+fn launch_budget(live: &Live<'_>, rollout: &Rollout<'_>, n: usize, kills: &[Kill], waiting: &mut Vec<String>) -> usize {
+    let new_kept = rollout.new.iter().filter(|v| !killed(v, kills)).count();
+    let health_killed = kills.iter().filter(|k| k.reason == KillReason::Unhealthy).count();
+    let occupying = live.active.len() + live.dying.len() + health_killed;
     let mut launch = n.saturating_sub(new_kept);
-    if deploying {
-        let room = max_capacity.saturating_sub(occupying);
-        if room < launch && old_dying + dying.len() > 0 {
-            waiting.push(format!("waiting for {} killed task(s) to stop before starting more", dying.len()));
+    if rollout.deploying {
+        let room = rollout.max_capacity.saturating_sub(occupying);
+        if room < launch && rollout.old_dying + live.dying.len() > 0 {
+            waiting.push(format!("waiting for {} killed task(s) to stop before starting more", live.dying.len()));
         }
         launch = launch.min(room);
     }
+    launch
+}
 
-    // Failures of the current version since the last one counted, and the backoff they feed.
-    let same_version = prev.version.as_deref() == Some(&version);
+/// The failures of the current version and the launch delay they feed.
+struct Backoff<'v> {
+    /// Failures since the last one counted, oldest first.
+    failures: Vec<&'v View<'v>>,
+    /// Failures in a row of this version.
+    consecutive: u32,
+    last_failure: Option<TaskFailure>,
+    /// Launches wait until then.
+    delayed_until: Option<Timestamp>,
+}
+
+impl Backoff<'_> {
+    fn last_failed_at(&self) -> Option<Timestamp> {
+        self.last_failure.as_ref().and_then(|f| f.timestamp)
+    }
+}
+
+/// Counts the current version's new failures (`FAILED`, `FINISHED`, `ERROR`, health kills) on top of those the
+/// status recorded; a new version starts from none, and a healthy spell of [`BACKOFF_RESET`] at full strength
+/// forgives them.
+fn backoff<'v>(views: &'v [View<'v>], given: &Given<'_>, all_healthy: bool) -> Backoff<'v> {
+    let (prev, spec, version, now) = (given.prev, given.spec, given.version, given.now);
+    let same_version = prev.version.as_deref() == Some(version);
     let counted_until = prev.last_task_failure.as_ref().and_then(|f| f.timestamp).filter(|_| same_version);
     let mut failures: Vec<&View<'_>> = views
         .iter()
@@ -406,38 +538,51 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
         last_failure = Some(failure_of(latest));
     }
     let last_failed_at = last_failure.as_ref().and_then(|f| f.timestamp);
-    if consecutive > 0
-        && new_healthy >= n
-        && failures.is_empty()
-        && last_failed_at.is_none_or(|t| t + BACKOFF_RESET <= now)
+    if consecutive > 0 && all_healthy && failures.is_empty() && last_failed_at.is_none_or(|t| t + BACKOFF_RESET <= now)
     {
         consecutive = 0;
     }
     let delayed_until = last_failed_at.map(|t| t + launch_delay(spec, consecutive)).filter(|t| *t > now);
-    let mut scheduled_why: Option<(&str, String)> = None;
-    if launch > 0 {
-        if let Err(why) = &ctx.dependencies {
-            scheduled_why = Some(("DependenciesNotReady", why.clone()));
-            launch = 0;
-        } else if let Some(until) = delayed_until {
-            let last = last_failure.as_ref().map(describe_failure).unwrap_or_default();
-            let message = format!(
-                "launches delayed until {} ({} s) after {consecutive} failure(s){last}",
-                until.strftime("%H:%M:%S UTC"),
-                now.duration_until(until).as_secs().max(1)
-            );
-            scheduled_why = Some(("Backoff", message));
-            soon(until);
-            launch = 0;
-        } else if let Some(why) = offer_explanation(spec, n, launch, ctx) {
-            scheduled_why = Some(("NoMatchingOffer", why));
-        } else {
-            scheduled_why =
-                Some(("WaitingForOffers", format!("{launch} instance(s) of version {version} wait for an offer")));
-        }
-    }
+    Backoff { failures, consecutive, last_failure, delayed_until }
+}
 
-    // Finished tasks: the newest few failures stay for `describe`; the rest go once counted.
+/// The launches allowed, and what holds them back.
+struct Gate {
+    launch: usize,
+    /// The `Scheduled` condition's reason and message while launches wait.
+    held: Option<(&'static str, String)>,
+}
+
+/// What holds launches back: dependencies not running healthy and the backoff stop them; a constraint no agent set
+/// can meet, a resource no offer has, or no offer yet only explain the wait.
+fn launch_gate(launch: usize, backoff: &Backoff<'_>, given: &Given<'_>, ctx: &Context<'_>, wake: &mut Wake) -> Gate {
+    let held = |launch: usize, reason: &'static str, why: String| Gate { launch, held: Some((reason, why)) };
+    if launch == 0 {
+        return Gate { launch: 0, held: None };
+    }
+    if let Err(why) = &ctx.dependencies {
+        return held(0, "DependenciesNotReady", why.clone());
+    }
+    if let Some(until) = backoff.delayed_until {
+        let last = backoff.last_failure.as_ref().map(describe_failure).unwrap_or_default();
+        let message = format!(
+            "launches delayed until {} ({} s) after {} failure(s){last}",
+            until.strftime("%H:%M:%S UTC"),
+            ctx.now.duration_until(until).as_secs().max(1),
+            backoff.consecutive
+        );
+        wake.at(until);
+        return held(0, "Backoff", message);
+    }
+    if let Some(why) = offer_explanation(given.spec, given.n, launch, ctx) {
+        return held(launch, "NoMatchingOffer", why);
+    }
+    let why = format!("{launch} instance(s) of version {} wait for an offer", given.version);
+    held(launch, "WaitingForOffers", why)
+}
+
+/// Finished tasks to delete: the newest few failures stay for `describe`; the rest go once counted.
+fn forget(views: &[View<'_>], version: &str, last_failed_at: Option<Timestamp>) -> Vec<String> {
     let mut terminal: Vec<&View<'_>> = views.iter().filter(|v| v.state.is_terminal()).collect();
     terminal.sort_by_key(|v| std::cmp::Reverse(v.finished()));
     let mut kept = 0;
@@ -450,63 +595,86 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
             delete.push(v.name.to_owned());
         }
     }
+    delete
+}
 
-    // The status.
-    let running = active.iter().filter(|v| v.state == TaskState::Running).count();
-    let healthy = active.iter().filter(|v| v.healthy()).count();
-    let deployment = deploying.then(|| {
-        let mut from: Vec<String> =
-            old.iter().chain(dying.iter().filter(|v| v.version != version)).map(|v| v.version.to_owned()).collect();
-        from.sort();
-        from.dedup();
-        let new_live = new.len();
-        let step = if scheduled_why.as_ref().is_some_and(|(r, _)| *r == "DependenciesNotReady") {
-            "WaitingForDependencies"
-        } else if new_live < n || launch > 0 {
-            "StartingNewTasks"
-        } else if new_healthy < n {
-            "WaitingForHealth"
-        } else {
-            "ReplacingOldTasks"
-        };
-        if new_healthy < new_live {
-            waiting.insert(0, health_explanation(&new, n));
-        }
-        if let Some((_, why)) = &scheduled_why {
-            waiting.insert(0, why.clone());
-        }
-        if waiting.is_empty() && !old.is_empty() {
-            waiting.push(format!("waiting for {} old task(s) to be replaced", old.len()));
-        }
-        let started_at = prev.deployment.as_ref().filter(|d| d.to == version).and_then(|d| d.started_at).or(Some(now));
-        Deployment {
-            from,
-            to: version.clone(),
-            started_at,
-            step: step.to_owned(),
-            old: count(old.len() + old_dying),
-            new: count(new_live),
-            healthy: count(new_healthy),
-            waiting: (!waiting.is_empty()).then(|| waiting.join("; ")),
-        }
-    });
+/// The deployment under way, if any: from and to which versions, its step, and what it waits for in words.
+fn deployment(
+    live: &Live<'_>,
+    rollout: &Rollout<'_>,
+    gate: &Gate,
+    mut waiting: Vec<String>,
+    given: &Given<'_>,
+) -> Option<Deployment> {
+    if !rollout.deploying {
+        return None;
+    }
+    let (n, version, launch, held) = (given.n, given.version, gate.launch, gate.held.as_ref());
+    let (new, old) = (&rollout.new, &rollout.old);
+    let mut from: Vec<String> =
+        old.iter().chain(live.dying.iter().filter(|v| v.version != version)).map(|v| v.version.to_owned()).collect();
+    from.sort();
+    from.dedup();
+    let new_live = new.len();
+    let step = if held.is_some_and(|(r, _)| *r == "DependenciesNotReady") {
+        "WaitingForDependencies"
+    } else if new_live < n || launch > 0 {
+        "StartingNewTasks"
+    } else if rollout.new_healthy < n {
+        "WaitingForHealth"
+    } else {
+        "ReplacingOldTasks"
+    };
+    if rollout.new_healthy < new_live {
+        waiting.insert(0, health_explanation(new, n));
+    }
+    if let Some((_, why)) = held {
+        waiting.insert(0, why.clone());
+    }
+    if waiting.is_empty() && !old.is_empty() {
+        waiting.push(format!("waiting for {} old task(s) to be replaced", old.len()));
+    }
+    let previous = given.prev.deployment.as_ref();
+    let started_at = previous.filter(|d| d.to == version).and_then(|d| d.started_at).or(Some(given.now));
+    Some(Deployment {
+        from,
+        to: version.to_owned(),
+        started_at,
+        step: step.to_owned(),
+        old: count(old.len() + rollout.old_dying),
+        new: count(new_live),
+        healthy: count(rollout.new_healthy),
+        waiting: (!waiting.is_empty()).then(|| waiting.join("; ")),
+    })
+}
+
+/// `Available`, `Progressing`, `Degraded` and `Scheduled`, each with its reason in words.
+fn conditions(
+    live: &Live<'_>,
+    deployment: Option<&Deployment>,
+    held: Option<&(&str, String)>,
+    given: &Given<'_>,
+) -> [Condition; 4] {
+    let (n, version) = (given.n, given.version);
+    let (min_healthy, _) = capacity(given.spec, n, false);
+    let healthy = live.active.iter().filter(|v| v.healthy()).count();
     let degraded_why = if healthy >= n {
         None
-    } else if let Some((reason, why)) = &scheduled_why {
+    } else if let Some((reason, why)) = held {
         Some(((*reason).to_owned(), why.clone()))
-    } else if active.iter().any(|v| v.state == TaskState::Running && !v.healthy()) {
-        Some(("Unhealthy".to_owned(), health_explanation(&active, n)))
+    } else if live.active.iter().any(|v| v.state == TaskState::Running && !v.healthy()) {
+        Some(("Unhealthy".to_owned(), health_explanation(&live.active, n)))
     } else {
         Some(("Pending".to_owned(), format!("{healthy} of {n} instances healthy")))
     };
-    let conditions = [
+    [
         condition(
             "Available",
-            healthy >= min_healthy_now,
+            healthy >= min_healthy,
             "MinimumHealthy",
-            format!("{healthy} healthy, at least {min_healthy_now} wanted"),
+            format!("{healthy} healthy, at least {min_healthy} wanted"),
         ),
-        match &deployment {
+        match deployment {
             Some(d) => condition(
                 "Progressing",
                 true,
@@ -521,35 +689,11 @@ pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
             Some((reason, why)) => condition("Degraded", true, reason, why.clone()),
             None => condition("Degraded", false, "AllHealthy", format!("{healthy} of {n} instances healthy")),
         },
-        match &scheduled_why {
+        match held {
             Some((reason, why)) => condition("Scheduled", false, reason, why.clone()),
             None => condition("Scheduled", true, "Scheduled", "no instance waits for an offer".to_owned()),
         },
-    ];
-    let conditions = conditions.into_iter().map(|c| carry_transition(c, &prev.conditions, now)).collect();
-    let status = AppStatus {
-        observed_generation: app.metadata.generation,
-        instances: count(n),
-        tasks_staged: count(
-            active.iter().filter(|v| matches!(v.state, TaskState::Staging | TaskState::Starting)).count(),
-        ),
-        tasks_running: count(running),
-        tasks_healthy: count(healthy),
-        tasks_unhealthy: count(active.iter().filter(|v| v.unhealthy()).count()),
-        delayed_until,
-        last_task_failure: last_failure,
-        offer_rejections: if launch > 0 || scheduled_why.is_some() {
-            ctx.offers.map(|o| o.rejections.clone()).unwrap_or_default()
-        } else {
-            BTreeMap::new()
-        },
-        version: Some(version.clone()),
-        consecutive_failures: consecutive,
-        deployment,
-        conditions,
-    };
-    let events = events(&prev, &status, &failures, &kills, &version);
-    Plan { version, launch, kills, delete, status, events, wake }
+    ]
 }
 
 fn count(n: usize) -> i32 {
