@@ -187,7 +187,7 @@ impl Default for ApiConfig {
         Self {
             keys: KeyLayout::default(),
             token: None,
-            watch_backlog: crate::api::watch::CLIENT_BACKLOG,
+            watch_backlog: crate::api::watch_cache::CLIENT_BACKLOG,
             body_read_timeout: BODY_READ_TIMEOUT,
         }
     }

@@ -43,7 +43,7 @@ pub(crate) fn controllers(args: ControllersArgs) -> Result<bool> {
         anyhow::ensure!(value.is_finite() && value > 0.0, "{flag} must be a positive number of seconds (got {value})");
         Ok(std::time::Duration::from_secs_f64(value))
     };
-    let timing = agora_controllers::allocator::state::Timing {
+    let timing = agora_controllers::allocator::observed::Timing {
         offer_timeout: seconds(args.offer_timeout_seconds, "--offer-timeout-seconds")?,
         agent_gone_after: seconds(args.agent_gone_after_seconds, "--agent-gone-after-seconds")?,
         keep_decided: seconds(args.keep_decided_seconds, "--keep-decided-seconds")?,

@@ -18,8 +18,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora_controllers::allocator::observed::{Observed, Timing, housekeeping, observe, observe_agents};
 use agora_controllers::allocator::round::{RoleView, allocate};
-use agora_controllers::allocator::state::{Observed, Timing, housekeeping, observe, observe_agents};
 use agora_schemas::{Agent, Framework, Lease, Task};
 use jiff::Timestamp;
 use serde_json::json;

@@ -9,7 +9,7 @@
 //! `/apis/agora/v1/{plural}` across namespaces.
 //!
 //! One concern per module: `route` (what a path and query name, and which handler serves each verb), `admission`
-//! (bodies into admitted objects), `read` (get, list), `stream` (watch over HTTP; the shared cache is [`watch`]),
+//! (bodies into admitted objects), `read` (get, list), `stream` (watch over HTTP; the shared cache is [`watch_cache`]),
 //! `write` (create, replace, patch, scale and the update loop), `apply` (server-side apply; field ownership is
 //! [`managed`]), `delete`, `codec` (how objects are stored and read back), and the kind-specific `accept`, `cronjobs`
 //! and `logs`. This file holds the `ResourceApi` they all extend.
@@ -31,7 +31,7 @@ mod read;
 mod route;
 pub mod selectors;
 mod stream;
-pub mod watch;
+pub mod watch_cache;
 mod write;
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -43,7 +43,7 @@ use self::codec::{stored_object, with_resource_version};
 pub use self::error::{ApiError, ApiResult};
 use self::route::Target;
 use self::stream::watch_frame;
-use self::watch::WatchCache;
+use self::watch_cache::WatchCache;
 use crate::store::{KeyLayout, KeyValue, SharedStore};
 
 /// The largest request body accepted.

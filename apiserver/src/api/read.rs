@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::print::View;
 use super::route::{Query, Target};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::watch::{self};
+use super::watch_cache::{self};
 use crate::store::{RangeRequest, Revision};
 
 /// Which objects a list or watch returns: one namespace (or all), label and field selectors.
@@ -51,7 +51,7 @@ impl Filter {
     /// The event type a watcher with this filter gets for `change`, if any. As in Kubernetes, an object modified
     /// into the selection arrives as ADDED and one modified out of it as DELETED (with its new state).
     /// The namespace comes from the change's key and never changes, so only selectors look into the object.
-    pub(super) fn event_type(&self, change: &watch::Change) -> Option<&'static str> {
+    pub(super) fn event_type(&self, change: &watch_cache::Change) -> Option<&'static str> {
         if self.namespace.is_some() && self.namespace != change.namespace {
             return None;
         }

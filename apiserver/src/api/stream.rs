@@ -1,5 +1,5 @@
 //! `?watch=true`: the HTTP side of a watch — the initial objects, the replayed backlog, the live changes from the
-//! shared cache in [`super::watch`], bookmarks and the timeout — as JSON lines or Server-Sent Events.
+//! shared cache in [`super::watch_cache`], bookmarks and the timeout — as JSON lines or Server-Sent Events.
 
 use agora_schemas::{KindInfo, StatusReason};
 use axum::http::{HeaderMap, header};
@@ -14,7 +14,7 @@ use super::codec::stored_object;
 use super::error::{ApiError, ApiResult};
 use super::read::Filter;
 use super::route::{Query, Target, flag};
-use super::watch::{self, Next, WatchCache};
+use super::watch_cache::{self, Next, WatchCache};
 use crate::store::{RangeRequest, Revision, StoreError, WatchEvent};
 
 /// A watch event as sent: a JSON line, or a Server-Sent Event when `sse`.
@@ -55,7 +55,7 @@ pub(super) struct WatchStream {
 /// Where a watch's changes come from.
 enum Source {
     /// The shared cache.
-    Cache(watch::Subscription),
+    Cache(watch_cache::Subscription),
     /// The store's history, for a watch that resumed from before the cache's window, until the window reaches where
     /// it has got to: then it joins the cache.
     Store {
@@ -71,7 +71,7 @@ enum Source {
 struct Feed {
     source: Source,
     /// The cache's backlog when a watch joins it.
-    pending: std::collections::VecDeque<std::sync::Arc<watch::Change>>,
+    pending: std::collections::VecDeque<std::sync::Arc<watch_cache::Change>>,
     kind: &'static KindInfo,
     /// Every change up to this revision has reached the client: later ones from the cache only.
     floor: Revision,
@@ -102,7 +102,7 @@ impl Feed {
                     // Every change up to the last one sent is out once a later revision arrives.
                     let complete = if revision > *sent { *sent } else { 0 };
                     *sent = revision;
-                    (complete, watch::change_of(event, prefix).map(std::sync::Arc::new))
+                    (complete, watch_cache::change_of(event, prefix).map(std::sync::Arc::new))
                 }
                 Some(Err(StoreError::Compacted { requested, compacted })) => {
                     return Next::End(Box::new(too_old(requested, compacted)));
@@ -163,7 +163,13 @@ impl Shown {
     }
 
     /// A change as sent: the cache's own framing when the object goes as it is.
-    fn change(&mut self, kind: &KindInfo, type_: &'static str, change: &watch::Change, sse: bool) -> bytes::Bytes {
+    fn change(
+        &mut self,
+        kind: &KindInfo,
+        type_: &'static str,
+        change: &watch_cache::Change,
+        sse: bool,
+    ) -> bytes::Bytes {
         match self.view {
             View::Object if type_ == change.kind && !sse => change.framed(),
             View::Object => watch_frame(type_, change.encoded(), sse),
@@ -173,7 +179,7 @@ impl Shown {
 
     /// A bookmark as sent.
     fn bookmark(&self, kind: &KindInfo, revision: Revision, initial_events_end: bool, sse: bool) -> bytes::Bytes {
-        let event = watch::bookmark(kind, revision, initial_events_end);
+        let event = watch_cache::bookmark(kind, revision, initial_events_end);
         watch_line(&json!({ "type": "BOOKMARK", "object": self.view.bookmark(kind, &event["object"]) }), sse)
     }
 }
@@ -338,7 +344,7 @@ impl ResourceApi {
             feed: Feed { source, pending: std::collections::VecDeque::new(), kind, floor: latest },
             filter,
             ticker: bookmarks.then(|| {
-                let mut ticker = tokio::time::interval(watch::BOOKMARK_EVERY);
+                let mut ticker = tokio::time::interval(watch_cache::BOOKMARK_EVERY);
                 ticker.reset();
                 ticker
             }),

@@ -26,11 +26,11 @@ use jiff::Timestamp;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::round::{OfferPlan, RoleView, allocate};
-use super::sorter::Amount;
-use super::state::{
+use super::observed::{
     Action, Observed, Statuses, Timing, housekeeping, lease_expiry, next_wakeup, observe_agents, statuses,
 };
+use super::round::{OfferPlan, RoleView, allocate};
+use super::sorter::Amount;
 use crate::runtime::cache::{Cache, Seen};
 use crate::runtime::events::{Record, Recorder, Reporter};
 use crate::runtime::watcher;

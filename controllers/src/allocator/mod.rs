@@ -8,12 +8,12 @@
 //!   incrementally.
 //! - [`round`]: one allocation round over a snapshot of agents, frameworks and roles — reservations, quota
 //!   guarantees and limits, filters, suppression, the minimum offer.
-//! - [`state`]: the snapshot made from the observed objects, liveness and expiry (housekeeping), status figures and
+//! - [`observed`]: the snapshot made from the observed objects, liveness and expiry (housekeeping), status figures and
 //!   the next timer.
 //!
 //! [`controller`] is the I/O around them: reflectors, rounds on change, offer and status writes, Events.
 
 pub mod controller;
+pub mod observed;
 pub mod round;
 pub mod sorter;
-pub mod state;

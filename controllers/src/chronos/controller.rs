@@ -82,7 +82,7 @@ struct Taken {
 
 /// What the scheduler half and the companion share.
 #[derive(Default)]
-struct World {
+struct SharedState {
     /// The companion's caches are listed: decisions may be made.
     ready: bool,
     /// Runs to launch now, per job (`namespace/name`), with the job (its spec defaulted).
@@ -98,7 +98,7 @@ struct World {
     held: (f64, f64, usize),
 }
 
-impl World {
+impl SharedState {
     /// Whether offers are worth having now: a run is due, or an instant comes within [`LEAD`].
     fn wants(&self) -> bool {
         self.ready && (!self.due.is_empty() || self.next_instant.is_some_and(|t| t <= Instant::now() + LEAD))
@@ -214,22 +214,22 @@ fn trim(task: &mut Task) {
 
 /// The scheduler half.
 struct Chronos {
-    parts: Parts<World>,
+    parts: Parts<SharedState>,
 }
 
 impl Scheduler for Chronos {
     fn offers(&mut self, offers: &[Arc<Offer>], _tasks: &[Arc<Task>]) -> Vec<Launch> {
-        let mut world = self.parts.shared.lock();
-        world.held = (0.0, 0.0, 0);
-        if !world.ready || world.due.is_empty() {
+        let mut shared = self.parts.shared.lock();
+        shared.held = (0.0, 0.0, 0);
+        if !shared.ready || shared.due.is_empty() {
             return Vec::new();
         }
         // Every due run, in job order; each one a demand.
         let mut runs: Vec<(String, Arc<CronJob>, NewRun)> = Vec::new();
-        for (job_key, (job, due)) in &world.due {
+        for (job_key, (job, due)) in &shared.due {
             let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
             for run in due {
-                if !world.launched.contains_key(&format!("{namespace}/{}", run.name)) {
+                if !shared.launched.contains_key(&format!("{namespace}/{}", run.name)) {
                     runs.push((job_key.clone(), job.clone(), run.clone()));
                 }
             }
@@ -252,15 +252,15 @@ impl Scheduler for Chronos {
                 agent: p.agent.clone(),
                 taken: false,
             };
-            world.launched.insert(task_key, launched);
+            shared.launched.insert(task_key, launched);
             placed_runs.insert((job_key.clone(), run.name.clone()));
             self.parts.marks.touch(job_key.clone());
         }
         // What was placed is no longer due; the rest waits for the next offers.
-        for (job_key, (_, due)) in &mut world.due {
+        for (job_key, (_, due)) in &mut shared.due {
             due.retain(|r| !placed_runs.contains(&(job_key.clone(), r.name.clone())));
         }
-        world.due.retain(|_, (_, due)| !due.is_empty());
+        shared.due.retain(|_, (_, due)| !due.is_empty());
         launches
     }
 
@@ -269,33 +269,33 @@ impl Scheduler for Chronos {
     }
 
     fn hold(&mut self, offer: &Offer) -> bool {
-        let mut world = self.parts.shared.lock();
+        let mut shared = self.parts.shared.lock();
         // Enough offers for the runs due soon are kept at hand; the rest go back to other frameworks.
-        let (cpus, mem, runs) = world.upcoming;
-        let needed = world.held.0 < cpus || world.held.1 < mem || world.held.2 < runs.div_ceil(PER_ACCEPTANCE);
-        if world.wants() && needed {
+        let (cpus, mem, runs) = shared.upcoming;
+        let needed = shared.held.0 < cpus || shared.held.1 < mem || shared.held.2 < runs.div_ceil(PER_ACCEPTANCE);
+        if shared.wants() && needed {
             let resources = &offer.spec.resources;
-            world.held.0 += resources.cpus;
-            world.held.1 += resources.mem;
-            world.held.2 += 1;
+            shared.held.0 += resources.cpus;
+            shared.held.1 += resources.mem;
+            shared.held.2 += 1;
             return true;
         }
         false
     }
 
     fn failed(&mut self, launch: &Launch, error: &agora_client::Error) {
-        let mut world = self.parts.shared.lock();
+        let mut shared = self.parts.shared.lock();
         for task in &launch.tasks {
             let namespace = task.metadata.namespace.as_deref().unwrap_or("default");
             let task_key = format!("{namespace}/{}", task.metadata.name.as_deref().unwrap_or_default());
             // A name that exists is a run claimed before (the watch will show it) — or a Task someone else wrote
             // under that name: the companion looks. Anything else is tried again.
             if error.is_already_exists() {
-                if let Some(launched) = world.launched.get_mut(&task_key) {
+                if let Some(launched) = shared.launched.get_mut(&task_key) {
                     launched.taken = true;
                     self.parts.marks.touch(launched.job.clone());
                 }
-            } else if let Some(launched) = world.launched.remove(&task_key) {
+            } else if let Some(launched) = shared.launched.remove(&task_key) {
                 self.parts.marks.touch(launched.job);
             }
         }
@@ -322,7 +322,7 @@ pub async fn run(
 
 /// The leader's companion: plans and acts on the kit until the leadership ends (the SDK then drops it).
 struct Companion {
-    parts: Parts<World>,
+    parts: Parts<SharedState>,
     /// Wakes the SDK's loop (the scheduler half).
     sdk: Arc<Notify>,
     jobs: Cache<CronJob>,
@@ -393,7 +393,7 @@ impl Plans for Companion {
 
 impl Companion {
     /// Lists the CronJobs, then plans and acts until the leadership ends.
-    async fn lead(parts: Parts<World>, leading: Leading) {
+    async fn lead(parts: Parts<SharedState>, leading: Leading) {
         let (jobs, watch) = watch_owners::<CronJob>(&parts.client, &parts.marks);
         if !jobs.wait_until_ready().await {
             return;
@@ -418,9 +418,9 @@ impl Companion {
             parts,
         };
         {
-            let mut world = this.parts.shared.lock();
-            *world = World::default();
-            world.ready = true;
+            let mut shared = this.parts.shared.lock();
+            *shared = SharedState::default();
+            shared.ready = true;
         }
         tracing::info!(jobs = this.jobs.len(), tasks = leading.tasks.len(), "chronos leading");
         let marks = this.parts.marks.clone();
@@ -503,8 +503,8 @@ impl Companion {
         if let Some(t) = self.next_of.remove(k) {
             self.instants.remove(&(t, k.to_owned()));
         }
-        let mut world = self.parts.shared.lock();
-        world.due.remove(k);
+        let mut shared = self.parts.shared.lock();
+        shared.due.remove(k);
     }
 
     /// Publishes the Event of a run whose Task the watch now shows.
@@ -533,16 +533,16 @@ impl Companion {
         for (task_key, launched) in pending {
             let (namespace, name) = task_key.split_once('/').unwrap_or(("default", task_key.as_str()));
             let found = Api::<Task>::namespaced(self.parts.client.clone(), namespace).get_opt(name).await;
-            let mut world = self.parts.shared.lock();
+            let mut shared = self.parts.shared.lock();
             match found {
                 Ok(Some(task)) if launched_by_chronos(&task) => {
-                    if let Some(l) = world.launched.get_mut(&task_key) {
+                    if let Some(l) = shared.launched.get_mut(&task_key) {
                         l.taken = false; // ours: the watch will show it
                     }
                 }
                 Ok(Some(task)) => {
-                    world.launched.remove(&task_key);
-                    drop(world);
+                    shared.launched.remove(&task_key);
+                    drop(shared);
                     let holder = match task.spec.offer {
                         None => "a Task written directly (not launched from an offer)".to_owned(),
                         Some(offer) => {
@@ -570,7 +570,7 @@ impl Companion {
                 }
                 Ok(None) => {
                     // Deleted meanwhile: the run is due again.
-                    world.launched.remove(&task_key);
+                    shared.launched.remove(&task_key);
                     replan.insert(launched.job);
                 }
                 Err(e) => {
@@ -601,11 +601,11 @@ impl Companion {
         for k in settled {
             self.taken.remove(&k);
         }
-        let mut world = self.parts.shared.lock();
+        let mut shared = self.parts.shared.lock();
         let stale: Vec<String> =
-            world.launched.iter().filter(|(_, l)| l.at.elapsed() >= IN_FLIGHT).map(|(k, _)| k.clone()).collect();
+            shared.launched.iter().filter(|(_, l)| l.at.elapsed() >= IN_FLIGHT).map(|(k, _)| k.clone()).collect();
         for k in stale {
-            if let Some(l) = world.launched.remove(&k) {
+            if let Some(l) = shared.launched.remove(&k) {
                 self.parts.marks.touch(l.job);
             }
         }
@@ -613,9 +613,9 @@ impl Companion {
 
     /// The run tasks of `job` as the plan should see them: kills requested are assumed, launches not yet seen are
     /// staging.
-    fn job_tasks(&self, kit: &Kit, job_key: &str, job: &CronJob, world: &World) -> Vec<Arc<Task>> {
+    fn job_tasks(&self, kit: &Kit, job_key: &str, job: &CronJob, shared: &SharedState) -> Vec<Arc<Task>> {
         let mut tasks = self.kills.assume_killed(kit.tasks_of(job_key));
-        for launched in world.launched.values().filter(|l| l.job == job_key) {
+        for launched in shared.launched.values().filter(|l| l.job == job_key) {
             if !tasks.iter().any(|t| t.metadata.name.as_deref() == Some(launched.run.name.as_str())) {
                 tasks.push(phantom(job, &launched.run));
             }
@@ -633,17 +633,17 @@ impl Companion {
         let mut work: Vec<(Arc<CronJob>, plan::Plan)> = Vec::new();
         let mut completions_changed = Vec::new();
         {
-            let mut world = self.parts.shared.lock();
+            let mut shared = self.parts.shared.lock();
             for k in &keys {
                 let Some(job) = self.decided.get(k).cloned() else { continue };
                 if job.metadata.deletion_timestamp.is_some() {
-                    world.due.remove(k);
+                    shared.due.remove(k);
                     continue;
                 }
                 let namespace = job.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
                 let parents =
                     graph::parents(&job, |name| self.decided.get(&format!("{namespace}/{name}")).map(|j| &**j));
-                let tasks = self.job_tasks(kit, k, &job, &world);
+                let tasks = self.job_tasks(kit, k, &job, &shared);
                 let planned = plan::plan(&job, &tasks, &parents, now);
                 let before = job.status.clone().unwrap_or_default();
                 if (before.last_success, before.last_error) != (planned.status.last_success, planned.status.last_error)
@@ -651,9 +651,9 @@ impl Companion {
                     completions_changed.push(k.clone());
                 }
                 if planned.launch.is_empty() {
-                    world.due.remove(k);
+                    shared.due.remove(k);
                 } else {
-                    world.due.insert(k.clone(), (job.clone(), planned.launch.clone()));
+                    shared.due.insert(k.clone(), (job.clone(), planned.launch.clone()));
                 }
                 for kill in &planned.kills {
                     self.kills.insert(format!("{namespace}/{}", kill.task));
@@ -814,16 +814,16 @@ impl Companion {
                 upcoming.2 += 1;
             }
         }
-        let mut world = self.parts.shared.lock();
-        world.next_instant = earliest;
-        for (job, due) in world.due.values() {
+        let mut shared = self.parts.shared.lock();
+        shared.next_instant = earliest;
+        for (job, due) in shared.due.values() {
             upcoming.0 += job.spec.cpus() * due.len() as f64;
             upcoming.1 += job.spec.mem() * due.len() as f64;
             upcoming.2 += due.len();
         }
-        world.upcoming = upcoming;
-        let wants = world.wants();
-        drop(world);
+        shared.upcoming = upcoming;
+        let wants = shared.wants();
+        drop(shared);
         if wants != self.wanted {
             self.wanted = wants;
             self.sdk.notify_one();

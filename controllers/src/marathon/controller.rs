@@ -70,7 +70,7 @@ impl Default for Config {
 pub type Error = crate::framework::Error;
 
 /// What the scheduler half and the companion share.
-struct World {
+struct SharedState {
     /// The companion's caches are listed: decisions may be made.
     ready: bool,
     /// Apps by `namespace/name`, their specs with defaults applied and their status the last one decided.
@@ -78,7 +78,7 @@ struct World {
     /// Each app's version (a hash of its spec: worth computing once per spec).
     versions: HashMap<String, String>,
     /// Apps that want launches, as of their last plan.
-    needy: BTreeSet<String>,
+    wanting: BTreeSet<String>,
     /// Hostname and attributes of each agent, for constraints on running tasks.
     fields: HashMap<String, BTreeMap<String, String>>,
     /// Unreachable agents and distinct values, for the plans.
@@ -91,13 +91,13 @@ struct World {
     pending_kills: InFlight,
 }
 
-impl Default for World {
+impl Default for SharedState {
     fn default() -> Self {
         Self {
             ready: false,
             apps: HashMap::new(),
             versions: HashMap::new(),
-            needy: BTreeSet::new(),
+            wanting: BTreeSet::new(),
             fields: HashMap::new(),
             agents: Agents::default(),
             dependencies: HashMap::new(),
@@ -139,18 +139,18 @@ fn trim(task: &mut Task) {
 
 /// The scheduler half.
 struct Marathon {
-    parts: Parts<World>,
+    parts: Parts<SharedState>,
 }
 
 impl Scheduler for Marathon {
     fn offers(&mut self, offers: &[Arc<Offer>], tasks: &[Arc<Task>]) -> Vec<Launch> {
-        let mut world = self.parts.shared.lock();
-        if !world.ready || world.needy.is_empty() {
+        let mut shared = self.parts.shared.lock();
+        if !shared.ready || shared.wanting.is_empty() {
             return Vec::new();
         }
-        // The needy apps' tasks, found without allocating per task (this runs over every task of the framework).
+        // The wanting apps' tasks, found without allocating per task (this runs over every task of the framework).
         let mut by_app: HashMap<(&str, &str), Vec<Arc<Task>>> =
-            world.needy.iter().filter_map(|k| k.split_once('/')).map(|k| (k, Vec::new())).collect();
+            shared.wanting.iter().filter_map(|k| k.split_once('/')).map(|k| (k, Vec::new())).collect();
         for task in tasks {
             let namespace = task.metadata.namespace.as_deref().unwrap_or("default");
             if let Some(app) = task.metadata.labels.get(APP_LABEL)
@@ -163,21 +163,21 @@ impl Scheduler for Marathon {
         let mut keys = Vec::new();
         let mut apps = Vec::new();
         let mut needs_meta = Vec::new();
-        for key in &world.needy {
-            let Some(app) = world.apps.get(key) else { continue };
+        for key in &shared.wanting {
+            let Some(app) = shared.apps.get(key) else { continue };
             let found = key.split_once('/').and_then(|k| by_app.remove(&k)).unwrap_or_default();
-            let app_tasks = world.pending_kills.assume_killed(found);
+            let app_tasks = shared.pending_kills.assume_killed(found);
             let ctx = plan::Context {
                 now,
-                version: world.versions.get(key).map(String::as_str),
-                agents: &world.agents,
-                dependencies: world.dependencies.get(key).cloned().unwrap_or(Ok(())),
+                version: shared.versions.get(key).map(String::as_str),
+                agents: &shared.agents,
+                dependencies: shared.dependencies.get(key).cloned().unwrap_or(Ok(())),
                 health_kill_budget: 0,
-                offers: world.summaries.get(key),
+                offers: shared.summaries.get(key),
             };
             let planned = plan::plan(app, &app_tasks, &ctx);
             if planned.launch > 0 {
-                let spread = spread_of(app, &app_tasks, &world.fields);
+                let spread = spread_of(app, &app_tasks, &shared.fields);
                 needs_meta.push((planned.version, planned.launch, spread));
                 keys.push(key.clone());
                 apps.push(app.clone());
@@ -213,15 +213,15 @@ impl Scheduler for Marathon {
             self.parts.events.send(need.app, record);
         }
         for (key, summary) in keys.iter().zip(summaries) {
-            world.summaries.insert(key.clone(), summary);
+            shared.summaries.insert(key.clone(), summary);
             self.parts.marks.touch(key.clone());
         }
         launches
     }
 
     fn wants_offers(&self, _tasks: &[Arc<Task>]) -> bool {
-        let world = self.parts.shared.lock();
-        world.ready && !world.needy.is_empty()
+        let shared = self.parts.shared.lock();
+        shared.ready && !shared.wanting.is_empty()
     }
 }
 
@@ -248,7 +248,7 @@ pub async fn run(
 
 /// The leader's companion: plans and acts until its leadership ends (the SDK then drops it).
 struct Companion {
-    parts: Parts<World>,
+    parts: Parts<SharedState>,
     config: Config,
     /// Wakes the SDK's loop, to ask the scheduler half again.
     sdk: Arc<tokio::sync::Notify>,
@@ -269,7 +269,7 @@ struct Companion {
 
 impl Companion {
     /// Lists apps, agents and versions, then plans and acts on the kit until the leadership ends.
-    async fn lead(parts: Parts<World>, config: Config, leading: Leading) {
+    async fn lead(parts: Parts<SharedState>, config: Config, leading: Leading) {
         let (apps, apps_watch) = watch_owners::<App>(&parts.client, &parts.marks);
         let marks = parts.marks.clone();
         let mut readiness: HashMap<String, bool> = HashMap::new();
@@ -312,7 +312,7 @@ impl Companion {
             status_writes,
             unwritten: Backlog::default(),
         };
-        *this.parts.shared.lock() = World::default();
+        *this.parts.shared.lock() = SharedState::default();
         this.refresh_agents();
         this.load_apps(None);
         this.parts.shared.lock().ready = true;
@@ -379,22 +379,22 @@ impl Companion {
             fields.insert(name, f);
         }
         agents.distinct = values.into_iter().map(|(k, v)| (k, v.len())).collect();
-        let mut world = self.parts.shared.lock();
-        world.fields = fields;
-        world.agents = agents;
+        let mut shared = self.parts.shared.lock();
+        shared.fields = fields;
+        shared.agents = agents;
     }
 
-    /// Copies apps from the cache into the world (`only` these keys, or all): specs defaulted, status the last
+    /// Copies apps from the cache into the shared state (`only` these keys, or all): specs defaulted, status the last
     /// one decided when this leader decided one.
     fn load_apps(&mut self, only: Option<&BTreeSet<String>>) {
         let fresh: Vec<(String, Option<Arc<App>>)> = match only {
             None => self.apps.state().into_iter().map(|a| (key(&*a), Some(a))).collect(),
             Some(keys) => keys.iter().map(|k| (k.clone(), self.apps.get(k))).collect(),
         };
-        let mut world = self.parts.shared.lock();
+        let mut shared = self.parts.shared.lock();
         if only.is_none() {
-            world.apps.clear();
-            world.versions.clear();
+            shared.apps.clear();
+            shared.versions.clear();
         }
         for (k, app) in fresh {
             match app {
@@ -404,23 +404,23 @@ impl Companion {
                     if let Some((_, status)) = self.written.get(&k) {
                         app.status = Some(status.clone());
                     }
-                    world.versions.insert(k.clone(), app.spec.version());
-                    world.apps.insert(k, Arc::new(app));
+                    shared.versions.insert(k.clone(), app.spec.version());
+                    shared.apps.insert(k, Arc::new(app));
                 }
                 None => {
-                    world.apps.remove(&k);
-                    world.versions.remove(&k);
-                    world.needy.remove(&k);
-                    world.summaries.remove(&k);
+                    shared.apps.remove(&k);
+                    shared.versions.remove(&k);
+                    shared.wanting.remove(&k);
+                    shared.summaries.remove(&k);
                     self.written.remove(&k);
                 }
             }
         }
     }
 
-    fn dependencies(world: &World, app: &App) -> Result<(), String> {
+    fn dependencies(shared: &SharedState, app: &App) -> Result<(), String> {
         let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
-        plan::dependencies(app, |name| world.apps.get(&format!("{namespace}/{name}")).map(|a| &**a))
+        plan::dependencies(app, |name| shared.apps.get(&format!("{namespace}/{name}")).map(|a| &**a))
     }
 
     /// Writes queued statuses whose turn has come, as far as the budget allows.
@@ -432,13 +432,13 @@ impl Companion {
         let ready = self.unwritten.ready(Instant::now());
         let mut writes = Vec::new();
         {
-            let world = self.parts.shared.lock();
+            let shared = self.parts.shared.lock();
             for k in ready {
                 if budget == 0 {
                     break;
                 }
                 self.unwritten.remove(&k);
-                let Some(app) = world.apps.get(&k) else { continue };
+                let Some(app) = shared.apps.get(&k) else { continue };
                 let Some(status) = app.status.clone() else { continue };
                 let stored = self.apps.get(&k).and_then(|a| a.status.clone());
                 if stored.as_ref() == Some(&status) {
@@ -474,37 +474,37 @@ impl Companion {
         let mut work: Vec<(Arc<App>, Plan)> = Vec::new();
         let mut dependents_changed = false;
         {
-            let mut world = self.parts.shared.lock();
-            world.pending_kills.expire();
+            let mut shared = self.parts.shared.lock();
+            shared.pending_kills.expire();
             for k in &keys {
-                let Some(app) = world.apps.get(k).cloned() else { continue };
+                let Some(app) = shared.apps.get(k).cloned() else { continue };
                 if app.metadata.deletion_timestamp.is_some() {
-                    world.needy.remove(k);
+                    shared.wanting.remove(k);
                     continue;
                 }
-                let dependencies = Self::dependencies(&world, &app);
-                let tasks = world.pending_kills.assume_killed(kit.tasks_of(k));
+                let dependencies = Self::dependencies(&shared, &app);
+                let tasks = shared.pending_kills.assume_killed(kit.tasks_of(k));
                 let ctx = plan::Context {
                     now,
-                    version: world.versions.get(k).map(String::as_str),
-                    agents: &world.agents,
+                    version: shared.versions.get(k).map(String::as_str),
+                    agents: &shared.agents,
                     dependencies: dependencies.clone(),
                     health_kill_budget: health_budget,
-                    offers: world.summaries.get(k),
+                    offers: shared.summaries.get(k),
                 };
                 let planned = plan::plan(&app, &tasks, &ctx);
                 let health_kills = planned.kills.iter().filter(|k| k.reason == plan::KillReason::Unhealthy).count();
                 self.health_kills.spend(health_kills);
                 health_budget = health_budget.saturating_sub(health_kills);
-                world.dependencies.insert(k.clone(), dependencies);
+                shared.dependencies.insert(k.clone(), dependencies);
                 if planned.launch > 0 {
-                    world.needy.insert(k.clone());
+                    shared.wanting.insert(k.clone());
                 } else {
-                    world.needy.remove(k);
+                    shared.wanting.remove(k);
                 }
                 for kill in &planned.kills {
                     let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
-                    world.pending_kills.insert(format!("{namespace}/{}", kill.task));
+                    shared.pending_kills.insert(format!("{namespace}/{}", kill.task));
                 }
                 let before = app.status.clone().unwrap_or_default();
                 if (before.tasks_healthy, before.deployment.is_some())
@@ -515,19 +515,19 @@ impl Companion {
                 // The status decided becomes the one the next plan compares with (Events fire once).
                 let mut decided = (*app).clone();
                 decided.status = Some(planned.status.clone());
-                world.apps.insert(k.clone(), Arc::new(decided));
+                shared.apps.insert(k.clone(), Arc::new(decided));
                 work.push((app, planned));
             }
         }
         if dependents_changed {
-            let world = self.parts.shared.lock();
-            let dependents: Vec<String> = world
+            let shared = self.parts.shared.lock();
+            let dependents: Vec<String> = shared
                 .apps
                 .iter()
                 .filter(|(k, a)| !a.spec.dependencies.is_empty() && !keys.contains(*k))
                 .map(|(k, _)| k.clone())
                 .collect();
-            drop(world);
+            drop(shared);
             kit.timers.add_all(dependents, Instant::now());
         }
         // The scheduler half decides on what was just planned.
