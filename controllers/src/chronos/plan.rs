@@ -227,8 +227,8 @@ fn condition(
 
 /// Decides what `job` (its status the last one decided) does next, given its run `tasks` (those labelled with it,
 /// and stand-ins without a `resourceVersion` for runs being launched), its `parents`, and `now` — stage by stage:
-/// the [`outcomes`] of its runs (deadlines, results, retries), [`manual_runs`], what is due [`on_schedule`] or
-/// [`after_parents`], the [`concurrency`] policy, [`retries_due`], [`count_finished`] runs, the [`history`] kept,
+/// the `outcomes` of its runs (deadlines, results, retries), `manual_runs`, what is due `on_schedule` or
+/// `after_parents`, the `concurrency` policy, `retries_due`, `count_finished` runs, the `history` kept,
 /// and the conditions.
 #[must_use]
 pub fn plan(job: &CronJob, tasks: &[Arc<Task>], parents: &Parents, now: Timestamp) -> Plan {

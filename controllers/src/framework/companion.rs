@@ -171,7 +171,7 @@ impl<W> Shared<W> {
     }
 }
 
-/// What a framework's two halves — the [`Scheduler`](super::Scheduler) answering offers and the companion — are
+/// What a framework's two halves — the [`Scheduler`] answering offers and the companion — are
 /// built with: the client, their shared state, the marks that wake the companion, and the Events sender.
 pub struct Parts<W> {
     /// The apiserver.

@@ -275,10 +275,10 @@ fn kill_order(tasks: &mut [&View<'_>], selection: KillSelection) {
     });
 }
 
-/// Decides for `app` (its spec with defaults applied) given all its `tasks`, stage by stage: [`classify`] the live
-/// tasks, [`health_kills`], the [`rollout`] of a new version, [`scale_down`], the [`launch_budget`], the
-/// [`backoff`] and what else holds launches back ([`launch_gate`]), finished tasks to [`forget`], then the status
-/// ([`deployment`], [`conditions`]) and the Events.
+/// Decides for `app` (its spec with defaults applied) given all its `tasks`, stage by stage: `classify` the live
+/// tasks, `health_kills`, the `rollout` of a new version, `scale_down`, the `launch_budget`, the
+/// `backoff` and what else holds launches back (`launch_gate`), finished tasks to `forget`, then the status
+/// (`deployment`, `conditions`) and the Events.
 #[must_use]
 pub fn plan(app: &App, tasks: &[Arc<Task>], ctx: &Context<'_>) -> Plan {
     let prev = app.status.clone().unwrap_or_default();
