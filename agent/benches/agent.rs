@@ -179,7 +179,7 @@ fn main() {
         agent.abort();
         // The last tasks may still hold their (empty) cgroups: the agent was stopped before it removed them.
         for uid in &uids {
-            agora_agent::container::remove_cgroups(uid);
+            agora_agent::cgroups::remove(uid);
         }
         (latencies, crun.map(|_| crun_times))
     });

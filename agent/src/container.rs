@@ -30,10 +30,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use crate::cgroups::{self, CgroupLayout};
+
 /// Where a task's sandbox appears inside its container (Mesos' path).
 pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
-/// The parent cgroup of every task.
-pub const CGROUP_PARENT: &str = "/agora";
 /// CFS period for CPU quotas, µs.
 const CPU_PERIOD: u64 = 100_000;
 
@@ -112,66 +112,6 @@ impl Default for User {
     }
 }
 
-/// How the host mounts cgroups, which decides how a container sees its own cgroup.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum CgroupLayout {
-    /// cgroup v1 (a legacy or hybrid host): one hierarchy per controller, mounted at `/sys/fs/cgroup/<name>` (a
-    /// name such as `memory` or `cpu,cpuacct`). The container gets each of its own cgroups bind-mounted there
-    /// read-only.
-    V1 {
-        /// The mount points' names under `/sys/fs/cgroup`.
-        controllers: Vec<String>,
-    },
-    /// cgroup v2 only: the container gets a cgroup namespace and a read-only cgroup2 mount of its own cgroup.
-    #[default]
-    Unified,
-}
-
-/// The v1 controllers libcgroups puts every container into (so each has a cgroup directory per task).
-const V1_CONTROLLERS: &[&str] = &[
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "devices",
-    "hugetlb",
-    "memory",
-    "pids",
-    "perf_event",
-    "blkio",
-    "net_cls",
-    "net_prio",
-    "freezer",
-];
-
-impl CgroupLayout {
-    /// This host's layout, from `/proc/self/mountinfo`.
-    #[must_use]
-    pub fn of_host() -> Self {
-        Self::from_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
-    }
-
-    /// The layout a `mountinfo` text describes: the cgroup v1 hierarchies under `/sys/fs/cgroup` that hold one of
-    /// the controllers containers are put into.
-    #[must_use]
-    pub fn from_mountinfo(mountinfo: &str) -> Self {
-        let mut controllers: Vec<String> = mountinfo
-            .lines()
-            .filter_map(|line| {
-                let (left, right) = line.split_once(" - ")?;
-                let point = left.split(' ').nth(4)?;
-                let mut right = right.split(' ');
-                let (fstype, options) = (right.next()?, right.nth(1)?);
-                let name = point.strip_prefix("/sys/fs/cgroup/")?;
-                let managed = options.split(',').any(|o| V1_CONTROLLERS.contains(&o));
-                (fstype == "cgroup" && managed && !name.contains('/')).then(|| name.to_owned())
-            })
-            .collect();
-        controllers.sort();
-        controllers.dedup();
-        if controllers.is_empty() { Self::Unified } else { Self::V1 { controllers } }
-    }
-}
-
 /// Everything a container needs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerConfig {
@@ -228,7 +168,7 @@ impl ContainerConfig {
     /// The cgroup path (`/agora/<id>`).
     #[must_use]
     pub fn cgroup_path(&self) -> String {
-        format!("{CGROUP_PARENT}/{}", self.id)
+        cgroups::path(&self.id)
     }
 
     /// The OCI runtime spec for this container.
@@ -257,7 +197,7 @@ impl ContainerConfig {
         let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
         // The default cgroup mount is writable through libcontainer's v1 emulation: replaced by read-only mounts.
         mounts.retain(|m| m["type"] != "cgroup");
-        mounts.extend(self.cgroup_mounts());
+        mounts.extend(self.cgroups.container_mounts(&self.id));
         // The sandbox and /tmp, writable even on a read-only root.
         mounts.push(
             json!({ "destination": SANDBOX_MOUNT, "type": "bind", "source": self.sandbox, "options": ["rbind", "rw"] }),
@@ -301,34 +241,6 @@ impl ContainerConfig {
 
     fn runtime_error(&self, message: String) -> Error {
         Error::Runtime { id: self.id.clone(), message }
-    }
-
-    /// What the container sees at `/sys/fs/cgroup`: its own cgroups, read-only.
-    fn cgroup_mounts(&self) -> Vec<Value> {
-        let flags = ["nosuid", "nodev", "noexec"];
-        match &self.cgroups {
-            CgroupLayout::V1 { controllers } => {
-                // A tiny tmpfs holds the mount points (created by libcontainer); root owns it, and it can hold
-                // nothing that matters.
-                let mut mounts = vec![json!({
-                    "destination": "/sys/fs/cgroup", "type": "tmpfs", "source": "tmpfs",
-                    "options": ["nosuid", "nodev", "noexec", "mode=755", "size=64k"],
-                })];
-                mounts.extend(controllers.iter().map(|name| {
-                    json!({
-                        "destination": format!("/sys/fs/cgroup/{name}"),
-                        "type": "bind",
-                        "source": format!("/sys/fs/cgroup/{name}{}", self.cgroup_path()),
-                        "options": ["bind", "ro", flags[0], flags[1], flags[2]],
-                    })
-                }));
-                mounts
-            }
-            CgroupLayout::Unified => vec![json!({
-                "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                "options": ["ro", flags[0], flags[1], flags[2], "relatime"],
-            })],
-        }
     }
 }
 
@@ -555,7 +467,7 @@ impl ContainerRuntime {
             });
         }
         unmount(&bundle.join("rootfs"));
-        remove_cgroups(id);
+        cgroups::remove(id);
         deleted
     }
 
@@ -576,35 +488,6 @@ impl ContainerRuntime {
     pub fn pid(&self, id: &str) -> Option<i32> {
         self.load(id).ok().and_then(|c| c.pid()).map(Pid::as_raw)
     }
-}
-
-/// What a container has used, from its cgroup.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Usage {
-    /// CPU time, all cores, in seconds.
-    pub cpu_seconds: f64,
-    /// Memory in use, in bytes.
-    pub memory_bytes: u64,
-    /// The most memory it has used, in bytes.
-    pub memory_peak_bytes: u64,
-}
-
-/// Container `id`'s usage, read through libcgroups from its cgroup.
-///
-/// # Errors
-/// When the cgroup does not exist (the container is gone) or cannot be read.
-pub fn usage(id: &str) -> Result<Usage> {
-    use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
-    let fail = |message: String| Error::Runtime { id: id.to_owned(), message };
-    let path = PathBuf::from(format!("{CGROUP_PARENT}/{id}"));
-    let config = CgroupConfig { cgroup_path: path, systemd_cgroup: false, container_name: id.to_owned() };
-    let manager = create_cgroup_manager(config).map_err(|e| fail(format!("its cgroup: {e}")))?;
-    let stats = manager.stats().map_err(|e| fail(format!("reading its cgroup: {e}")))?;
-    Ok(Usage {
-        cpu_seconds: stats.cpu.usage.usage_total as f64 / 1e9,
-        memory_bytes: stats.memory.memory.usage,
-        memory_peak_bytes: stats.memory.memory.max_usage,
-    })
 }
 
 /// How a container's init ended.
@@ -712,56 +595,6 @@ fn mount_host_readonly(mount_points: &Path, target: &Path) -> Result<()> {
 /// Detaches whatever is mounted at `target` (nothing, if nothing is).
 pub fn unmount(target: &Path) {
     let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
-}
-
-/// Removes what is left of container `id`'s cgroups: a cgroup just emptied can refuse removal for a moment, so each
-/// is tried a few times. Only empty cgroups can be removed; a cgroup with processes stays (and is reported).
-pub fn remove_cgroups(id: &str) {
-    let Ok(controllers) = fs::read_dir("/sys/fs/cgroup") else { return };
-    let dirs: Vec<PathBuf> = controllers
-        .flatten()
-        .map(|c| c.path().join(CGROUP_PARENT.trim_start_matches('/')).join(id))
-        .chain([Path::new("/sys/fs/cgroup").join(CGROUP_PARENT.trim_start_matches('/')).join(id)])
-        .filter(|d| d.is_dir())
-        .collect();
-    for dir in dirs {
-        remove_cgroup_tree(&dir);
-    }
-}
-
-/// Removes the cgroup `dir` with any child cgroups below it (deepest first): a container cannot make children of
-/// its own (its cgroup is read-only inside), but one left by anything else must not keep the task's cgroup alive.
-fn remove_cgroup_tree(dir: &Path) {
-    for child in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if child.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&child.path());
-        }
-    }
-    for attempt in 0..50 {
-        match fs::remove_dir(dir) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) if attempt == 49 => tracing::warn!(cgroup = %dir.display(), error = %e, "cgroup not removed"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-}
-
-/// A counter from one of container `id`'s cgroup files, such as `max` in `pids.events` or `oom_kill` in
-/// `memory.oom_control`: read from the cgroup v1 hierarchy of `controller`, or from the unified one.
-#[must_use]
-pub fn cgroup_counter(id: &str, controller: &str, file: &str, key: &str) -> u64 {
-    let parent = CGROUP_PARENT.trim_start_matches('/');
-    [
-        Path::new("/sys/fs/cgroup").join(controller).join(parent).join(id).join(file),
-        Path::new("/sys/fs/cgroup").join(parent).join(id).join(file),
-    ]
-    .iter()
-    .find_map(|path| fs::read_to_string(path).ok())
-    .unwrap_or_default()
-    .lines()
-    .find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-    .unwrap_or(0)
 }
 
 /// Makes `path` (a directory the agent just made for the task) the task user's.

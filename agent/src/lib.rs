@@ -10,6 +10,7 @@
 //! - [`pull`]: pulling images from registries into it (digests checked, downloads shared and resumed).
 //! - [`image_gc`]: keeping the store within its budget, never collecting an image a task uses.
 //! - [`container`]: containers through libcontainer, with a cgroup per task (the only module that mounts anything).
+//! - [`cgroups`]: what the agent knows of cgroups: paths, the host's layout, usage, OOM and pids events, clean-up.
 //! - [`admission`]: whether a task fits beside the ones the agent runs (whatever created it).
 //! - [`disk`]: how much disk a task uses (its sandbox, `/tmp`, writable layer), against its limit.
 //! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
@@ -23,6 +24,7 @@
 //! docs/agent.md is the user's guide to it.
 
 pub mod admission;
+pub mod cgroups;
 pub mod container;
 pub mod disk;
 pub mod health;

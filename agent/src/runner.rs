@@ -25,6 +25,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::admission::Claim;
+use crate::cgroups;
 use crate::container::{self, ContainerConfig, ContainerRuntime, Exit, RootFs};
 use crate::images::{self, ImageStore};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
@@ -156,7 +157,7 @@ struct Context {
     /// What a host-filesystem task must not see.
     hidden_paths: Vec<PathBuf>,
     /// How this host mounts cgroups.
-    cgroups: container::CgroupLayout,
+    cgroups: cgroups::CgroupLayout,
     /// The containers' init.
     init: Option<PathBuf>,
 }
@@ -264,7 +265,7 @@ pub async fn run(
         state_dir,
         allow_root_tasks: config.allow_root_tasks,
         hidden_paths: std::iter::once(config.work_dir.clone()).chain(config.hidden_paths.clone()).collect(),
-        cgroups: container::CgroupLayout::of_host(),
+        cgroups: cgroups::CgroupLayout::of_host(),
         init: config.init.clone(),
     });
     tokio::spawn(remove_orphans(context.clone()));
@@ -823,9 +824,9 @@ async fn watch_exit(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let oom_killed = container::cgroup_counter(&config.id, "memory", "memory.oom_control", "oom_kill") > 0
-        || container::cgroup_counter(&config.id, "memory", "memory.events", "oom_kill") > 0;
-    let forks_refused = container::cgroup_counter(&config.id, "pids", "pids.events", "max");
+    let oom_killed = cgroups::counter(&config.id, "memory", "memory.oom_control", "oom_kill") > 0
+        || cgroups::counter(&config.id, "memory", "memory.events", "oom_kill") > 0;
+    let forks_refused = cgroups::counter(&config.id, "pids", "pids.events", "max");
     let (killing, disk_exceeded) = ctx.live().get_mut(&config.id).map_or((false, None), |l| {
         l.exited = true;
         (l.killing, l.disk_exceeded.take())
@@ -1090,7 +1091,7 @@ async fn monitor_usage(task: Task, tasks: Api<Task>, ctx: Arc<Context>) {
             break;
         }
         let reading = id.clone();
-        let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || container::usage(&reading)).await else { continue };
+        let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || cgroups::usage(&reading)).await else { continue };
         ctx.metrics.record(&labels, &usage);
         let running = ctx.live().values().filter(|l| !l.exited).count();
         ctx.metrics.set_running(running);

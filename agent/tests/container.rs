@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use agora_agent::cgroups::CgroupLayout;
 use agora_agent::container::{
-    CgroupLayout, ContainerConfig, ContainerRuntime, Exit, RootFs, User, mount_overlay, mounts_below, remove_task_dir,
-    wait,
+    ContainerConfig, ContainerRuntime, Exit, RootFs, User, mount_overlay, mounts_below, remove_task_dir, wait,
 };
 use agora_agent::images::ImageStore;
 use nix::sys::signal::Signal;
@@ -246,7 +246,7 @@ fn a_fork_loop_stops_at_the_pids_limit() {
     config.pids_limit = Some(32);
     let pid = f.runtime.start(&config).unwrap();
     let exit = wait(pid).unwrap();
-    let refused = agora_agent::container::cgroup_counter(&id, "pids", "pids.events", "max");
+    let refused = agora_agent::cgroups::counter(&id, "pids", "pids.events", "max");
     let peak = fs::read_to_string(cgroup("pids", &id, "pids.max")).unwrap();
     f.runtime.delete(&id, &config.bundle).unwrap();
     assert_ne!(exit, Exit::Code(0), "the shell gave up when it could not fork");
