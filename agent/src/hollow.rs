@@ -18,6 +18,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde_json::json;
 
+use crate::container::Exit;
+use crate::lifecycle::{self, End, Facts, Process, Step};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
 
 pub use agora_schemas::names::{
@@ -159,15 +161,15 @@ struct Context {
     agents: Arc<HashSet<String>>,
 }
 
-/// What a hollow agent does next with a task, given its state: a pure decision.
+/// What a hollow agent does next with a task: a pure decision.
 #[derive(Debug, PartialEq)]
-enum Step {
+enum Next {
     /// Nothing to do now.
     Wait,
     /// Check again after this long.
     After(Duration),
-    /// Write this status.
-    Write(serde_json::Value),
+    /// Write this status (guarded by the version decided on, or not).
+    Write(serde_json::Value, bool),
 }
 
 /// `seconds` as a duration: negative or NaN is none, beyond jiff's range its largest (the value is user input).
@@ -175,88 +177,104 @@ fn seconds_of(seconds: f64) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(jiff::SignedDuration::MAX)
 }
 
-fn decide(task: &Task, now: Timestamp) -> Step {
-    let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
-    if state.is_terminal() {
-        return Step::Wait;
+/// What a hollow agent knows of a task: it keeps no process, and runs every task it has launched — so the Task says
+/// it all (a task past `Staging` was taken on; one being killed has had its stop sent).
+fn facts(task: &Task) -> Facts {
+    match task.status.as_ref().map_or(TaskState::Staging, |s| s.state) {
+        TaskState::Staging => Facts { handled: false, process: Process::Unknown },
+        TaskState::Killing => Facts { handled: true, process: Process::Running { killing: true } },
+        _ => Facts { handled: true, process: Process::Running { killing: false } },
     }
-    if task.spec.kill_requested == Some(true) || task.metadata.deletion_timestamp.is_some() {
-        return Step::Write(json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": now }));
-    }
-    match state {
-        TaskState::Staging | TaskState::Starting => {
-            let mut status = json!({
-                "state": "Running", "startedAt": now, "host": task.spec.agent,
-                "message": "hollow agent: nothing runs",
-            });
-            // Health checks pass at once, unless the task's env says HOLLOW_HEALTHY=false: then they have failed
-            // as often as the strictest check tolerates.
-            if !task.spec.health_checks.is_empty() && !task.spec.env.contains_key(HEALTHY_AFTER_ENV) {
-                let healthy = task.spec.env.get(HEALTHY_ENV).is_none_or(|v| v != "false");
-                let limit = task.spec.health_checks.iter().map(|c| c.max_consecutive_failures()).min().unwrap_or(3);
-                status["healthy"] = json!(healthy);
-                status["healthCheckFailures"] = json!(if healthy { 0 } else { limit });
-                status["lastHealthCheck"] = json!({"time": now, "passed": healthy,
-                    "output": if healthy { "hollow: passed" } else { "hollow: HOLLOW_HEALTHY=false" }});
-            }
-            Step::Write(status)
+}
+
+/// The agent's decision ([`lifecycle::decide`], as a real agent makes it) carried out by a runtime that runs
+/// nothing: a launch starts at once (`Running`, with its health as the env says); a stop ends the task at once
+/// (`Killing`, then `Killed`); a running task ends after its run time with its exit code ([`lifecycle::ended`]).
+fn next(task: &Task, now: Timestamp) -> Next {
+    match lifecycle::decide(task, facts(task), now) {
+        Step::Launch => Next::Write(started(task, now), true),
+        Step::Stop { announce: true } => Next::Write(json!({ "state": "Killing" }), false),
+        Step::Stop { announce: false } => {
+            let end = End { outcome: Some(Ok(Exit::Signal(15))), killing: true, mem: task.spec.mem, ..End::default() };
+            Next::Write(lifecycle::ended(&end, now), false)
         }
-        TaskState::Running => {
-            let status = task.status.as_ref();
-            if let Some(after) = task.spec.env.get(HEALTHY_AFTER_ENV).and_then(|s| s.parse::<f64>().ok())
-                && !task.spec.health_checks.is_empty()
-                && status.and_then(|s| s.healthy).is_none()
-            {
-                let started = status.and_then(|s| s.started_at).unwrap_or(now);
-                let healthy_at = started.checked_add(seconds_of(after)).unwrap_or(Timestamp::MAX);
-                if healthy_at > now {
-                    return Step::After(now.duration_until(healthy_at).unsigned_abs());
-                }
-                return Step::Write(json!({"healthy": true, "healthCheckFailures": 0,
-                    "lastHealthCheck": {"time": now, "passed": true, "output": "hollow: passed"}}));
-            }
-            let annotations = &task.metadata.annotations;
-            let env = &task.spec.env;
-            let setting = |annotation: &str, var: &str| annotations.get(annotation).or_else(|| env.get(var));
-            let Some(seconds) = setting(RUN_SECONDS, RUN_SECONDS_ENV).and_then(|s| s.parse::<f64>().ok()) else {
-                return Step::Wait;
-            };
-            let started = task.status.as_ref().and_then(|s| s.started_at).unwrap_or(now);
-            let ends = started.checked_add(seconds_of(seconds)).unwrap_or(Timestamp::MAX);
-            if ends > now {
-                let left = now.duration_until(ends).unsigned_abs();
-                return Step::After(left);
-            }
-            let code = setting(EXIT_CODE, EXIT_CODE_ENV).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-            let state = if code == 0 { "Finished" } else { "Failed" };
-            Step::Write(json!({ "state": state, "exitCode": code, "finishedAt": now }))
-        }
-        // Cut off and back: a hollow agent runs all its tasks, so each is Running again.
-        TaskState::Unreachable => Step::Write(json!({
-            "state": "Running", "reason": "Reachable", "message": "the agent is reachable again and the task kept running",
-        })),
-        _ => Step::Wait,
+        Step::Write { status, guarded } => Next::Write(status, guarded),
+        // A hollow agent takes every task past Staging for its own: none is abandoned.
+        Step::Abandon { .. } => Next::Wait,
+        Step::Wait if task.status.as_ref().is_some_and(|s| s.state == TaskState::Running) => running(task, now),
+        Step::Wait => Next::Wait,
     }
+}
+
+/// A hollow task's start: Running at once. Health checks pass at once, unless the task's env says
+/// HOLLOW_HEALTHY=false: then they have failed as often as the strictest check tolerates.
+fn started(task: &Task, now: Timestamp) -> serde_json::Value {
+    let mut status = json!({
+        "state": "Running", "startedAt": now, "host": task.spec.agent,
+        "message": "hollow agent: nothing runs",
+    });
+    if !task.spec.health_checks.is_empty() && !task.spec.env.contains_key(HEALTHY_AFTER_ENV) {
+        let healthy = task.spec.env.get(HEALTHY_ENV).is_none_or(|v| v != "false");
+        let limit = task.spec.health_checks.iter().map(|c| c.max_consecutive_failures()).min().unwrap_or(3);
+        status["healthy"] = json!(healthy);
+        status["healthCheckFailures"] = json!(if healthy { 0 } else { limit });
+        status["lastHealthCheck"] = json!({"time": now, "passed": healthy,
+            "output": if healthy { "hollow: passed" } else { "hollow: HOLLOW_HEALTHY=false" }});
+    }
+    status
+}
+
+/// A running hollow task: healthy after HOLLOW_HEALTHY_AFTER seconds, ended after its run time.
+fn running(task: &Task, now: Timestamp) -> Next {
+    let status = task.status.as_ref();
+    if let Some(after) = task.spec.env.get(HEALTHY_AFTER_ENV).and_then(|s| s.parse::<f64>().ok())
+        && !task.spec.health_checks.is_empty()
+        && status.and_then(|s| s.healthy).is_none()
+    {
+        let started = status.and_then(|s| s.started_at).unwrap_or(now);
+        let healthy_at = started.checked_add(seconds_of(after)).unwrap_or(Timestamp::MAX);
+        if healthy_at > now {
+            return Next::After(now.duration_until(healthy_at).unsigned_abs());
+        }
+        return Next::Write(
+            json!({"healthy": true, "healthCheckFailures": 0,
+                "lastHealthCheck": {"time": now, "passed": true, "output": "hollow: passed"}}),
+            true,
+        );
+    }
+    let annotations = &task.metadata.annotations;
+    let env = &task.spec.env;
+    let setting = |annotation: &str, var: &str| annotations.get(annotation).or_else(|| env.get(var));
+    let Some(seconds) = setting(RUN_SECONDS, RUN_SECONDS_ENV).and_then(|s| s.parse::<f64>().ok()) else {
+        return Next::Wait;
+    };
+    let started = status.and_then(|s| s.started_at).unwrap_or(now);
+    let ends = started.checked_add(seconds_of(seconds)).unwrap_or(Timestamp::MAX);
+    if ends > now {
+        return Next::After(now.duration_until(ends).unsigned_abs());
+    }
+    let code = setting(EXIT_CODE, EXIT_CODE_ENV).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    let end = End { outcome: Some(Ok(Exit::Code(code))), mem: task.spec.mem, ..End::default() };
+    Next::Write(lifecycle::ended(&end, now), true)
 }
 
 async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, agora_client::Error> {
     if !ctx.agents.contains(&task.spec.agent) {
         return Ok(Action::await_change());
     }
-    match decide(&task, Timestamp::now()) {
-        Step::Wait => Ok(Action::await_change()),
-        Step::After(left) => Ok(Action::requeue(left)),
-        Step::Write(status) => {
+    match next(&task, Timestamp::now()) {
+        Next::Wait => Ok(Action::await_change()),
+        Next::After(left) => Ok(Action::requeue(left)),
+        Next::Write(status, guarded) => {
             let name = task.metadata.name.as_deref().unwrap_or_default();
             let tasks: Api<Task> =
                 Api::namespaced(ctx.client.clone(), task.metadata.namespace.as_deref().unwrap_or("default"));
-            // Guarded by the version decided on: a concurrent change (the allocator marking it lost) wins and brings
-            // another reconcile.
-            let patch = Patch::Merge(json!({
-                "metadata": { "resourceVersion": task.metadata.resource_version },
-                "status": status,
-            }));
-            match tasks.patch_status(name, &PatchParams::default().manager(FIELD_MANAGER), &patch).await {
+            // Guarded: a concurrent change (the allocator marking it lost) wins and brings another reconcile.
+            let mut patch = json!({ "status": status });
+            if guarded {
+                patch["metadata"] = json!({ "resourceVersion": task.metadata.resource_version });
+            }
+            match tasks.patch_status(name, &PatchParams::default().manager(FIELD_MANAGER), &Patch::Merge(patch)).await {
                 Ok(_) => Ok(Action::await_change()),
                 Err(e) if e.is_conflict() || e.is_not_found() => Ok(Action::await_change()),
                 Err(e) => Err(e),
@@ -284,9 +302,9 @@ mod tests {
         task
     }
 
-    fn state_written(step: &Step) -> Option<&str> {
+    fn state_written(step: &Next) -> Option<&str> {
         match step {
-            Step::Write(status) => status["state"].as_str(),
+            Next::Write(status, _) => status["state"].as_str(),
             _ => None,
         }
     }
@@ -294,42 +312,48 @@ mod tests {
     #[test]
     fn tasks_run_at_once_finish_after_their_annotation_and_are_killed_on_request() {
         let now = Timestamp::now();
-        assert_eq!(state_written(&decide(&task(None, None, None), now)), Some("Running"));
-        assert_eq!(state_written(&decide(&task(Some(TaskState::Staging), None, None), now)), Some("Running"));
-        assert_eq!(decide(&task(Some(TaskState::Running), None, None), now), Step::Wait, "runs forever");
+        assert_eq!(state_written(&next(&task(None, None, None), now)), Some("Running"));
+        assert_eq!(state_written(&next(&task(Some(TaskState::Staging), None, None), now)), Some("Running"));
+        assert_eq!(next(&task(Some(TaskState::Running), None, None), now), Next::Wait, "runs forever");
 
         let mut running = task(Some(TaskState::Running), Some("10"), Some("3"));
         running.status.as_mut().unwrap().started_at = Some(now - jiff::SignedDuration::from_secs(4));
-        assert_eq!(decide(&running, now), Step::After(Duration::from_secs(6)));
+        assert_eq!(next(&running, now), Next::After(Duration::from_secs(6)));
         let later = now + jiff::SignedDuration::from_secs(7);
-        match decide(&running, later) {
-            Step::Write(status) => {
+        match next(&running, later) {
+            Next::Write(status, _) => {
                 assert_eq!((status["state"].as_str(), status["exitCode"].as_i64()), (Some("Failed"), Some(3)))
             }
             other => panic!("{other:?}"),
         }
         let mut ok = task(Some(TaskState::Running), Some("0"), None);
         ok.status.as_mut().unwrap().started_at = Some(now);
-        assert_eq!(state_written(&decide(&ok, now)), Some("Finished"));
+        assert_eq!(state_written(&next(&ok, now)), Some("Finished"));
         // The same from the task's env, as a framework that copies its job's env sets it.
         let mut by_env = task(Some(TaskState::Running), None, None);
         by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1".into());
         by_env.spec.env.insert(EXIT_CODE_ENV.into(), "2".into());
         let mut forever = by_env.clone();
         forever.spec.env.insert(RUN_SECONDS_ENV.into(), "1e300".into());
-        assert!(matches!(decide(&forever, now), Step::After(_)), "an absurd run time runs long, without a panic");
+        assert!(matches!(next(&forever, now), Next::After(_)), "an absurd run time runs long, without a panic");
         by_env.status.as_mut().unwrap().started_at = Some(now);
-        assert_eq!(decide(&by_env, now), Step::After(Duration::from_secs(1)));
-        match decide(&by_env, later) {
-            Step::Write(status) => assert_eq!(status["exitCode"].as_i64(), Some(2)),
+        assert_eq!(next(&by_env, now), Next::After(Duration::from_secs(1)));
+        match next(&by_env, later) {
+            Next::Write(status, _) => assert_eq!(status["exitCode"].as_i64(), Some(2)),
             other => panic!("{other:?}"),
         }
 
+        // A kill, as a real agent carries it out: Killing, then (its process gone at once) Killed.
         let mut kill = task(Some(TaskState::Running), None, None);
         kill.spec.kill_requested = Some(true);
-        assert_eq!(state_written(&decide(&kill, now)), Some("Killed"));
-        assert_eq!(decide(&task(Some(TaskState::Finished), None, None), now), Step::Wait);
-        assert_eq!(state_written(&decide(&task(Some(TaskState::Unreachable), None, None), now)), Some("Running"));
+        assert_eq!(state_written(&next(&kill, now)), Some("Killing"));
+        kill.status.as_mut().unwrap().state = TaskState::Killing;
+        assert_eq!(state_written(&next(&kill, now)), Some("Killed"));
+        let mut unstarted = task(Some(TaskState::Staging), None, None);
+        unstarted.spec.kill_requested = Some(true);
+        assert_eq!(state_written(&next(&unstarted, now)), Some("Killed"), "killed before it started");
+        assert_eq!(next(&task(Some(TaskState::Finished), None, None), now), Next::Wait);
+        assert_eq!(state_written(&next(&task(Some(TaskState::Unreachable), None, None), now)), Some("Running"));
     }
 
     #[test]
@@ -337,20 +361,20 @@ mod tests {
         let now = Timestamp::now();
         let mut checked = task(Some(TaskState::Staging), None, None);
         checked.spec.health_checks = vec![agora_schemas::HealthCheck::default()];
-        let healthy = |step: Step| match step {
-            Step::Write(status) => (status["healthy"].as_bool(), status["healthCheckFailures"].as_u64()),
+        let healthy = |step: Next| match step {
+            Next::Write(status, _) => (status["healthy"].as_bool(), status["healthCheckFailures"].as_u64()),
             other => panic!("{other:?}"),
         };
-        assert_eq!(healthy(decide(&checked, now)), (Some(true), Some(0)));
+        assert_eq!(healthy(next(&checked, now)), (Some(true), Some(0)));
         checked.spec.env.insert(HEALTHY_ENV.into(), "false".into());
-        assert_eq!(healthy(decide(&checked, now)), (Some(false), Some(3)), "failed as often as tolerated");
+        assert_eq!(healthy(next(&checked, now)), (Some(false), Some(3)), "failed as often as tolerated");
         checked.spec.env.clear();
         checked.spec.env.insert(HEALTHY_AFTER_ENV.into(), "5".into());
-        assert_eq!(healthy(decide(&checked, now)), (None, None), "unknown at first");
+        assert_eq!(healthy(next(&checked, now)), (None, None), "unknown at first");
         let mut running = checked.clone();
         let status = running.status.insert(TaskStatus::new(TaskState::Running));
         status.started_at = Some(now - jiff::SignedDuration::from_secs(2));
-        assert_eq!(decide(&running, now), Step::After(Duration::from_secs(3)));
-        assert_eq!(healthy(decide(&running, now + jiff::SignedDuration::from_secs(3))), (Some(true), Some(0)));
+        assert_eq!(next(&running, now), Next::After(Duration::from_secs(3)));
+        assert_eq!(healthy(next(&running, now + jiff::SignedDuration::from_secs(3))), (Some(true), Some(0)));
     }
 }

@@ -13,6 +13,7 @@
 //! - [`cgroups`]: what the agent knows of cgroups: paths, the host's layout, usage, OOM and pids events, clean-up.
 //! - [`admission`]: whether a task fits beside the ones the agent runs (whatever created it).
 //! - [`disk`]: how much disk a task uses (its sandbox, `/tmp`, writable layer), against its limit.
+//! - [`lifecycle`]: a task's life on an agent as pure functions (what next, how it ended), shared with hollow agents.
 //! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
 //! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
@@ -31,6 +32,7 @@ pub mod health;
 pub mod hollow;
 pub mod image_gc;
 pub mod images;
+pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
 pub mod pull;

@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 
 use crate::admission::Claim;
 use crate::cgroups;
-use crate::container::{self, ContainerConfig, ContainerRuntime, Exit, RootFs};
+use crate::container::{self, ContainerConfig, ContainerRuntime, RootFs};
 use crate::images::{self, ImageStore};
+use crate::lifecycle::{self, Facts, Process, Step};
 use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
 use crate::shim;
 
@@ -352,58 +353,49 @@ async fn write_status(tasks: &Api<Task>, task: &Task, status: Value, guarded: bo
 }
 
 async fn apply(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> agora_client::Result<Action> {
-    let id = uid(task);
-    let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
-    let live = ctx.live().contains_key(&id);
-    if state.is_terminal() {
-        return Ok(Action::await_change());
-    }
-    if task.spec.kill_requested == Some(true) {
-        if live {
-            // Killing is written before the signal, so the exit's Killed always comes after it.
-            if !ctx.live().get(&id).is_some_and(|l| l.killing) {
+    match lifecycle::decide(task, facts(task, tasks, ctx), Timestamp::now()) {
+        Step::Wait => {}
+        Step::Launch => return launch(task, tasks, ctx).await,
+        Step::Stop { announce } => {
+            if announce {
                 write_status(tasks, task, json!({ "state": "Killing" }), false).await?;
             }
             stop(task, ctx);
-        } else {
-            // Guarded: a stale cached state must not turn a finished task into a killed one.
-            let killed = json!({ "state": "Killed", "reason": "KillRequested", "finishedAt": Timestamp::now() });
-            write_status(tasks, task, killed, true).await?;
         }
-        return Ok(Action::await_change());
-    }
-    let handled = ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).contains(&id);
-    match state {
-        TaskState::Staging if !handled => launch(task, tasks, ctx).await,
-        // The allocator marked the task Unreachable while this agent was cut off; the agent is back and says how
-        // it really is: still running, or (below) unknown here and so Lost.
-        TaskState::Unreachable if live || (!handled && reattach(task, tasks, ctx)) => {
-            if ctx.live().get(&id).is_some_and(|l| !l.exited) {
-                let back = json!({ "state": "Running", "reason": "Reachable",
-                                   "message": "the agent is reachable again and the task kept running" });
-                write_status(tasks, task, back, true).await?;
-            }
-            Ok(Action::await_change())
+        Step::Write { status, guarded } => {
+            write_status(tasks, task, status, guarded).await?;
         }
-        TaskState::Unreachable => {
-            let lost = json!({ "state": "Lost", "reason": "UnknownToAgent", "finishedAt": Timestamp::now(),
-                               "message": "the agent is reachable again but does not run this task (it ended while the agent was unreachable, or never started)" });
-            write_status(tasks, task, lost, true).await?;
-            Ok(Action::await_change())
-        }
-        _ if live || handled => Ok(Action::await_change()),
-        _ if reattach(task, tasks, ctx) => Ok(Action::await_change()),
-        _ => {
-            // Started by an earlier run of this agent, whose shim is gone without a word: nothing is known of it.
+        Step::Abandon { status } => {
+            let id = uid(task);
             let bundle = ctx.work_dir.join("tasks").join(&id).join("bundle");
             let runtime = ctx.runtime.clone();
             let _ = tokio::task::spawn_blocking(move || runtime.delete(&id, &bundle)).await;
-            let status = json!({ "state": "Failed", "reason": "AgentRestarted", "finishedAt": Timestamp::now(),
-                                  "message": "the agent restarted and the task's shim was gone, without recording how the task ended" });
             write_status(tasks, task, status, true).await?;
-            Ok(Action::await_change())
         }
     }
+    Ok(Action::await_change())
+}
+
+/// What this agent knows of `task`: whether this process has taken it on, and its process — taking over one an
+/// earlier run of the agent left (its shim still runs, or recorded how it ended) when this process has not handled
+/// the task yet and it is past `Staging`.
+fn facts(task: &Task, tasks: &Api<Task>, ctx: &Arc<Context>) -> Facts {
+    let id = uid(task);
+    let state = task.status.as_ref().map_or(TaskState::Staging, |s| s.state);
+    let handled = ctx.handled.lock().unwrap_or_else(PoisonError::into_inner).contains(&id);
+    let known = || {
+        ctx.live().get(&id).map(|l| if l.exited { Process::Exited } else { Process::Running { killing: l.killing } })
+    };
+    let mut process = known();
+    if process.is_none()
+        && !handled
+        && !state.is_terminal()
+        && state != TaskState::Staging
+        && reattach(task, tasks, ctx)
+    {
+        process = known();
+    }
+    Facts { handled, process: process.unwrap_or(Process::Unknown) }
 }
 
 fn failed(reason: &str, message: impl Into<String>) -> Value {
@@ -843,48 +835,19 @@ async fn watch_exit(
                 std::fs::remove_file(shim::task_dir(&ctx.work_dir, &config.id).join(crate::image_gc::TASK_IMAGE_FILE));
         }
     }
-    let now = Timestamp::now();
-    let status = match outcome {
-        Some(shim::Outcome::Exited(exit)) if disk_exceeded.is_some() => {
-            let code = exit.code();
-            json!({ "state": "Failed", "reason": "DiskLimitExceeded", "exitCode": code, "finishedAt": now,
-                    "message": disk_exceeded })
-        }
-        Some(shim::Outcome::Exited(Exit::Code(0))) if !killing && forks_refused > 0 => {
-            // It exited 0, but not everything it tried ran: said, so a fork loop that ends well is not taken for clean.
-            let limit = config.pids_limit.map_or_else(|| "its".to_owned(), |l| l.to_string());
-            json!({ "state": "Finished", "exitCode": 0, "finishedAt": now, "reason": "PidsLimitReached",
-                    "message": format!("the task exited 0, but reached its limit of {limit} processes \
-                                        (spec.limits.pids): {forks_refused} forks were refused") })
-        }
-        Some(shim::Outcome::Exited(Exit::Code(0))) if !killing => {
-            json!({ "state": "Finished", "exitCode": 0, "finishedAt": now })
-        }
-        Some(shim::Outcome::Exited(exit)) => {
-            let code = exit.code();
-            if killing {
-                json!({ "state": "Killed", "reason": "KillRequested", "exitCode": code, "finishedAt": now })
-            } else if oom_killed {
-                json!({ "state": "Failed", "reason": "OOMKilled", "exitCode": code, "finishedAt": now,
-                        "message": format!("the task used more than its {} MiB of memory", task.spec.mem) })
-            } else if forks_refused > 0 {
-                let limit = config.pids_limit.map_or_else(|| "its".to_owned(), |l| l.to_string());
-                json!({ "state": "Failed", "reason": "PidsLimitReached", "exitCode": code, "finishedAt": now,
-                        "message": format!("the task reached its limit of {limit} processes (spec.limits.pids): \
-                                            {forks_refused} forks were refused") })
-            } else {
-                let mut failed = json!({ "state": "Failed", "exitCode": code, "finishedAt": now });
-                if code == 127 {
-                    // The shell's "command not found".
-                    failed["reason"] = json!("CommandNotFound");
-                    failed["message"] = json!("the command was not found (exit code 127); see the task's stderr");
-                }
-                failed
-            }
-        }
-        Some(shim::Outcome::StartFailed(message)) => failed("StartFailed", message),
-        None => failed("Lost", "the task's shim ended without recording how the task ended"),
+    let end = lifecycle::End {
+        outcome: outcome.map(|o| match o {
+            shim::Outcome::Exited(exit) => Ok(exit),
+            shim::Outcome::StartFailed(message) => Err(message),
+        }),
+        killing,
+        disk_exceeded,
+        oom_killed,
+        forks_refused,
+        pids_limit: config.pids_limit,
+        mem: task.spec.mem,
     };
+    let status = lifecycle::ended(&end, Timestamp::now());
     tracing::info!(task = %task.metadata.display_name(), status = %status["state"], "ended");
     // The terminal state must not be lost: retry until it is written (or the task is gone).
     let mut delay = Duration::from_millis(100);
