@@ -155,8 +155,13 @@ pub fn remove(id: &str) {
     let Ok(hierarchies) = fs::read_dir(ROOT) else { return };
     let own = Path::new(PARENT.trim_start_matches('/')).join(id);
     let dirs = hierarchies.flatten().map(|h| h.path().join(&own)).chain([Path::new(ROOT).join(&own)]);
-    for dir in dirs.filter(|d| d.is_dir()) {
-        remove_children(&dir);
+    let left: Vec<PathBuf> = dirs.filter(|d| d.is_dir()).collect();
+    if left.is_empty() {
+        // What a container's delete normally leaves: nothing (a manager is not worth making for it).
+        return;
+    }
+    for dir in &left {
+        remove_children(dir);
     }
     let manager = match manager(id) {
         Ok(manager) => manager,
