@@ -592,6 +592,23 @@ fn mount_host_readonly(mount_points: &Path, target: &Path) -> Result<()> {
     mounted
 }
 
+/// Whether process `pid` would get `signal` now: it blocks or catches it. The init of a pid namespace loses every
+/// signal it neither blocks nor catches (the kernel protects it), so a signal sent to a container while its init is
+/// still being set up — before libcontainer's init has exec'd tini, or tini has blocked its signals — would be lost.
+#[must_use]
+pub fn takes_signal(pid: i32, signal: Signal) -> bool {
+    signal_taken(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(), signal)
+}
+
+/// Whether a `/proc/<pid>/status` text shows `signal` blocked (`SigBlk`) or caught (`SigCgt`).
+fn signal_taken(status: &str, signal: Signal) -> bool {
+    let bit = 1u64 << (signal as i32 - 1);
+    let mask = |field: &str| {
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    ["SigBlk:", "SigCgt:"].into_iter().any(|field| mask(field).is_some_and(|m| m & bit != 0))
+}
+
 /// Detaches whatever is mounted at `target` (nothing, if nothing is).
 pub fn unmount(target: &Path) {
     let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
@@ -639,5 +656,21 @@ pub fn remove_task_dir(dir: &Path) -> Result<()> {
             Err(Error::Io { what: format!("deleting {}", dir.display()), source: e })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_is_taken_when_blocked_or_caught() {
+        let status =
+            |blocked: &str, caught: &str| format!("Name:\ttini\nSigBlk:\t{blocked}\nSigIgn:\t0\nSigCgt:\t{caught}\n");
+        assert!(signal_taken(&status("fffffffe7ffbfeff", "0000000000000000"), Signal::SIGTERM), "tini blocks it");
+        assert!(signal_taken(&status("0000000000000000", "0000000000004000"), Signal::SIGTERM), "a handler");
+        assert!(!signal_taken(&status("0000000000000000", "0000000000000000"), Signal::SIGTERM), "default: lost");
+        assert!(!signal_taken(&status("0000000000000000", "0000000000000002"), Signal::SIGTERM), "SIGINT only");
+        assert!(!signal_taken("", Signal::SIGTERM), "a process gone takes nothing");
     }
 }

@@ -871,7 +871,11 @@ fn grace(task: &Task) -> Duration {
     task.spec.kill_grace_period_seconds.map_or(DEFAULT_KILL_GRACE, |s| Duration::from_secs(u64::from(s)))
 }
 
-/// SIGTERM now, SIGKILL after the grace period if it is still there.
+/// How long a stop waits for the container's init to be able to take SIGTERM (see [`container::takes_signal`]).
+const INIT_READY: Duration = Duration::from_secs(1);
+
+/// SIGTERM now — once the container's init can take it, at most [`INIT_READY`] later — and SIGKILL after the grace
+/// period if it is still there.
 fn stop(task: &Task, ctx: &Arc<Context>) {
     let id = uid(task);
     {
@@ -882,11 +886,21 @@ fn stop(task: &Task, ctx: &Arc<Context>) {
         }
         entry.killing = true;
     }
-    if let Err(e) = ctx.runtime.kill(&id, Signal::SIGTERM) {
-        tracing::warn!(task = %task.metadata.display_name(), error = %e, "sending SIGTERM failed");
-    }
-    let (ctx, grace) = (ctx.clone(), grace(task));
+    let (ctx, grace, name) = (ctx.clone(), grace(task), task.metadata.display_name());
     tokio::spawn(async move {
+        // A kill asked for just after the start must not be lost to an init still being set up.
+        if let Some(pid) = ctx.runtime.pid(&id) {
+            let deadline = tokio::time::Instant::now() + INIT_READY;
+            while !container::takes_signal(pid, Signal::SIGTERM)
+                && tokio::time::Instant::now() < deadline
+                && ctx.running(&id)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        if let Err(e) = ctx.runtime.kill(&id, Signal::SIGTERM) {
+            tracing::warn!(task = %name, error = %e, "sending SIGTERM failed");
+        }
         tokio::time::sleep(grace).await;
         let running = ctx.live().get(&id).is_some_and(|l| !l.exited);
         if running && let Err(e) = ctx.runtime.kill(&id, Signal::SIGKILL) {
