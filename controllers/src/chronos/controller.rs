@@ -353,7 +353,7 @@ struct Companion {
 }
 
 impl Plans for Companion {
-    fn owner_of(&self, task: &Task) -> Option<String> {
+    fn owner_of(task: &Task) -> Option<String> {
         job_of(task)
     }
 

@@ -32,8 +32,9 @@ const IDLE: Duration = Duration::from_secs(30);
 
 /// What a framework's companion decides with, on the kit.
 pub trait Plans: Send {
-    /// The key (`namespace/name`) of the owner whose plan `task` feeds, if any.
-    fn owner_of(&self, task: &Task) -> Option<String>;
+    /// The key (`namespace/name`) of the owner whose plan `task` feeds, if any (from the task alone: its labels, and
+    /// whatever proves it the framework's).
+    fn owner_of(task: &Task) -> Option<String>;
 
     /// A change to one of the framework's tasks, after the owner index has it: what it settles (a request the watch
     /// now shows). The owner is re-planned on this turn.
@@ -59,41 +60,44 @@ pub struct Turn {
 pub struct Kit {
     /// The framework's Tasks (the SDK's cache).
     pub tasks: Cache<Task>,
-    /// Task keys per owner key.
+    /// Task keys per owner key (a task relabelled to another owner may linger under the old one until it goes:
+    /// [`tasks_of`](Self::tasks_of) checks).
     owners: HashMap<String, HashSet<String>>,
+    owner_of: fn(&Task) -> Option<String>,
     /// When to re-plan which owners.
     pub timers: Timers,
 }
 
 impl Kit {
-    /// The tasks of `owner`, as cached.
+    /// The tasks of `owner`, as cached — only those that name it now (labels are anyone's to change).
     #[must_use]
     pub fn tasks_of(&self, owner: &str) -> Vec<Arc<Task>> {
-        self.owners.get(owner).into_iter().flatten().filter_map(|k| self.tasks.get(k)).collect()
+        let keys = self.owners.get(owner).into_iter().flatten();
+        keys.filter_map(|k| self.tasks.get(k)).filter(|t| (self.owner_of)(t).as_deref() == Some(owner)).collect()
     }
 
-    fn reindex(&mut self, plans: &impl Plans) {
+    fn reindex(&mut self) {
         self.owners.clear();
         for task in self.tasks.state() {
-            if let Some(owner) = plans.owner_of(&task) {
+            if let Some(owner) = (self.owner_of)(&task) {
                 self.owners.entry(owner).or_default().insert(key(&*task));
             }
         }
     }
 
     /// Applies a task change to the owner index; returns the owner to re-plan (`Err(())`: re-plan all).
-    fn apply(&mut self, plans: &impl Plans, change: &TaskChange) -> Result<Option<String>, ()> {
+    fn apply(&mut self, change: &TaskChange) -> Result<Option<String>, ()> {
         match change {
-            TaskChange::Applied(task) => Ok(plans.owner_of(task).inspect(|owner| {
+            TaskChange::Applied(task) => Ok((self.owner_of)(task).inspect(|owner| {
                 self.owners.entry(owner.clone()).or_default().insert(key(&**task));
             })),
-            TaskChange::Deleted(task) => Ok(plans.owner_of(task).inspect(|owner| {
+            TaskChange::Deleted(task) => Ok((self.owner_of)(task).inspect(|owner| {
                 if let Some(keys) = self.owners.get_mut(owner) {
                     keys.remove(&key(&**task));
                 }
             })),
             TaskChange::Relisted => {
-                self.reindex(plans);
+                self.reindex();
                 Err(())
             }
         }
@@ -242,14 +246,15 @@ pub fn watch_owners<K: Resource + Clone + Send + Sync + 'static>(
 /// owners they name to [`Plans::turn`]; the first turn re-plans all. Returns when the leadership ends (the SDK's
 /// task watch closes).
 pub async fn lead<P: Plans>(mut plans: P, mut leading: Leading, marks: Marks) {
-    let mut kit = Kit { tasks: leading.tasks.clone(), owners: HashMap::new(), timers: Timers::default() };
-    kit.reindex(&plans);
+    let mut kit =
+        Kit { tasks: leading.tasks.clone(), owners: HashMap::new(), owner_of: P::owner_of, timers: Timers::default() };
+    kit.reindex();
     let mut all = true;
     let mut first: Option<TaskChange> = None;
     loop {
         let mut owners = BTreeSet::new();
         while let Some(change) = first.take().or_else(|| leading.changes.try_recv().ok()) {
-            match kit.apply(&plans, &change) {
+            match kit.apply(&change) {
                 Ok(owner) => owners.extend(owner),
                 Err(()) => all = true,
             }
@@ -272,5 +277,96 @@ pub async fn lead<P: Plans>(mut plans: P, mut leading: Leading, marks: Marks) {
                 None => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_schemas::{ObjectMeta, TaskSpec};
+    use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+    use super::*;
+
+    fn task(name: &str, owner: &str) -> Arc<Task> {
+        let mut meta = ObjectMeta::named(Some("ns"), name);
+        meta.labels.insert("owner".to_owned(), owner.to_owned());
+        Arc::new(Task::new(meta, TaskSpec::default()))
+    }
+
+    /// Records each turn with the tasks the kit says its owners have; sets a timer when told to.
+    struct Recorder {
+        turns: UnboundedSender<(Turn, Vec<(String, usize)>)>,
+        timer: Option<(String, Instant)>,
+    }
+
+    impl Plans for Recorder {
+        fn owner_of(task: &Task) -> Option<String> {
+            task.metadata.labels.get("owner").map(|o| format!("ns/{o}"))
+        }
+
+        async fn turn(&mut self, kit: &mut Kit, turn: Turn) -> Option<Instant> {
+            if turn.owners.contains("ns/later")
+                && let Some((owner, at)) = self.timer.take()
+            {
+                kit.timers.set(&owner, Some(at));
+            }
+            let counts = turn.owners.iter().map(|o| (o.clone(), kit.tasks_of(o).len())).collect();
+            let _ = self.turns.send((turn, counts));
+            None
+        }
+    }
+
+    async fn next(turns: &mut UnboundedReceiver<(Turn, Vec<(String, usize)>)>) -> (Turn, Vec<(String, usize)>) {
+        tokio::time::timeout(Duration::from_secs(10), turns.recv()).await.ok().flatten().expect("a turn")
+    }
+
+    fn set(keys: &[&str]) -> BTreeSet<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn each_turn_names_the_owners_whose_tasks_changed_were_marked_or_touched_or_whose_timer_fired() {
+        let (changes, receiver) = unbounded_channel();
+        let cached = vec![(*task("t1", "a")).clone(), (*task("t2", "b")).clone()];
+        let cache = Cache::of(cached);
+        let leading = Leading { tasks: cache.clone(), changes: receiver, wake: Arc::default() };
+        let (turns_tx, mut turns) = unbounded_channel();
+        let marks = Marks::default();
+        let timer = Some(("ns/timed".to_owned(), Instant::now() + Duration::from_millis(50)));
+        let looping = tokio::spawn(lead(Recorder { turns: turns_tx, timer }, leading, marks.clone()));
+
+        let (first, _) = next(&mut turns).await;
+        assert!(first.all && first.owners.is_empty(), "the first turn re-plans all: {first:?}");
+
+        // A task change names its owner, and the owner index follows it: t2 moves from b to a, then t1 goes.
+        cache.put((*task("t2", "a")).clone()); // the SDK applies a change to its cache before telling
+        changes.send(TaskChange::Applied(task("t2", "a"))).unwrap();
+        let (turn, counts) = next(&mut turns).await;
+        assert_eq!((turn.owners, turn.changed, turn.all), (set(&["ns/a"]), set(&[]), false));
+        assert_eq!(counts, vec![("ns/a".to_owned(), 2)], "t1 and t2");
+        marks.touch("ns/b".to_owned());
+        let (_, counts) = next(&mut turns).await;
+        assert_eq!(counts, vec![("ns/b".to_owned(), 0)], "b no longer counts the task relabelled away from it");
+        changes.send(TaskChange::Deleted(task("t1", "a"))).unwrap();
+        let (_, counts) = next(&mut turns).await;
+        assert_eq!(counts, vec![("ns/a".to_owned(), 1)], "t2 alone");
+
+        // A mark is a changed object (read again), a touch only a re-plan.
+        marks.mark("ns/b".to_owned());
+        let (turn, _) = next(&mut turns).await;
+        assert_eq!((turn.owners, turn.changed), (set(&["ns/b"]), set(&["ns/b"])));
+        marks.touch("ns/later".to_owned());
+        let (turn, _) = next(&mut turns).await;
+        assert_eq!((turn.owners, turn.changed), (set(&["ns/later"]), set(&[])));
+
+        // The timer that turn set fires on its own.
+        let (turn, _) = next(&mut turns).await;
+        assert_eq!((turn.owners, turn.all), (set(&["ns/timed"]), false));
+
+        // A relist re-plans all; the SDK's watch closing ends the leadership.
+        changes.send(TaskChange::Relisted).unwrap();
+        assert!(next(&mut turns).await.0.all);
+        drop(changes);
+        tokio::time::timeout(Duration::from_secs(10), looping).await.expect("the loop ends").unwrap();
     }
 }

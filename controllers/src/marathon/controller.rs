@@ -323,7 +323,7 @@ impl Companion {
 }
 
 impl Plans for Companion {
-    fn owner_of(&self, task: &Task) -> Option<String> {
+    fn owner_of(task: &Task) -> Option<String> {
         app_of(task)
     }
 

@@ -37,6 +37,22 @@ impl<K> Clone for Cache<K> {
     }
 }
 
+impl<K: Resource> Cache<K> {
+    /// A cache that holds `objects` and is ready, with no watch behind it (for tests of what reads a cache).
+    #[cfg(test)]
+    pub(crate) fn of(objects: Vec<K>) -> Self {
+        let objects = objects.into_iter().map(|o| (key(&o), Arc::new(o))).collect();
+        let (_, ready) = tokio::sync::watch::channel(true);
+        Self { objects: Arc::new(RwLock::new(objects)), ready }
+    }
+
+    /// Puts `object` in, as a watch event would (for tests).
+    #[cfg(test)]
+    pub(crate) fn put(&self, object: K) {
+        self.objects.write().unwrap_or_else(PoisonError::into_inner).insert(key(&object), Arc::new(object));
+    }
+}
+
 impl<K> Cache<K> {
     /// Every object, in no particular order.
     #[must_use]
