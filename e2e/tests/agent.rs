@@ -25,7 +25,9 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
     let work = WorkDir(tempfile::tempdir().unwrap());
     let (mut agent, agent_dir, client) = start_agent(&server, &work).await;
     let tasks: Api<Task> = Api::namespaced(client, "default");
-    for (name, cmd) in [("survivor", "sleep 100"), ("quick", "sleep 2; exit 7"), ("abandoned", "sleep 100")] {
+    let started =
+        [("survivor", "sleep 100"), ("quick", "sleep 2; exit 7"), ("abandoned", "sleep 100"), ("stopped", "sleep 100")];
+    for (name, cmd) in started {
         tasks
             .create(&PostParams::default(), &task(name, Some("busybox"), cmd, json!({"killGracePeriodSeconds": 1})))
             .await
@@ -43,10 +45,12 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
     let survivor = running("survivor").await;
     let quick = running("quick").await;
     let abandoned = running("abandoned").await;
+    let stopped = running("stopped").await;
     let pids = cgroup_pids(&survivor);
     assert!(!pids.is_empty());
 
-    // kill -9 the agent; meanwhile `quick` exits and `abandoned` is deleted (its finalizer keeps it Terminating).
+    // kill -9 the agent; meanwhile `quick` exits, `abandoned` is deleted (its finalizer keeps it Terminating) and
+    // `stopped` is asked to be killed.
     let _ = agent.0.kill();
     let _ = agent.0.wait();
     let quick_dir = agent_dir.join("tasks").join(quick.metadata.uid.as_deref().unwrap());
@@ -55,6 +59,8 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
     })
     .await;
     tasks.delete("abandoned", &DeleteParams::default()).await.unwrap();
+    let kill = Patch::Merge(json!({"spec": {"killRequested": true}}));
+    tasks.patch("stopped", &PatchParams::default(), &kill).await.unwrap();
     assert_eq!(tasks.get("quick").await.unwrap().status.unwrap().state, TaskState::Running, "nobody reported it yet");
 
     let _agent = spawn_agent(&server, &agent_dir);
@@ -65,6 +71,12 @@ async fn tasks_survive_a_kill_9_of_their_agent_and_exits_meanwhile_are_reported(
     })
     .await;
     assert!(cgroup_pids(&abandoned).is_empty());
+    // The kill asked for while the agent was down stops the process, not only the record.
+    assert_eq!(terminal(&tasks, "stopped").await.state, TaskState::Killed);
+    eventually(Duration::from_secs(20), "stopped's processes are gone", || async {
+        cgroup_pids(&stopped).is_empty().then_some(())
+    })
+    .await;
     let still = tasks.get("survivor").await.unwrap().status.unwrap();
     assert_eq!(still.state, TaskState::Running);
     assert_eq!(cgroup_pids(&survivor), pids, "the same process runs on");
