@@ -299,7 +299,7 @@ impl Companion {
         }
         let health_kills = TokenBucket::new(config.health_kills_per_second, config.health_kills_per_second.max(1.0));
         let status_writes = TokenBucket::new(config.status_writes_per_second, config.status_writes_per_second);
-        let mut this = Companion {
+        let this = Companion {
             parts,
             config,
             sdk: leading.wake.clone(),
@@ -312,10 +312,8 @@ impl Companion {
             status_writes,
             unwritten: Backlog::default(),
         };
+        // What a previous leadership left is forgotten; the first turn (all) reads everything and sets `ready`.
         *this.parts.shared.lock() = SharedState::default();
-        this.refresh_agents();
-        this.load_apps(None);
-        this.parts.shared.lock().ready = true;
         tracing::info!(apps = this.apps.len(), tasks = leading.tasks.len(), "marathon leading");
         let marks = this.parts.marks.clone();
         companion::lead(this, leading, marks).await;
@@ -340,7 +338,9 @@ impl Plans for Companion {
         if turn.all {
             self.refresh_agents();
             self.load_apps(None);
-            apps.extend(self.parts.shared.lock().apps.keys().cloned());
+            let mut shared = self.parts.shared.lock();
+            shared.ready = true;
+            apps.extend(shared.apps.keys().cloned());
         } else {
             self.load_apps(Some(&turn.changed));
         }
