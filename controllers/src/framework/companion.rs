@@ -138,11 +138,6 @@ impl Marks {
         self.inner.1.notify_one();
     }
 
-    /// Wakes the loop without marking (what it reads besides marks changed).
-    pub fn wake(&self) {
-        self.inner.1.notify_one();
-    }
-
     fn marked(&self) -> MutexGuard<'_, Marked> {
         self.inner.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
