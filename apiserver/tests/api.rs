@@ -436,6 +436,7 @@ async fn accept_lifecycle(server: &Server) {
     assert_eq!(t1["spec"]["user"], "www-data", "the framework's user");
     assert_eq!(t1["metadata"]["ownerReferences"][0]["name"], "web");
     assert_eq!(t1["metadata"]["resourceVersion"], accepted["metadata"]["resourceVersion"], "one transaction");
+    assert_eq!(t1["metadata"]["finalizers"], json!(["agora.dev/agent"]), "bound: its agent holds its deletion");
     let (_, on_agent) = server.get(&format!("{TASKS}?fieldSelector=spec.agent%3Dn1%2Cstatus.state%3DStaging")).await;
     assert_eq!(on_agent["items"].as_array().unwrap().len(), 2);
 
@@ -461,6 +462,23 @@ async fn accept_lifecycle(server: &Server) {
     status(&server.get(&format!("{TASKS}/forged")).await, 404, "NotFound");
     forged["spec"]["offer"] = Value::Null;
     assert_eq!(server.post(TASKS, forged).await.0, StatusCode::CREATED, "without it, a direct Task is fine");
+    // Bound to an agent, it waits for that agent to release it when deleted — even one the agent never saw.
+    let (_, direct) = server.get(&format!("{TASKS}/forged")).await;
+    assert_eq!(direct["metadata"]["finalizers"], json!(["agora.dev/agent"]), "{direct}");
+    let (code, marked) = server.call(Method::DELETE, &format!("{TASKS}/forged"), "application/json", None).await;
+    assert!(code == StatusCode::OK && marked["metadata"]["deletionTimestamp"].is_string(), "{marked}");
+    let released = json!([{"op": "remove", "path": "/metadata/finalizers/0"}]);
+    assert_eq!(
+        server.patch(&format!("{TASKS}/forged"), "application/json-patch+json", released).await.0,
+        StatusCode::OK
+    );
+    status(&server.get(&format!("{TASKS}/forged")).await, 404, "NotFound");
+    let mut forged = task("forged", 0.1, 31005);
+    forged["apiVersion"] = json!("agora/v1");
+    forged["kind"] = json!("Task");
+    forged["spec"]["agent"] = json!("n1");
+    forged["spec"]["framework"] = json!("marathon");
+    assert_eq!(server.post(TASKS, forged).await.0, StatusCode::CREATED);
     for (target, offer) in [("forged", json!("o1")), ("t1", json!("o2")), ("t1", Value::Null)] {
         let answer = server
             .patch(&format!("{TASKS}/{target}"), "application/merge-patch+json", json!({"spec": {"offer": offer}}))
@@ -585,7 +603,8 @@ async fn eventually(
     }
 }
 
-/// An owner App with two dependent Tasks; returns the owner's uid.
+/// An owner App with two dependent Tasks, released by their agent (which this test plays) so that only the collector
+/// decides when they go; returns the owner's uid.
 async fn family(server: &Server, owner: &str) -> String {
     let (_, created) = server.post(APPS, app(owner)).await;
     let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
@@ -594,6 +613,9 @@ async fn family(server: &Server, owner: &str) -> String {
             "metadata": {"name": format!("{owner}-{child}"), "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": owner, "uid": uid, "controller": true}]},
             "spec": {"agent": "n1", "framework": "marathon", "cmd": "x", "cpus": 0.1, "mem": 8}});
         assert_eq!(server.post(TASKS, body).await.0, StatusCode::CREATED);
+        let released = json!({"metadata": {"finalizers": null}});
+        let path = format!("{TASKS}/{owner}-{child}");
+        assert_eq!(server.patch(&path, "application/merge-patch+json", released).await.0, StatusCode::OK);
     }
     uid
 }
@@ -665,6 +687,13 @@ async fn garbage_collection_follows_the_propagation_policy() {
         "metadata": {"name": "dangling", "ownerReferences": [{"apiVersion": "agora/v1", "kind": "App", "name": "ghost", "uid": "no-such-uid"}]},
         "spec": {"agent": "n1", "framework": "marathon", "cmd": "x", "cpus": 0.1, "mem": 8}});
     assert_eq!(server.post(TASKS, dangling).await.0, StatusCode::CREATED);
+    // The collector deletes it; its agent (played here) has the last word.
+    eventually(&server, &format!("{TASKS}/dangling"), "the dangling task to be marked", |a| {
+        a.1["metadata"]["deletionTimestamp"].is_string()
+    })
+    .await;
+    let released = json!({"metadata": {"finalizers": null}});
+    server.patch(&format!("{TASKS}/dangling"), "application/merge-patch+json", released).await;
     eventually(&server, &format!("{TASKS}/dangling"), "the dangling task to be collected", |a| {
         a.0 == StatusCode::NOT_FOUND
     })

@@ -261,6 +261,7 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
         ports,
     ))
     .await;
+    assert_eq!(created.metadata.finalizers, ["agora.dev/agent"], "bound: its agent holds its deletion from the start");
     let mut states = Vec::new();
     let mut watch = tasks
         .watch(
@@ -283,8 +284,8 @@ async fn an_agent_runs_tasks_in_containers_and_reports_every_state() {
     }
     assert_eq!(
         states,
-        [None, Some(TaskState::Starting), Some(TaskState::Running), Some(TaskState::Failed)],
-        "each state once, in order (the first change is the agent's finalizer)"
+        [Some(TaskState::Starting), Some(TaskState::Running), Some(TaskState::Failed)],
+        "each state once, in order (no write before the first: the finalizer came with the creation)"
     );
     let exits = tasks.get("exits").await.unwrap();
     let status = exits.status.clone().unwrap();

@@ -133,6 +133,7 @@ impl ResourceApi {
                 set_meta(&mut object, "uid", json!(uuid::Uuid::new_v4().to_string()));
                 set_meta(&mut object, "creationTimestamp", json!(now.to_string()));
                 set_meta(&mut object, "generation", json!(1));
+                crate::kinds::on_create(tasks_kind, &mut object);
                 match (tasks_kind.admit)(object) {
                     Ok(admitted) => {
                         cpus += task_spec.cpus;

@@ -83,6 +83,7 @@ impl ResourceApi {
         meta.insert("creationTimestamp".to_owned(), json!(now().to_string()));
         meta.insert("generation".to_owned(), json!(1));
         let generate = meta.get("generateName").and_then(Value::as_str).map(str::to_owned);
+        crate::kinds::on_create(kind, &mut object);
         if kind.subresources.contains(&"status")
             && let Some(map) = object.as_object_mut()
         {

@@ -2,7 +2,8 @@
 //! schema cannot state because they depend on what the object replaces, or on the other objects of its namespace.
 //!
 //! A kind's module sees objects as JSON and answers with field errors; it never reaches into the API (the store, the
-//! handlers, their errors). The API calls [`check_write`] on every create and update, and — when
+//! handlers, their errors). The API calls [`on_create`] on every object it creates (what the server adds to a new
+//! object of the kind), [`check_write`] on every create and update, and — when
 //! [`needs_namespace_check`] says so — reads the namespace and hands it to the kind (a CronJob's parents must not
 //! close a cycle). Subresources are declared with each kind in `agora-schemas` (`SUBRESOURCES`).
 
@@ -11,6 +12,13 @@ pub mod task;
 
 use agora_schemas::{FieldError, KindInfo};
 use serde_json::Value;
+
+/// What the server adds to a new object of `kind` before it is admitted (Kubernetes' `PrepareForCreate`).
+pub fn on_create(kind: &KindInfo, object: &mut Value) {
+    if kind.kind == "Task" {
+        task::on_create(object);
+    }
+}
 
 /// Whether `admitted` may replace `current` (`None` on a create), by the rules of its kind.
 ///

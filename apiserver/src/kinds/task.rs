@@ -1,7 +1,23 @@
-//! Tasks: fields only the server stamps.
+//! Tasks: fields only the server stamps, and the finalizer a bound task carries from its creation.
 
+use agora_schemas::names::AGENT_FINALIZER;
 use agora_schemas::{FieldError, FieldErrorKind};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// A Task bound to an agent (`spec.agent`) carries the agent's finalizer from its creation: its deletion waits until
+/// the agent has said nothing of it runs there (as a Pod bound to a node waits for its kubelet) — even when it is
+/// deleted before the agent first saw it — and the agent never spends a write adding it.
+pub fn on_create(object: &mut Value) {
+    let bound = object.pointer("/spec/agent").and_then(Value::as_str).is_some_and(|agent| !agent.is_empty());
+    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut).filter(|_| bound) else { return };
+    match meta.get_mut("finalizers").and_then(Value::as_array_mut) {
+        Some(list) if list.iter().any(|f| f == AGENT_FINALIZER) => {}
+        Some(list) => list.push(json!(AGENT_FINALIZER)),
+        None => {
+            meta.insert("finalizers".to_owned(), json!([AGENT_FINALIZER]));
+        }
+    }
+}
 
 /// A Task's `spec.offer` names the offer it was launched from, and only accepting that offer (`POST
 /// offers/NAME/accept`) sets it — so a framework can tell its own Tasks from ones written directly under a name it
@@ -29,6 +45,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_bound_task_carries_the_agents_finalizer_from_its_creation() {
+        let mut bound = json!({"metadata": {"name": "t"}, "spec": {"agent": "a1"}});
+        on_create(&mut bound);
+        assert_eq!(bound["metadata"]["finalizers"], json!([AGENT_FINALIZER]));
+        on_create(&mut bound);
+        assert_eq!(bound["metadata"]["finalizers"], json!([AGENT_FINALIZER]), "once");
+        let mut theirs = json!({"metadata": {"finalizers": ["x/y"]}, "spec": {"agent": "a1"}});
+        on_create(&mut theirs);
+        assert_eq!(theirs["metadata"]["finalizers"], json!(["x/y", AGENT_FINALIZER]), "beside the user's own");
+        for mut unbound in [json!({"metadata": {}, "spec": {}}), json!({"metadata": {}, "spec": {"agent": ""}})] {
+            on_create(&mut unbound);
+            assert!(unbound["metadata"].get("finalizers").is_none(), "{unbound}");
+        }
+    }
 
     #[test]
     fn only_the_server_sets_or_changes_the_offer() {
