@@ -2,25 +2,27 @@
 //! allocator, the frameworks and the apiserver can be tested and benchmarked at thousands of agents on one machine.
 //!
 //! Each hollow agent registers its Agent object and heartbeats its Lease exactly as a real agent does. Their Tasks
-//! are driven by one controller over one watch of all Tasks (not one watch per agent): a Staging task is Running at
-//! once; it finishes after the seconds in its annotation [`RUN_SECONDS`] or env [`RUN_SECONDS_ENV`] (never, without
-//! either) with the exit code in [`EXIT_CODE`] or [`EXIT_CODE_ENV`] (0 → Finished, else Failed); a task with
-//! `spec.killRequested` is Killed.
+//! are run by the [`executor`](crate::executor) a real agent runs — its decisions, admission and status writes —
+//! over one watch of all Tasks (not one per agent), on the [`Hollow`] runtime, whose processes are simulated: a task
+//! starts at once; it ends after the seconds in its annotation [`RUN_SECONDS`] or env [`RUN_SECONDS_ENV`] (never,
+//! without either) with the exit code in [`EXIT_CODE`] or [`EXIT_CODE_ENV`] (0 → Finished, else Failed); a signal
+//! ends it at once (Killed); its health checks pass, unless its env says [`HEALTHY_ENV`]`=false`, or from
+//! [`HEALTHY_AFTER_ENV`] seconds after its start.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use agora_client::{Api, Client, Patch, PatchParams};
-use agora_controllers::runtime::{Action, Controller, watcher};
-use agora_schemas::{Resources, Task, TaskState};
+use agora_client::Client;
+use agora_schemas::{HealthCheck, Resources, Task, TaskState};
 use futures::StreamExt;
 use jiff::Timestamp;
-use serde_json::json;
+use tokio::sync::watch;
 
 use crate::container::Exit;
-use crate::lifecycle::{self, End, Facts, Process, Step};
-use crate::registration::{self, FIELD_MANAGER, HeartbeatConfig, Registration};
+use crate::executor::{Agent, Executor, Failure, Starting, TaskRuntime, Usage};
+use crate::lifecycle::End;
+use crate::registration::{self, HeartbeatConfig, Registration};
 
 pub use agora_schemas::names::{
     HOLLOW_EXIT_CODE_ANNOTATION as EXIT_CODE, HOLLOW_RUN_SECONDS_ANNOTATION as RUN_SECONDS,
@@ -137,39 +139,26 @@ pub async fn run(
         });
     }
 
-    let ours: Arc<HashSet<String>> = Arc::new(names.into_iter().collect());
-    let tasks: Api<Task> = Api::all(client.clone());
-    let context = Arc::new(Context { client, agents: ours });
-    Controller::new(tasks, watcher::Config::default())
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            |task, error, _| {
-                tracing::warn!(task = %task.metadata.display_name(), %error, "hollow task update failed");
-                Action::requeue(Duration::from_secs(1))
-            },
-            context,
-        )
-        .for_each(|_| async {})
-        .await;
+    let agents = names
+        .into_iter()
+        .map(|name| (name.clone(), Agent { resources: config.resources.clone(), host: name }))
+        .collect();
+    Executor::new(client, Hollow::default(), agents, None).run(None, shutdown).await;
     heartbeats.abort_all();
     Ok(())
 }
 
-struct Context {
-    client: Client,
-    agents: Arc<HashSet<String>>,
+/// The runtime of hollow agents: processes that run nothing, which end after their run time or at a signal.
+#[derive(Default)]
+pub struct Hollow {
+    processes: Mutex<HashMap<String, Simulated>>,
 }
 
-/// What a hollow agent does next with a task: a pure decision.
-#[derive(Debug, PartialEq)]
-enum Next {
-    /// Nothing to do now.
-    Wait,
-    /// Check again after this long.
-    After(Duration),
-    /// Write this status (guarded by the version decided on, or not).
-    Write(serde_json::Value, bool),
+/// A hollow task's process: when it started, and the signal that ended it (once one has).
+type Simulated = (Timestamp, watch::Sender<Option<i32>>);
+
+fn uid(task: &Task) -> String {
+    task.metadata.uid.clone().unwrap_or_default()
 }
 
 /// `seconds` as a duration: negative or NaN is none, beyond jiff's range its largest (the value is user input).
@@ -177,204 +166,205 @@ fn seconds_of(seconds: f64) -> jiff::SignedDuration {
     jiff::SignedDuration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(jiff::SignedDuration::MAX)
 }
 
-/// What a hollow agent knows of a task: it keeps no process, and runs every task it has launched — so the Task says
-/// it all (a task past `Staging` was taken on; one being killed has had its stop sent).
-fn facts(task: &Task) -> Facts {
-    match task.status.as_ref().map_or(TaskState::Staging, |s| s.state) {
-        TaskState::Staging => Facts { handled: false, process: Process::Unknown },
-        TaskState::Killing => Facts { handled: true, process: Process::Running { killing: true } },
-        _ => Facts { handled: true, process: Process::Running { killing: false } },
-    }
+/// A setting of `task`: its annotation, else its env variable.
+fn setting<'a>(task: &'a Task, annotation: &str, var: &str) -> Option<&'a String> {
+    task.metadata.annotations.get(annotation).or_else(|| task.spec.env.get(var))
 }
 
-/// The agent's decision ([`lifecycle::decide`], as a real agent makes it) carried out by a runtime that runs
-/// nothing: a launch starts at once (`Running`, with its health as the env says); a stop ends the task at once
-/// (`Killing`, then `Killed`); a running task ends after its run time with its exit code ([`lifecycle::ended`]).
-fn next(task: &Task, now: Timestamp) -> Next {
-    match lifecycle::decide(task, facts(task), now) {
-        Step::Launch => Next::Write(started(task, now), true),
-        Step::Stop { announce: true } => Next::Write(json!({ "state": "Killing" }), false),
-        Step::Stop { announce: false } => {
-            let end = End { outcome: Some(Ok(Exit::Signal(15))), killing: true, mem: task.spec.mem, ..End::default() };
-            Next::Write(lifecycle::ended(&end, now), false)
-        }
-        Step::Write { status, guarded } => Next::Write(status, guarded),
-        // A hollow agent takes every task past Staging for its own: none is abandoned.
-        Step::Abandon { .. } => Next::Wait,
-        Step::Wait if task.status.as_ref().is_some_and(|s| s.state == TaskState::Running) => running(task, now),
-        Step::Wait => Next::Wait,
-    }
+/// How a hollow task started at `started` runs: when it ends by itself (never: `None`), and with which exit.
+fn run_of(task: &Task, started: Timestamp) -> (Option<Timestamp>, Exit) {
+    let seconds = setting(task, RUN_SECONDS, RUN_SECONDS_ENV).and_then(|s| s.parse::<f64>().ok());
+    let ends = seconds.map(|s| started.checked_add(seconds_of(s)).unwrap_or(Timestamp::MAX));
+    let code = setting(task, EXIT_CODE, EXIT_CODE_ENV).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    (ends, Exit::Code(code))
 }
 
-/// A hollow task's start: Running at once. Health checks pass at once, unless the task's env says
-/// HOLLOW_HEALTHY=false: then they have failed as often as the strictest check tolerates.
-fn started(task: &Task, now: Timestamp) -> serde_json::Value {
-    let mut status = json!({
-        "state": "Running", "startedAt": now, "host": task.spec.agent,
-        "message": "hollow agent: nothing runs",
-    });
-    if !task.spec.health_checks.is_empty() && !task.spec.env.contains_key(HEALTHY_AFTER_ENV) {
-        let healthy = task.spec.env.get(HEALTHY_ENV).is_none_or(|v| v != "false");
-        let limit = task.spec.health_checks.iter().map(|c| c.max_consecutive_failures()).min().unwrap_or(3);
-        status["healthy"] = json!(healthy);
-        status["healthCheckFailures"] = json!(if healthy { 0 } else { limit });
-        status["lastHealthCheck"] = json!({"time": now, "passed": healthy,
-            "output": if healthy { "hollow: passed" } else { "hollow: HOLLOW_HEALTHY=false" }});
+/// How a hollow task's health check answers at `now`, for a task started at `started`: the answer, or how long
+/// until it has one.
+fn health_of(task: &Task, started: Timestamp, now: Timestamp) -> Result<(bool, String), Duration> {
+    if task.spec.env.get(HEALTHY_ENV).is_some_and(|v| v == "false") {
+        return Ok((false, "hollow: HOLLOW_HEALTHY=false".into()));
     }
-    status
-}
-
-/// A running hollow task: healthy after HOLLOW_HEALTHY_AFTER seconds, ended after its run time.
-fn running(task: &Task, now: Timestamp) -> Next {
-    let status = task.status.as_ref();
-    if let Some(after) = task.spec.env.get(HEALTHY_AFTER_ENV).and_then(|s| s.parse::<f64>().ok())
-        && !task.spec.health_checks.is_empty()
-        && status.and_then(|s| s.healthy).is_none()
-    {
-        let started = status.and_then(|s| s.started_at).unwrap_or(now);
+    if let Some(after) = task.spec.env.get(HEALTHY_AFTER_ENV).and_then(|s| s.parse::<f64>().ok()) {
         let healthy_at = started.checked_add(seconds_of(after)).unwrap_or(Timestamp::MAX);
         if healthy_at > now {
-            return Next::After(now.duration_until(healthy_at).unsigned_abs());
+            return Err(now.duration_until(healthy_at).unsigned_abs());
         }
-        return Next::Write(
-            json!({"healthy": true, "healthCheckFailures": 0,
-                "lastHealthCheck": {"time": now, "passed": true, "output": "hollow: passed"}}),
-            true,
-        );
     }
-    let annotations = &task.metadata.annotations;
-    let env = &task.spec.env;
-    let setting = |annotation: &str, var: &str| annotations.get(annotation).or_else(|| env.get(var));
-    let Some(seconds) = setting(RUN_SECONDS, RUN_SECONDS_ENV).and_then(|s| s.parse::<f64>().ok()) else {
-        return Next::Wait;
-    };
-    let started = status.and_then(|s| s.started_at).unwrap_or(now);
-    let ends = started.checked_add(seconds_of(seconds)).unwrap_or(Timestamp::MAX);
-    if ends > now {
-        return Next::After(now.duration_until(ends).unsigned_abs());
-    }
-    let code = setting(EXIT_CODE, EXIT_CODE_ENV).and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
-    let end = End { outcome: Some(Ok(Exit::Code(code))), mem: task.spec.mem, ..End::default() };
-    Next::Write(lifecycle::ended(&end, now), true)
+    Ok((true, "hollow: passed".into()))
 }
 
-async fn reconcile(task: Arc<Task>, ctx: Arc<Context>) -> Result<Action, agora_client::Error> {
-    if !ctx.agents.contains(&task.spec.agent) {
-        return Ok(Action::await_change());
+/// Time until `at` from now (none when it has passed).
+fn until(at: Timestamp) -> Duration {
+    let now = Timestamp::now();
+    if at > now { now.duration_until(at).unsigned_abs() } else { Duration::ZERO }
+}
+
+impl Hollow {
+    fn processes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Simulated>> {
+        self.processes.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    match next(&task, Timestamp::now()) {
-        Next::Wait => Ok(Action::await_change()),
-        Next::After(left) => Ok(Action::requeue(left)),
-        Next::Write(status, guarded) => {
-            let name = task.metadata.name.as_deref().unwrap_or_default();
-            let tasks: Api<Task> =
-                Api::namespaced(ctx.client.clone(), task.metadata.namespace.as_deref().unwrap_or("default"));
-            // Guarded: a concurrent change (the allocator marking it lost) wins and brings another reconcile.
-            let mut patch = json!({ "status": status });
-            if guarded {
-                patch["metadata"] = json!({ "resourceVersion": task.metadata.resource_version });
-            }
-            match tasks.patch_status(name, &PatchParams::default().manager(FIELD_MANAGER), &Patch::Merge(patch)).await {
-                Ok(_) => Ok(Action::await_change()),
-                Err(e) if e.is_conflict() || e.is_not_found() => Ok(Action::await_change()),
-                Err(e) => Err(e),
+
+    /// When the task's process started (now, for one this runtime does not know).
+    fn started(&self, task: &Task) -> Timestamp {
+        self.processes().get(&uid(task)).map_or_else(Timestamp::now, |(started, _)| *started)
+    }
+}
+
+impl TaskRuntime for Hollow {
+    const PREPARES: bool = false;
+
+    async fn start(&self, task: &Task, _: Starting<'_>) -> Result<(), Failure> {
+        self.processes().insert(uid(task), (Timestamp::now(), watch::Sender::new(None)));
+        Ok(())
+    }
+
+    async fn kill(&self, task: &Task, force: bool) {
+        if let Some((_, signal)) = self.processes().get(&uid(task)) {
+            signal.send_if_modified(|s| s.is_none() && s.replace(if force { 9 } else { 15 }).is_none());
+        }
+    }
+
+    async fn outcome(&self, task: &Task) -> End {
+        let id = uid(task);
+        let Some((started, mut signalled)) = self.processes().get(&id).map(|(at, s)| (*at, s.subscribe())) else {
+            return End::default();
+        };
+        let (ends, exit) = run_of(task, started);
+        let exit = tokio::select! {
+            () = tokio::time::sleep(ends.map_or(Duration::MAX, until)) => exit,
+            signal = signalled.wait_for(Option::is_some) => Exit::Signal(signal.ok().and_then(|s| *s).unwrap_or(9)),
+        };
+        self.processes().remove(&id);
+        End { outcome: Some(Ok(exit)), ..End::default() }
+    }
+
+    async fn usage(&self, _: &Task) -> Option<Usage> {
+        None
+    }
+
+    async fn probe(&self, task: &Task, _: &HealthCheck) -> (bool, String) {
+        let started = self.started(task);
+        loop {
+            match health_of(task, started, Timestamp::now()) {
+                Ok(answer) => return answer,
+                Err(wait) => tokio::time::sleep(wait).await,
             }
         }
+    }
+
+    /// A hollow process outlives its agent's restarts: any task past Staging runs on, from its recorded start.
+    fn reattach(&self, task: &Task) -> Option<bool> {
+        let status = task.status.as_ref()?;
+        if status.state == TaskState::Staging || status.state.is_terminal() {
+            return None;
+        }
+        let started = status.started_at.unwrap_or_else(Timestamp::now);
+        self.processes().entry(uid(task)).or_insert_with(|| (started, watch::Sender::new(None)));
+        Some(true)
+    }
+
+    async fn release(&self, task: &Task) {
+        self.processes().remove(&uid(task));
+    }
+
+    async fn delete(&self, task: &Task) {
+        self.processes().remove(&uid(task));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use agora_schemas::{ObjectMeta, TaskSpec, TaskStatus};
+    use jiff::SignedDuration;
 
     use super::*;
 
-    fn task(state: Option<TaskState>, run_seconds: Option<&str>, exit: Option<&str>) -> Task {
+    fn task(run_seconds: Option<&str>, exit: Option<&str>) -> Task {
         let mut meta = ObjectMeta::named(Some("default"), "t");
+        meta.uid = Some("u1".into());
         if let Some(seconds) = run_seconds {
             meta.annotations.insert(RUN_SECONDS.into(), seconds.into());
         }
         if let Some(code) = exit {
             meta.annotations.insert(EXIT_CODE.into(), code.into());
         }
-        let mut task = Task::new(meta, TaskSpec { agent: "sim-1".into(), ..TaskSpec::default() });
-        task.status = state.map(TaskStatus::new);
-        task
-    }
-
-    fn state_written(step: &Next) -> Option<&str> {
-        match step {
-            Next::Write(status, _) => status["state"].as_str(),
-            _ => None,
-        }
+        Task::new(meta, TaskSpec { agent: "sim-1".into(), ..TaskSpec::default() })
     }
 
     #[test]
-    fn tasks_run_at_once_finish_after_their_annotation_and_are_killed_on_request() {
+    fn a_task_runs_as_its_annotation_or_env_says() {
         let now = Timestamp::now();
-        assert_eq!(state_written(&next(&task(None, None, None), now)), Some("Running"));
-        assert_eq!(state_written(&next(&task(Some(TaskState::Staging), None, None), now)), Some("Running"));
-        assert_eq!(next(&task(Some(TaskState::Running), None, None), now), Next::Wait, "runs forever");
-
-        let mut running = task(Some(TaskState::Running), Some("10"), Some("3"));
-        running.status.as_mut().unwrap().started_at = Some(now - jiff::SignedDuration::from_secs(4));
-        assert_eq!(next(&running, now), Next::After(Duration::from_secs(6)));
-        let later = now + jiff::SignedDuration::from_secs(7);
-        match next(&running, later) {
-            Next::Write(status, _) => {
-                assert_eq!((status["state"].as_str(), status["exitCode"].as_i64()), (Some("Failed"), Some(3)))
-            }
-            other => panic!("{other:?}"),
-        }
-        let mut ok = task(Some(TaskState::Running), Some("0"), None);
-        ok.status.as_mut().unwrap().started_at = Some(now);
-        assert_eq!(state_written(&next(&ok, now)), Some("Finished"));
-        // The same from the task's env, as a framework that copies its job's env sets it.
-        let mut by_env = task(Some(TaskState::Running), None, None);
-        by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1".into());
+        assert_eq!(run_of(&task(None, None), now), (None, Exit::Code(0)), "runs forever");
+        assert_eq!(
+            run_of(&task(Some("10"), Some("3")), now),
+            (Some(now + SignedDuration::from_secs(10)), Exit::Code(3))
+        );
+        let mut by_env = task(None, None);
+        by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1.5".into());
         by_env.spec.env.insert(EXIT_CODE_ENV.into(), "2".into());
-        let mut forever = by_env.clone();
-        forever.spec.env.insert(RUN_SECONDS_ENV.into(), "1e300".into());
-        assert!(matches!(next(&forever, now), Next::After(_)), "an absurd run time runs long, without a panic");
-        by_env.status.as_mut().unwrap().started_at = Some(now);
-        assert_eq!(next(&by_env, now), Next::After(Duration::from_secs(1)));
-        match next(&by_env, later) {
-            Next::Write(status, _) => assert_eq!(status["exitCode"].as_i64(), Some(2)),
-            other => panic!("{other:?}"),
-        }
-
-        // A kill, as a real agent carries it out: Killing, then (its process gone at once) Killed.
-        let mut kill = task(Some(TaskState::Running), None, None);
-        kill.spec.kill_requested = Some(true);
-        assert_eq!(state_written(&next(&kill, now)), Some("Killing"));
-        kill.status.as_mut().unwrap().state = TaskState::Killing;
-        assert_eq!(state_written(&next(&kill, now)), Some("Killed"));
-        let mut unstarted = task(Some(TaskState::Staging), None, None);
-        unstarted.spec.kill_requested = Some(true);
-        assert_eq!(state_written(&next(&unstarted, now)), Some("Killed"), "killed before it started");
-        assert_eq!(next(&task(Some(TaskState::Finished), None, None), now), Next::Wait);
-        assert_eq!(state_written(&next(&task(Some(TaskState::Unreachable), None, None), now)), Some("Running"));
+        assert_eq!(run_of(&by_env, now), (Some(now + SignedDuration::from_millis(1500)), Exit::Code(2)));
+        by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "1e300".into());
+        assert_eq!(run_of(&by_env, now).0, Some(Timestamp::MAX), "an absurd run time runs long, without a panic");
+        by_env.spec.env.insert(RUN_SECONDS_ENV.into(), "-4".into());
+        assert_eq!(run_of(&by_env, now).0, Some(now), "a negative one is none");
     }
 
     #[test]
     fn health_checks_pass_unless_the_env_says_otherwise_or_later() {
         let now = Timestamp::now();
-        let mut checked = task(Some(TaskState::Staging), None, None);
-        checked.spec.health_checks = vec![agora_schemas::HealthCheck::default()];
-        let healthy = |step: Next| match step {
-            Next::Write(status, _) => (status["healthy"].as_bool(), status["healthCheckFailures"].as_u64()),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(healthy(next(&checked, now)), (Some(true), Some(0)));
+        let mut checked = task(None, None);
+        assert_eq!(health_of(&checked, now, now), Ok((true, "hollow: passed".into())));
         checked.spec.env.insert(HEALTHY_ENV.into(), "false".into());
-        assert_eq!(healthy(next(&checked, now)), (Some(false), Some(3)), "failed as often as tolerated");
+        assert!(matches!(health_of(&checked, now, now), Ok((false, _))));
         checked.spec.env.clear();
         checked.spec.env.insert(HEALTHY_AFTER_ENV.into(), "5".into());
-        assert_eq!(healthy(next(&checked, now)), (None, None), "unknown at first");
-        let mut running = checked.clone();
+        let started = now - SignedDuration::from_secs(2);
+        assert_eq!(health_of(&checked, started, now), Err(Duration::from_secs(3)), "no answer for 3 s more");
+        assert!(matches!(health_of(&checked, started, now + SignedDuration::from_secs(3)), Ok((true, _))));
+    }
+
+    /// Tasks handed to the runtime as the executor hands them: a start, then its outcome awaited.
+    async fn started(hollow: &Arc<Hollow>, task: &Task) -> tokio::task::JoinHandle<End> {
+        let client = Client::new(agora_client::Config::new("http://127.0.0.1:9")).unwrap();
+        let tasks = agora_client::Api::namespaced(client, "default");
+        hollow.start(task, Starting::new(task, &tasks)).await.unwrap();
+        let (hollow, task) = (hollow.clone(), task.clone());
+        tokio::spawn(async move { hollow.outcome(&task).await })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_ends_after_its_run_time_or_at_a_signal() {
+        let hollow = Arc::new(Hollow::default());
+        let finishing = task(Some("10"), Some("3"));
+        let end = started(&hollow, &finishing).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!end.is_finished(), "runs for its 10 s");
+        let end = end.await.unwrap();
+        assert_eq!(end.outcome, Some(Ok(Exit::Code(3))));
+        assert!(hollow.processes().is_empty(), "forgotten once ended");
+
+        let forever = task(None, None);
+        let end = started(&hollow, &forever).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!end.is_finished(), "runs until stopped");
+        hollow.kill(&forever, false).await;
+        hollow.kill(&forever, true).await;
+        assert_eq!(end.await.unwrap().outcome, Some(Ok(Exit::Signal(15))), "the first signal ends it");
+        hollow.kill(&forever, true).await; // gone: nothing to signal, no panic
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_hollow_agent_runs_its_tasks_on_from_their_recorded_start() {
+        let hollow = Hollow::default();
+        let mut running = task(Some("10"), None);
+        assert_eq!(hollow.reattach(&running), None, "Staging: never started");
         let status = running.status.insert(TaskStatus::new(TaskState::Running));
-        status.started_at = Some(now - jiff::SignedDuration::from_secs(2));
-        assert_eq!(next(&running, now), Next::After(Duration::from_secs(3)));
-        assert_eq!(healthy(next(&running, now + jiff::SignedDuration::from_secs(3))), (Some(true), Some(0)));
+        status.started_at = Some(Timestamp::now() - SignedDuration::from_secs(4));
+        assert_eq!(hollow.reattach(&running), Some(true));
+        let end = tokio::time::timeout(Duration::from_secs(7), hollow.outcome(&running)).await;
+        assert_eq!(end.expect("ends 6 s later").outcome, Some(Ok(Exit::Code(0))));
+        running.status.as_mut().unwrap().state = TaskState::Finished;
+        assert_eq!(hollow.reattach(&running), None, "ended: nothing to take over");
     }
 }

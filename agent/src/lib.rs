@@ -5,7 +5,8 @@
 //!
 //! - [`resources`]: `--resources` / `--attributes` in Mesos' text format, and the host's cores, memory and disk.
 //! - [`registration`]: the `Agent` object (server-side applied) and the heartbeat `Lease`.
-//! - [`hollow`]: N simulated agents in one process that run nothing, for scale tests (kubemark's hollow nodes).
+//! - [`hollow`]: N simulated agents in one process, on a task runtime that runs nothing, for scale tests (kubemark's
+//!   hollow nodes).
 //! - [`images`]: the local OCI image store.
 //! - [`pull`]: pulling images from registries into it (digests checked, downloads shared and resumed).
 //! - [`image_gc`]: keeping the store within its budget, never collecting an image a task uses.
@@ -13,8 +14,10 @@
 //! - [`cgroups`]: what the agent knows of cgroups: paths, the host's layout, usage, OOM and pids events, clean-up.
 //! - [`admission`]: whether a task fits beside the ones the agent runs (whatever created it).
 //! - [`disk`]: how much disk a task uses (its sandbox, `/tmp`, writable layer), against its limit.
-//! - [`lifecycle`]: a task's life on an agent as pure functions (what next, how it ended), shared with hollow agents.
-//! - [`runner`]: the agent proper, running its Tasks as containers and reporting their states.
+//! - [`lifecycle`]: a task's life on an agent as pure functions (what next, how it ended).
+//! - [`executor`]: runs Tasks by those decisions — every status write, admission, health checks, usage — over a
+//!   [`executor::TaskRuntime`]; one executor for real and hollow agents, as kubemark runs the real kubelet.
+//! - [`runner`]: the agent proper: containers as its task runtime, and the process around it.
 //! - [`health`]: HTTP, TCP and COMMAND health checks with Marathon's grace and failure counting.
 //! - [`logs`]: the agent's HTTP endpoint serving tasks' stdout and stderr (the apiserver proxies `tasks/{name}/log`).
 //!
@@ -28,6 +31,7 @@ pub mod admission;
 pub mod cgroups;
 pub mod container;
 pub mod disk;
+pub mod executor;
 pub mod health;
 pub mod hollow;
 pub mod image_gc;

@@ -1,5 +1,6 @@
-//! A task's life on an agent as pure functions — one state machine for the real agent ([`crate::runner`]) and the
-//! hollow one ([`crate::hollow`]), so scale tests and benchmarks run the decisions production runs.
+//! A task's life on an agent as pure functions — the decisions of the one [`executor`](crate::executor) that real
+//! agents ([`crate::runner`]) and hollow ones ([`crate::hollow`]) share, so scale tests and benchmarks run the
+//! decisions production runs.
 //!
 //! ```text
 //! Staging ──Launch──▶ Starting ──(started)──▶ Running ──(exit)──▶ Finished | Failed

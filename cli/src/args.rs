@@ -437,11 +437,11 @@ pub(crate) enum Command {
     },
     /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
     ///
-    /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing (their Tasks are
-    /// Running at once and finish after the seconds in the annotation hollow.agora.dev/run-seconds or the env
-    /// HOLLOW_RUN_SECONDS, with the exit code in hollow.agora.dev/exit-code or HOLLOW_EXIT_CODE; their health
-    /// checks pass, unless the task's env has HOLLOW_HEALTHY=false, or pass only HOLLOW_HEALTHY_AFTER seconds after
-    /// they start): for scale tests.
+    /// With --hollow N, one process simulates N agents named <name-prefix><i> that run nothing, through the real
+    /// agent's executor (their Tasks start at once and finish after the seconds in the annotation
+    /// hollow.agora.dev/run-seconds or the env HOLLOW_RUN_SECONDS, with the exit code in hollow.agora.dev/exit-code
+    /// or HOLLOW_EXIT_CODE; their health checks pass, unless the task's env has HOLLOW_HEALTHY=false, or answer only
+    /// HOLLOW_HEALTHY_AFTER seconds after they start): for scale tests.
     Agent(Box<AgentArgs>),
     /// Run the built-in controllers (the allocator, marathon and chronos), each leader-elected — the allocator on its
     /// Lease in agora-system, marathon and chronos on their framework leases — so several processes may run and one
