@@ -16,6 +16,8 @@
 //! - [`ui`] — the dashboard at `/ui/`, embedded static modules that read the API like any client.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod discovery;
 pub mod gc;
 pub mod kinds;

@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub prefix: String,
     /// Who may call it, and over what.
     pub security: Security,
+    /// Where every write and refusal is recorded; nowhere without.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// Who may call the apiserver, and over what.
@@ -156,6 +158,15 @@ pub enum ServerError {
     /// The token, certificates or kubeconfig could not be read or made.
     #[error("{0}")]
     Credentials(String),
+    /// The audit log cannot be opened.
+    #[error("opening the audit log {}: {source}", path.display())]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
     /// No random bytes for a token.
     #[error("reading /dev/urandom for a new token: {0}")]
     Random(std::io::Error),
@@ -180,6 +191,8 @@ pub struct ApiConfig {
     pub watch_backlog: usize,
     /// How long a request's body may take to arrive.
     pub body_read_timeout: std::time::Duration,
+    /// Where every write and refusal is recorded.
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 impl Default for ApiConfig {
@@ -189,6 +202,7 @@ impl Default for ApiConfig {
             token: None,
             watch_backlog: crate::api::watch_cache::CLIENT_BACKLOG,
             body_read_timeout: BODY_READ_TIMEOUT,
+            audit: None,
         }
     }
 }
@@ -205,6 +219,13 @@ impl ApiConfig {
     #[must_use]
     pub fn token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Record every write and refusal in `log`.
+    #[must_use]
+    pub fn audit(mut self, log: Option<crate::audit::AuditLog>) -> Self {
+        self.audit = log;
         self
     }
 
@@ -230,7 +251,7 @@ struct Shared {
     api: ResourceApi,
     store: SharedStore,
     openapi: Arc<OpenApi>,
-    token: Option<Arc<str>>,
+    auth: Arc<crate::auth::Authenticator>,
     metrics: Metrics,
     body_read_timeout: std::time::Duration,
 }
@@ -240,6 +261,8 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     let metrics = Metrics::default();
     let store = metrics.metered(store);
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
+    let auth = crate::auth::Authenticator::new(config.token.as_deref().map(Arc::from));
+    tokio::spawn(auth.clone().follow(store.clone(), config.keys.clone()));
     let api =
         ResourceApi::new(store.clone(), config.keys, config.watch_backlog).with_agent_token(config.token.as_deref());
     // Every kind's watch cache starts now, so a watch from any revision this server has answered with finds it.
@@ -248,7 +271,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         api,
         store,
         openapi: Arc::new(OpenApi::default()),
-        token: config.token.map(Arc::from),
+        auth,
         metrics: metrics.clone(),
         body_read_timeout: config.body_read_timeout,
     });
@@ -277,6 +300,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(config.audit, crate::audit::record))
         .layer(middleware::from_fn(bound_request))
         .layer(middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(DefaultBodyLimit::disable())
@@ -472,21 +496,52 @@ fn refused(code: u16, reason: StatusReason, message: String) -> Response {
 /// The most of an unauthenticated request's body read before it is refused.
 const UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware: who the request is from ([`crate::auth`]); the principal goes into the request's extensions (for the
+/// handlers) and the response's (for the audit log). A watch or followed log of a token that is revoked or expires
+/// ends then.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let open = matches!(path, "/healthz" | "/livez" | "/readyz") || crate::ui::is_ui(path);
-    if let (Some(token), false) = (&state.token, open)
-        && !agora_tls::authorized(request.headers(), token)
-    {
-        // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients
-        // (curl) report as a framing error instead of the 401. Bounded in size and time: a stranger's body
-        // costs little.
-        let body = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_BYTES);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body).await;
-        return ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
-            .into_response();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") || crate::ui::is_ui(path) {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(agora_tls::bearer_token)
+        .map(str::to_owned);
+    let who = match state.auth.authenticate(presented.as_deref()).await {
+        Ok(who) => who,
+        Err(refusal) => {
+            // A small body is read first: answering before it arrives resets an HTTP/2 stream, which some clients
+            // (curl) report as a framing error instead of the 401. Bounded in size and time: a stranger's body
+            // costs little.
+            let body = axum::body::to_bytes(request.into_body(), UNAUTHENTICATED_BODY_BYTES);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), body).await;
+            return match refusal {
+                crate::auth::Refusal::Unauthorized => {
+                    ApiError::new(StatusReason::Unauthorized, "Unauthorized: a valid bearer token is required")
+                }
+                crate::auth::Refusal::Loading => ApiError::new(
+                    StatusReason::ServiceUnavailable,
+                    "the apiserver is still reading its tokens from the store; try again",
+                ),
+            }
+            .into_response();
+        }
+    };
+    let query = request.uri().query().unwrap_or_default();
+    let streams = query.split('&').any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true" | "follow=1"));
+    request.extensions_mut().insert(who.principal.clone());
+    let principal = who.principal.clone();
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(principal);
+    if streams && who.can_end() {
+        let (parts, body) = response.into_parts();
+        let stream = futures::StreamExt::take_until(body.into_data_stream(), who.ends());
+        return Response::from_parts(parts, axum::body::Body::from_stream(stream));
+    }
+    response
 }
 
 /// Opens the store, binds, and serves until `shutdown` completes. A secure server writes its kubeconfig once it
@@ -519,7 +574,14 @@ pub async fn serve(
         .map_err(|source| ServerError::Io { address: config.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Io { address: config.listen, source })?;
     let token = credentials.as_ref().map(|c| c.token.clone());
-    let app = router(store, ApiConfig::default().keys(KeyLayout::new(&config.prefix)).token(token));
+    let audit = match &config.audit {
+        Some(audit) => Some(
+            crate::audit::AuditLog::open(audit.clone())
+                .map_err(|source| ServerError::Audit { path: audit.path.clone(), source })?,
+        ),
+        None => None,
+    };
+    let app = router(store, ApiConfig::default().keys(KeyLayout::new(&config.prefix)).token(token).audit(audit));
     if let (Some(credentials), Security::Secure(secure)) = (&credentials, &config.security) {
         let host =
             if address.ip().is_unspecified() { "127.0.0.1".parse().unwrap_or(address.ip()) } else { address.ip() };

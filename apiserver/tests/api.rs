@@ -280,6 +280,81 @@ async fn discovery_version_and_openapi() {
     assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
 }
 
+/// A request presenting `token`.
+async fn call_as(server: &Server, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = server.http.request(method, format!("{}{path}", server.base)).bearer_auth(token);
+    if let Some(body) = body {
+        let content_type = if body.is_array() { "application/json-patch+json" } else { "application/json" };
+        request = request.header("content-type", content_type).body(serde_json::to_vec(&body).unwrap());
+    }
+    let response = request.send().await.unwrap();
+    let code = response.status();
+    (code, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn principals_tokens_are_checked_before_they_are_stored_expire_on_time_and_never_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+    let log = dir.path().join("audit.log");
+    let audit = agora_apiserver::audit::AuditLog::open(agora_apiserver::audit::AuditConfig::new(&log)).unwrap();
+    let config = ApiConfig::default().token(Some("s3cret".to_owned())).audit(Some(audit));
+    let server = Server::on(store, Box::new(dir), config).await;
+    const TOKENS: &str = "/apis/agora/v1/tokens";
+    let token = |name: &str, digest: &str, expires: Option<jiff::Timestamp>| {
+        json!({"apiVersion": "agora/v1", "kind": "Token", "metadata": {"name": name},
+               "spec": {"principal": name, "sha256": digest, "expiresAt": expires}})
+    };
+
+    let (code, answer) =
+        call_as(&server, "s3cret", Method::POST, TOKENS, Some(token("bob", "not-a-digest", None))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["details"]["causes"][0]["field"], "spec.sha256", "{answer}");
+
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let digest = agora_apiserver::auth::digest_hex("brief-secret");
+    let (code, answer) =
+        call_as(&server, "s3cret", Method::POST, TOKENS, Some(token("brief", &digest, Some(expires)))).await;
+    assert_eq!(code, StatusCode::CREATED, "{answer}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let (code, _) = call_as(&server, "brief-secret", Method::GET, APPS, None).await;
+        if seen.last() != Some(&code) {
+            seen.push(code);
+        }
+        if code == StatusCode::UNAUTHORIZED && seen.contains(&StatusCode::OK) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the token worked, then expired: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, [StatusCode::OK, StatusCode::UNAUTHORIZED], "it works at once, until it expires");
+
+    let repoint = json!([{"op": "replace", "path": "/spec/principal", "value": "admin"}]);
+    let (code, answer) = call_as(&server, "s3cret", Method::PATCH, &format!("{TOKENS}/brief"), Some(repoint)).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("immutable"), "{answer}");
+
+    // The audit log has the refused create (whose principal is known) and the expired token's refusal (whose is not).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let refused_create = lines.iter().any(|l| {
+            l["principal"] == "admin" && l["verb"] == "create" && l["resource"] == "tokens" && l["code"] == 422
+        });
+        let unknown = lines.iter().any(|l| l["principal"].is_null() && l["verb"] == "list" && l["code"] == 401);
+        let patched = lines.iter().any(|l| l["verb"] == "patch" && l["name"] == "brief" && l["code"] == 422);
+        if refused_create && unknown && patched {
+            assert!(!text.contains("brief-secret"), "no token is ever written down");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the audit log has every write and refusal:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +374,7 @@ async fn a_token_is_required_when_configured() {
             store: StoreConfig::Embedded(tempfile::tempdir().unwrap().keep()),
             prefix: "registry".into(),
             security: Security::InsecureUnauthenticated,
+            audit: None,
         },
         async {},
     )

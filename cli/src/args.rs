@@ -373,6 +373,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         scope: Scope,
     },
+    /// Bearer tokens of principals: create one (printed once; the cluster keeps only its digest), list them, revoke
+    /// a principal's (at once, on every apiserver; their open watches end).
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// Keep new tasks off an agent (running ones stay).
     Cordon(AgentName),
     /// Let new tasks onto a cordoned agent again.
@@ -434,6 +440,15 @@ pub(crate) enum Command {
         /// tests and throwaway experiments; refused on anything but a loopback address.
         #[arg(long, conflicts_with_all = ["token_file", "tls_cert_file", "tls_private_key_file", "tls_sans"])]
         insecure_allow_unauthenticated: bool,
+        /// Record every write and every refused request, one JSON line each, in this file (rotated by size).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+        /// Rotate the audit log when it passes this many MiB.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..), requires = "audit_log")]
+        audit_log_max_size_mib: u64,
+        /// How many rotated audit logs to keep.
+        #[arg(long, default_value_t = 5, requires = "audit_log")]
+        audit_log_max_files: usize,
     },
     /// Run an agent: register this machine's resources, heartbeat, and run the Tasks bound to it.
     ///
@@ -579,6 +594,36 @@ pub(crate) enum StoreCommand {
         /// The new data dir (must not hold a store).
         #[arg(long)]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Make a bearer token for principal NAME and print it: stdout has the token alone, so it can be captured
+    /// (`agora token create alice --ttl 30d > alice.token`).
+    Create {
+        /// The principal (the user name requests with the token act as).
+        name: String,
+        /// How long it lasts: 30d, 12h, 1h30m, P90D (default: until revoked).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A group the principal belongs to with this token (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// List the tokens: principal, groups, expiry — never a token or its digest.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Revoke every token of principal NAME.
+    Revoke {
+        /// The principal.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 }
 

@@ -22,6 +22,7 @@ mod files;
 mod get;
 mod serve;
 mod style;
+mod token;
 mod up;
 mod verbs;
 mod wait;
@@ -64,7 +65,15 @@ fn main() -> ExitCode {
             tls_private_key_file,
             tls_sans,
             insecure_allow_unauthenticated,
+            audit_log,
+            audit_log_max_size_mib,
+            audit_log_max_files,
         } => {
+            let audit = audit_log.map(|path| agora_apiserver::audit::AuditConfig {
+                path,
+                max_bytes: audit_log_max_size_mib * 1024 * 1024,
+                max_files: audit_log_max_files,
+            });
             let security = if insecure_allow_unauthenticated {
                 agora_apiserver::server::Security::InsecureUnauthenticated
             } else {
@@ -75,7 +84,19 @@ fn main() -> ExitCode {
                     names: tls_sans,
                 })
             };
-            apiserver(listen, data_dir, store, store_prefix, security)
+            let store = match store {
+                Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg),
+                None => Ok(agora_apiserver::store::StoreConfig::Embedded(data_dir)),
+            };
+            store.and_then(|store| {
+                apiserver(agora_apiserver::server::ServerConfig {
+                    listen,
+                    store,
+                    prefix: store_prefix,
+                    security,
+                    audit,
+                })
+            })
         }
         Command::Up { data_dir, listen, agent_listen, agent_resources, no_agent, apply } => up::run(&up::UpConfig {
             default_dir: data_dir
@@ -116,6 +137,13 @@ fn main() -> ExitCode {
                 get::run(&client, &get::Get { kind, name, namespace, all_namespaces, selector, output, watch })
             })
         }
+        Command::Token { what } => match what {
+            TokenCommand::Create { name, ttl, groups, cluster } => {
+                cluster.client().and_then(|client| token::create(&client, &name, &groups, ttl.as_deref()))
+            }
+            TokenCommand::List { cluster } => cluster.client().and_then(|client| token::list(&client)),
+            TokenCommand::Revoke { name, cluster } => cluster.client().and_then(|client| token::revoke(&client, &name)),
+        },
         Command::Describe { kind, name, scope } => {
             scope.ctx().and_then(|ctx| describe::run(&ctx.client, &kind, &name, &ctx.namespace, ctx.colour))
         }

@@ -7,19 +7,8 @@ use anyhow::{Context, Result};
 
 use crate::args::{AgentArgs, ControllersArgs};
 
-pub(crate) fn apiserver(
-    listen: std::net::SocketAddr,
-    data_dir: PathBuf,
-    store: Option<String>,
-    prefix: String,
-    security: agora_apiserver::server::Security,
-) -> Result<bool> {
+pub(crate) fn apiserver(config: agora_apiserver::server::ServerConfig) -> Result<bool> {
     init_logging();
-    let store = match store {
-        Some(url) => agora_apiserver::store::StoreConfig::parse_etcd(&url).map_err(anyhow::Error::msg)?,
-        None => agora_apiserver::store::StoreConfig::Embedded(data_dir),
-    };
-    let config = agora_apiserver::server::ServerConfig { listen, store, prefix, security };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(agora_apiserver::server::serve(config, shutdown_signal()))?;
     Ok(true)

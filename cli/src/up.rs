@@ -248,7 +248,15 @@ pub fn run(config: &UpConfig) -> Result<bool> {
 
     let mut apiserver = Part::new(
         "apiserver",
-        vec![os("apiserver"), os("--data-dir"), dir.clone().into(), os("--listen"), os(&config.listen.to_string())],
+        vec![
+            os("apiserver"),
+            os("--data-dir"),
+            dir.clone().into(),
+            os("--listen"),
+            os(&config.listen.to_string()),
+            os("--audit-log"),
+            dir.join("audit.log").into(),
+        ],
     );
     apiserver.start(&exe, &logs)?;
     if let Err(e) = wait_ready(&mut apiserver, &kubeconfig) {

@@ -91,6 +91,7 @@ fn serve_child(spec: &str) {
         store: StoreConfig::Embedded(dir.into()),
         prefix: "/registry".into(),
         security: Security::InsecureUnauthenticated,
+        audit: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(serve(config, std::future::pending())).expect("serve");

@@ -445,11 +445,14 @@ impl ApiserverProcess {
             Mode::Insecure => {
                 command.arg("--insecure-allow-unauthenticated");
             }
-            Mode::Secure => {}
+            Mode::Secure => {
+                command.arg("--audit-log").arg(self.audit_log());
+            }
             Mode::SecureWithToken(token) => {
                 let file = self.token_file();
                 std::fs::write(&file, token).expect("write the token file");
                 command.arg("--token-file").arg(file);
+                command.arg("--audit-log").arg(self.audit_log());
             }
         }
         // A kubeconfig is written once the new process listens: the old one must not be taken for it.
@@ -478,6 +481,12 @@ impl ApiserverProcess {
     #[must_use]
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The audit log a secure apiserver writes.
+    #[must_use]
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.path().join("audit.log")
     }
 
     /// The kubeconfig a secure apiserver writes (server, CA, token).

@@ -1,5 +1,6 @@
 //! `agora apiserver`'s secure default as a process: the credentials it makes (private files), kept across a restart
-//! so every kubeconfig stays valid; and the insecure mode refused beyond loopback.
+//! so every kubeconfig stays valid; principals' own tokens (`agora token`), revoked at once, and the audit log; and
+//! the insecure mode refused beyond loopback.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -118,4 +119,87 @@ async fn a_snapshot_of_a_running_apiserver_restores_into_a_new_data_dir_and_an_e
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("agora.redb is empty (0 bytes)") && stderr.contains("agora store restore"), "{stderr}");
+}
+
+/// `agora token ARGS --kubeconfig K`.
+fn token_command(server: &ApiserverProcess, args: &[&str]) -> std::process::Output {
+    Command::new(agora_binary()).arg("token").args(args).arg("--kubeconfig").arg(server.kubeconfig()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principals_token_works_until_revoked_its_watch_ends_then_and_the_audit_log_names_it() {
+    use futures::StreamExt;
+    let server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let created = tokio::task::block_in_place(|| {
+        token_command(&server, &["create", "alice", "--group", "team-a", "--ttl", "1h"])
+    });
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success() && stderr.contains("created for alice"), "{stderr}");
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("agora_") && !token.contains('\n'), "stdout is the token alone: {token:?}");
+
+    // The real kubectl, with alice's token instead of the admin's.
+    let kubectl = |extra: &[&str]| {
+        Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args(["--token", &token])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let listed = tokio::task::block_in_place(|| kubectl(&["get", "apps", "-A"]));
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+
+    // The list shows whose tokens there are, never a token or its digest.
+    let list = tokio::task::block_in_place(|| token_command(&server, &["list"]));
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(table.contains("alice") && table.contains("team-a"), "{table}");
+    let stored = Api::<agora_schemas::Token>::all(server.client()).list(&ListParams::default()).await.unwrap();
+    let digest = &stored.items[0].spec.sha256;
+    assert_eq!(digest.len(), 64, "only its digest is stored");
+    assert!(!table.contains(&token) && !table.contains(digest.as_str()), "{table}");
+
+    // A watch opened with it ends when it is revoked; the token is refused from then on.
+    let config = agora_client::Config::from_kubeconfig(&server.kubeconfig(), None).unwrap().token(token.clone());
+    let alice = agora_client::Client::new(config).unwrap();
+    let mut watch = Api::<App>::all(alice.clone())
+        .watch(&agora_client::WatchParams::default().timeout(300), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let revoked = tokio::task::block_in_place(|| token_command(&server, &["revoke", "alice"]));
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked"));
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's watch was closed");
+    let refused = Api::<App>::all(alice).list(&ListParams::default()).await.unwrap_err();
+    assert!(refused.to_string().contains("Unauthorized"), "{refused}");
+    let denied = tokio::task::block_in_place(|| kubectl(&["get", "apps", "-A"]));
+    assert!(!denied.status.success());
+    let again = tokio::task::block_in_place(|| token_command(&server, &["revoke", "alice"]));
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("has no tokens"));
+
+    // Bad input is refused by name, before anything is written.
+    let bad = tokio::task::block_in_place(|| token_command(&server, &["create", "bob", "--ttl", "soon"]));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--ttl \"soon\""));
+    let bad = tokio::task::block_in_place(|| token_command(&server, &["create", "has space"]));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("principal \"has space\""));
+
+    // The audit log: the admin's create and revoke, and alice's refusal after it.
+    let log = std::fs::read_to_string(server.audit_log()).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |principal: serde_json::Value, verb: &str, code: u64| {
+        lines
+            .iter()
+            .any(|l| l["principal"] == principal && l["verb"] == verb && l["resource"] == "tokens" && l["code"] == code)
+    };
+    assert!(find("admin".into(), "create", 201), "{log}");
+    assert!(find("admin".into(), "delete", 200), "{log}");
+    assert!(lines.iter().any(|l| l["principal"].is_null() && l["code"] == 401 && l["verb"] == "list"), "{log}");
+    let mode = std::fs::metadata(server.audit_log()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -1,7 +1,7 @@
 //! # agora-schemas
 //!
 //! The vocabulary every part of Agora speaks: the API objects (`App`, `CronJob`, `Task`, `Framework`, `Offer`,
-//! `Agent`, `Lease`, `Event`, `Secret`) with Kubernetes-style metadata and the spec/status split, their server-side defaults
+//! `Agent`, `Lease`, `Event`, `Secret`, `Token`) with Kubernetes-style metadata and the spec/status split, their server-side defaults
 //! (Marathon's and Chronos'), validation that reports every violation with its JSON path, ISO 8601 schedules, the
 //! manifest parser behind `agora apply`, and the JSON Schema / OpenAPI documents generated from the types.
 //!
@@ -9,6 +9,7 @@
 //! depend on it, never the other way round.
 
 pub mod app;
+pub mod auth;
 pub mod cluster;
 pub mod columns;
 pub mod common;
@@ -29,6 +30,7 @@ pub use app::{
     APP_LABEL, APP_VERSION_LABEL, App, AppSpec, AppStatus, AppVersion, AppVersionSpec, Deployment, KillSelection,
     Scale, TaskFailure, UnreachableStrategy, UpgradeStrategy,
 };
+pub use auth::{ADMIN_PRINCIPAL, AUTHENTICATED_GROUP, MASTERS_GROUP, Token, TokenSpec, valid_principal};
 pub use cluster::{
     Agent, AgentSpec, AgentStatus, Framework, FrameworkSpec, FrameworkStatus, Offer, OfferAcceptance, OfferPhase,
     OfferSpec, OfferStatus, Quota, QuotaResources, Role, RoleSpec, RoleStatus, TaskTemplate, role_object_name,
@@ -125,7 +127,7 @@ macro_rules! kinds {
     };
 }
 
-kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret);
+kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret, Token);
 
 /// The registry entry for a kind name (`App`).
 #[must_use]

@@ -126,7 +126,7 @@ fn foreign_api_version_and_unknown_kind_are_named() {
     let source = "apiVersion: agora/v1\nkind: Ap\nmetadata: {name: web}\nspec: {cmd: x}\n";
     assert_eq!(
         error("web.yaml", source),
-        "web.yaml:2:1: kind: unknown kind \"Ap\" (did you mean \"App\"?); Agora serves App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret"
+        "web.yaml:2:1: kind: unknown kind \"Ap\" (did you mean \"App\"?); Agora serves App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret, Token"
     );
 }
 

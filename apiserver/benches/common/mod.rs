@@ -155,8 +155,13 @@ pub fn serve_child(spec: &str) {
         StoreConfig::Embedded(store.into())
     };
     let listen = format!("127.0.0.1:{port}").parse().expect("address");
-    let config =
-        ServerConfig { listen, store, prefix: "/registry".into(), security: Security::InsecureUnauthenticated };
+    let config = ServerConfig {
+        listen,
+        store,
+        prefix: "/registry".into(),
+        security: Security::InsecureUnauthenticated,
+        audit: None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(serve(config, std::future::pending())).expect("serve");
 }

@@ -9,6 +9,7 @@
 
 pub mod cronjob;
 pub mod task;
+pub mod token;
 
 use agora_schemas::{FieldError, KindInfo};
 use serde_json::Value;
@@ -27,6 +28,7 @@ pub fn on_create(kind: &KindInfo, object: &mut Value) {
 pub fn check_write(kind: &KindInfo, current: Option<&Value>, admitted: &Value) -> Result<(), Vec<FieldError>> {
     match kind.kind {
         "Task" => task::check_write(current, admitted),
+        "Token" => token::check_write(current, admitted),
         _ => Ok(()),
     }
 }
