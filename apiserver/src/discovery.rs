@@ -1,7 +1,9 @@
-//! What clients ask before anything else: `/version`, API discovery (`/api`, `/apis`, `/apis/agora/v1`, and the
-//! aggregated form kubectl prefers), the OpenAPI v3 documents generated from the types, and health.
+//! What clients ask before anything else: `/version`, API discovery (`/api`, `/apis`, `/apis/agora/v1`,
+//! `/apis/rbac.authorization.k8s.io/v1`, and the aggregated form kubectl prefers), the OpenAPI v3 documents generated
+//! from the types, and health.
 
-use agora_schemas::{API_GROUP, API_GROUP_VERSION, API_VERSION, KINDS};
+use agora_schemas::schema::group_versions;
+use agora_schemas::{KINDS, KindInfo};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -38,10 +40,20 @@ pub fn version() -> Response {
 /// The verbs every kind serves.
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-/// The resources of the group, as `APIResource` entries (objects and their subresources).
-fn resources() -> Vec<Value> {
+/// The categories `kubectl get all` and `kubectl get agora` gather: Agora's own kinds only.
+fn categories(kind: &KindInfo) -> Vec<&'static str> {
+    if kind.is_agoras() { vec!["all", "agora"] } else { Vec::new() }
+}
+
+/// The kinds of one group version.
+fn kinds_of(api_version: &str) -> impl Iterator<Item = &'static KindInfo> + '_ {
+    KINDS.iter().filter(move |k| k.api_version == api_version)
+}
+
+/// The resources of a group version, as `APIResource` entries (objects and their subresources).
+fn resources(api_version: &str) -> Vec<Value> {
     let mut out = Vec::new();
-    for kind in KINDS {
+    for kind in kinds_of(api_version) {
         out.push(json!({
             "name": kind.plural,
             "singularName": kind.singular,
@@ -49,7 +61,7 @@ fn resources() -> Vec<Value> {
             "kind": kind.kind,
             "verbs": VERBS,
             "shortNames": kind.short_names,
-            "categories": ["all", "agora"],
+            "categories": categories(kind),
         }));
         if kind.subresources.contains(&"status") {
             out.push(json!({
@@ -75,12 +87,14 @@ fn resources() -> Vec<Value> {
     out
 }
 
-/// `GET /apis/agora/v1`.
+/// `GET /apis/GROUP/VERSION`; `None` for a group version Agora does not serve.
 #[must_use]
-pub fn group_version() -> Response {
-    json(
-        &json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": API_VERSION, "resources": resources() }),
-    )
+pub fn group_version(api_version: &str) -> Option<Response> {
+    group_versions().contains(&api_version).then(|| {
+        json(&json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": resources(api_version),
+        }))
+    })
 }
 
 fn wants_aggregated(headers: &HeaderMap) -> bool {
@@ -91,62 +105,73 @@ fn wants_aggregated(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("as=APIGroupDiscoveryList"))
 }
 
+/// One group version's resources in the aggregated discovery document.
+fn aggregated(api_version: &str) -> Vec<Value> {
+    kinds_of(api_version)
+        .map(|kind| {
+            let response_kind = json!({ "group": kind.group, "version": kind.version(), "kind": kind.kind });
+            let mut entry = json!({
+                "resource": kind.plural,
+                "responseKind": response_kind,
+                "scope": if kind.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": kind.singular,
+                "verbs": VERBS,
+                "shortNames": kind.short_names,
+                "categories": categories(kind),
+            });
+            let mut subresources = Vec::new();
+            if kind.subresources.contains(&"status") {
+                subresources.push(json!({
+                    "subresource": "status",
+                    "responseKind": response_kind,
+                    "verbs": ["get", "patch", "update"],
+                }));
+            }
+            if kind.subresources.contains(&"scale") {
+                subresources.push(json!({
+                    "subresource": "scale",
+                    "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
+                    "verbs": ["get", "patch", "update"],
+                }));
+            }
+            if !subresources.is_empty() {
+                entry["subresources"] = json!(subresources);
+            }
+            entry
+        })
+        .collect()
+}
+
 /// `GET /apis`: the group list, or the aggregated discovery document when the client asks for it.
 #[must_use]
 pub fn groups(headers: &HeaderMap) -> Response {
-    let version = json!({ "groupVersion": API_VERSION, "version": API_GROUP_VERSION });
+    let served = group_versions();
+    let group_of = |api_version: &str| api_version.split_once('/').map_or(("", ""), |(g, v)| (g, v)).0.to_owned();
     if wants_aggregated(headers) {
-        let resources: Vec<Value> = KINDS
+        let items: Vec<Value> = served
             .iter()
-            .map(|kind| {
-                let mut entry = json!({
-                    "resource": kind.plural,
-                    "responseKind": { "group": API_GROUP, "version": API_GROUP_VERSION, "kind": kind.kind },
-                    "scope": if kind.namespaced { "Namespaced" } else { "Cluster" },
-                    "singularResource": kind.singular,
-                    "verbs": VERBS,
-                    "shortNames": kind.short_names,
-                    "categories": ["all", "agora"],
-                });
-                let mut subresources = Vec::new();
-                if kind.subresources.contains(&"status") {
-                    subresources.push(json!({
-                        "subresource": "status",
-                        "responseKind": { "group": API_GROUP, "version": API_GROUP_VERSION, "kind": kind.kind },
-                        "verbs": ["get", "patch", "update"],
-                    }));
-                }
-                if kind.subresources.contains(&"scale") {
-                    subresources.push(json!({
-                        "subresource": "scale",
-                        "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
-                        "verbs": ["get", "patch", "update"],
-                    }));
-                }
-                if !subresources.is_empty() {
-                    entry["subresources"] = json!(subresources);
-                }
-                entry
+            .map(|api_version| {
+                let version = api_version.rsplit('/').next().unwrap_or_default();
+                json!({
+                    "metadata": { "name": group_of(api_version) },
+                    "versions": [{ "version": version, "resources": aggregated(api_version), "freshness": "Current" }],
+                })
             })
             .collect();
         return json_with_type(
-            &json!({
-                "kind": "APIGroupDiscoveryList",
-                "apiVersion": "apidiscovery.k8s.io/v2",
-                "metadata": {},
-                "items": [{
-                    "metadata": { "name": API_GROUP },
-                    "versions": [{ "version": API_GROUP_VERSION, "resources": resources, "freshness": "Current" }],
-                }],
-            }),
+            &json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items }),
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
         );
     }
-    json(&json!({
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [{ "name": API_GROUP, "versions": [version.clone()], "preferredVersion": version }],
-    }))
+    let groups: Vec<Value> = served
+        .iter()
+        .map(|api_version| {
+            let version =
+                json!({ "groupVersion": api_version, "version": api_version.rsplit('/').next().unwrap_or_default() });
+            json!({ "name": group_of(api_version), "versions": [version.clone()], "preferredVersion": version })
+        })
+        .collect();
+    json(&json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups }))
 }
 
 /// `GET /api`: the core group, where Agora serves only `namespaces` (read-only: they exist by being used).
@@ -188,20 +213,26 @@ pub fn core_v1() -> Response {
     }))
 }
 
-/// The OpenAPI document of the group, and its hash (for the `serverRelativeURL` kubectl caches by).
+/// The OpenAPI document of each group version, and its hash (for the `serverRelativeURL` kubectl caches by).
 #[derive(Debug, Clone)]
 pub struct OpenApi {
-    document: Vec<u8>,
-    hash: String,
+    documents: Vec<(&'static str, Vec<u8>, String)>,
 }
 
 impl Default for OpenApi {
     fn default() -> Self {
-        let document = serde_json::to_vec(&agora_schemas::schema::openapi_v3()).unwrap_or_default();
-        // FNV-1a: a stable fingerprint of the document, so clients' caches refresh when it changes.
-        let hash =
-            document.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-        Self { document, hash: format!("{hash:016X}") }
+        let documents = group_versions()
+            .into_iter()
+            .map(|api_version| {
+                let document = serde_json::to_vec(&agora_schemas::schema::openapi_v3(api_version)).unwrap_or_default();
+                // FNV-1a: a stable fingerprint of the document, so clients' caches refresh when it changes.
+                let hash = document
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+                (api_version, document, format!("{hash:016X}"))
+            })
+            .collect();
+        Self { documents }
     }
 }
 
@@ -209,20 +240,25 @@ impl OpenApi {
     /// `GET /openapi/v3`.
     #[must_use]
     pub fn index(&self) -> Response {
-        json(&json!({
-            "paths": {
-                format!("apis/{API_GROUP}/{API_GROUP_VERSION}"): {
-                    "serverRelativeURL": format!("/openapi/v3/apis/{API_GROUP}/{API_GROUP_VERSION}?hash={}", self.hash),
-                },
-            },
-        }))
+        let paths: serde_json::Map<String, Value> = self
+            .documents
+            .iter()
+            .map(|(api_version, _, hash)| {
+                (
+                    format!("apis/{api_version}"),
+                    json!({ "serverRelativeURL": format!("/openapi/v3/apis/{api_version}?hash={hash}") }),
+                )
+            })
+            .collect();
+        json(&json!({ "paths": paths }))
     }
 
-    /// `GET /openapi/v3/apis/agora/v1`.
+    /// `GET /openapi/v3/apis/GROUP/VERSION`; `None` for a group version Agora does not serve.
     #[must_use]
-    pub fn group(&self) -> Response {
-        let mut response = (StatusCode::OK, self.document.clone()).into_response();
+    pub fn group(&self, api_version: &str) -> Option<Response> {
+        let (_, document, _) = self.documents.iter().find(|(served, _, _)| *served == api_version)?;
+        let mut response = (StatusCode::OK, document.clone()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-        response
+        Some(response)
     }
 }

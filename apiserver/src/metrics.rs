@@ -137,14 +137,20 @@ struct Classified {
 
 /// Classifies a request by Kubernetes verb, resource and subresource.
 fn classify(method: &Method, path: &str, query: Option<&str>, content_type: Option<&str>) -> Classified {
-    let Some(rest) = path.strip_prefix("/apis/agora/v1/") else {
+    let Some(rest) = path.strip_prefix("/apis/") else {
         return Classified { verb: method_name(method), resource: "", subresource: "" };
     };
     let mut segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let api_version = match segments.as_slice() {
+        [group, version, ..] => format!("{group}/{version}"),
+        _ => return Classified { verb: method_name(method), resource: "", subresource: "" },
+    };
+    segments.drain(..2);
     if segments.first() == Some(&"namespaces") && segments.len() >= 3 {
         segments.drain(..2);
     }
-    let kind = segments.first().and_then(|plural| KINDS.iter().find(|k| k.plural == *plural));
+    let kind =
+        segments.first().and_then(|plural| KINDS.iter().find(|k| k.api_version == api_version && k.plural == *plural));
     let resource = kind.map_or("", |k| k.plural);
     let subresource = match (kind, segments.get(2)) {
         (Some(kind), Some(sub)) => kind.subresources.iter().find(|s| *s == sub).copied().unwrap_or(""),

@@ -289,15 +289,15 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/api/v1/namespaces/{namespace}/events", axum::routing::any(events))
         .route("/api/v1/namespaces/{namespace}/events/{name}", axum::routing::any(event))
         .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
-        .route("/apis/agora/v1", get(|| async { discovery::group_version() }))
-        .route("/apis/agora/v1/", get(|| async { discovery::group_version() }))
-        .route("/apis/agora/v1/{*rest}", axum::routing::any(resources))
+        .route("/apis/{group}/{version}", get(group_version))
+        .route("/apis/{group}/{version}/", get(group_version))
+        .route("/apis/{group}/{version}/{*rest}", axum::routing::any(resources))
         .route("/store/snapshot", get(snapshot))
         .route("/ui", get(crate::ui::root))
         .route("/ui/", get(crate::ui::index))
         .route("/ui/{file}", get(crate::ui::file))
         .route("/openapi/v3", get(|State(state): State<AppState>| async move { state.openapi.index() }))
-        .route("/openapi/v3/apis/agora/v1", get(|State(state): State<AppState>| async move { state.openapi.group() }))
+        .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(config.audit, crate::audit::record))
@@ -404,6 +404,24 @@ async fn event(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `GET /apis/GROUP/VERSION`: the group version's resources.
+async fn group_version(Path((group, version)): Path<(String, String)>, uri: Uri) -> Response {
+    discovery::group_version(&format!("{group}/{version}"))
+        .unwrap_or_else(|| ApiError::no_such_path(uri.path()).into_response())
+}
+
+/// `GET /openapi/v3/apis/GROUP/VERSION`: the group version's OpenAPI document.
+async fn openapi_group(
+    State(state): State<AppState>,
+    Path((group, version)): Path<(String, String)>,
+    uri: Uri,
+) -> Response {
+    state
+        .openapi
+        .group(&format!("{group}/{version}"))
+        .unwrap_or_else(|| ApiError::no_such_path(uri.path()).into_response())
+}
+
 async fn resources(
     State(state): State<AppState>,
     method: Method,
@@ -428,7 +446,7 @@ async fn resources(
         }
     };
     let path = uri.path();
-    let rest = path.strip_prefix("/apis/agora/v1/").unwrap_or_default();
+    let rest = path.strip_prefix("/apis/").unwrap_or_default();
     state.api.handle(method, path, rest, uri.query(), &headers, bytes).await
 }
 

@@ -929,3 +929,66 @@ async fn big_lists_are_gzipped_for_clients_that_accept_it_and_streams_never_are(
     assert_eq!(events.len(), 400);
     assert_eq!(events[0]["type"], "ADDED");
 }
+
+#[tokio::test]
+async fn rbac_objects_are_served_in_their_own_group_beside_agoras_kinds_of_the_same_name() {
+    let server = Server::embedded().await;
+    const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"},
+        "rules": [{"verbs": ["get", "list"], "apiGroups": ["agora"], "resources": ["apps"]}]});
+    let (code, created) = server.post(&format!("{RBAC}/namespaces/team-a/roles"), role).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["apiVersion"], "rbac.authorization.k8s.io/v1");
+    assert_eq!(created["metadata"]["managedFields"][0]["apiVersion"], "rbac.authorization.k8s.io/v1");
+    // Agora's own Role (a DRF role) of the same name lives apart.
+    let drf = json!({"apiVersion": "agora/v1", "kind": "Role", "metadata": {"name": "reader"}, "spec": {"weight": 2}});
+    assert_eq!(server.post("/apis/agora/v1/roles", drf).await.0, StatusCode::CREATED);
+    let (_, list) = server.get(&format!("{RBAC}/namespaces/team-a/roles")).await;
+    assert_eq!(
+        (list["apiVersion"].as_str(), list["kind"].as_str()),
+        (Some("rbac.authorization.k8s.io/v1"), Some("RoleList"))
+    );
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, agoras) = server.get("/apis/agora/v1/roles").await;
+    assert_eq!(agoras["items"][0]["spec"]["weight"], 2.0);
+    let message = status(&server.get(&format!("{RBAC}/namespaces/team-a/roles/nope")).await, 404, "NotFound");
+    assert_eq!(message, "roles.rbac.authorization.k8s.io \"nope\" not found");
+
+    let binding = |role_kind: &str, subject_kind: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "alice"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "reader"},
+               "subjects": [{"kind": subject_kind, "name": "alice"}]})
+    };
+    let path = format!("{RBAC}/namespaces/team-a/rolebindings");
+    let (code, answer) = server.post(&path, binding("Role", "ServiceAccount")).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer["details"]["causes"][0]["field"], "subjects[0].kind", "{answer}");
+    assert_eq!(answer["details"]["group"], "rbac.authorization.k8s.io", "{answer}");
+    assert_eq!(server.post(&path, binding("Role", "User")).await.0, StatusCode::CREATED);
+    let (code, answer) = server.put(&format!("{path}/alice"), binding("ClusterRole", "User")).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("roleRef"), "{answer}");
+    // A body of one group sent to the other's path is refused.
+    let (code, _) = server.post("/apis/agora/v1/namespaces/team-a/rolebindings", binding("Role", "User")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "agora/v1 has no rolebindings");
+
+    // Discovery and OpenAPI list both groups; a group Agora does not serve is a 404.
+    let (_, groups) = server.get("/apis").await;
+    let names: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["agora", "rbac.authorization.k8s.io"]);
+    let (_, resources) = server.get(RBAC).await;
+    let names: Vec<&str> =
+        resources["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]);
+    assert!(resources["resources"][0]["categories"].as_array().unwrap().is_empty(), "not in `kubectl get all`");
+    assert_eq!(server.get("/apis/apps/v1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.get("/apis/apps/v1/deployments").await.0, StatusCode::NOT_FOUND);
+    let (_, index) = server.get("/openapi/v3").await;
+    let url = index["paths"]["apis/rbac.authorization.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap().to_owned();
+    let (_, document) = server.get(&url).await;
+    assert_eq!(
+        document["components"]["schemas"]["Role"]["x-kubernetes-group-version-kind"][0]["group"],
+        "rbac.authorization.k8s.io"
+    );
+    assert_eq!(server.get("/openapi/v3/apis/apps/v1").await.0, StatusCode::NOT_FOUND);
+}

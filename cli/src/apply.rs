@@ -103,7 +103,7 @@ pub fn run(client: &agora_client::Client, apply: &Apply) -> Result<bool> {
     let mut applied: Vec<(&'static agora_schemas::KindInfo, String, String, Value)> = Vec::new();
     for mut plan in planned {
         let name = plan.object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let mut path = String::from("/apis/agora/v1/");
+        let mut path = format!("/apis/{}/", plan.info.api_version);
         if plan.info.namespaced {
             let namespace = match plan.object.pointer("/metadata/namespace").and_then(Value::as_str) {
                 Some(namespace) => namespace.to_owned(),
@@ -115,7 +115,7 @@ pub fn run(client: &agora_client::Client, apply: &Apply) -> Result<bool> {
             path.push_str(&format!("namespaces/{namespace}/"));
         }
         path.push_str(&format!("{}/{name}", plan.info.plural));
-        let what = format!("{}.agora/{name}", plan.info.singular);
+        let what = format!("{}.{}/{name}", plan.info.singular, plan.info.group);
         let namespace =
             plan.object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_owned();
         let result = runtime.block_on(async {
@@ -170,8 +170,8 @@ async fn prune(
 ) -> Result<bool> {
     let mut scopes: Vec<(&'static agora_schemas::KindInfo, String)> =
         applied.iter().map(|(info, namespace, _, _)| (*info, namespace.clone())).collect();
-    scopes.sort_by(|a, b| (a.0.plural, &a.1).cmp(&(b.0.plural, &b.1)));
-    scopes.dedup_by(|a, b| a.0.plural == b.0.plural && a.1 == b.1);
+    scopes.sort_by(|a, b| (a.0.storage, &a.1).cmp(&(b.0.storage, &b.1)));
+    scopes.dedup_by(|a, b| a.0.storage == b.0.storage && a.1 == b.1);
     let mut all = true;
     for (info, namespace) in scopes {
         let query = format!("labelSelector={}", crate::get::url_encode(selector));
@@ -185,12 +185,18 @@ async fn prune(
             }
             match client.delete_json(&object_path).await {
                 Ok(_) => {
-                    println!("{}.agora/{name} pruned{}", info.singular, if dry_run { " (server dry run)" } else { "" })
+                    let dry = if dry_run { " (server dry run)" } else { "" };
+                    println!("{}.{}/{name} pruned{dry}", info.singular, info.group)
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
                     all = false;
-                    eprintln!("{}.agora/{name}: pruning failed: {}", info.singular, crate::error_chain(&e.into()));
+                    eprintln!(
+                        "{}.{}/{name}: pruning failed: {}",
+                        info.singular,
+                        info.group,
+                        crate::error_chain(&e.into())
+                    );
                 }
             }
         }
@@ -210,8 +216,9 @@ fn prunable(
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .is_some_and(|fields| fields.iter().any(|f| f["manager"] == "agora" && f["operation"] == "Apply"));
-    let kept =
-        applied.iter().any(|(i, n, m, _)| i.plural == info.plural && m == name && (!info.namespaced || n == namespace));
+    let kept = applied
+        .iter()
+        .any(|(i, n, m, _)| i.storage == info.storage && m == name && (!info.namespaced || n == namespace));
     by_agora && !kept
 }
 

@@ -179,7 +179,7 @@ fn print_objects(kind: &agora_schemas::KindInfo, items: &[Value], output: Format
         Format::Name => {
             for item in items {
                 let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                println!("{}.agora/{name}", kind.singular);
+                println!("{}.{}/{name}", kind.singular, kind.group);
             }
         }
     }
@@ -208,7 +208,10 @@ fn padded(mut row: Vec<String>, widths: &[usize]) -> Vec<String> {
 /// An unknown name, saying which kinds there are.
 pub fn kind(name: &str) -> Result<&'static agora_schemas::KindInfo> {
     agora_schemas::resource_info(name).with_context(|| {
-        let known: Vec<&str> = agora_schemas::KINDS.iter().map(|k| k.plural).collect();
+        let known: Vec<String> = agora_schemas::KINDS
+            .iter()
+            .map(|k| if k.is_agoras() { k.plural.to_owned() } else { k.qualified() })
+            .collect();
         format!("unknown kind {name:?}; Agora serves {}", known.join(", "))
     })
 }
@@ -222,7 +225,7 @@ pub fn path(
     name: Option<&str>,
     query: Option<&str>,
 ) -> String {
-    let mut path = String::from("/apis/agora/v1/");
+    let mut path = format!("/apis/{}/", kind.api_version);
     if let (true, Some(namespace)) = (kind.namespaced, namespace) {
         path.push_str(&format!("namespaces/{namespace}/"));
     }

@@ -344,7 +344,10 @@ fn delete_targets(
                 meta.name.clone().with_context(|| format!("{origin}:{}: the object has no name", document.line))?;
             targets.push(verbs::Target {
                 namespace: meta.namespace.clone().unwrap_or_else(|| namespace.to_owned()),
-                kind: document.object.info().plural.to_owned(),
+                kind: match document.object.info() {
+                    info if info.is_agoras() => info.plural.to_owned(),
+                    info => info.qualified(),
+                },
                 name,
             });
         }

@@ -70,13 +70,13 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
             let object_path = path(info, Some(namespace), Some(name), None);
             match ctx.client.delete_json(&object_path).await {
                 Ok(object) => {
-                    println!("{}.agora/{name} deleted", info.singular);
+                    println!("{}.{}/{name} deleted", info.singular, info.group);
                     let owner = owner(info, namespace, &object);
-                    deleted.push((object_path, format!("{}.agora/{name}", info.singular), owner));
+                    deleted.push((object_path, format!("{}.{}/{name}", info.singular, info.group), owner));
                 }
                 Err(e) if e.is_not_found() => {
                     all = false;
-                    eprintln!("{}.agora/{name}: not found in {}", info.singular, scope_of(info, namespace));
+                    eprintln!("{}.{}/{name}: not found in {}", info.singular, info.group, scope_of(info, namespace));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -91,10 +91,10 @@ pub fn delete(ctx: &Ctx, targets: &[Target], selector: Option<(&str, &str)>, wai
             }
             for item in items {
                 let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
-                println!("{}.agora/{name} deleted", info.singular);
+                println!("{}.{}/{name} deleted", info.singular, info.group);
                 deleted.push((
                     path(info, Some(&ctx.namespace), Some(&name), None),
-                    format!("{}.agora/{name}", info.singular),
+                    format!("{}.{}/{name}", info.singular, info.group),
                     owner(info, &ctx.namespace, &item),
                 ));
             }

@@ -110,8 +110,8 @@ impl<K: Resource> Api<K> {
 
     fn collection(&self) -> String {
         match &self.namespace {
-            Some(ns) => format!("/apis/{}/namespaces/{ns}/{}", agora_schemas::API_VERSION, K::PLURAL),
-            None => format!("/apis/{}/{}", agora_schemas::API_VERSION, K::PLURAL),
+            Some(ns) => format!("/apis/{}/namespaces/{ns}/{}", K::API_VERSION, K::PLURAL),
+            None => format!("/apis/{}/{}", K::API_VERSION, K::PLURAL),
         }
     }
 

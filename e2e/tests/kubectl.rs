@@ -354,3 +354,92 @@ fn kubectl_on_etcd() {
     let etcd = EtcdProcess::start();
     kubectl_suite(Some(etcd.store_url()));
 }
+
+#[test]
+fn kubectl_creates_reads_and_refuses_rbac_objects_as_kubernetes_does() {
+    let server = Apiserver::secure();
+    let kubectl = Kubectl::new(&server);
+    let resources = kubectl.ok(&["api-resources", "--api-group=rbac.authorization.k8s.io", "-o", "name"]);
+    for kind in ["roles", "rolebindings", "clusterroles", "clusterrolebindings"] {
+        assert!(resources.contains(&format!("{kind}.rbac.authorization.k8s.io")), "{resources}");
+    }
+    let created = kubectl.run(&[
+        "create",
+        "role",
+        "app-reader",
+        "-n",
+        "team-a",
+        "--verb=get,list,watch",
+        "--resource=apps.agora,apps.agora/scale",
+    ]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&created.stdout), String::from_utf8_lossy(&created.stderr));
+    assert!(stdout.contains("role.rbac.authorization.k8s.io/app-reader created"), "{stdout}{stderr}");
+    assert!(stderr.contains("Warning: RBAC objects are stored but not enforced yet"), "said until it is: {stderr}");
+    let bound = kubectl.ok(&[
+        "create",
+        "rolebinding",
+        "alice-reads",
+        "-n",
+        "team-a",
+        "--role=app-reader",
+        "--user=alice",
+        "--group=team-a",
+    ]);
+    assert!(bound.contains("rolebinding.rbac.authorization.k8s.io/alice-reads created"), "{bound}");
+    kubectl.ok(&["create", "clusterrole", "health-reader", "--verb=get", "--non-resource-url=/healthz"]);
+    kubectl.ok(&[
+        "create",
+        "clusterrolebinding",
+        "everyone-health",
+        "--clusterrole=health-reader",
+        "--group=system:authenticated",
+    ]);
+
+    let role = kubectl.ok(&["get", "roles.rbac.authorization.k8s.io", "app-reader", "-n", "team-a", "-o", "json"]);
+    let role: serde_json::Value = serde_json::from_str(&role).unwrap();
+    assert_eq!(role["apiVersion"], "rbac.authorization.k8s.io/v1");
+    assert_eq!(role["rules"][0]["resources"], serde_json::json!(["apps", "apps/scale"]));
+    let binding = kubectl.ok(&[
+        "get",
+        "rolebinding",
+        "alice-reads",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.subjects[*].name} {.roleRef.name}",
+    ]);
+    assert_eq!(binding, "alice team-a app-reader");
+    let listed = kubectl.ok(&["get", "clusterrolebindings"]);
+    assert!(listed.contains("everyone-health"), "{listed}");
+    // Agora's own Roles (DRF weights and quotas) are still `roles` of group agora, beside RBAC's: plain `roles`
+    // names Agora's (its group is listed first), which hold none of RBAC's.
+    let agoras = kubectl.run(&["get", "roles", "-n", "team-a", "-o", "name"]);
+    assert!(agoras.status.success() && !String::from_utf8_lossy(&agoras.stdout).contains("app-reader"));
+
+    // Refused as Kubernetes refuses them: a binding's role never changes; a ServiceAccount is no Agora principal.
+    let patched = kubectl.run(&[
+        "patch",
+        "rolebinding",
+        "alice-reads",
+        "-n",
+        "team-a",
+        "--type=merge",
+        "-p",
+        r#"{"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&patched.stderr);
+    assert!(!patched.status.success() && stderr.contains("roleRef") && stderr.contains("immutable"), "{stderr}");
+    let service_account = kubectl.run(&[
+        "create",
+        "rolebinding",
+        "sa",
+        "-n",
+        "team-a",
+        "--role=app-reader",
+        "--serviceaccount=team-a:builder",
+    ]);
+    let stderr = String::from_utf8_lossy(&service_account.stderr);
+    assert!(!service_account.status.success() && stderr.contains("subjects[0].kind"), "{stderr}");
+    let deleted = kubectl.ok(&["delete", "roles.rbac.authorization.k8s.io", "app-reader", "-n", "team-a"]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+}

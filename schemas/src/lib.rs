@@ -19,6 +19,7 @@ pub mod iso8601;
 pub mod manifest;
 pub mod meta;
 pub mod names;
+pub mod rbac;
 pub mod resource;
 pub mod schema;
 pub mod secret;
@@ -55,7 +56,7 @@ pub use validation::{FieldError, FieldErrorKind, FieldErrors};
 
 /// Declares the kinds once: the registry the apiserver dispatches on and the [`AnyObject`] enum manifests decode to.
 macro_rules! kinds {
-    ($($kind:ident),* $(,)?) => {
+    ($($variant:ident => $kind:ty),* $(,)?) => {
         /// Every kind the apiserver serves, in the order discovery lists them.
         pub const KINDS: &[KindInfo] = &[$(KindInfo::of::<$kind>()),*];
 
@@ -63,26 +64,30 @@ macro_rules! kinds {
         #[derive(Clone, Debug, PartialEq)]
         #[allow(missing_docs)]
         pub enum AnyObject {
-            $($kind($kind)),*
+            $($variant($kind)),*
         }
 
         impl AnyObject {
-            /// Decodes `value` strictly as the kind named `kind`; `None` for a kind Agora does not serve.
+            /// Decodes `value` strictly as the kind named `kind` of `api_version`; `None` for a kind Agora does not
+            /// serve.
             pub(crate) fn decode<'de, D: serde::Deserializer<'de>>(
+                api_version: &str,
                 kind: &str,
                 deserializer: D,
             ) -> Option<Result<Self, serde_path_to_error::Error<D::Error>>> {
-                match kind {
-                    $(stringify!($kind) => Some(serde_path_to_error::deserialize(deserializer).map(Self::$kind)),)*
-                    _ => None,
-                }
+                $(
+                    if api_version == <$kind as Resource>::API_VERSION && kind == <$kind as Resource>::KIND {
+                        return Some(serde_path_to_error::deserialize(deserializer).map(Self::$variant));
+                    }
+                )*
+                None
             }
 
             /// The registry entry of the object's kind.
             #[must_use]
             pub fn info(&self) -> &'static KindInfo {
                 match self {
-                    $(Self::$kind(_) => {
+                    $(Self::$variant(_) => {
                         const INFO: KindInfo = KindInfo::of::<$kind>();
                         &INFO
                     })*
@@ -93,14 +98,14 @@ macro_rules! kinds {
             #[must_use]
             pub fn metadata(&self) -> &ObjectMeta {
                 match self {
-                    $(Self::$kind(o) => o.metadata(),)*
+                    $(Self::$variant(o) => o.metadata(),)*
                 }
             }
 
             /// Applies the kind's server-side defaults (what the apiserver does on create).
             pub fn apply_defaults(&mut self) {
                 match self {
-                    $(Self::$kind(o) => o.apply_defaults(),)*
+                    $(Self::$variant(o) => o.apply_defaults(),)*
                 }
             }
 
@@ -110,7 +115,7 @@ macro_rules! kinds {
             /// Every violation, each with its JSON path.
             pub fn validate(&self) -> Result<(), FieldErrors> {
                 match self {
-                    $(Self::$kind(o) => o.validate(),)*
+                    $(Self::$variant(o) => o.validate(),)*
                 }
             }
 
@@ -118,7 +123,7 @@ macro_rules! kinds {
             #[must_use]
             pub fn to_json(&self) -> serde_json::Value {
                 let encoded = match self {
-                    $(Self::$kind(o) => serde_json::to_value(o),)*
+                    $(Self::$variant(o) => serde_json::to_value(o),)*
                 };
                 // Serializing plain data structs to a Value cannot fail (no non-string map keys, no I/O).
                 encoded.unwrap_or(serde_json::Value::Null)
@@ -127,17 +132,55 @@ macro_rules! kinds {
     };
 }
 
-kinds!(App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret, Token);
+kinds!(
+    App => App,
+    AppVersion => AppVersion,
+    CronJob => CronJob,
+    Task => Task,
+    Framework => Framework,
+    Offer => Offer,
+    Agent => Agent,
+    Role => Role,
+    Lease => Lease,
+    Event => Event,
+    Secret => Secret,
+    Token => Token,
+    RbacRole => rbac::Role,
+    ClusterRole => rbac::ClusterRole,
+    RoleBinding => rbac::RoleBinding,
+    ClusterRoleBinding => rbac::ClusterRoleBinding,
+);
 
-/// The registry entry for a kind name (`App`).
+/// The registry entry for a kind name (`App`); Agora's own where Kubernetes' RBAC has one of the same name (`Role`).
 #[must_use]
 pub fn kind_info(kind: &str) -> Option<&'static KindInfo> {
     KINDS.iter().find(|k| k.kind == kind)
 }
 
-/// The registry entry for a resource name: plural (`apps`), singular (`app`) or a short name.
+/// The registry entry for a kind of an `apiVersion` (`rbac.authorization.k8s.io/v1`, `Role`).
+#[must_use]
+pub fn kind_of(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.api_version == api_version && k.kind == kind)
+}
+
+/// The registry entry for a resource of an `apiVersion` (`rbac.authorization.k8s.io/v1`, `roles`).
+#[must_use]
+pub fn resource_of(api_version: &str, plural: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.api_version == api_version && k.plural == plural)
+}
+
+/// The registry entry for a resource name: plural (`apps`), singular (`app`) or a short name — Agora's kind first
+/// where another group has one of the same name, as kubectl prefers a group — or qualified by its group
+/// (`roles.rbac.authorization.k8s.io`, `role.rbac.authorization.k8s.io`, `apps.agora`).
 #[must_use]
 pub fn resource_info(name: &str) -> Option<&'static KindInfo> {
     let name = name.to_ascii_lowercase();
-    KINDS.iter().find(|k| k.plural == name || k.singular == name || k.short_names.contains(&name.as_str()))
+    let (bare, group) = match KINDS.iter().find(|k| name.ends_with(&format!(".{}", k.group))) {
+        Some(k) => (&name[..name.len() - k.group.len() - 1], Some(k.group)),
+        None => (name.as_str(), None),
+    };
+    KINDS
+        .iter()
+        .filter(|k| group.is_none_or(|g| k.group == g))
+        .find(|k| k.plural == bare || k.singular == bare || k.short_names.contains(&bare))
 }

@@ -10,6 +10,7 @@ use std::fmt;
 use saphyr_parser::{Event, Parser};
 use serde::Deserialize;
 
+use crate::rbac::RBAC_API_VERSION;
 use crate::{API_VERSION, AnyObject, KINDS};
 
 /// One object of a manifest file.
@@ -92,8 +93,8 @@ pub fn parse(source: &str, origin: &str) -> Result<Vec<Document>, ManifestError>
         if header.is_null() {
             continue;
         }
-        let kind = check_header(header, origin, index, &lines)?;
-        let object = match AnyObject::decode(kind, document) {
+        let (api_version, kind) = check_header(header, origin, index, &lines)?;
+        let object = match AnyObject::decode(api_version, kind, document) {
             Some(Ok(object)) => object,
             Some(Err(e)) => {
                 let path = display_path(e.path());
@@ -116,9 +117,9 @@ fn parse_json(source: &str, origin: &str, lines: &LineMaps) -> Result<Vec<Docume
         message: humanize_serde_message(&e.to_string()),
     };
     let header: serde_json::Value = serde_json::from_str(source).map_err(|e| json_error(None, &e))?;
-    let kind = check_header(&header, origin, 0, lines)?;
+    let (api_version, kind) = check_header(&header, origin, 0, lines)?;
     let mut deserializer = serde_json::Deserializer::from_str(source);
-    let object = match AnyObject::decode(kind, &mut deserializer) {
+    let object = match AnyObject::decode(api_version, kind, &mut deserializer) {
         Some(Ok(object)) => object,
         Some(Err(e)) => return Err(json_error(Some(display_path(e.path())), e.inner())),
         None => unreachable!("check_header accepts only registered kinds"),
@@ -126,13 +127,14 @@ fn parse_json(source: &str, origin: &str, lines: &LineMaps) -> Result<Vec<Docume
     Ok(vec![Document { index: 0, line: lines.start(0).unwrap_or(1), object }])
 }
 
-/// Checks a document is a mapping with `apiVersion: agora/v1` and a kind Agora serves; returns the kind.
+/// Checks a document is a mapping with an `apiVersion` Agora serves (`agora/v1`, or Kubernetes' RBAC) and a kind of
+/// it; returns both.
 fn check_header<'a>(
     value: &'a serde_json::Value,
     origin: &str,
     index: usize,
     lines: &LineMaps,
-) -> Result<&'a str, ManifestError> {
+) -> Result<(&'a str, &'a str), ManifestError> {
     let error = |path: Option<&str>, message: String| {
         let (line, column) = match path {
             Some(p) => lines.locate(index, p),
@@ -163,24 +165,30 @@ fn check_header<'a>(
             return Err(error(Some("kind"), format!("expected a string, got {}", describe(other))));
         }
     };
-    match map.get("apiVersion") {
+    let api_version = match map.get("apiVersion") {
         None => {
             return Err(error(None, format!("the document has no \"apiVersion\": {example}")));
         }
-        Some(serde_json::Value::String(v)) if v == API_VERSION => {}
+        Some(serde_json::Value::String(v)) if KINDS.iter().any(|k| k.api_version == v) => v.as_str(),
         Some(serde_json::Value::String(v)) => {
-            return Err(error(Some("apiVersion"), format!("\"{v}\" is not served by Agora: use \"{API_VERSION}\"")));
+            return Err(error(
+                Some("apiVersion"),
+                format!("\"{v}\" is not served by Agora: use \"{API_VERSION}\" ({RBAC_API_VERSION} for RBAC's kinds)"),
+            ));
         }
         Some(other) => {
             return Err(error(Some("apiVersion"), format!("expected a string, got {}", describe(other))));
         }
-    }
-    if KINDS.iter().any(|k| k.kind == kind) {
-        Ok(kind)
+    };
+    if KINDS.iter().any(|k| k.api_version == api_version && k.kind == kind) {
+        Ok((api_version, kind))
     } else {
-        let known: Vec<&str> = KINDS.iter().map(|k| k.kind).collect();
+        let known: Vec<&str> = KINDS.iter().filter(|k| k.api_version == api_version).map(|k| k.kind).collect();
         let hint = suggest(kind, &known).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
-        Err(error(Some("kind"), format!("unknown kind \"{kind}\"{hint}; Agora serves {}", known.join(", "))))
+        Err(error(
+            Some("kind"),
+            format!("unknown kind \"{kind}\"{hint}; Agora serves {} in {api_version}", known.join(", ")),
+        ))
     }
 }
 

@@ -24,6 +24,11 @@ pub const API_VERSION: &str = "agora/v1";
 
 /// A kind of object the apiserver stores.
 pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + Send + Sync + 'static {
+    /// Its API group: `agora`, or Kubernetes' own for the kinds Agora serves as Kubernetes defines them
+    /// (`rbac.authorization.k8s.io`).
+    const GROUP: &'static str = API_GROUP;
+    /// Its `apiVersion`: `agora/v1`.
+    const API_VERSION: &'static str = self::API_VERSION;
     /// `App`.
     const KIND: &'static str;
     /// `apps`: the path segment.
@@ -42,6 +47,9 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + 
     const NAME_RULE: NameRule;
     /// The columns it is printed with, besides `Name` and `Age` ([`crate::columns`]).
     const COLUMNS: &'static [crate::columns::Column];
+    /// The segment naming its objects in the store's keys: its plural, qualified by its group outside Agora's
+    /// (`roles.rbac.authorization.k8s.io`, which no Agora plural can be).
+    const STORAGE: &'static str = Self::PLURAL;
 
     /// The object's metadata.
     fn metadata(&self) -> &ObjectMeta;
@@ -61,8 +69,8 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + 
     fn validate(&self) -> Result<(), FieldErrors> {
         let mut v = Validator::new();
         let (api_version, kind) = self.type_meta();
-        if api_version != API_VERSION {
-            v.invalid(&Path::root("apiVersion"), format!("must be \"{API_VERSION}\" (got \"{api_version}\")"));
+        if api_version != Self::API_VERSION {
+            v.invalid(&Path::root("apiVersion"), format!("must be \"{}\" (got \"{api_version}\")", Self::API_VERSION));
         }
         if kind != Self::KIND {
             v.invalid(&Path::root("kind"), format!("must be \"{}\" (got \"{kind}\")", Self::KIND));
@@ -76,6 +84,10 @@ pub trait Resource: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + 
 /// Everything the apiserver needs to know about a kind, without knowing its Rust type.
 #[derive(Clone, Copy)]
 pub struct KindInfo {
+    /// Its API group (`agora`).
+    pub group: &'static str,
+    /// Its `apiVersion` (`agora/v1`).
+    pub api_version: &'static str,
     /// `App`.
     pub kind: &'static str,
     /// `apps`.
@@ -96,6 +108,8 @@ pub struct KindInfo {
     pub admit: fn(serde_json::Value) -> Result<serde_json::Value, AdmitError>,
     /// The kind's JSON Schema, with nested types placed where the generator's settings say.
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// The segment naming its objects in the store's keys ([`Resource::STORAGE`]).
+    pub storage: &'static str,
 }
 
 impl Debug for KindInfo {
@@ -109,6 +123,8 @@ impl KindInfo {
     #[must_use]
     pub const fn of<K: Resource>() -> Self {
         Self {
+            group: K::GROUP,
+            api_version: K::API_VERSION,
             kind: K::KIND,
             plural: K::PLURAL,
             singular: K::SINGULAR,
@@ -119,7 +135,26 @@ impl KindInfo {
             columns: K::COLUMNS,
             admit: admit::<K>,
             schema: |generator| generator.subschema_for::<K>(),
+            storage: K::STORAGE,
         }
+    }
+
+    /// The version of its group (`v1`).
+    #[must_use]
+    pub fn version(&self) -> &'static str {
+        self.api_version.rsplit('/').next().unwrap_or(self.api_version)
+    }
+
+    /// Whether it is one of Agora's own kinds (group `agora`), not one Kubernetes defines.
+    #[must_use]
+    pub fn is_agoras(&self) -> bool {
+        self.group == API_GROUP
+    }
+
+    /// The resource as kubectl names it with its group: `apps.agora`, `roles.rbac.authorization.k8s.io`.
+    #[must_use]
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.plural, self.group)
     }
 }
 

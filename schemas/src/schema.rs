@@ -70,7 +70,12 @@ pub fn schema_files() -> Vec<(String, String)> {
         .iter()
         .map(|kind| {
             let text = serde_json::to_string_pretty(&kind_schema(kind)).unwrap_or_default();
-            (format!("{}.json", kind.singular), text + "\n")
+            let name = if kind.is_agoras() {
+                format!("{}.json", kind.singular)
+            } else {
+                format!("{}.{}.json", kind.singular, kind.group)
+            };
+            (name, text + "\n")
         })
         .collect()
 }
@@ -91,19 +96,68 @@ fn schema_of<T: JsonSchema>(generator: &mut schemars::SchemaGenerator) -> Value 
 pub const PATCH_CONTENT_TYPES: [&str; 3] =
     ["application/merge-patch+json", "application/json-patch+json", "application/apply-patch+yaml"];
 
-/// The OpenAPI v3 document of the `agora/v1` group: every path, verb and schema, with
-/// `x-kubernetes-group-version-kind` on the kinds and on their operations.
+/// The group versions Agora serves (`agora/v1`, `rbac.authorization.k8s.io/v1`), in discovery order.
 #[must_use]
-pub fn openapi_v3() -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
+pub fn group_versions() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
     for kind in KINDS {
+        if !out.contains(&kind.api_version) {
+            out.push(kind.api_version);
+        }
+    }
+    out
+}
+
+/// The OpenAPI v3 document of one group version (`agora/v1`): every path, verb and schema, with
+/// `x-kubernetes-group-version-kind` on the kinds and on their operations. Empty of paths for a version Agora does
+/// not serve.
+#[must_use]
+pub fn openapi_v3(api_version: &str) -> Value {
+    let kinds: Vec<&KindInfo> = KINDS.iter().filter(|k| k.api_version == api_version).collect();
+    let mut document = openapi_of(&kinds);
+    if let Some(kind) = kinds.first().filter(|k| !k.is_agoras()) {
+        retarget(&mut document, kind.group, kind.version());
+    }
+    document
+}
+
+/// Rewrites the group-version-kinds of Agora's group in `value` to `group`/`version` (the document of another group
+/// is built with the same helpers).
+fn retarget(value: &mut Value, group: &str, version: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "x-kubernetes-group-version-kind" {
+                    let entries: Vec<&mut Value> = match child {
+                        Value::Array(list) => list.iter_mut().collect(),
+                        other => vec![other],
+                    };
+                    for entry in entries {
+                        if entry["group"] == API_GROUP {
+                            entry["group"] = json!(group);
+                            entry["version"] = json!(version);
+                        }
+                    }
+                } else {
+                    retarget(child, group, version);
+                }
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(|v| retarget(v, group, version)),
+        _ => {}
+    }
+}
+
+fn openapi_of(kinds: &[&KindInfo]) -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    for kind in kinds {
         (kind.schema)(&mut generator);
     }
     schema_of::<Status>(&mut generator);
     schema_of::<crate::app::Scale>(&mut generator);
     schema_of::<crate::meta::ListMeta>(&mut generator);
     let mut schemas = generator.take_definitions(true);
-    for kind in KINDS {
+    for kind in kinds {
         if let Some(object) = schemas.get_mut(kind.kind).and_then(Value::as_object_mut) {
             object.insert("x-kubernetes-group-version-kind".to_owned(), gvk(kind.kind));
         }
@@ -130,7 +184,7 @@ pub fn openapi_v3() -> Value {
         );
     }
     let mut paths = Map::new();
-    for kind in KINDS {
+    for kind in kinds {
         add_kind_paths(&mut paths, kind);
     }
     json!({
@@ -225,7 +279,7 @@ fn operation(
 }
 
 fn add_kind_paths(paths: &mut Map<String, Value>, kind: &KindInfo) {
-    let base = format!("/apis/{API_GROUP}/{API_GROUP_VERSION}");
+    let base = format!("/apis/{}", kind.api_version);
     let scope = if kind.namespaced {
         format!("{base}/namespaces/{{namespace}}/{}", kind.plural)
     } else {

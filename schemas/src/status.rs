@@ -182,6 +182,13 @@ impl Status {
         self
     }
 
+    /// Names the API group of the object the status is about (Agora's, unless said).
+    #[must_use]
+    pub fn in_group(mut self, group: &str) -> Self {
+        self.details.get_or_insert_with(StatusDetails::default).group = Some(group.to_owned());
+        self
+    }
+
     /// Adds one cause per field error.
     #[must_use]
     pub fn with_causes(mut self, errors: &[FieldError]) -> Self {

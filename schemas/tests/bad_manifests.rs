@@ -121,12 +121,12 @@ fn foreign_api_version_and_unknown_kind_are_named() {
     let source = "apiVersion: apps/v1\nkind: App\nmetadata: {name: web}\nspec: {cmd: x}\n";
     assert_eq!(
         error("web.yaml", source),
-        "web.yaml:1:1: apiVersion: \"apps/v1\" is not served by Agora: use \"agora/v1\""
+        "web.yaml:1:1: apiVersion: \"apps/v1\" is not served by Agora: use \"agora/v1\" (rbac.authorization.k8s.io/v1 for RBAC's kinds)"
     );
     let source = "apiVersion: agora/v1\nkind: Ap\nmetadata: {name: web}\nspec: {cmd: x}\n";
     assert_eq!(
         error("web.yaml", source),
-        "web.yaml:2:1: kind: unknown kind \"Ap\" (did you mean \"App\"?); Agora serves App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret, Token"
+        "web.yaml:2:1: kind: unknown kind \"Ap\" (did you mean \"App\"?); Agora serves App, AppVersion, CronJob, Task, Framework, Offer, Agent, Role, Lease, Event, Secret, Token in agora/v1"
     );
 }
 

@@ -64,22 +64,31 @@ fn every_kind_has_a_schema_file_with_its_gvk_and_defaults() {
 
 #[test]
 fn openapi_has_every_kind_path_and_what_kubectl_needs() {
-    let doc = openapi_v3();
+    for api_version in agora_schemas::schema::group_versions() {
+        let doc = openapi_v3(api_version);
+        every_kind_path_and_what_kubectl_needs(api_version, &doc);
+    }
+    assert_eq!(agora_schemas::schema::group_versions(), ["agora/v1", "rbac.authorization.k8s.io/v1"]);
+    assert!(openapi_v3("apps/v1")["paths"].as_object().unwrap().is_empty(), "nothing of a version not served");
+}
+
+fn every_kind_path_and_what_kubectl_needs(api_version: &str, doc: &serde_json::Value) {
     let schemas = &doc["components"]["schemas"];
     let paths = doc["paths"].as_object().unwrap();
-    for kind in KINDS {
+    for kind in KINDS.iter().filter(|k| k.api_version == api_version) {
         let schema = &schemas[kind.kind];
-        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["group"], "agora", "{}", kind.kind);
+        assert_eq!(schema["x-kubernetes-group-version-kind"][0]["group"], kind.group, "{}", kind.kind);
         assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], kind.kind);
         assert!(schemas.get(format!("{}List", kind.kind)).is_some());
         let base = if kind.namespaced {
-            format!("/apis/agora/v1/namespaces/{{namespace}}/{}", kind.plural)
+            format!("/apis/{api_version}/namespaces/{{namespace}}/{}", kind.plural)
         } else {
-            format!("/apis/agora/v1/{}", kind.plural)
+            format!("/apis/{api_version}/{}", kind.plural)
         };
         let item = &paths[&format!("{base}/{{name}}")];
         let patch = &item["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], kind.kind);
+        assert_eq!(patch["x-kubernetes-group-version-kind"]["group"], kind.group);
         let params: Vec<&str> =
             patch["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert!(params.contains(&"fieldValidation"), "kubectl leaves validation to the server only with this");
@@ -90,9 +99,13 @@ fn openapi_has_every_kind_path_and_what_kubectl_needs() {
             assert!(paths.contains_key(&format!("{base}/{{name}}/{sub}")), "{} {sub}", kind.kind);
         }
     }
-    assert!(paths.contains_key("/apis/agora/v1/apps"), "all-namespaces list");
-    assert!(!paths.contains_key("/apis/agora/v1/namespaces/{namespace}/agents"), "agents are cluster-scoped");
-    assert_eq!(kind_info("App").unwrap().plural, "apps");
+    if api_version == "agora/v1" {
+        assert!(paths.contains_key("/apis/agora/v1/apps"), "all-namespaces list");
+        assert!(!paths.contains_key("/apis/agora/v1/namespaces/{namespace}/agents"), "agents are cluster-scoped");
+        assert_eq!(kind_info("App").unwrap().plural, "apps");
+    } else {
+        assert!(paths.keys().all(|p| p.starts_with(&format!("/apis/{api_version}/"))), "only its own paths");
+    }
     // Every $ref resolves.
     let text = doc.to_string();
     for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
@@ -104,7 +117,7 @@ fn openapi_has_every_kind_path_and_what_kubectl_needs() {
 #[test]
 fn openapi_schemas_are_openapi_3_0() {
     // OpenAPI 3.0 has no type arrays: optional fields must be `nullable` instead.
-    let doc = openapi_v3();
+    let doc = openapi_v3("agora/v1");
     let cpus = &doc["components"]["schemas"]["AppSpec"]["properties"]["cpus"];
     assert_eq!(cpus["type"], "number", "{cpus}");
     assert_eq!(cpus["nullable"], true);

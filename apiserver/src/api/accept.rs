@@ -147,7 +147,7 @@ impl ResourceApi {
                                 ));
                             }
                         }
-                        keys.push(self.keys.object_key(tasks_kind.plural, Some(&namespace), &name));
+                        keys.push(self.keys.object_key(tasks_kind.storage, Some(&namespace), &name));
                         tasks.push((name, admitted));
                     }
                     Err(agora_schemas::AdmitError::Decode { path, message }) => {

@@ -1,7 +1,7 @@
 //! How a request body becomes an admitted object: decoding (JSON or YAML, duplicate keys), the type check,
 //! `fieldValidation`, and the kind's strict decoding, defaults and validation.
 
-use agora_schemas::{API_VERSION, AdmitError, FieldError, FieldErrorKind, KindInfo, StatusReason};
+use agora_schemas::{AdmitError, FieldError, FieldErrorKind, KindInfo, StatusReason};
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::Response;
@@ -78,7 +78,7 @@ pub(super) async fn parse_object(body: &Bytes, what: &str, format: Format, admis
 
 /// Checks the body names this kind (`apiVersion` and `kind` are required, as in Kubernetes).
 pub(super) fn check_type(kind: &KindInfo, object: &mut Value) -> ApiResult<()> {
-    for (field, expected) in [("apiVersion", API_VERSION), ("kind", kind.kind)] {
+    for (field, expected) in [("apiVersion", kind.api_version), ("kind", kind.kind)] {
         match object.get(field) {
             None | Some(Value::Null) => {
                 return Err(ApiError::bad_request(format!(
@@ -164,6 +164,11 @@ impl Admission {
             }
             FieldValidation::Ignore => Ok(()),
         }
+    }
+
+    /// Adds a warning to the response (kubectl prints it).
+    pub(super) fn warn(&self, warning: impl Into<String>) {
+        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(warning.into());
     }
 
     /// Adds a `Warning: 299` header per warning.

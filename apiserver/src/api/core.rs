@@ -33,7 +33,7 @@ impl ResourceApi {
     pub async fn namespaces(&self) -> ApiResult<BTreeMap<String, String>> {
         let mut names = BTreeMap::<String, String>::new();
         for kind in agora_schemas::KINDS.iter().filter(|k| k.namespaced) {
-            let prefix = self.keys.kind_prefix(kind.plural);
+            let prefix = self.keys.kind_prefix(kind.storage);
             let mut after = None;
             loop {
                 let request =

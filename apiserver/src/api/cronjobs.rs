@@ -136,7 +136,7 @@ impl ResourceApi {
             return Ok(());
         }
         let namespace = meta_str(admitted, "namespace").or(target.namespace.as_deref()).unwrap_or("default");
-        let prefix = self.keys.namespace_prefix(target.kind.plural, namespace);
+        let prefix = self.keys.namespace_prefix(target.kind.storage, namespace);
         let mut jobs = std::collections::HashMap::new();
         let mut after = None;
         loop {

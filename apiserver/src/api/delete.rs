@@ -1,7 +1,7 @@
 //! Deletes of one object or of a collection, with preconditions, propagation (finalizers hand an object to the
 //! garbage collector) and dry runs.
 
-use agora_schemas::{API_VERSION, KindInfo, StatusCause, StatusDetails, StatusReason};
+use agora_schemas::{KindInfo, StatusCause, StatusDetails, StatusReason};
 use axum::body::Bytes;
 use serde_json::{Value, json};
 
@@ -213,7 +213,7 @@ impl ResourceApi {
         }
         if failed.is_empty() {
             return Ok(json!({
-                "apiVersion": API_VERSION,
+                "apiVersion": kind.api_version,
                 "kind": format!("{}List", kind.kind),
                 "metadata": { "resourceVersion": revision.to_string() },
                 "items": deleted,
@@ -238,7 +238,7 @@ fn partial_failure(kind: &KindInfo, deleted: usize, failed: &[(String, ApiError)
         ),
     );
     status.details = Some(StatusDetails {
-        group: Some(agora_schemas::API_GROUP.to_owned()),
+        group: Some(kind.group.to_owned()),
         kind: Some(kind.plural.to_owned()),
         causes: failed
             .iter()

@@ -27,7 +27,10 @@ impl ApiError {
     /// 404 for an object.
     #[must_use]
     pub fn not_found(kind: &KindInfo, name: &str) -> Self {
-        Self(Box::new(Status::not_found(kind.plural, name)))
+        let message = format!("{}.{} \"{name}\" not found", kind.plural, kind.group);
+        Self(Box::new(
+            Status::failure(StatusReason::NotFound, message).with_object(kind.plural, Some(name)).in_group(kind.group),
+        ))
     }
 
     /// 404 for a path that names no resource.
@@ -48,9 +51,10 @@ impl ApiError {
         Self(Box::new(
             Status::failure(
                 StatusReason::AlreadyExists,
-                format!("{}.{} \"{name}\" already exists", kind.plural, agora_schemas::API_GROUP),
+                format!("{}.{} \"{name}\" already exists", kind.plural, kind.group),
             )
-            .with_object(kind.plural, Some(name)),
+            .with_object(kind.plural, Some(name))
+            .in_group(kind.group),
         ))
     }
 
@@ -60,13 +64,10 @@ impl ApiError {
         Self(Box::new(
             Status::failure(
                 StatusReason::Conflict,
-                format!(
-                    "Operation cannot be fulfilled on {}.{} \"{name}\": {why}",
-                    kind.plural,
-                    agora_schemas::API_GROUP
-                ),
+                format!("Operation cannot be fulfilled on {}.{} \"{name}\": {why}", kind.plural, kind.group),
             )
-            .with_object(kind.plural, Some(name)),
+            .with_object(kind.plural, Some(name))
+            .in_group(kind.group),
         ))
     }
 
@@ -83,7 +84,15 @@ impl ApiError {
     /// 422 with one cause per field.
     #[must_use]
     pub fn invalid(kind: &KindInfo, name: &str, errors: &[FieldError]) -> Self {
-        Self(Box::new(Status::invalid(kind.kind, name, errors)))
+        let list = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        // As in Kubernetes, `details.kind` is what the message names: the kind here, the resource in NotFound.
+        let message = format!("{}.{} \"{name}\" is invalid: {list}", kind.kind, kind.group);
+        Self(Box::new(
+            Status::failure(StatusReason::Invalid, message)
+                .with_object(kind.kind, Some(name))
+                .in_group(kind.group)
+                .with_causes(errors),
+        ))
     }
 }
 

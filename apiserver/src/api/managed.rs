@@ -500,6 +500,26 @@ pub fn record(
     next: &Value,
     manage: &Manage,
 ) -> ApiResult<Value> {
+    let mut entries = record_entries(kind, name, current, requested, next, manage)?;
+    // Entries are built in Agora's version; another group's kind names its own.
+    if !kind.is_agoras()
+        && let Some(list) = entries.as_array_mut()
+    {
+        for entry in list.iter_mut().filter_map(Value::as_object_mut) {
+            entry.insert("apiVersion".into(), Value::String(kind.api_version.to_owned()));
+        }
+    }
+    Ok(entries)
+}
+
+fn record_entries(
+    kind: &KindInfo,
+    name: &str,
+    current: Option<&Value>,
+    requested: Option<&Value>,
+    next: &Value,
+    manage: &Manage,
+) -> ApiResult<Value> {
     let scope = manage.scope();
     let sub = scope.subresource();
     let view_scope = if scope == Scope::Scale { Scope::Main } else { scope };
@@ -667,7 +687,7 @@ fn conflict(kind: &KindInfo, name: &str, conflicts: &[(String, FieldPath)]) -> A
     let mut message = format!("Apply failed with {count} {plural}:");
     let mut causes = Vec::new();
     for (manager, path) in conflicts {
-        let what = format!("conflict with \"{manager}\" using {API_VERSION}");
+        let what = format!("conflict with \"{manager}\" using {}", kind.api_version);
         message.push_str(&format!(" {what}: {}", display(path)));
         causes.push(StatusCause {
             reason: Some("FieldManagerConflict".to_owned()),

@@ -27,6 +27,7 @@ mod logs;
 pub mod managed;
 pub mod patch;
 mod print;
+mod protobuf;
 mod read;
 mod route;
 pub mod selectors;
@@ -110,7 +111,7 @@ impl ResourceApi {
     }
 
     fn key(&self, target: &Target, name: &str) -> String {
-        self.keys.object_key(target.kind.plural, target.namespace.as_deref(), name)
+        self.keys.object_key(target.kind.storage, target.namespace.as_deref(), name)
     }
 
     /// The target's object as the watch cache last saw it, where the cache keeps objects (etcd): possibly stale, for

@@ -135,7 +135,7 @@ impl View {
     pub(super) fn list(self, kind: &KindInfo, items: &[u8], metadata: &Value) -> Vec<u8> {
         let (head, tail) = match self {
             Self::Object => (
-                format!("{{\"apiVersion\":\"{}\",\"items\":[", agora_schemas::API_VERSION),
+                format!("{{\"apiVersion\":\"{}\",\"items\":[", kind.api_version),
                 format!("],\"kind\":\"{}List\",\"metadata\":{metadata}}}", kind.kind),
             ),
             Self::Metadata => (

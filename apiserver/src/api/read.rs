@@ -131,8 +131,8 @@ impl ResourceApi {
         mut each: impl FnMut(Value) -> T,
     ) -> ApiResult<(Vec<T>, Revision)> {
         let prefix = match &target.namespace {
-            Some(ns) => self.keys.namespace_prefix(target.kind.plural, ns),
-            None => self.keys.kind_prefix(target.kind.plural),
+            Some(ns) => self.keys.namespace_prefix(target.kind.storage, ns),
+            None => self.keys.kind_prefix(target.kind.storage),
         };
         let listed = self.store.range(RangeRequest { prefix, start_after: None, limit: None, revision: None }).await?;
         let mut objects = Vec::new();
@@ -158,8 +158,8 @@ impl ResourceApi {
             Some(Err(_)) => return Err(ApiError::bad_request("limit must be a non-negative integer")),
         };
         let prefix = match &target.namespace {
-            Some(ns) => self.keys.namespace_prefix(kind.plural, ns),
-            None => self.keys.kind_prefix(kind.plural),
+            Some(ns) => self.keys.namespace_prefix(kind.storage, ns),
+            None => self.keys.kind_prefix(kind.storage),
         };
         let (mut revision, mut after) = match query.get("continue").filter(|c| !c.is_empty()) {
             Some(token) => {

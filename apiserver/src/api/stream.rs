@@ -295,7 +295,7 @@ impl ResourceApi {
                 let listed = self
                     .store
                     .range(RangeRequest {
-                        prefix: self.keys.kind_prefix(kind.plural),
+                        prefix: self.keys.kind_prefix(kind.storage),
                         start_after: None,
                         limit: None,
                         revision: Some(subscription.revision),

@@ -219,13 +219,13 @@ impl WatchCache {
     /// # Errors
     /// `Compacted` when the store no longer has `revision`.
     pub async fn history(&self, kind: &KindInfo, revision: Revision) -> Result<crate::store::WatchStream, StoreError> {
-        self.store.watch(&self.keys.kind_prefix(kind.plural), revision + 1).await
+        self.store.watch(&self.keys.kind_prefix(kind.storage), revision + 1).await
     }
 
     /// The kind's key prefix.
     #[must_use]
     pub fn prefix(&self, kind: &KindInfo) -> String {
-        self.keys.kind_prefix(kind.plural)
+        self.keys.kind_prefix(kind.storage)
     }
 
     /// The stored value and modification revision of `key` (an object of `kind`) as the cache last saw it, when the
@@ -290,7 +290,7 @@ impl WatchCache {
         if let Some(cache) = self.kinds.lock().unwrap_or_else(PoisonError::into_inner).get(kind.plural) {
             return Ok(cache.clone());
         }
-        let prefix = self.keys.kind_prefix(kind.plural);
+        let prefix = self.keys.kind_prefix(kind.storage);
         let (start, stream, objects) = open(&self.store, &prefix).await?;
         let (sender, _) = broadcast::channel(self.backlog);
         let cache = Arc::new(KindCache {
@@ -435,5 +435,5 @@ pub fn bookmark(kind: &KindInfo, revision: Revision, initial_events_end: bool) -
     if initial_events_end {
         metadata["annotations"] = json!({ INITIAL_EVENTS_END_ANNOTATION: "true" });
     }
-    json!({ "type": "BOOKMARK", "object": { "apiVersion": agora_schemas::API_VERSION, "kind": kind.kind, "metadata": metadata } })
+    json!({ "type": "BOOKMARK", "object": { "apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata } })
 }

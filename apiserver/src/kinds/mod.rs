@@ -8,6 +8,7 @@
 //! close a cycle). Subresources are declared with each kind in `agora-schemas` (`SUBRESOURCES`).
 
 pub mod cronjob;
+pub mod rbac;
 pub mod task;
 pub mod token;
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 /// What the server adds to a new object of `kind` before it is admitted (Kubernetes' `PrepareForCreate`).
 pub fn on_create(kind: &KindInfo, object: &mut Value) {
-    if kind.kind == "Task" {
+    if kind.group == agora_schemas::API_GROUP && kind.kind == "Task" {
         task::on_create(object);
     }
 }
@@ -26,9 +27,10 @@ pub fn on_create(kind: &KindInfo, object: &mut Value) {
 /// # Errors
 /// The fields that break them.
 pub fn check_write(kind: &KindInfo, current: Option<&Value>, admitted: &Value) -> Result<(), Vec<FieldError>> {
-    match kind.kind {
-        "Task" => task::check_write(current, admitted),
-        "Token" => token::check_write(current, admitted),
+    match (kind.group, kind.kind) {
+        (agora_schemas::API_GROUP, "Task") => task::check_write(current, admitted),
+        (agora_schemas::API_GROUP, "Token") => token::check_write(current, admitted),
+        (agora_schemas::rbac::RBAC_GROUP, "RoleBinding" | "ClusterRoleBinding") => rbac::check_write(current, admitted),
         _ => Ok(()),
     }
 }
