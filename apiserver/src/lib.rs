@@ -15,9 +15,11 @@
 //! - [`server`] — routes, bearer-token authentication, body limits; `agora apiserver`.
 //! - [`ui`] — the dashboard at `/ui/`, embedded static modules that read the API like any client.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod discovery;
 pub mod gc;
 pub mod kinds;

@@ -252,6 +252,7 @@ struct Shared {
     store: SharedStore,
     openapi: Arc<OpenApi>,
     auth: Arc<crate::auth::Authenticator>,
+    authorizer: Arc<crate::access::Authorizer>,
     metrics: Metrics,
     body_read_timeout: std::time::Duration,
 }
@@ -263,6 +264,18 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
     let auth = crate::auth::Authenticator::new(config.token.as_deref().map(Arc::from));
     tokio::spawn(auth.clone().follow(store.clone(), config.keys.clone()));
+    let authorizer = crate::access::Authorizer::new();
+    {
+        // The built-in roles first: the policy is ready only once it holds them.
+        let (authorizer, store, keys) = (authorizer.clone(), store.clone(), config.keys.clone());
+        tokio::spawn(async move {
+            while let Err(e) = crate::access::bootstrap(&store, &keys).await {
+                tracing::warn!(error = %e, "creating the built-in ClusterRoles; trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            authorizer.follow(store, keys).await;
+        });
+    }
     let api =
         ResourceApi::new(store.clone(), config.keys, config.watch_backlog).with_agent_token(config.token.as_deref());
     // Every kind's watch cache starts now, so a watch from any revision this server has answered with finds it.
@@ -272,6 +285,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         store,
         openapi: Arc::new(OpenApi::default()),
         auth,
+        authorizer: authorizer.clone(),
         metrics: metrics.clone(),
         body_read_timeout: config.body_read_timeout,
     });
@@ -289,6 +303,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/api/v1/namespaces/{namespace}/events", axum::routing::any(events))
         .route("/api/v1/namespaces/{namespace}/events/{name}", axum::routing::any(event))
         .route("/apis", get(|headers: HeaderMap| async move { discovery::groups(&headers) }))
+        .route(crate::access::SELF_REVIEWS, axum::routing::post(self_review))
         .route("/apis/{group}/{version}", get(group_version))
         .route("/apis/{group}/{version}/", get(group_version))
         .route("/apis/{group}/{version}/{*rest}", axum::routing::any(resources))
@@ -299,6 +314,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
         .route("/openapi/v3", get(|State(state): State<AppState>| async move { state.openapi.index() }))
         .route("/openapi/v3/apis/{group}/{version}", get(openapi_group))
         .fallback(|uri: Uri| async move { ApiError::no_such_path(uri.path()).into_response() })
+        .layer(middleware::from_fn_with_state(authorizer, crate::access::authorize))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(config.audit, crate::audit::record))
         .layer(middleware::from_fn(bound_request))
@@ -402,6 +418,33 @@ async fn event(
         .core_events(&method, Some(&namespace), Some(&name), uri.query(), &headers)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: what the asking principal may do.
+async fn self_review(State(state): State<AppState>, request: Request) -> Response {
+    let principal = request.extensions().get::<Arc<crate::auth::Principal>>().cloned();
+    let media = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default();
+    let body = match axum::body::to_bytes(request.into_body(), 64 * 1024).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::bad_request("a SelfSubjectAccessReview is at most 64 KiB").into_response(),
+    };
+    let principal =
+        principal.unwrap_or_else(|| Arc::new(crate::auth::Principal { name: String::new(), groups: Vec::new() }));
+    match crate::access::self_review(&state.authorizer, &principal, &media, &body) {
+        Ok(review) => {
+            let mut response = (axum::http::StatusCode::CREATED, axum::Json(review)).into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /apis/GROUP/VERSION`: the group version's resources.

@@ -374,7 +374,7 @@ fn kubectl_creates_reads_and_refuses_rbac_objects_as_kubernetes_does() {
     ]);
     let (stdout, stderr) = (String::from_utf8_lossy(&created.stdout), String::from_utf8_lossy(&created.stderr));
     assert!(stdout.contains("role.rbac.authorization.k8s.io/app-reader created"), "{stdout}{stderr}");
-    assert!(stderr.contains("Warning: RBAC objects are stored but not enforced yet"), "said until it is: {stderr}");
+    assert!(!stderr.contains("Warning"), "{stderr}");
     let bound = kubectl.ok(&[
         "create",
         "rolebinding",

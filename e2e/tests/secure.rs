@@ -121,6 +121,34 @@ async fn a_snapshot_of_a_running_apiserver_restores_into_a_new_data_dir_and_an_e
     assert!(stderr.contains("agora.redb is empty (0 bytes)") && stderr.contains("agora store restore"), "{stderr}");
 }
 
+/// Waits until the audit log's lines (written by the apiserver's writer thread, a moment after the answer) hold what
+/// `done` looks for.
+async fn audited(server: &ApiserverProcess, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(server.audit_log()).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if done(&lines) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the audit log lacks {what}:\n{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Binds ClusterRole `role` to a subject everywhere, as the admin.
+async fn grant(server: &ApiserverProcess, name: &str, kind: &str, subject: &str, role: &str) {
+    let binding: agora_schemas::rbac::ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+        "subjects": [{"kind": kind, "name": subject}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}}))
+    .unwrap();
+    Api::<agora_schemas::rbac::ClusterRoleBinding>::all(server.client())
+        .create(&agora_client::PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
 /// `agora token ARGS --kubeconfig K`.
 fn token_command(server: &ApiserverProcess, args: &[&str]) -> std::process::Output {
     Command::new(agora_binary()).arg("token").args(args).arg("--kubeconfig").arg(server.kubeconfig()).output().unwrap()
@@ -148,8 +176,21 @@ async fn a_principals_token_works_until_revoked_its_watch_ends_then_and_the_audi
             .output()
             .unwrap()
     };
-    let listed = tokio::task::block_in_place(|| kubectl(&["get", "apps", "-A"]));
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    // Nothing is allowed until granted; then, through her group, what the grant says.
+    let refused = tokio::task::block_in_place(|| kubectl(&["get", "apps", "-A"]));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("User \"alice\" cannot list resource \"apps\""), "{stderr}");
+    grant(&server, "team-a-views", "Group", "team-a", "view").await;
+    // The apiserver learns of the binding through its watch: a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = tokio::task::block_in_place(|| kubectl(&["get", "apps", "-A"]));
+        if listed.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", String::from_utf8_lossy(&listed.stderr));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // The list shows whose tokens there are, never a token or its digest.
     let list = tokio::task::block_in_place(|| token_command(&server, &["list"]));
@@ -190,16 +231,88 @@ async fn a_principals_token_works_until_revoked_its_watch_ends_then_and_the_audi
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("principal \"has space\""));
 
     // The audit log: the admin's create and revoke, and alice's refusal after it.
-    let log = std::fs::read_to_string(server.audit_log()).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let find = |principal: serde_json::Value, verb: &str, code: u64| {
-        lines
-            .iter()
-            .any(|l| l["principal"] == principal && l["verb"] == verb && l["resource"] == "tokens" && l["code"] == code)
-    };
-    assert!(find("admin".into(), "create", 201), "{log}");
-    assert!(find("admin".into(), "delete", 200), "{log}");
-    assert!(lines.iter().any(|l| l["principal"].is_null() && l["code"] == 401 && l["verb"] == "list"), "{log}");
+    audited(&server, "the admin's token writes and alice's 401", |lines| {
+        let find = |principal: serde_json::Value, verb: &str, code: u64| {
+            lines.iter().any(|l| {
+                l["principal"] == principal && l["verb"] == verb && l["resource"] == "tokens" && l["code"] == code
+            })
+        };
+        find("admin".into(), "create", 201)
+            && find("admin".into(), "delete", 200)
+            && lines.iter().any(|l| l["principal"].is_null() && l["code"] == 401 && l["verb"] == "list")
+    })
+    .await;
     let mode = std::fs::metadata(server.audit_log()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_bound_in_one_namespace_acts_there_only_and_kubectl_auth_can_i_says_so() {
+    let server = tokio::task::block_in_place(ApiserverProcess::secure);
+    let created = tokio::task::block_in_place(|| token_command(&server, &["create", "alice"]));
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let kubectl = |args: &[&str]| {
+        Command::new("/usr/bin/kubectl").arg("--kubeconfig").arg(server.kubeconfig()).args(args).output().unwrap()
+    };
+    let as_alice = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&all)
+    };
+    let bound = tokio::task::block_in_place(|| {
+        kubectl(&["create", "rolebinding", "alice-edits", "-n", "team-a", "--clusterrole=edit", "--user=alice"])
+    });
+    assert!(bound.status.success(), "{}", String::from_utf8_lossy(&bound.stderr));
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = tokio::task::block_in_place(|| as_alice(&all));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // The binding reaches the apiserver's policy through its watch: a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while can(&["create", "apps.agora", "-n", "team-a"]) != "yes" {
+        assert!(std::time::Instant::now() < deadline, "kubectl auth can-i never said yes");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(can(&["create", "apps.agora", "-n", "team-b"]), "no");
+    assert_eq!(can(&["list", "apps.agora", "--all-namespaces"]), "no");
+    assert_eq!(can(&["create", "tokens.agora"]), "no", "no principal mints tokens unless granted");
+    assert_eq!(can(&["create", "clusterrolebindings.rbac.authorization.k8s.io"]), "no");
+
+    let config = agora_client::Config::from_kubeconfig(&server.kubeconfig(), None).unwrap().token(token.clone());
+    let alice = agora_client::Client::new(config).unwrap();
+    let app = |namespace: &str| -> App {
+        serde_json::from_value(serde_json::json!({"apiVersion": "agora/v1", "kind": "App",
+            "metadata": {"name": "web", "namespace": namespace}, "spec": {"cmd": "sleep 1000", "instances": 0}}))
+        .unwrap()
+    };
+    let post = agora_client::PostParams::default();
+    Api::<App>::namespaced(alice.clone(), "team-a").create(&post, &app("team-a")).await.expect("her namespace");
+    let refused = Api::<App>::namespaced(alice.clone(), "team-b").create(&post, &app("team-b")).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains(
+            "User \"alice\" cannot create resource \"apps\" in API group \"agora\" in the namespace \"team-b\""
+        ),
+        "{message}"
+    );
+    // A name she may not read is forbidden whether it exists or not.
+    Api::<App>::namespaced(server.client(), "team-b").create(&post, &app("team-b")).await.unwrap();
+    let exists = Api::<App>::namespaced(alice.clone(), "team-b").get("web").await.unwrap_err().to_string();
+    let missing = Api::<App>::namespaced(alice.clone(), "team-b").get("nope").await.unwrap_err().to_string();
+    assert!(exists.contains("forbidden") && missing.contains("forbidden"), "{exists} / {missing}");
+    let across = Api::<App>::all(alice.clone()).list(&ListParams::default()).await.unwrap_err().to_string();
+    assert!(across.contains("at the cluster scope"), "{across}");
+    let escalate = tokio::task::block_in_place(|| {
+        as_alice(&["create", "clusterrolebinding", "mine", "--clusterrole=cluster-admin", "--user=alice"])
+    });
+    assert!(!escalate.status.success() && String::from_utf8_lossy(&escalate.stderr).contains("forbidden"));
+
+    // Every refusal is in the audit log, with her name.
+    audited(&server, "alice's refusals", |lines| {
+        lines.iter().filter(|l| l["principal"] == "alice" && l["code"] == 403).count() >= 4
+    })
+    .await;
 }

@@ -100,7 +100,7 @@ macro_rules! rbac_kind {
             const NAMESPACED: bool = $namespaced;
             const SUBRESOURCES: &'static [&'static str] = &[];
             const FIELD_SELECTORS: &'static [&'static str] = &[];
-            const NAME_RULE: NameRule = NameRule::Subdomain;
+            const NAME_RULE: NameRule = NameRule::PathSegment;
             const COLUMNS: &'static [crate::columns::Column] = &[];
             const STORAGE: &'static str = concat!($plural, ".rbac.authorization.k8s.io");
 

@@ -341,6 +341,26 @@ pub enum NameRule {
     Label,
     /// A DNS-1123 subdomain (may contain dots: agents named after hosts).
     Subdomain,
+    /// A path segment, as Kubernetes names RBAC objects (`system:discovery`): 1 to 253 printable ASCII characters
+    /// without spaces, `/` or `%`, and not `.` or `..`.
+    PathSegment,
+}
+
+/// Checks a [`NameRule::PathSegment`] name.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_path_segment(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 253 {
+        return Err(format!("must be 1 to 253 characters (has {})", value.len()));
+    }
+    if value == "." || value == ".." {
+        return Err(format!("\"{value}\" names no object"));
+    }
+    if let Some(bad) = value.chars().find(|c| !c.is_ascii_graphic() || *c == '/' || *c == '%') {
+        return Err(format!("\"{value}\" holds {bad:?}: use printable ASCII without spaces, '/' or '%'"));
+    }
+    Ok(())
 }
 
 /// The largest total size of a object's annotations, as in Kubernetes.
@@ -353,6 +373,11 @@ pub fn validate_meta(v: &mut Validator, meta: &ObjectMeta, namespaced: bool, rul
         (Some(name), _) => match rule {
             NameRule::Label => v.dns_label(&path.field("name"), name),
             NameRule::Subdomain => v.dns_subdomain(&path.field("name"), name),
+            NameRule::PathSegment => {
+                if let Err(why) = check_path_segment(name) {
+                    v.invalid(&path.field("name"), why);
+                }
+            }
         },
         (None, Some(prefix)) => {
             // The server appends 5 characters; the prefix must make a valid name with them.
@@ -360,6 +385,7 @@ pub fn validate_meta(v: &mut Validator, meta: &ObjectMeta, namespaced: bool, rul
             let valid = match rule {
                 NameRule::Label => check_dns_label(&probe),
                 NameRule::Subdomain => check_dns_subdomain(&probe),
+                NameRule::PathSegment => check_path_segment(&probe),
             };
             if let Err(why) = valid {
                 v.invalid(&path.field("generateName"), format!("with a 5-character suffix: {why}"));

@@ -166,11 +166,6 @@ impl Admission {
         }
     }
 
-    /// Adds a warning to the response (kubectl prints it).
-    pub(super) fn warn(&self, warning: impl Into<String>) {
-        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(warning.into());
-    }
-
     /// Adds a `Warning: 299` header per warning.
     pub(super) fn decorate(&self, mut response: Response) -> Response {
         let warnings = self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -28,6 +28,7 @@ pub mod managed;
 pub mod patch;
 mod print;
 mod protobuf;
+pub(crate) use protobuf::{MEDIA_TYPE as PROTOBUF, self_review as self_review_from_protobuf};
 mod read;
 mod route;
 pub mod selectors;

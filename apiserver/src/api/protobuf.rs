@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::error::{ApiError, ApiResult};
 
 /// The media type.
-pub(super) const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
+pub(crate) const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// What every protobuf body starts with.
 const MAGIC: &[u8; 4] = b"k8s\0";
 
@@ -127,6 +127,88 @@ struct BindingMessage {
     subjects: Vec<Subject>,
     #[prost(message, optional, tag = "3")]
     role_ref: Option<RoleRef>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SelfSubjectAccessReview {
+    #[prost(message, optional, tag = "2")]
+    spec: Option<ReviewSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReviewSpec {
+    #[prost(message, optional, tag = "1")]
+    resource_attributes: Option<ResourceAttributes>,
+    #[prost(message, optional, tag = "2")]
+    non_resource_attributes: Option<NonResourceAttributes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    namespace: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    group: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    version: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    resource: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    subresource: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NonResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    path: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    verb: Option<String>,
+}
+
+/// The JSON of a `SelfSubjectAccessReview` sent as protobuf (`kubectl auth can-i` sends it so).
+///
+/// # Errors
+/// 400 for a body that is not one.
+pub(crate) fn self_review(body: &[u8]) -> ApiResult<Value> {
+    let bad = |why: String| {
+        ApiError::bad_request(format!("the request body is not a SelfSubjectAccessReview in {MEDIA_TYPE}: {why}"))
+    };
+    let envelope = body.strip_prefix(MAGIC.as_slice()).ok_or_else(|| bad("it does not start with k8s\\0".into()))?;
+    let unknown: Unknown = prost::Message::decode(envelope).map_err(|e| bad(e.to_string()))?;
+    let kind = unknown.type_meta.and_then(|t| t.kind).unwrap_or_default();
+    if kind != "SelfSubjectAccessReview" {
+        return Err(bad(format!("it holds {kind:?}")));
+    }
+    let review: SelfSubjectAccessReview =
+        prost::Message::decode(unknown.raw.unwrap_or_default().as_slice()).map_err(|e| bad(e.to_string()))?;
+    let spec = review.spec.unwrap_or_default();
+    let mut out = Map::new();
+    if let Some(r) = spec.resource_attributes {
+        let mut attributes = Map::new();
+        for (field, value) in [
+            ("namespace", r.namespace),
+            ("verb", r.verb),
+            ("group", r.group),
+            ("version", r.version),
+            ("resource", r.resource),
+            ("subresource", r.subresource),
+            ("name", r.name),
+        ] {
+            put(&mut attributes, field, json!(value));
+        }
+        out.insert("resourceAttributes".into(), Value::Object(attributes));
+    }
+    if let Some(n) = spec.non_resource_attributes {
+        out.insert(
+            "nonResourceAttributes".into(),
+            json!({ "path": n.path.unwrap_or_default(), "verb": n.verb.unwrap_or_default() }),
+        );
+    }
+    Ok(json!({ "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": out }))
 }
 
 /// Sets `field` of `map` when `value` says something (an absent or empty field stays absent, as in JSON).

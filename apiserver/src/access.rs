@@ -1,0 +1,473 @@
+//! Authorization at the edge: the RBAC objects of the store followed into a [`Policy`] (a list and a watch per kind,
+//! rebuilt on every change), every request checked against it before any handler reads the store (so a refusal never
+//! tells whether a name exists), `403 Forbidden` naming principal, verb and resource, and
+//! `SelfSubjectAccessReview` for `kubectl auth can-i`.
+//!
+//! The built-in ClusterRoles ([`BUILT_IN`]) are created at start when missing, as Kubernetes bootstraps its own:
+//! `cluster-admin`, `admin`, `edit`, `view`, and `system:discovery` (bound to every authenticated principal).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use agora_schemas::rbac::{ClusterRole, ClusterRoleBinding, RBAC_GROUP, Role, RoleBinding};
+use agora_schemas::{KindInfo, StatusReason};
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::api::ApiError;
+use crate::auth::Principal;
+use crate::authz::{Policy, Request as Asked};
+use crate::store::{KeyLayout, RangeRequest, SharedStore, StoreError, WatchEvent};
+
+/// The RBAC kinds, in the order their objects are indexed.
+const KINDS: [&str; 4] = ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"];
+
+/// The policy every request is checked against.
+pub struct Authorizer {
+    policy: RwLock<Arc<Policy>>,
+    /// Per kind, the objects by key, as stored.
+    objects: Mutex<HashMap<&'static str, HashMap<String, Value>>>,
+    loaded: tokio::sync::watch::Sender<usize>,
+}
+
+fn rbac_kind(kind: &str) -> &'static KindInfo {
+    agora_schemas::kind_of(agora_schemas::rbac::RBAC_API_VERSION, kind)
+        .unwrap_or_else(|| unreachable!("RBAC kinds are registered"))
+}
+
+impl Authorizer {
+    /// An authorizer with no RBAC objects yet; [`Self::follow`] reads them.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            policy: RwLock::default(),
+            objects: Mutex::default(),
+            loaded: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// The current policy.
+    #[must_use]
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Whether every kind has been read once.
+    async fn ready(&self) -> bool {
+        if *self.loaded.borrow() >= KINDS.len() {
+            return true;
+        }
+        let mut loaded = self.loaded.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), loaded.wait_for(|n| *n >= KINDS.len())).await.is_ok()
+    }
+
+    fn rebuild(&self) {
+        let objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut policy = Policy::default();
+        let each = |kind: &str| objects.get(kind).into_iter().flat_map(HashMap::values);
+        for value in each("Role") {
+            if let Ok(role) = serde_json::from_value::<Role>(value.clone()) {
+                policy.add_role(&role);
+            }
+        }
+        for value in each("ClusterRole") {
+            if let Ok(role) = serde_json::from_value::<ClusterRole>(value.clone()) {
+                policy.add_cluster_role(&role);
+            }
+        }
+        for value in each("RoleBinding") {
+            if let Ok(binding) = serde_json::from_value::<RoleBinding>(value.clone()) {
+                policy.add_role_binding(&binding);
+            }
+        }
+        for value in each("ClusterRoleBinding") {
+            if let Ok(binding) = serde_json::from_value::<ClusterRoleBinding>(value.clone()) {
+                policy.add_cluster_role_binding(&binding);
+            }
+        }
+        *self.policy.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// Follows the RBAC objects of the store for as long as the server runs (one list and watch per kind, started
+    /// over after a pause whenever it breaks).
+    pub async fn follow(self: Arc<Self>, store: SharedStore, keys: KeyLayout) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for kind in KINDS {
+            let (authorizer, store, prefix) = (self.clone(), store.clone(), keys.kind_prefix(rbac_kind(kind).storage));
+            tasks.spawn(async move {
+                let mut first = true;
+                loop {
+                    if let Err(e) = authorizer.follow_kind(kind, &store, &prefix, &mut first).await {
+                        tracing::warn!(error = %e, kind, "reading the RBAC objects again");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn follow_kind(
+        &self,
+        kind: &'static str,
+        store: &SharedStore,
+        prefix: &str,
+        first: &mut bool,
+    ) -> Result<(), StoreError> {
+        let listed = store.range(RangeRequest::prefix(prefix)).await?;
+        {
+            let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let of_kind = objects.entry(kind).or_default();
+            of_kind.clear();
+            for kv in &listed.kvs {
+                if let Ok(value) = serde_json::from_slice::<Value>(&kv.value) {
+                    of_kind.insert(kv.key.clone(), value);
+                }
+            }
+        }
+        self.rebuild();
+        if std::mem::take(first) {
+            self.loaded.send_modify(|n| *n += 1);
+        }
+        let mut changes = store.watch_changes(prefix, listed.revision + 1).await?;
+        while let Some(change) = changes.next().await {
+            {
+                let mut objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let of_kind = objects.entry(kind).or_default();
+                match change? {
+                    WatchEvent::Put { kv, .. } => {
+                        if let Ok(value) = serde_json::from_slice::<Value>(&kv.value) {
+                            of_kind.insert(kv.key.clone(), value);
+                        }
+                    }
+                    WatchEvent::Delete { key, .. } => {
+                        of_kind.remove(&key);
+                    }
+                    WatchEvent::Progress { .. } => continue,
+                }
+            }
+            self.rebuild();
+        }
+        Err(StoreError::Unavailable("the watch of the RBAC objects ended".to_owned()))
+    }
+}
+
+/// What an HTTP request asks, in RBAC's terms: a verb on a resource for the API's paths, a verb on a path otherwise.
+#[must_use]
+pub fn asked<'a>(method: &'a Method, path: &'a str, query: Option<&str>) -> Asked<'a> {
+    let lower = match *method {
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    };
+    let (group, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+        ("", rest)
+    } else if let Some(rest) = path.strip_prefix("/apis/") {
+        match rest.splitn(3, '/').collect::<Vec<_>>().as_slice() {
+            [group, _version, rest] if !rest.is_empty() => (*group, *rest),
+            _ => return Asked::Path { verb: lower, path },
+        }
+    } else {
+        return Asked::Path { verb: lower, path };
+    };
+    let mut parts: Vec<&'a str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let mut namespace = None;
+    if parts.first() == Some(&"namespaces") && parts.len() >= 3 {
+        namespace = Some(parts[1]);
+        parts.drain(..2);
+    }
+    let (resource, name, subresource) = match parts.as_slice() {
+        [resource] => (*resource, None, None),
+        [resource, name] => (*resource, Some(*name), None),
+        [resource, name, sub, ..] => (*resource, Some(*name), Some(*sub)),
+        _ => return Asked::Path { verb: lower, path },
+    };
+    // `/api/v1/namespaces/NAME` names a namespace, not a namespace's resources.
+    let (resource, name, namespace) = match (group, namespace, resource) {
+        ("", None, "namespaces") => ("namespaces", name, None),
+        _ => (resource, name, namespace),
+    };
+    let watch = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let verb = match (method.clone(), name.is_some(), subresource) {
+        (Method::GET | Method::HEAD, false, _) if watch => "watch",
+        (Method::GET | Method::HEAD, false, _) => "list",
+        (Method::GET | Method::HEAD, true, _) => "get",
+        // Acting through a subresource that makes something happen (an offer's acceptance, a job's trigger) is
+        // creating it, as Kubernetes authorizes pods/eviction.
+        (Method::POST, _, _) => "create",
+        (Method::PUT, _, _) => "update",
+        (Method::PATCH, _, _) => "patch",
+        (Method::DELETE, true, _) => "delete",
+        (Method::DELETE, false, _) => "deletecollection",
+        _ => lower,
+    };
+    Asked::Resource { verb, group, resource, subresource, namespace, name }
+}
+
+/// Kubernetes' wording of a refusal: `apps.agora "web" is forbidden: User "alice" cannot get resource "apps" in API
+/// group "agora" in the namespace "team-b"`.
+#[must_use]
+pub fn forbidden_message(principal: &Principal, asked: &Asked<'_>) -> String {
+    match *asked {
+        Asked::Resource { verb, group, resource, subresource, namespace, name } => {
+            let qualified = if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") };
+            let object = match name {
+                Some(name) => format!("{qualified} \"{name}\""),
+                None => qualified,
+            };
+            let what = match subresource {
+                Some(sub) => format!("resource \"{resource}/{sub}\""),
+                None => format!("resource \"{resource}\""),
+            };
+            let scope = match namespace {
+                Some(ns) => format!("in the namespace \"{ns}\""),
+                None => "at the cluster scope".to_owned(),
+            };
+            format!(
+                "{object} is forbidden: User \"{}\" cannot {verb} {what} in API group \"{group}\" {scope}",
+                principal.name
+            )
+        }
+        Asked::Path { verb, path } => {
+            format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", principal.name)
+        }
+    }
+}
+
+/// Middleware: refuses (403) what the request's principal may not do. Requests without a principal (the open paths)
+/// pass; `SelfSubjectAccessReview`s are always allowed (a principal may ask what it may do).
+pub async fn authorize(State(authorizer): State<Arc<Authorizer>>, request: Request, next: Next) -> Response {
+    let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
+        return next.run(request).await;
+    };
+    if principal.is_master() || request.uri().path() == SELF_REVIEWS {
+        return next.run(request).await;
+    }
+    if !authorizer.ready().await {
+        return ApiError::new(
+            StatusReason::ServiceUnavailable,
+            "the apiserver is still reading its RBAC policy; try again",
+        )
+        .into_response();
+    }
+    let (method, path, query) =
+        (request.method().clone(), request.uri().path().to_owned(), request.uri().query().map(str::to_owned));
+    let asked = asked(&method, &path, query.as_deref());
+    if authorizer.policy().authorize(&principal, &asked) {
+        return next.run(request).await;
+    }
+    let mut status = agora_schemas::Status::failure(StatusReason::Forbidden, forbidden_message(&principal, &asked));
+    if let Asked::Resource { group, resource, name, .. } = asked {
+        status = status.with_object(resource, name).in_group(group);
+    }
+    crate::api::ApiError(Box::new(status)).into_response()
+}
+
+/// Where `kubectl auth can-i` asks.
+pub const SELF_REVIEWS: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+
+/// `POST` [`SELF_REVIEWS`]: whether the asking principal may do what the review's spec says (JSON, or the protobuf
+/// kubectl sends).
+pub fn self_review(
+    authorizer: &Authorizer,
+    principal: &Principal,
+    media: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let review = if media == crate::api::PROTOBUF {
+        crate::api::self_review_from_protobuf(body)?
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))?
+    };
+    let spec = &review["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let (allowed, spec_out) = if let Some(attributes) = spec.get("resourceAttributes").filter(|a| a.is_object()) {
+        let (verb, group, resource) =
+            (text(&attributes["verb"]), text(&attributes["group"]), text(&attributes["resource"]));
+        let (subresource, namespace, name) =
+            (text(&attributes["subresource"]), text(&attributes["namespace"]), text(&attributes["name"]));
+        if verb.is_empty() || resource.is_empty() {
+            return Err(ApiError::bad_request("spec.resourceAttributes needs a verb and a resource"));
+        }
+        let asked = Asked::Resource {
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: Some(subresource.as_str()).filter(|s| !s.is_empty()),
+            namespace: Some(namespace.as_str()).filter(|s| !s.is_empty()),
+            name: Some(name.as_str()).filter(|s| !s.is_empty()),
+        };
+        (authorizer.policy().authorize(principal, &asked), json!({ "resourceAttributes": attributes }))
+    } else if let Some(attributes) = spec.get("nonResourceAttributes").filter(|a| a.is_object()) {
+        let (verb, path) = (text(&attributes["verb"]), text(&attributes["path"]));
+        let asked = Asked::Path { verb: &verb, path: &path };
+        (authorizer.policy().authorize(principal, &asked), json!({ "nonResourceAttributes": attributes }))
+    } else {
+        return Err(ApiError::bad_request("spec needs resourceAttributes or nonResourceAttributes"));
+    };
+    Ok(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "metadata": {},
+        "spec": spec_out,
+        "status": { "allowed": allowed || principal.is_master(), "reason": if allowed || principal.is_master() { "allowed by RBAC" } else { "" } },
+    }))
+}
+
+/// The ClusterRoles every cluster starts with (created when missing; edited ones are left as they are).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "cluster-admin",
+        r#"[{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}, {"verbs": ["*"], "nonResourceURLs": ["*"]}]"#,
+    ),
+    (
+        "view",
+        r#"[{"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "appversions", "cronjobs", "tasks", "tasks/log", "events", "offers", "frameworks", "agents", "roles"]},
+               {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces", "events"]}]"#,
+    ),
+    (
+        "edit",
+        r#"[{"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "appversions", "cronjobs", "tasks", "tasks/log", "events", "offers", "frameworks", "agents", "roles", "secrets"]},
+               {"verbs": ["create", "update", "patch", "delete", "deletecollection"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "cronjobs", "cronjobs/trigger", "secrets"]},
+               {"verbs": ["update", "patch"], "apiGroups": ["agora"], "resources": ["tasks"]},
+               {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces", "events"]}]"#,
+    ),
+    (
+        "admin",
+        r#"[{"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "appversions", "cronjobs", "tasks", "tasks/log", "events", "offers", "frameworks", "agents", "roles", "secrets"]},
+               {"verbs": ["create", "update", "patch", "delete", "deletecollection"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "cronjobs", "cronjobs/trigger", "secrets"]},
+               {"verbs": ["update", "patch"], "apiGroups": ["agora"], "resources": ["tasks"]},
+               {"verbs": ["*"], "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"]},
+               {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces", "events"]}]"#,
+    ),
+    (
+        "system:discovery",
+        r#"[{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/version", "/openapi", "/openapi/*", "/healthz", "/livez", "/readyz"]}]"#,
+    ),
+];
+
+/// Creates the built-in ClusterRoles that are missing, and binds `system:discovery` to every authenticated principal.
+///
+/// # Errors
+/// The store's.
+pub async fn bootstrap(store: &SharedStore, keys: &KeyLayout) -> Result<(), StoreError> {
+    let role_kind = rbac_kind("ClusterRole");
+    let binding_kind = rbac_kind("ClusterRoleBinding");
+    let now = jiff::Timestamp::now().to_string();
+    let meta = |name: &str| {
+        json!({ "name": name, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now, "generation": 1,
+                "labels": { "kubernetes.io/bootstrapping": "rbac-defaults" } })
+    };
+    let mut objects: Vec<(String, Value)> = Vec::new();
+    for (name, rules) in BUILT_IN {
+        let rules: Value = serde_json::from_str(rules).unwrap_or_else(|_| unreachable!("the built-in rules are JSON"));
+        let role = json!({ "apiVersion": role_kind.api_version, "kind": "ClusterRole", "metadata": meta(name), "rules": rules });
+        objects.push((keys.object_key(role_kind.storage, None, name), role));
+    }
+    let binding = json!({ "apiVersion": binding_kind.api_version, "kind": "ClusterRoleBinding", "metadata": meta("system:discovery"),
+        "subjects": [{ "kind": "Group", "apiGroup": RBAC_GROUP, "name": agora_schemas::AUTHENTICATED_GROUP }],
+        "roleRef": { "apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "system:discovery" } });
+    objects.push((keys.object_key(binding_kind.storage, None, "system:discovery"), binding));
+    for (key, object) in objects {
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+        let txn = crate::store::Txn::new(
+            vec![crate::store::Compare::Absent(key.clone())],
+            vec![crate::store::Op::Put(key, bytes)],
+        );
+        store.txn(txn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_read_in_rbacs_terms() {
+        let get = Method::GET;
+        let resource = |verb, group, resource, subresource, namespace, name| Asked::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        };
+        assert_eq!(
+            asked(&get, "/apis/agora/v1/namespaces/a/apps/web", None),
+            resource("get", "agora", "apps", None, Some("a"), Some("web"))
+        );
+        assert_eq!(
+            asked(&get, "/apis/agora/v1/namespaces/a/apps", None),
+            resource("list", "agora", "apps", None, Some("a"), None)
+        );
+        assert_eq!(
+            asked(&get, "/apis/agora/v1/apps", Some("watch=true")),
+            resource("watch", "agora", "apps", None, None, None)
+        );
+        assert_eq!(
+            asked(&Method::POST, "/apis/agora/v1/namespaces/f/offers/o1/accept", None),
+            resource("create", "agora", "offers", Some("accept"), Some("f"), Some("o1"))
+        );
+        assert_eq!(
+            asked(&Method::PATCH, "/apis/agora/v1/namespaces/a/apps/web/scale", None),
+            resource("patch", "agora", "apps", Some("scale"), Some("a"), Some("web"))
+        );
+        assert_eq!(
+            asked(&Method::DELETE, "/apis/agora/v1/namespaces/a/apps", None),
+            resource("deletecollection", "agora", "apps", None, Some("a"), None)
+        );
+        assert_eq!(asked(&get, "/api/v1/namespaces", None), resource("list", "", "namespaces", None, None, None));
+        assert_eq!(asked(&get, "/api/v1/namespaces/a", None), resource("get", "", "namespaces", None, None, Some("a")));
+        assert_eq!(
+            asked(&get, "/api/v1/namespaces/a/events", None),
+            resource("list", "", "events", None, Some("a"), None)
+        );
+        assert_eq!(
+            asked(&get, "/apis/rbac.authorization.k8s.io/v1/clusterroles/view", None),
+            resource("get", "rbac.authorization.k8s.io", "clusterroles", None, None, Some("view"))
+        );
+        assert_eq!(asked(&get, "/apis/agora/v1", None), Asked::Path { verb: "get", path: "/apis/agora/v1" });
+        assert_eq!(asked(&get, "/metrics", None), Asked::Path { verb: "get", path: "/metrics" });
+        assert_eq!(
+            asked(&Method::POST, "/store/snapshot", None),
+            Asked::Path { verb: "post", path: "/store/snapshot" }
+        );
+    }
+
+    #[test]
+    fn refusals_name_principal_verb_and_resource_as_kubernetes_words_them() {
+        let alice = Principal { name: "alice".into(), groups: vec![] };
+        let asked = asked(&Method::GET, "/apis/agora/v1/namespaces/team-b/apps/web", None);
+        assert_eq!(
+            forbidden_message(&alice, &asked),
+            "apps.agora \"web\" is forbidden: User \"alice\" cannot get resource \"apps\" in API group \"agora\" in the namespace \"team-b\""
+        );
+        let asked = self::asked(&Method::GET, "/apis/agora/v1/apps", None);
+        assert!(
+            forbidden_message(&alice, &asked)
+                .ends_with("cannot list resource \"apps\" in API group \"agora\" at the cluster scope")
+        );
+        let asked = self::asked(&Method::POST, "/apis/agora/v1/namespaces/f/offers/o1/accept", None);
+        assert!(forbidden_message(&alice, &asked).contains("cannot create resource \"offers/accept\""));
+    }
+
+    #[test]
+    fn the_built_in_roles_are_valid_cluster_roles() {
+        for (name, rules) in BUILT_IN {
+            let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+                              "rules": serde_json::from_str::<Value>(rules).unwrap()});
+            agora_schemas::admit::<ClusterRole>(role).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
