@@ -29,6 +29,9 @@ const KINDS: [&str; 4] = ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBind
 
 /// The policy every request is checked against.
 pub struct Authorizer {
+    /// Where a framework's offers and users are read (acting as a framework is checked against what it is).
+    store: SharedStore,
+    keys: KeyLayout,
     policy: RwLock<Arc<Policy>>,
     /// Per kind, the objects by key, as stored.
     objects: Mutex<HashMap<&'static str, HashMap<String, Value>>>,
@@ -43,8 +46,10 @@ fn rbac_kind(kind: &str) -> &'static KindInfo {
 impl Authorizer {
     /// An authorizer with no RBAC objects yet; [`Self::follow`] reads them.
     #[must_use]
-    pub fn new() -> Arc<Self> {
+    pub fn new(store: SharedStore, keys: KeyLayout) -> Arc<Self> {
         Arc::new(Self {
+            store,
+            keys,
             policy: RwLock::default(),
             objects: Mutex::default(),
             loaded: tokio::sync::watch::Sender::new(0),
@@ -95,7 +100,8 @@ impl Authorizer {
 
     /// Follows the RBAC objects of the store for as long as the server runs (one list and watch per kind, started
     /// over after a pause whenever it breaks).
-    pub async fn follow(self: Arc<Self>, store: SharedStore, keys: KeyLayout) {
+    pub async fn follow(self: Arc<Self>) {
+        let (store, keys) = (self.store.clone(), self.keys.clone());
         let mut tasks = tokio::task::JoinSet::new();
         for kind in KINDS {
             let (authorizer, store, prefix) = (self.clone(), store.clone(), keys.kind_prefix(rbac_kind(kind).storage));
@@ -242,6 +248,78 @@ pub fn forbidden_message(principal: &Principal, asked: &Asked<'_>) -> String {
     }
 }
 
+/// What acting as a framework takes besides the request's own verb: `use` on the framework — to accept or decline
+/// its offers, to write its Framework object, to hold its lease — and `use` on the `users` its tasks would run as
+/// (Mesos' `run_tasks` ACL), read from the acceptance and the framework. `body` is the request's body, when the
+/// request is one whose body names what is used.
+async fn uses(
+    authorizer: &Authorizer,
+    asked: &Asked<'_>,
+    body: Option<&Value>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let Asked::Resource { verb, group: agora_schemas::API_GROUP, resource, subresource, namespace, name } = *asked
+    else {
+        return Ok(Vec::new());
+    };
+    let writes = matches!(verb, "create" | "update" | "patch" | "delete");
+    let named = || {
+        name.map(str::to_owned)
+            .or_else(|| body.and_then(|b| b.pointer("/metadata/name")).and_then(Value::as_str).map(str::to_owned))
+    };
+    let framework = |f: String| ("frameworks".to_owned(), f);
+    match (resource, subresource, namespace) {
+        ("frameworks", None, None) if writes => Ok(named().map(framework).into_iter().collect()),
+        ("leases", None, Some(agora_schemas::names::FRAMEWORK_LEASE_NAMESPACE)) if writes => {
+            Ok(named().map(framework).into_iter().collect())
+        }
+        ("offers", Some("accept"), None) => {
+            let Some(offer) = name else { return Ok(Vec::new()) };
+            let read = |key: String| async move {
+                authorizer
+                    .store
+                    .get(&key)
+                    .await
+                    .map(|kv| kv.and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok()))
+            };
+            // An offer that does not exist is the handler's 404 (the principal may accept offers).
+            let Some(offer) = read(authorizer.keys.object_key("offers", None, offer)).await? else {
+                return Ok(Vec::new());
+            };
+            let f = offer.pointer("/spec/framework").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let mut needed = vec![framework(f.clone())];
+            let tasks = body.and_then(|b| b.get("tasks")).and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut users: Vec<String> = tasks
+                .iter()
+                .filter_map(|t| t.pointer("/spec/user").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            if tasks.iter().any(|t| t.pointer("/spec/user").and_then(Value::as_str).is_none())
+                && let Some(record) = read(authorizer.keys.object_key("frameworks", None, &f)).await?
+                && let Some(user) = record.pointer("/spec/user").and_then(Value::as_str)
+            {
+                users.push(user.to_owned());
+            }
+            users.sort();
+            users.dedup();
+            needed.extend(users.into_iter().map(|u| ("users".to_owned(), u)));
+            Ok(needed)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Whether a request's body must be read to authorize it ([`uses`]).
+fn reads_body(asked: &Asked<'_>) -> bool {
+    matches!(
+        *asked,
+        Asked::Resource {
+            verb: "create",
+            group: agora_schemas::API_GROUP,
+            resource: "frameworks" | "leases" | "offers",
+            ..
+        }
+    )
+}
+
 /// Middleware: refuses (403) what the request's principal may not do. Requests without a principal (the open paths)
 /// pass; `SelfSubjectAccessReview`s are always allowed (a principal may ask what it may do).
 pub async fn authorize(State(authorizer): State<Arc<Authorizer>>, request: Request, next: Next) -> Response {
@@ -261,14 +339,71 @@ pub async fn authorize(State(authorizer): State<Arc<Authorizer>>, request: Reque
     let (method, path, query) =
         (request.method().clone(), request.uri().path().to_owned(), request.uri().query().map(str::to_owned));
     let asked = asked(&method, &path, query.as_deref());
-    if authorizer.policy().authorize(&principal, &asked) {
-        return next.run(request).await;
+    let policy = authorizer.policy();
+    if !policy.authorize(&principal, &asked) {
+        let mut status = agora_schemas::Status::failure(StatusReason::Forbidden, forbidden_message(&principal, &asked));
+        if let Asked::Resource { group, resource, name, .. } = asked {
+            status = status.with_object(resource, name).in_group(group);
+        }
+        return crate::api::ApiError(Box::new(status)).into_response();
     }
-    let mut status = agora_schemas::Status::failure(StatusReason::Forbidden, forbidden_message(&principal, &asked));
-    if let Asked::Resource { group, resource, name, .. } = asked {
-        status = status.with_object(resource, name).in_group(group);
+    // What the body names, for the requests whose authorization depends on it (read with the API's limits).
+    let mut request = request;
+    let mut body = None;
+    if reads_body(&asked) {
+        let (parts, stream) = request.into_parts();
+        let read =
+            tokio::time::timeout(Duration::from_secs(60), axum::body::to_bytes(stream, crate::api::MAX_BODY_BYTES));
+        let bytes = match read.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return ApiError::new(StatusReason::RequestEntityTooLarge, "the request body is too large")
+                    .into_response();
+            }
+            Err(_) => {
+                return ApiError::new(StatusReason::Timeout, "the request body did not arrive within 60 s")
+                    .into_response();
+            }
+        };
+        body = serde_json::from_slice::<Value>(&bytes).ok();
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
-    crate::api::ApiError(Box::new(status)).into_response()
+    let needed = match uses(&authorizer, &asked, body.as_ref()).await {
+        Ok(needed) => needed,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    for (resource, name) in &needed {
+        let using = Asked::Resource {
+            verb: "use",
+            group: agora_schemas::API_GROUP,
+            resource,
+            subresource: None,
+            namespace: None,
+            name: Some(name),
+        };
+        if !policy.authorize(&principal, &using) {
+            let status = agora_schemas::Status::failure(
+                StatusReason::Forbidden,
+                use_refused(&principal, &asked, resource, name),
+            )
+            .with_object(resource, Some(name))
+            .in_group(agora_schemas::API_GROUP);
+            return crate::api::ApiError(Box::new(status)).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The words of a refusal to act as a framework, or to run tasks as a user.
+#[must_use]
+pub fn use_refused(principal: &Principal, asked: &Asked<'_>, resource: &str, name: &str) -> String {
+    let what = if resource == "users" { "run tasks as user" } else { "act as framework" };
+    let object = forbidden_message(principal, asked);
+    let object = object.split(" is forbidden").next().unwrap_or_default();
+    format!(
+        "{object} is forbidden: User \"{}\" cannot {what} \"{name}\" (that takes the verb use on {resource}.agora \"{name}\")",
+        principal.name
+    )
 }
 
 /// Where `kubectl auth can-i` asks.

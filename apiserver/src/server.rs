@@ -264,7 +264,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     tokio::spawn(crate::gc::GarbageCollector::new(store.clone(), &config.keys).run());
     let auth = crate::auth::Authenticator::new(config.token.as_deref().map(Arc::from));
     tokio::spawn(auth.clone().follow(store.clone(), config.keys.clone()));
-    let authorizer = crate::access::Authorizer::new();
+    let authorizer = crate::access::Authorizer::new(store.clone(), config.keys.clone());
     {
         // The built-in roles first: the policy is ready only once it holds them.
         let (authorizer, store, keys) = (authorizer.clone(), store.clone(), config.keys.clone());
@@ -273,7 +273,7 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
                 tracing::warn!(error = %e, "creating the built-in ClusterRoles; trying again");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            authorizer.follow(store, keys).await;
+            authorizer.follow().await;
         });
     }
     let api =

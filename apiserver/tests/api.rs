@@ -992,3 +992,126 @@ async fn rbac_objects_are_served_in_their_own_group_beside_agoras_kinds_of_the_s
     );
     assert_eq!(server.get("/openapi/v3/apis/apps/v1").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_framework_principal_acts_only_as_its_framework_and_runs_tasks_only_as_its_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap());
+    let server = Server::on(store, Box::new(dir), ApiConfig::default().token(Some("s3cret".to_owned()))).await;
+    let admin = |method: Method, path: &str, body: Value| {
+        let path = path.to_owned();
+        let server = &server;
+        async move { call_as(server, "s3cret", method, &path, Some(body)).await }
+    };
+    let created = |answer: (StatusCode, Value)| assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.1);
+    created(
+        admin(
+            Method::POST,
+            "/apis/agora/v1/tokens",
+            json!({"apiVersion": "agora/v1", "kind": "Token", "metadata": {"name": "bob"},
+            "spec": {"principal": "bob", "sha256": agora_apiserver::auth::digest_hex("bob-secret")}}),
+        )
+        .await,
+    );
+    let rules = json!([
+        {"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["offers", "tasks"]},
+        {"verbs": ["create"], "apiGroups": ["agora"], "resources": ["offers/accept"]},
+        {"verbs": ["create", "update", "patch"], "apiGroups": ["agora"], "resources": ["frameworks", "leases"]},
+        {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["frameworks"], "resourceNames": ["b"]},
+        {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["users"], "resourceNames": ["1000:1000"]},
+    ]);
+    const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
+    created(
+        admin(
+            Method::POST,
+            &format!("{RBAC}/clusterroles"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole", "metadata": {"name": "framework-b"}, "rules": rules}),
+        )
+        .await,
+    );
+    created(
+        admin(Method::POST, &format!("{RBAC}/clusterrolebindings"), json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding", "metadata": {"name": "bob-is-b"}, "subjects": [{"kind": "User", "name": "bob"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "framework-b"}}))
+        .await,
+    );
+    for (name, framework) in [("oa", "a"), ("ob", "b")] {
+        created(
+            admin(
+                Method::POST,
+                OFFERS,
+                json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": name},
+                "spec": {"framework": framework, "agent": "n1", "hostname": "n1",
+                         "resources": {"cpus": 2.0, "mem": 1024.0, "disk": 100.0, "ports": [[31000, 31010]]}}}),
+            )
+            .await,
+        );
+    }
+    // The binding reaches the policy through the apiserver's watch: a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call_as(&server, "bob-secret", Method::GET, OFFERS, None).await.0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "bob never got to list offers");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let accept = |offer: &str, user: &str| {
+        let body = json!({"tasks": [{"metadata": {"name": format!("{offer}-t"), "namespace": "default"},
+                                     "spec": {"cmd": "true", "cpus": 0.1, "mem": 16, "user": user}}]});
+        let (path, server) = (format!("{OFFERS}/{offer}/accept"), &server);
+        async move { call_as(server, "bob-secret", Method::POST, &path, Some(body)).await }
+    };
+
+    let (code, answer) = accept("oa", "1000:1000").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("User \"bob\" cannot act as framework \"a\""), "{answer}");
+    let (code, answer) = accept("ob", "root").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("cannot run tasks as user \"root\""), "{answer}");
+    for offer in ["oa", "ob"] {
+        let (_, left) = call_as(&server, "s3cret", Method::GET, &format!("{OFFERS}/{offer}"), None).await;
+        assert!(left["status"]["phase"].is_null() || left["status"]["phase"] == "Outstanding", "{left}");
+    }
+    assert_eq!(call_as(&server, "s3cret", Method::GET, &format!("{TASKS}/oa-t"), None).await.0, StatusCode::NOT_FOUND);
+    let (code, answer) = accept("ob", "1000:1000").await;
+    assert_eq!(code, StatusCode::OK, "its own offer, as a user it may use: {answer}");
+
+    let framework =
+        |name: &str| json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name}, "spec": {}});
+    let post = |path: &str, body: Value| {
+        let (path, server) = (path.to_owned(), &server);
+        async move { call_as(server, "bob-secret", Method::POST, &path, Some(body)).await }
+    };
+    assert_eq!(post("/apis/agora/v1/frameworks", framework("a")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(post("/apis/agora/v1/frameworks", framework("b")).await.0, StatusCode::CREATED);
+    let lease = |name: &str| {
+        json!({"apiVersion": "agora/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "agora-frameworks"}, "spec": {"holderIdentity": "bob"}})
+    };
+    let leases = "/apis/agora/v1/namespaces/agora-frameworks/leases";
+    assert_eq!(post(leases, lease("a")).await.0, StatusCode::FORBIDDEN, "another framework's lease");
+    assert_eq!(post(leases, lease("b")).await.0, StatusCode::CREATED);
+    let renew = json!({"spec": {"holderIdentity": "bob-2"}});
+    let patch = |name: &str| {
+        let path = format!("{leases}/{name}");
+        let server = &server;
+        let renew = renew.clone();
+        async move {
+            let response = server
+                .http
+                .patch(format!("{}{path}", server.base))
+                .bearer_auth("bob-secret")
+                .header("content-type", "application/merge-patch+json")
+                .body(renew.to_string())
+                .send()
+                .await
+                .unwrap();
+            response.status()
+        }
+    };
+    assert_eq!(patch("b").await, StatusCode::OK);
+    created(admin(Method::POST, leases, lease("a")).await);
+    assert_eq!(patch("a").await, StatusCode::FORBIDDEN, "renewing another framework's lease");
+    let offer = json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": "forged"},
+        "spec": {"framework": "b", "agent": "n1", "hostname": "n1", "resources": {"cpus": 64.0}}});
+    assert_eq!(post(OFFERS, offer).await.0, StatusCode::FORBIDDEN, "only the allocator's principal makes offers");
+}
