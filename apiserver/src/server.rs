@@ -265,7 +265,8 @@ pub fn router(store: SharedStore, config: ApiConfig) -> Router {
     let auth = crate::auth::Authenticator::new(config.token.as_deref().map(Arc::from));
     tokio::spawn(auth.clone().follow(store.clone(), config.keys.clone()));
     let authorizer = crate::access::Authorizer::new(store.clone(), config.keys.clone());
-    {
+    // Without a token every request is a master's: there is no one to authorize, and nothing to bootstrap.
+    if config.token.is_some() {
         // The built-in roles first: the policy is ready only once it holds them.
         let (authorizer, store, keys) = (authorizer.clone(), store.clone(), config.keys.clone());
         tokio::spawn(async move {
