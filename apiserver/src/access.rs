@@ -268,7 +268,12 @@ async fn uses(
     };
     let framework = |f: String| ("frameworks".to_owned(), f);
     match (resource, subresource, namespace) {
-        ("frameworks", None, None) if writes => Ok(named().map(framework).into_iter().collect()),
+        ("frameworks", None, None) if writes => {
+            // The roles it registers for: a team may not claim another's quota by naming its role.
+            let mut needed: Vec<(String, String)> = named().map(framework).into_iter().collect();
+            needed.extend(roles_named(body).into_iter().map(|r| ("roles".to_owned(), r)));
+            Ok(needed)
+        }
         ("leases", None, Some(agora_schemas::names::FRAMEWORK_LEASE_NAMESPACE)) if writes => {
             Ok(named().map(framework).into_iter().collect())
         }
@@ -307,6 +312,27 @@ async fn uses(
     }
 }
 
+/// The DRF roles a Framework write names: `spec.roles` of an object, a merge patch or an apply, and the values a JSON
+/// patch puts under `/spec/roles`.
+fn roles_named(body: Option<&Value>) -> Vec<String> {
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    };
+    match body {
+        Some(Value::Array(operations)) => operations
+            .iter()
+            .filter(|op| op["path"].as_str().is_some_and(|p| p.starts_with("/spec/roles")))
+            .flat_map(|op| strings(&op["value"]))
+            .collect(),
+        Some(object) => object.pointer("/spec/roles").map(strings).unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
 /// Whether a request's body must be read to authorize it ([`uses`]).
 fn reads_body(asked: &Asked<'_>) -> bool {
     matches!(
@@ -316,7 +342,7 @@ fn reads_body(asked: &Asked<'_>) -> bool {
             group: agora_schemas::API_GROUP,
             resource: "frameworks" | "leases" | "offers",
             ..
-        }
+        } | Asked::Resource { verb: "update" | "patch", group: agora_schemas::API_GROUP, resource: "frameworks", .. }
     )
 }
 
@@ -365,7 +391,14 @@ pub async fn authorize(State(authorizer): State<Arc<Authorizer>>, request: Reque
                     .into_response();
             }
         };
-        body = serde_json::from_slice::<Value>(&bytes).ok();
+        // Read as the handler will read it (an apply may be YAML); a body that does not decode is the handler's 400.
+        let apply = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/apply-patch"));
+        let decoded = if apply { crate::api::decode::yaml(&bytes) } else { crate::api::decode::json(&bytes) };
+        body = decoded.ok().map(|d| d.value);
         request = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
     let needed = match uses(&authorizer, &asked, body.as_ref()).await {
@@ -397,7 +430,11 @@ pub async fn authorize(State(authorizer): State<Arc<Authorizer>>, request: Reque
 /// The words of a refusal to act as a framework, or to run tasks as a user.
 #[must_use]
 pub fn use_refused(principal: &Principal, asked: &Asked<'_>, resource: &str, name: &str) -> String {
-    let what = if resource == "users" { "run tasks as user" } else { "act as framework" };
+    let what = match resource {
+        "users" => "run tasks as user",
+        "roles" => "register a framework for role",
+        _ => "act as framework",
+    };
     let object = forbidden_message(principal, asked);
     let object = object.split(" is forbidden").next().unwrap_or_default();
     format!(

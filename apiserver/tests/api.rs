@@ -1019,6 +1019,7 @@ async fn a_framework_principal_acts_only_as_its_framework_and_runs_tasks_only_as
         {"verbs": ["create", "update", "patch"], "apiGroups": ["agora"], "resources": ["frameworks", "leases"]},
         {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["frameworks"], "resourceNames": ["b"]},
         {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["users"], "resourceNames": ["1000:1000"]},
+        {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["roles"], "resourceNames": ["team-b"]},
     ]);
     const RBAC: &str = "/apis/rbac.authorization.k8s.io/v1";
     created(
@@ -1075,14 +1076,40 @@ async fn a_framework_principal_acts_only_as_its_framework_and_runs_tasks_only_as
     let (code, answer) = accept("ob", "1000:1000").await;
     assert_eq!(code, StatusCode::OK, "its own offer, as a user it may use: {answer}");
 
-    let framework =
-        |name: &str| json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name}, "spec": {}});
+    let framework = |name: &str, role: &str| json!({"apiVersion": "agora/v1", "kind": "Framework", "metadata": {"name": name}, "spec": {"roles": [role]}});
     let post = |path: &str, body: Value| {
         let (path, server) = (path.to_owned(), &server);
         async move { call_as(server, "bob-secret", Method::POST, &path, Some(body)).await }
     };
-    assert_eq!(post("/apis/agora/v1/frameworks", framework("a")).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(post("/apis/agora/v1/frameworks", framework("b")).await.0, StatusCode::CREATED);
+    assert_eq!(post("/apis/agora/v1/frameworks", framework("a", "team-b")).await.0, StatusCode::FORBIDDEN);
+    let (code, answer) = post("/apis/agora/v1/frameworks", framework("b", "team-a")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "another team's role: {answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("cannot register a framework for role \"team-a\""),
+        "{answer}"
+    );
+    assert_eq!(post("/apis/agora/v1/frameworks", framework("b", "team-b")).await.0, StatusCode::CREATED);
+    // Nor by a patch, in any of its forms.
+    let frameworks_b = format!("{}/apis/agora/v1/frameworks/b", server.base);
+    for (content_type, body) in [
+        ("application/merge-patch+json", r#"{"spec": {"roles": ["team-b", "team-a"]}}"#),
+        ("application/json-patch+json", r#"[{"op": "add", "path": "/spec/roles/-", "value": "team-a"}]"#),
+        (
+            "application/apply-patch+yaml",
+            "apiVersion: agora/v1\nkind: Framework\nmetadata: {name: b}\nspec:\n  roles: [team-a]\n",
+        ),
+    ] {
+        let response = server
+            .http
+            .patch(format!("{frameworks_b}?fieldManager=bob"))
+            .bearer_auth("bob-secret")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{content_type}");
+    }
     let lease = |name: &str| {
         json!({"apiVersion": "agora/v1", "kind": "Lease",
         "metadata": {"name": name, "namespace": "agora-frameworks"}, "spec": {"holderIdentity": "bob"}})

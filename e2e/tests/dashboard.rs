@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, against `agora up` (secure: HTTPS and a token) with its real agent and
 //! a few hollow agents: without the token it asks for one and shows nothing; with it the overview shows the agents;
 //! an App applied meanwhile appears and reaches running without a reload; scaling from its page changes
-//! `spec.instances`; a job's "Run now" creates a run; a task's page shows its log growing while the task writes.
+//! `spec.instances`; a job's "Run now" creates a run; a task's page shows its log growing while the task writes; with
+//! a read-only principal's token the pages read as before and a write is refused, in the server's words.
 //! Each page is saved as a screenshot under the target dir.
 
 mod common;
@@ -173,6 +174,55 @@ async fn the_dashboard_shows_the_cluster_live_and_acts_through_the_api() {
     page.find_element("#forget-token").await.unwrap().click().await.unwrap();
     wait_for(&page, "the prompt after forgetting", "document.getElementById('token-dialog').open", WITHIN).await;
     assert_eq!(eval(&page, "sessionStorage.getItem('agora.token')").await, json!(null));
+
+    // A read-only principal's token: the pages read as before; a write is refused, in the server's words.
+    let made = tokio::task::block_in_place(|| {
+        std::process::Command::new(agora_binary())
+            .args(["token", "create", "viewer", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .output()
+            .unwrap()
+    });
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let viewer = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let binding: agora_schemas::rbac::ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "viewer-views"},
+        "subjects": [{"kind": "User", "name": "viewer"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}}))
+    .unwrap();
+    Api::<agora_schemas::rbac::ClusterRoleBinding>::all(client.clone())
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+    let as_viewer = agora_client::Config::from_kubeconfig(&kubeconfig, None).unwrap().token(viewer.clone());
+    let as_viewer = agora_client::Client::new(as_viewer).unwrap();
+    eventually(WITHIN, "the viewer's binding in the apiserver's policy", || async {
+        Api::<App>::all(as_viewer.clone()).list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
+    page.find_element("#token-input").await.unwrap().click().await.unwrap().type_str(&viewer).await.unwrap();
+    page.find_element("#token-submit").await.unwrap().click().await.unwrap();
+    eval(&page, "location.hash = '#/apps/default/ticker'").await;
+    wait_for(
+        &page,
+        "the app's page, read as the viewer",
+        "document.getElementById('scale-input')?.value === '2'",
+        WITHIN,
+    )
+    .await;
+    eval(&page, "document.getElementById('scale-input').value = ''").await;
+    page.find_element("#scale-input").await.unwrap().click().await.unwrap().type_str("3").await.unwrap();
+    page.find_element("#scale-button").await.unwrap().click().await.unwrap();
+    let said = wait_for(
+        &page,
+        "the refusal shown",
+        "(t => t.includes('failed') && t)(document.getElementById('message')?.textContent || '')",
+        WITHIN,
+    )
+    .await;
+    let said = said.as_str().unwrap_or_default().to_owned();
+    assert!(said.contains("forbidden") && said.contains("User \"viewer\" cannot patch"), "{said}");
+    assert_eq!(apps.get("ticker").await.unwrap().spec.instances, Some(2), "nothing written");
+    screenshot(&page, "read-only").await;
 
     apps.delete("ticker", &Default::default()).await.unwrap();
     drop(chromium);
