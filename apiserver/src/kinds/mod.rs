@@ -15,6 +15,21 @@ pub mod token;
 use agora_schemas::{FieldError, KindInfo};
 use serde_json::Value;
 
+/// An update may not change `field` (a top-level field: `spec`, `roleRef`): its error says `why`.
+///
+/// # Errors
+/// `field`, forbidden.
+fn immutable(current: Option<&Value>, admitted: &Value, field: &str, why: &str) -> Result<(), Vec<FieldError>> {
+    match current {
+        Some(current) if current.get(field) != admitted.get(field) => Err(vec![FieldError {
+            path: field.to_owned(),
+            kind: agora_schemas::FieldErrorKind::Forbidden,
+            message: why.to_owned(),
+        }]),
+        _ => Ok(()),
+    }
+}
+
 /// What the server adds to a new object of `kind` before it is admitted (Kubernetes' `PrepareForCreate`).
 pub fn on_create(kind: &KindInfo, object: &mut Value) {
     if kind.group == agora_schemas::API_GROUP && kind.kind == "Task" {

@@ -1,7 +1,7 @@
 //! RBAC's bindings: a binding's `roleRef` never changes (as in Kubernetes: giving subjects another role is another
 //! binding, so a binding seen granting one role cannot silently grant a wider one).
 
-use agora_schemas::{FieldError, FieldErrorKind};
+use agora_schemas::FieldError;
 use serde_json::Value;
 
 /// An update may not change a binding's `roleRef`.
@@ -9,14 +9,12 @@ use serde_json::Value;
 /// # Errors
 /// `roleRef`, forbidden.
 pub fn check_write(current: Option<&Value>, admitted: &Value) -> Result<(), Vec<FieldError>> {
-    match current {
-        Some(current) if current.get("roleRef") != admitted.get("roleRef") => Err(vec![FieldError {
-            path: "roleRef".to_owned(),
-            kind: FieldErrorKind::Forbidden,
-            message: "a binding's roleRef is immutable: delete the binding and create another".to_owned(),
-        }]),
-        _ => Ok(()),
-    }
+    super::immutable(
+        current,
+        admitted,
+        "roleRef",
+        "a binding's roleRef is immutable: delete the binding and create another",
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Tokens: a token's spec never changes. What a principal's token proves is fixed when it is made; to change it,
 //! revoke it and make another (so a token seen working once cannot be re-pointed at another principal).
 
-use agora_schemas::{FieldError, FieldErrorKind};
+use agora_schemas::FieldError;
 use serde_json::Value;
 
 /// An update may not change a Token's spec.
@@ -9,18 +9,17 @@ use serde_json::Value;
 /// # Errors
 /// `spec`, forbidden.
 pub fn check_write(current: Option<&Value>, admitted: &Value) -> Result<(), Vec<FieldError>> {
-    match current {
-        Some(current) if current.get("spec") != admitted.get("spec") => Err(vec![FieldError {
-            path: "spec".to_owned(),
-            kind: FieldErrorKind::Forbidden,
-            message: "a token's spec is immutable: revoke it (agora token revoke) and create another".to_owned(),
-        }]),
-        _ => Ok(()),
-    }
+    super::immutable(
+        current,
+        admitted,
+        "spec",
+        "a token's spec is immutable: revoke it (agora token revoke) and create another",
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use agora_schemas::FieldErrorKind;
     use serde_json::json;
 
     use super::*;
