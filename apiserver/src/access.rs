@@ -268,6 +268,12 @@ async fn uses(
     };
     let framework = |f: String| ("frameworks".to_owned(), f);
     match (resource, subresource, namespace) {
+        // Deleting them all is acting as every one of them: only a grant of `use` on any framework (no names) does.
+        ("frameworks", None, None) | ("leases", None, Some(agora_schemas::names::FRAMEWORK_LEASE_NAMESPACE))
+            if verb == "deletecollection" =>
+        {
+            Ok(vec![framework("*".to_owned())])
+        }
         ("frameworks", None, None) if writes => {
             // The roles it registers for: a team may not claim another's quota by naming its role.
             let mut needed: Vec<(String, String)> = named().map(framework).into_iter().collect();

@@ -1016,7 +1016,7 @@ async fn a_framework_principal_acts_only_as_its_framework_and_runs_tasks_only_as
     let rules = json!([
         {"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["offers", "tasks"]},
         {"verbs": ["create"], "apiGroups": ["agora"], "resources": ["offers/accept"]},
-        {"verbs": ["create", "update", "patch"], "apiGroups": ["agora"], "resources": ["frameworks", "leases"]},
+        {"verbs": ["create", "update", "patch", "delete", "deletecollection"], "apiGroups": ["agora"], "resources": ["frameworks", "leases"]},
         {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["frameworks"], "resourceNames": ["b"]},
         {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["users"], "resourceNames": ["1000:1000"]},
         {"verbs": ["use"], "apiGroups": ["agora"], "resources": ["roles"], "resourceNames": ["team-b"]},
@@ -1138,6 +1138,11 @@ async fn a_framework_principal_acts_only_as_its_framework_and_runs_tasks_only_as
     assert_eq!(patch("b").await, StatusCode::OK);
     created(admin(Method::POST, leases, lease("a")).await);
     assert_eq!(patch("a").await, StatusCode::FORBIDDEN, "renewing another framework's lease");
+    let every = call_as(&server, "bob-secret", Method::DELETE, leases, None).await;
+    assert_eq!(every.0, StatusCode::FORBIDDEN, "deleting every framework's lease at once: {}", every.1);
+    assert!(every.1["message"].as_str().unwrap().contains("act as framework \"*\""), "{}", every.1);
+    let (code, _) = call_as(&server, "bob-secret", Method::DELETE, &format!("{leases}/a"), None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "deleting another framework's lease");
     let offer = json!({"apiVersion": "agora/v1", "kind": "Offer", "metadata": {"name": "forged"},
         "spec": {"framework": "b", "agent": "n1", "hostname": "n1", "resources": {"cpus": 64.0}}});
     assert_eq!(post(OFFERS, offer).await.0, StatusCode::FORBIDDEN, "only the allocator's principal makes offers");
