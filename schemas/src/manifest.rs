@@ -63,24 +63,47 @@ impl fmt::Display for ManifestError {
 /// # Errors
 /// The first document that cannot be decoded, with its location.
 pub fn parse(source: &str, origin: &str) -> Result<Vec<Document>, ManifestError> {
+    let (documents, mut errors) = parse_each(source, origin);
+    if errors.is_empty() { Ok(documents) } else { Err(errors.swap_remove(0)) }
+}
+
+/// [`parse`], going on past a document that cannot be decoded: the documents that could be, and an error for each
+/// that could not (a syntax error of the stream ends it: what follows cannot be told apart).
+fn parse_each(source: &str, origin: &str) -> (Vec<Document>, Vec<ManifestError>) {
     let lines = LineMaps::build(source);
     if origin.ends_with(".json") || source.trim_start().starts_with('{') {
-        return parse_json(source, origin, &lines);
+        return match parse_json(source, origin, &lines) {
+            Ok(documents) => (documents, Vec::new()),
+            Err(e) => (Vec::new(), vec![e]),
+        };
     }
     // Pass 1: each document as a plain value, for its kind (and syntax errors, with the parser's location).
     let mut headers = Vec::new();
+    let mut errors = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(source).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| yaml_error(origin, index, None, &e))?;
+        let value = match serde_yaml_ng::Value::deserialize(document) {
+            Ok(value) => value,
+            Err(e) => {
+                errors.push(yaml_error(origin, index, None, &e));
+                return (Vec::new(), errors);
+            }
+        };
         let value: serde_json::Value = match value {
             serde_yaml_ng::Value::Null => serde_json::Value::Null,
-            other => serde_json::to_value(other).map_err(|e| ManifestError {
-                origin: origin.to_owned(),
-                document: index,
-                line: lines.start(index),
-                column: None,
-                path: None,
-                message: format!("cannot be read as JSON-compatible data: {e}"),
-            })?,
+            other => match serde_json::to_value(other) {
+                Ok(value) => value,
+                Err(e) => {
+                    errors.push(ManifestError {
+                        origin: origin.to_owned(),
+                        document: index,
+                        line: lines.start(index),
+                        column: None,
+                        path: None,
+                        message: format!("cannot be read as JSON-compatible data: {e}"),
+                    });
+                    serde_json::Value::Null
+                }
+            },
         };
         headers.push(value);
     }
@@ -93,18 +116,20 @@ pub fn parse(source: &str, origin: &str) -> Result<Vec<Document>, ManifestError>
         if header.is_null() {
             continue;
         }
-        let (api_version, kind) = check_header(header, origin, index, &lines)?;
-        let object = match AnyObject::decode(api_version, kind, document) {
-            Some(Ok(object)) => object,
-            Some(Err(e)) => {
-                let path = display_path(e.path());
-                return Err(yaml_error(origin, index, Some(path), e.inner()));
+        let (api_version, kind) = match check_header(header, origin, index, &lines) {
+            Ok(header) => header,
+            Err(e) => {
+                errors.push(e);
+                continue;
             }
-            None => unreachable!("check_header accepts only registered kinds"),
         };
-        documents.push(Document { index, line: lines.start(index).unwrap_or(1), object });
+        match AnyObject::decode(api_version, kind, document) {
+            Some(Ok(object)) => documents.push(Document { index, line: lines.start(index).unwrap_or(1), object }),
+            Some(Err(e)) => errors.push(yaml_error(origin, index, Some(display_path(e.path())), e.inner())),
+            None => unreachable!("check_header accepts only registered kinds"),
+        }
     }
-    Ok(documents)
+    (documents, errors)
 }
 
 fn parse_json(source: &str, origin: &str, lines: &LineMaps) -> Result<Vec<Document>, ManifestError> {
@@ -195,12 +220,11 @@ fn check_header<'a>(
 /// Decodes, defaults and validates every object of a manifest, as the apiserver would admit them.
 ///
 /// # Errors
-/// Every problem found: decoding stops at the first broken document, but every validation violation of every
-/// decoded document is reported, each located by its field path.
+/// Every problem found: each document that cannot be decoded, and every validation violation of every decoded one,
+/// each located by its field path (a YAML syntax error ends the stream there).
 pub fn parse_and_validate(source: &str, origin: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
-    let mut documents = parse(source, origin).map_err(|e| vec![e])?;
+    let (mut documents, mut errors) = parse_each(source, origin);
     let lines = LineMaps::build(source);
-    let mut errors = Vec::new();
     for document in &mut documents {
         if let Err(violations) = document.object.validate() {
             for violation in violations.errors() {

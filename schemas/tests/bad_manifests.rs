@@ -163,3 +163,19 @@ fn validation_errors_of_unwritten_fields_point_at_the_nearest_written_parent() {
         ["web.yaml:4:1: spec.cmd: one of cmd or args is required (only a container image can supply the command)"]
     );
 }
+
+#[test]
+fn every_broken_document_of_a_file_is_reported_not_only_the_first() {
+    let source = "apiVersion: agora/v1\nkind: App\nmetadata: {name: a}\nspec: {cmd: x, cpu: 2}\n---\n\
+                  apiVersion: agora/v1\nkind: Ap\nmetadata: {name: b}\nspec: {cmd: x}\n---\n\
+                  apiVersion: agora/v1\nkind: App\nmetadata: {name: c}\nspec: {cmd: x, instances: -1}\n---\n\
+                  apiVersion: agora/v1\nkind: App\nmetadata: {name: d}\nspec: {cmd: x}\n";
+    let errors = parse_and_validate(source, "four.yaml").unwrap_err();
+    let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.iter().map(|e| e.document).collect::<Vec<_>>(), [0, 1, 2], "{said:#?}");
+    assert!(said[0].starts_with("four.yaml:4:") && said[0].contains("cpu"), "{}", said[0]);
+    assert!(said[1].contains("unknown kind \"Ap\""), "{}", said[1]);
+    assert!(said[2].contains("spec.instances"), "{}", said[2]);
+    // `parse` alone still answers with the first.
+    assert_eq!(parse(source, "four.yaml").unwrap_err().to_string(), said[0]);
+}
