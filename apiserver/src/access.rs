@@ -524,7 +524,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         r#"[{"verbs": ["get", "list", "watch"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "appversions", "cronjobs", "tasks", "tasks/log", "events", "offers", "frameworks", "agents", "roles", "secrets"]},
                {"verbs": ["create", "update", "patch", "delete", "deletecollection"], "apiGroups": ["agora"], "resources": ["apps", "apps/scale", "cronjobs", "cronjobs/trigger", "secrets"]},
                {"verbs": ["update", "patch"], "apiGroups": ["agora"], "resources": ["tasks"]},
-               {"verbs": ["*"], "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"]},
+               {"verbs": ["get", "list", "watch"], "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"]},
                {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces", "events"]}]"#,
     ),
     (
@@ -638,6 +638,33 @@ mod tests {
         );
         let asked = self::asked(&Method::POST, "/apis/agora/v1/namespaces/f/offers/o1/accept", None);
         assert!(forbidden_message(&alice, &asked).contains("cannot create resource \"offers/accept\""));
+    }
+
+    /// Agora has no escalation check yet (Kubernetes' `escalate` and `bind` verbs): whoever may write RBAC objects may
+    /// grant themselves anything in that scope. So no built-in role but cluster-admin writes them.
+    #[test]
+    fn no_built_in_role_but_cluster_admin_writes_rbac_objects_or_tokens() {
+        for (name, rules) in BUILT_IN.iter().filter(|(name, _)| *name != "cluster-admin") {
+            let mut policy = Policy::default();
+            let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+                              "rules": serde_json::from_str::<Value>(rules).unwrap()});
+            policy.add_cluster_role(&serde_json::from_value(role).unwrap());
+            let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "b", "namespace": "team-a"}, "subjects": [{"kind": "User", "name": "alice"}],
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}});
+            policy.add_role_binding(&serde_json::from_value(binding).unwrap());
+            let alice = Principal { name: "alice".into(), groups: vec![] };
+            for (verb, group, resource) in [
+                ("create", "rbac.authorization.k8s.io", "rolebindings"),
+                ("patch", "rbac.authorization.k8s.io", "roles"),
+                ("create", "agora", "tokens"),
+                ("create", "agora", "tasks"),
+            ] {
+                let asked =
+                    Asked::Resource { verb, group, resource, subresource: None, namespace: Some("team-a"), name: None };
+                assert!(!policy.authorize(&alice, &asked), "{name} may {verb} {resource}");
+            }
+        }
     }
 
     #[test]

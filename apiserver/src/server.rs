@@ -430,9 +430,11 @@ async fn self_review(State(state): State<AppState>, request: Request) -> Respons
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
-    let body = match axum::body::to_bytes(request.into_body(), 64 * 1024).await {
-        Ok(body) => body,
-        Err(_) => return ApiError::bad_request("a SelfSubjectAccessReview is at most 64 KiB").into_response(),
+    let read = tokio::time::timeout(state.body_read_timeout, axum::body::to_bytes(request.into_body(), 64 * 1024));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return ApiError::bad_request("a SelfSubjectAccessReview is at most 64 KiB").into_response(),
+        Err(_) => return refused(408, StatusReason::Timeout, "the request body did not arrive in time".to_owned()),
     };
     let principal =
         principal.unwrap_or_else(|| Arc::new(crate::auth::Principal { name: String::new(), groups: Vec::new() }));
